@@ -1,0 +1,1057 @@
+//! Configuration: JSON bytes in, a validated [`Policy`] out, or an error naming the
+//! field (`tokens[2].scopes[0]: unknown scope "event" ...`). Pure: no host calls.
+//!
+//! Every key is documented in `docs/configuration.md`.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use serde_json::{Map, Value};
+
+use crate::policy::{
+    AppSettings, Mode, OriginMismatch, Outcome, PathMatch, Policy, Profile, Reply, RequiredParam,
+    Route, Source, UpstreamHeaders,
+};
+use crate::token::{self, Digest, Kind, OriginRule, Scope, Scopes, StoreError, Token, TokenStore};
+
+/// A configuration error: where, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// JSON path of the offending value (`tokens[2].scopes[0]`), or `configuration`.
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn err<T>(path: impl Into<String>, message: impl Into<String>) -> Result<T, ConfigError> {
+    Err(ConfigError {
+        path: path.into(),
+        message: message.into(),
+    })
+}
+
+/// Default limit for buffered form bodies.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
+/// Hard ceiling for `max_body_bytes`: Envoy's default connection buffer is 1 MiB.
+pub const MAX_BODY_CEILING: usize = 1024 * 1024;
+
+/// Parses and validates a configuration.
+pub fn parse(bytes: &[u8]) -> Result<Policy, ConfigError> {
+    if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+        return err(
+            "configuration",
+            "empty; s2s-guard needs a JSON object with at least one route or preset",
+        );
+    }
+    let value: Value = serde_json::from_slice(bytes)
+        .or_else(|e| err("configuration", format!("not valid JSON: {e}")))?;
+    let Value::Object(map) = &value else {
+        return err("configuration", "expected a JSON object");
+    };
+    compile(Obj::new("", map))
+}
+
+/// A cursor over one JSON object that remembers which keys were read, so unknown
+/// keys can be reported.
+struct Obj<'a> {
+    path: String,
+    map: &'a Map<String, Value>,
+    seen: Vec<&'a str>,
+}
+
+impl<'a> Obj<'a> {
+    fn new(path: &str, map: &'a Map<String, Value>) -> Obj<'a> {
+        Obj {
+            path: path.to_string(),
+            map,
+            seen: Vec::new(),
+        }
+    }
+
+    fn at(&self, key: &str) -> String {
+        if self.path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}.{key}", self.path)
+        }
+    }
+
+    fn get(&mut self, key: &'static str) -> Option<&'a Value> {
+        self.seen.push(key);
+        self.map.get(key).filter(|v| !v.is_null())
+    }
+
+    fn str(&mut self, key: &'static str) -> Result<Option<&'a str>, ConfigError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(_) => err(self.at(key), "expected a string"),
+        }
+    }
+
+    fn required_str(&mut self, key: &'static str) -> Result<&'a str, ConfigError> {
+        match self.str(key)? {
+            Some(s) if !s.is_empty() => Ok(s),
+            Some(_) => err(self.at(key), "must not be empty"),
+            None => err(self.at(key), "is required"),
+        }
+    }
+
+    fn bool(&mut self, key: &'static str, default: bool) -> Result<bool, ConfigError> {
+        match self.get(key) {
+            None => Ok(default),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(_) => err(self.at(key), "expected true or false"),
+        }
+    }
+
+    fn array(&mut self, key: &'static str) -> Result<Option<&'a Vec<Value>>, ConfigError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::Array(a)) => Ok(Some(a)),
+            Some(_) => err(self.at(key), "expected an array"),
+        }
+    }
+
+    fn strings(
+        &mut self,
+        key: &'static str,
+    ) -> Result<Option<Vec<(String, &'a str)>>, ConfigError> {
+        let Some(items) = self.array(key)? else {
+            return Ok(None);
+        };
+        let base = self.at(key);
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| match v {
+                Value::String(s) => Ok((format!("{base}[{i}]"), s.as_str())),
+                _ => err(format!("{base}[{i}]"), "expected a string"),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+    }
+
+    fn object(&mut self, key: &'static str) -> Result<Option<Obj<'a>>, ConfigError> {
+        let path = self.at(key);
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::Object(m)) => Ok(Some(Obj::new(&path, m))),
+            Some(_) => err(path, "expected an object"),
+        }
+    }
+
+    fn usize(&mut self, key: &'static str) -> Result<Option<usize>, ConfigError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::Number(n)) => match n.as_u64() {
+                Some(v) => Ok(Some(v as usize)),
+                None => err(self.at(key), "expected a non-negative integer"),
+            },
+            Some(_) => err(self.at(key), "expected a non-negative integer"),
+        }
+    }
+
+    /// Reports the first key that was never read.
+    fn finish(&self) -> Result<(), ConfigError> {
+        for key in self.map.keys() {
+            if !self.seen.contains(&key.as_str()) {
+                let mut known: Vec<&str> = self.seen.clone();
+                known.sort_unstable();
+                known.dedup();
+                return err(
+                    self.at(key),
+                    format!("unknown field (known fields: {})", known.join(", ")),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+fn element<'a>(path: &str, v: &'a Value) -> Result<Obj<'a>, ConfigError> {
+    match v {
+        Value::Object(m) => Ok(Obj::new(path, m)),
+        _ => err(path, "expected an object"),
+    }
+}
+
+fn compile(mut root: Obj) -> Result<Policy, ConfigError> {
+    let root = &mut root;
+    let mode = match root.str("mode")? {
+        None | Some("enforce") => Mode::Enforce,
+        Some("flag") => Mode::Flag,
+        Some("dry_run") => Mode::DryRun,
+        Some(other) => {
+            return err(
+                "mode",
+                format!("unknown mode \"{other}\" (expected enforce, flag or dry_run)"),
+            )
+        }
+    };
+
+    // Profiles: built-in ones, then custom ones.
+    let mut profiles = builtin_profiles();
+    if let Some(mut custom) = root.object("profiles")? {
+        let map = custom.map;
+        for (name, v) in map.iter() {
+            let path = custom.at(name);
+            if profiles.iter().any(|p| p.name == *name) {
+                return err(path, "redefines a built-in profile (adjust, swaarm, jitsu)");
+            }
+            profiles.push(custom_profile(&path, name, v)?);
+        }
+        // Every key is a profile name: mark them read.
+        custom.seen.extend(map.keys().map(String::as_str));
+        custom.finish()?;
+    }
+    let profile_index = |path: &str, name: &str| -> Result<usize, ConfigError> {
+        match profiles.iter().position(|p| p.name == name) {
+            Some(i) => Ok(i),
+            None => err(path, format!("unknown profile \"{name}\"")),
+        }
+    };
+
+    // Routes: presets first; a user route with the same path and match replaces one.
+    let mut routes: Vec<Route> = Vec::new();
+    if let Some(presets) = root.strings("presets")? {
+        for (path, name) in presets {
+            let preset = match name {
+                "adjust" => adjust_routes(),
+                "swaarm" => swaarm_routes(),
+                "jitsu" => jitsu_routes(),
+                other => {
+                    return err(
+                        path,
+                        format!("unknown preset \"{other}\" (expected adjust, swaarm or jitsu)"),
+                    )
+                }
+            };
+            for r in preset {
+                if routes.iter().any(|e| e.path == r.path) {
+                    return err(path, format!("preset \"{name}\" repeats route {}", r.name));
+                }
+                let profile = profile_index(&path, preset_profile(name))?;
+                routes.push(Route { profile, ..r });
+            }
+        }
+    }
+    let preset_count = routes.len();
+    if let Some(items) = root.array("routes")? {
+        for (i, v) in items.iter().enumerate() {
+            let path = format!("routes[{i}]");
+            let mut o = element(&path, v)?;
+            let route = compile_route(&mut o, &profile_index)?;
+            o.finish()?;
+            if let Some(dup) = routes[preset_count..]
+                .iter()
+                .position(|r| r.path == route.path && r.methods == route.methods)
+            {
+                return err(path, format!("same path and methods as routes[{dup}]"));
+            }
+            match routes[..preset_count]
+                .iter()
+                .position(|r| r.path == route.path)
+            {
+                Some(p) => routes[p] = route,
+                None => routes.push(route),
+            }
+        }
+    }
+    if routes.is_empty() {
+        return err("routes", "no routes: configure routes or name a preset");
+    }
+
+    let reject_unknown_paths = match root.str("unknown_paths")? {
+        None | Some("pass") => false,
+        Some("reject") => true,
+        Some(other) => {
+            return err(
+                "unknown_paths",
+                format!("unknown value \"{other}\" (expected pass or reject)"),
+            )
+        }
+    };
+    let unknown_profile = match root.str("unknown_paths_profile")? {
+        Some(name) => profile_index("unknown_paths_profile", name)?,
+        None => routes[0].profile,
+    };
+
+    let tokens = compile_tokens(root)?;
+    let (apps, app_authentication_default) = compile_apps(root)?;
+
+    let headers = match root.object("upstream_headers")? {
+        None => default_headers(),
+        Some(mut o) => {
+            let d = default_headers();
+            let h = UpstreamHeaders {
+                token_id: header_name(&mut o, "token_id", d.token_id)?,
+                app: header_name(&mut o, "app", d.app)?,
+                reason: header_name(&mut o, "reason", d.reason)?,
+            };
+            o.finish()?;
+            h
+        }
+    };
+    let strip_credential = root.bool("strip_credential", true)?;
+    let origin_mismatch = match root.str("origin_mismatch")? {
+        None | Some("reject") => OriginMismatch::Reject,
+        Some("omit_cors") => OriginMismatch::OmitCors,
+        Some(other) => {
+            return err(
+                "origin_mismatch",
+                format!("unknown value \"{other}\" (expected reject or omit_cors)"),
+            )
+        }
+    };
+    let max_body_bytes = match root.usize("max_body_bytes")? {
+        None => DEFAULT_MAX_BODY_BYTES,
+        Some(0) => return err("max_body_bytes", "must be at least 1"),
+        Some(n) if n > MAX_BODY_CEILING => {
+            return err(
+                "max_body_bytes",
+                format!("must be at most {MAX_BODY_CEILING} (Envoy's default buffer limit)"),
+            )
+        }
+        Some(n) => n,
+    };
+    root.seen.push("$schema");
+    root.finish()?;
+
+    Ok(Policy {
+        mode,
+        reject_unknown_paths,
+        unknown_profile,
+        routes,
+        tokens,
+        apps,
+        app_authentication_default,
+        profiles,
+        headers,
+        strip_credential,
+        origin_mismatch,
+        max_body_bytes,
+    })
+}
+
+fn default_headers() -> UpstreamHeaders {
+    UpstreamHeaders {
+        token_id: "x-s2s-guard-token-id".into(),
+        app: "x-s2s-guard-app".into(),
+        reason: "x-s2s-guard-rejection".into(),
+    }
+}
+
+fn header_name(o: &mut Obj, key: &'static str, default: String) -> Result<String, ConfigError> {
+    match o.str(key)? {
+        None => Ok(default),
+        Some(h) if is_header_name(h) => Ok(h.to_ascii_lowercase()),
+        Some(_) => err(o.at(key), "not a valid HTTP header name"),
+    }
+}
+
+fn is_header_name(h: &str) -> bool {
+    !h.is_empty()
+        && h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+fn compile_route(
+    o: &mut Obj,
+    profile_index: &dyn Fn(&str, &str) -> Result<usize, ConfigError>,
+) -> Result<Route, ConfigError> {
+    let path_text = o.required_str("path")?;
+    if !path_text.starts_with('/') {
+        return err(o.at("path"), "must start with /");
+    }
+    if path_text.contains('?') {
+        return err(o.at("path"), "must not contain a query");
+    }
+    let path = match o.str("match")? {
+        None | Some("exact") => PathMatch::Exact(path_text.as_bytes().to_vec()),
+        Some("prefix") => PathMatch::Prefix(path_text.as_bytes().to_vec()),
+        Some(other) => {
+            return err(
+                o.at("match"),
+                format!("unknown match \"{other}\" (expected exact or prefix)"),
+            )
+        }
+    };
+    let name = o.str("name")?.unwrap_or(path_text).to_string();
+    let mut methods = Vec::new();
+    for (p, m) in o.strings("methods")?.unwrap_or_default() {
+        if m.is_empty() || !m.bytes().all(|b| b.is_ascii_alphabetic()) {
+            return err(p, format!("not an HTTP method: \"{m}\""));
+        }
+        methods.push(m.to_ascii_uppercase().into_bytes());
+    }
+    let scope = match o.str("scope")? {
+        None => None,
+        Some(s) => Some(parse_scope(&o.at("scope"), s)?),
+    };
+    let (mut accept_server, mut accept_client) = (true, false);
+    if let Some(kinds) = o.strings("token_kinds")? {
+        if kinds.is_empty() {
+            return err(o.at("token_kinds"), "must name at least one kind");
+        }
+        (accept_server, accept_client) = (false, false);
+        for (p, k) in kinds {
+            match k {
+                "server" => accept_server = true,
+                "client" => accept_client = true,
+                other => {
+                    return err(
+                        p,
+                        format!("unknown token kind \"{other}\" (expected server or client)"),
+                    )
+                }
+            }
+        }
+    }
+    let profile_name = match o.str("profile")? {
+        Some(p) => p,
+        None => {
+            return err(
+                o.at("profile"),
+                "is required (adjust, swaarm, jitsu or a custom profile)",
+            )
+        }
+    };
+    let profile = profile_index(&o.at("profile"), profile_name)?;
+    let mut required = Vec::new();
+    if let Some(items) = o.array("required_params")? {
+        let base = o.at("required_params");
+        for (i, v) in items.iter().enumerate() {
+            let p = format!("{base}[{i}]");
+            required.push(match v {
+                Value::String(s) if !s.is_empty() => RequiredParam {
+                    name: s.as_bytes().to_vec(),
+                    allow_empty: false,
+                },
+                Value::Object(m) => {
+                    let mut r = Obj::new(&p, m);
+                    let name = r.required_str("name")?.as_bytes().to_vec();
+                    let allow_empty = r.bool("allow_empty", false)?;
+                    r.finish()?;
+                    RequiredParam { name, allow_empty }
+                }
+                _ => {
+                    return err(
+                        p,
+                        "expected a parameter name or {\"name\", \"allow_empty\"}",
+                    )
+                }
+            });
+        }
+    }
+    let app_param = o.str("app_param")?.map(|s| s.as_bytes().to_vec());
+    let sources = match o.strings("credentials")? {
+        None => vec![Source::Bearer],
+        Some(list) if list.is_empty() => {
+            return err(o.at("credentials"), "must name at least one source")
+        }
+        Some(list) => list
+            .into_iter()
+            .map(|(p, s)| parse_source(&p, s))
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    let per_app = o.bool("per_app_enforcement", false)?;
+    if per_app && app_param.is_none() {
+        return err(
+            o.at("per_app_enforcement"),
+            "needs app_param (where the request names its app)",
+        );
+    }
+    let cors = o.bool("cors", false)?;
+    Ok(Route {
+        name,
+        path,
+        methods,
+        scope,
+        accept_server,
+        accept_client,
+        profile,
+        required,
+        app_param,
+        sources,
+        per_app,
+        cors,
+    })
+}
+
+fn parse_scope(path: &str, s: &str) -> Result<Scope, ConfigError> {
+    Scope::parse(s).map_or_else(
+        || {
+            err(
+                path,
+                format!(
+                    "unknown scope \"{s}\" (expected one of: events, sessions, ad_revenue, gdpr)"
+                ),
+            )
+        },
+        Ok,
+    )
+}
+
+fn parse_source(path: &str, s: &str) -> Result<Source, ConfigError> {
+    let (kind, arg) = match s.split_once(':') {
+        Some((k, a)) => (k, Some(a)),
+        None => (s, None),
+    };
+    let arg_ok = |a: Option<&str>| -> Result<String, ConfigError> {
+        match a {
+            Some(a) if !a.is_empty() => Ok(a.to_string()),
+            _ => err(path, format!("\"{kind}:\" needs a name after the colon")),
+        }
+    };
+    Ok(match (kind, arg) {
+        ("bearer", None) => Source::Bearer,
+        ("authorization", None) => Source::Authorization,
+        ("basic", None) => Source::Basic,
+        ("header", a) => {
+            let h = arg_ok(a)?;
+            if !is_header_name(&h) {
+                return err(path, format!("not a valid HTTP header name: \"{h}\""));
+            }
+            let h = h.to_ascii_lowercase();
+            if h == "authorization" {
+                return err(
+                    path,
+                    "use bearer, authorization or basic for the Authorization header",
+                );
+            }
+            Source::Header(h)
+        }
+        ("query", a) => Source::Query(arg_ok(a)?.into_bytes()),
+        ("query_prefix", a) => Source::QueryPrefix(arg_ok(a)?.into_bytes()),
+        ("form", a) => Source::Form(arg_ok(a)?.into_bytes()),
+        _ => {
+            return err(
+                path,
+                format!(
+                    "unknown credential source \"{s}\" (expected bearer, authorization, basic, \
+                     header:<name>, query:<name>, query_prefix:<prefix> or form:<name>)"
+                ),
+            )
+        }
+    })
+}
+
+/// A secret given in the configuration: clear text or a SHA-256 digest in hex.
+fn secret(
+    o: &mut Obj,
+    clear: &'static str,
+    hashed: &'static str,
+) -> Result<Option<Digest>, ConfigError> {
+    let c = o.str(clear)?;
+    let h = o.str(hashed)?;
+    match (c, h) {
+        (Some(_), Some(_)) => err(
+            o.at(hashed),
+            format!("give either {clear} or {hashed}, not both"),
+        ),
+        (Some(""), None) => err(o.at(clear), "must not be empty"),
+        (Some(s), None) => Ok(Some(token::digest(s.as_bytes()))),
+        (None, Some(hex_digest)) => {
+            let mut d = [0u8; 32];
+            if hex_digest.len() != 64 || hex::decode_to_slice(hex_digest, &mut d).is_err() {
+                return err(
+                    o.at(hashed),
+                    "expected 64 hexadecimal characters (a SHA-256 digest)",
+                );
+            }
+            Ok(Some(d))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+fn parse_time(o: &mut Obj, key: &'static str) -> Result<Option<u64>, ConfigError> {
+    match o.get(key) {
+        None => Ok(None),
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(v) => Ok(Some(v)),
+            None => err(o.at(key), "expected Unix seconds or an RFC 3339 time"),
+        },
+        Some(Value::String(s)) => match humantime::parse_rfc3339(s) {
+            Ok(t) => Ok(Some(
+                t.duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs()),
+            )),
+            Err(_) => err(
+                o.at(key),
+                format!("not an RFC 3339 time (e.g. 2026-01-31T00:00:00Z): \"{s}\""),
+            ),
+        },
+        Some(_) => err(o.at(key), "expected Unix seconds or an RFC 3339 time"),
+    }
+}
+
+fn compile_tokens(root: &mut Obj) -> Result<TokenStore, ConfigError> {
+    let mut store = TokenStore::default();
+    let Some(items) = root.array("tokens")? else {
+        return Ok(store);
+    };
+    for (i, v) in items.iter().enumerate() {
+        let path = format!("tokens[{i}]");
+        let mut o = element(&path, v)?;
+        let id = o.required_str("id")?.to_string();
+        o.str("name")?;
+        let mut secrets: Vec<(Digest, Kind)> = Vec::new();
+        let main = secret(&mut o, "secret", "sha256")?;
+        let server = secret(&mut o, "server_secret", "server_secret_sha256")?;
+        let client = secret(&mut o, "client_secret", "client_secret_sha256")?;
+        let kind = match o.str("kind")? {
+            None | Some("server") => Kind::Server,
+            Some("client") => Kind::Client,
+            Some(other) => {
+                return err(
+                    o.at("kind"),
+                    format!("unknown token kind \"{other}\" (expected server or client)"),
+                )
+            }
+        };
+        match (main, server.is_some() || client.is_some()) {
+            (Some(_), true) => {
+                return err(
+                    path,
+                    "give either secret/sha256 or server_secret/client_secret, not both",
+                )
+            }
+            (Some(d), false) => secrets.push((d, kind)),
+            (None, true) => {
+                if o.map.contains_key("kind") {
+                    return err(o.at("kind"), "only applies to secret/sha256");
+                }
+                secrets.extend(server.map(|d| (d, Kind::Server)));
+                secrets.extend(client.map(|d| (d, Kind::Client)));
+            }
+            (None, false) => {
+                return err(
+                    path,
+                    "has no secret (give secret, sha256, server_secret or client_secret)",
+                )
+            }
+        }
+        let app = o.str("app")?.map(str::to_string);
+        let mut scopes = Scopes::NONE;
+        for (p, s) in o.strings("scopes")?.unwrap_or_default() {
+            scopes.insert(parse_scope(&p, s)?);
+        }
+        let active = o.bool("active", true)?;
+        let not_before = parse_time(&mut o, "not_before")?;
+        let expires_at = parse_time(&mut o, "expires_at")?;
+        if let (Some(a), Some(b)) = (not_before, expires_at) {
+            if b <= a {
+                return err(o.at("expires_at"), "must be after not_before");
+            }
+        }
+        let mut origins = Vec::new();
+        for (p, s) in o.strings("origins")?.unwrap_or_default() {
+            match OriginRule::parse(s) {
+                Some(r) => origins.push(r),
+                None => {
+                    return err(
+                        p,
+                        format!("not an origin rule: \"{s}\" (use *, *.domain, *suffix, prefix* or an exact host)"),
+                    )
+                }
+            }
+        }
+        o.finish()?;
+        let token = Token {
+            id,
+            app,
+            scopes,
+            active,
+            not_before,
+            expires_at,
+            origins,
+        };
+        match store.insert(token, &secrets) {
+            Ok(()) => {}
+            Err(StoreError::DuplicateId(id)) => {
+                return err(format!("{path}.id"), format!("duplicate token id \"{id}\""))
+            }
+            Err(StoreError::DuplicateSecret(other)) => {
+                return err(
+                    path,
+                    format!(
+                        "secret already used by token \"{other}\" (every secret must be unique)"
+                    ),
+                )
+            }
+        }
+    }
+    Ok(store)
+}
+
+fn compile_apps(root: &mut Obj) -> Result<(HashMap<String, AppSettings>, bool), ConfigError> {
+    let default = root.bool("app_authentication_default", false)?;
+    let mut apps = HashMap::new();
+    if let Some(mut o) = root.object("apps")? {
+        let map = o.map;
+        for (app, v) in map.iter() {
+            let path = o.at(app);
+            let mut a = element(&path, v)?;
+            let authentication = a.bool("authentication", false)?;
+            let authentication_scopes = match a.strings("authentication_scopes")? {
+                None => None,
+                Some(list) => {
+                    let mut s = Scopes::NONE;
+                    for (p, name) in list {
+                        s.insert(parse_scope(&p, name)?);
+                    }
+                    Some(s)
+                }
+            };
+            a.finish()?;
+            apps.insert(
+                app.clone(),
+                AppSettings {
+                    authentication,
+                    authentication_scopes,
+                },
+            );
+        }
+        o.seen.extend(map.keys().map(String::as_str));
+        o.finish()?;
+    }
+    Ok((apps, default))
+}
+
+// ---- profiles -------------------------------------------------------------------
+
+fn text(status: u16, body: &str) -> Reply {
+    Reply {
+        status,
+        body: body.as_bytes().to_vec(),
+        content_type: "text/plain; charset=utf-8".into(),
+    }
+}
+
+fn json(status: u16, message: &str) -> Reply {
+    Reply {
+        status,
+        body: serde_json::json!({ "message": message })
+            .to_string()
+            .into_bytes(),
+        content_type: "application/json".into(),
+    }
+}
+
+fn profile(name: &str, f: impl Fn(Outcome) -> Reply) -> Profile {
+    Profile {
+        name: name.into(),
+        replies: Outcome::ALL.into_iter().map(f).collect(),
+    }
+}
+
+/// The three reference systems' answers.
+fn builtin_profiles() -> Vec<Profile> {
+    use Outcome::*;
+    let adjust = profile("adjust", |o| match o {
+        Missing => text(202, "Missing authentication token"),
+        Wrong | Inactive | Expired | WrongKind | Ambiguous | OriginDenied => {
+            text(202, "Wrong authentication token")
+        }
+        InsufficientScope => text(401, "Session failed"),
+        BadRequest => text(400, "Bad request"),
+        UnknownEndpoint => text(404, "Not found"),
+        BodyTooLarge => text(413, "Request body too large"),
+        Allowed => text(200, "OK"),
+    });
+    let swaarm = profile("swaarm", |o| match o {
+        BadRequest => text(400, "The request is missing a required parameter"),
+        UnknownEndpoint => text(404, "The endpoint being called is incorrect"),
+        BodyTooLarge => text(413, "Request body too large"),
+        OriginDenied => text(403, "Origin not allowed"),
+        Allowed => text(200, "OK"),
+        _ => text(401, "The s2s token is invalid"),
+    });
+    let jitsu = profile("jitsu", |o| match o {
+        Missing => json(401, "The token is not found"),
+        WrongKind => json(
+            401,
+            "The token is a client secret: server endpoints require a server secret",
+        ),
+        InsufficientScope => json(401, "The token is not allowed on this endpoint"),
+        OriginDenied => json(403, "The request origin is not allowed for this token"),
+        BadRequest => json(400, "The request is missing a required parameter"),
+        UnknownEndpoint => json(404, "Not found"),
+        BodyTooLarge => json(413, "Request body too large"),
+        Allowed => json(200, "ok"),
+        _ => json(401, "The token isn't valid"),
+    });
+    vec![adjust, swaarm, jitsu]
+}
+
+fn custom_profile(path: &str, name: &str, v: &Value) -> Result<Profile, ConfigError> {
+    let Value::Object(m) = v else {
+        return err(path, "expected an object of outcome: {status, body}");
+    };
+    let mut replies: Vec<Option<Reply>> = vec![None; Outcome::ALL.len()];
+    let mut default: Option<Reply> = None;
+    for (key, rv) in m {
+        let p = format!("{path}.{key}");
+        let outcome =
+            if key == "default" {
+                None
+            } else {
+                match Outcome::parse(key) {
+                    Some(Outcome::Allowed) | None => return err(
+                        p,
+                        "unknown outcome (expected default, missing, wrong, inactive, expired, \
+                         insufficient_scope, wrong_kind, origin_denied, bad_request, \
+                         unknown_endpoint, ambiguous or body_too_large)",
+                    ),
+                    Some(o) => Some(o),
+                }
+            };
+        let mut r = element(&p, rv)?;
+        let status = match r.usize("status")? {
+            Some(s) if (200..=599).contains(&s) => s as u16,
+            Some(_) => return err(r.at("status"), "must be an HTTP status between 200 and 599"),
+            None => return err(r.at("status"), "is required"),
+        };
+        let body = r.str("body")?.unwrap_or("").as_bytes().to_vec();
+        let content_type = r
+            .str("content_type")?
+            .unwrap_or("text/plain; charset=utf-8")
+            .to_string();
+        r.finish()?;
+        let reply = Reply {
+            status,
+            body,
+            content_type,
+        };
+        match outcome {
+            None => default = Some(reply),
+            Some(o) => replies[o.index()] = Some(reply),
+        }
+    }
+    let mut out = Vec::with_capacity(replies.len());
+    for (i, r) in replies.into_iter().enumerate() {
+        let o = Outcome::ALL[i];
+        out.push(match (r, &default) {
+            (Some(r), _) => r,
+            (None, _) if o == Outcome::Allowed => text(200, "OK"),
+            (None, Some(d)) => d.clone(),
+            (None, None) => {
+                return err(
+                    path,
+                    format!(
+                        "no reply for outcome \"{}\" (give it or a \"default\")",
+                        o.name()
+                    ),
+                )
+            }
+        });
+    }
+    Ok(Profile {
+        name: name.into(),
+        replies: out,
+    })
+}
+
+// ---- presets ----------------------------------------------------------------------
+
+fn preset_profile(preset: &str) -> &'static str {
+    match preset {
+        "adjust" => "adjust",
+        "swaarm" => "swaarm",
+        _ => "jitsu",
+    }
+}
+
+fn route(name: &str, path: &str) -> Route {
+    Route {
+        name: name.into(),
+        path: PathMatch::Exact(path.as_bytes().to_vec()),
+        methods: Vec::new(),
+        scope: None,
+        accept_server: true,
+        accept_client: false,
+        profile: 0,
+        required: Vec::new(),
+        app_param: None,
+        sources: vec![Source::Bearer],
+        per_app: false,
+        cors: false,
+    }
+}
+
+fn methods(list: &[&str]) -> Vec<Vec<u8>> {
+    list.iter().map(|m| m.as_bytes().to_vec()).collect()
+}
+
+/// Adjust S2S: Bearer tokens, scoped endpoints, per-app enforcement by `app_token`.
+fn adjust_routes() -> Vec<Route> {
+    [
+        ("adjust_event", "/event", Scope::Events),
+        ("adjust_session", "/session", Scope::Sessions),
+        ("adjust_ad_revenue", "/ad_revenue", Scope::AdRevenue),
+        (
+            "adjust_gdpr_forget_device",
+            "/gdpr_forget_device",
+            Scope::Gdpr,
+        ),
+    ]
+    .into_iter()
+    .map(|(name, path, scope)| Route {
+        methods: methods(&["GET", "POST"]),
+        scope: Some(scope),
+        app_param: Some(b"app_token".to_vec()),
+        per_app: true,
+        ..route(name, path)
+    })
+    .collect()
+}
+
+fn required(names: &[(&str, bool)]) -> Vec<RequiredParam> {
+    names
+        .iter()
+        .map(|(n, allow_empty)| RequiredParam {
+            name: n.as_bytes().to_vec(),
+            allow_empty: *allow_empty,
+        })
+        .collect()
+}
+
+/// Swaarm S2S: raw `Authorization` or `s2s_token`; `/s2sevent` takes `token`.
+fn swaarm_routes() -> Vec<Route> {
+    vec![
+        Route {
+            methods: methods(&["GET", "POST"]),
+            sources: vec![Source::Authorization, Source::Query(b"s2s_token".to_vec())],
+            required: required(&[("user_id", false), ("event_id", false)]),
+            ..route("swaarm_postback", "/postback")
+        },
+        Route {
+            methods: methods(&["GET", "POST"]),
+            sources: vec![Source::Query(b"token".to_vec()), Source::Authorization],
+            // The attribution call sends `event_id=` empty.
+            required: required(&[
+                ("user_id", false),
+                ("event_id", true),
+                ("user_ip", false),
+                ("user_ua", false),
+            ]),
+            ..route("swaarm_s2sevent", "/s2sevent")
+        },
+    ]
+}
+
+/// Jitsu: client secrets on browser endpoints, server secrets on S2S endpoints;
+/// its token locations in its order.
+fn jitsu_routes() -> Vec<Route> {
+    let sources = vec![
+        Source::Query(b"token".to_vec()),
+        Source::Header("x-auth-token".into()),
+        Source::Header("api_key".into()),
+        Source::QueryPrefix(b"p_".to_vec()),
+        Source::Basic,
+    ];
+    let client = |name: &str, path: &str| Route {
+        methods: methods(&["POST", "GET", "OPTIONS"]),
+        sources: sources.clone(),
+        accept_server: false,
+        accept_client: true,
+        cors: true,
+        ..route(name, path)
+    };
+    let server = |name: &str, path: &str| Route {
+        methods: methods(&["POST"]),
+        sources: sources.clone(),
+        ..route(name, path)
+    };
+    vec![
+        client("jitsu_event", "/api/v1/event"),
+        client("jitsu_events", "/api/v1/events"),
+        server("jitsu_s2s_event", "/api/v1/s2s/event"),
+        server("jitsu_s2s_events", "/api/v1/s2s/events"),
+        server("jitsu_events_bulk", "/api/v1/events/bulk"),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn e(json: &str) -> String {
+        parse(json.as_bytes()).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn presets_compile() {
+        let p = parse(br#"{"presets": ["adjust", "swaarm", "jitsu"]}"#).unwrap();
+        assert_eq!(p.routes.len(), 11);
+        let r = p.route(b"POST", b"/event").unwrap();
+        assert_eq!(r.scope, Some(Scope::Events));
+        assert!(p.route(b"DELETE", b"/event").is_none());
+        assert!(p.route(b"GET", b"/nope").is_none());
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        assert_eq!(
+            e(""),
+            "configuration: empty; s2s-guard needs a JSON object with at least one route or preset"
+        );
+        assert_eq!(e("[]"), "configuration: expected a JSON object");
+        assert_eq!(e(r#"{"presets":["adjust"],"bogus":1}"#), "bogus: unknown field (known fields: $schema, app_authentication_default, apps, max_body_bytes, mode, origin_mismatch, presets, profiles, routes, strip_credential, tokens, unknown_paths, unknown_paths_profile, upstream_headers)");
+        assert_eq!(
+            e(r#"{"presets":["adjust"],"tokens":[{"id":"a","secret":"s","scopes":["event"]}]}"#),
+            "tokens[0].scopes[0]: unknown scope \"event\" (expected one of: events, sessions, ad_revenue, gdpr)"
+        );
+        assert_eq!(
+            e(
+                r#"{"presets":["adjust"],"tokens":[{"id":"a","secret":"s"},{"id":"a","secret":"t"}]}"#
+            ),
+            "tokens[1].id: duplicate token id \"a\""
+        );
+        assert_eq!(
+            e(
+                r#"{"presets":["adjust"],"tokens":[{"id":"a","secret":"s"},{"id":"b","secret":"s"}]}"#
+            ),
+            "tokens[1]: secret already used by token \"a\" (every secret must be unique)"
+        );
+        assert_eq!(
+            e(r#"{"routes":[{"path":"/x"}]}"#),
+            "routes[0].profile: is required (adjust, swaarm, jitsu or a custom profile)"
+        );
+        assert_eq!(
+            e(r#"{"routes":[{"path":"/x","profile":"nope"}]}"#),
+            "routes[0].profile: unknown profile \"nope\""
+        );
+        assert_eq!(
+            e(r#"{"presets":["adjust"],"tokens":[{"id":"a","sha256":"abc"}]}"#),
+            "tokens[0].sha256: expected 64 hexadecimal characters (a SHA-256 digest)"
+        );
+        assert_eq!(
+            e(r#"{"mode":"loud","presets":["adjust"]}"#),
+            "mode: unknown mode \"loud\" (expected enforce, flag or dry_run)"
+        );
+        assert_eq!(
+            e(r#"{}"#),
+            "routes: no routes: configure routes or name a preset"
+        );
+    }
+
+    #[test]
+    fn user_route_replaces_preset_route() {
+        let p = parse(br#"{"presets":["swaarm"],"routes":[{"path":"/postback","profile":"swaarm","credentials":["authorization"]}]}"#).unwrap();
+        assert_eq!(p.routes.len(), 2);
+        assert_eq!(
+            p.route(b"GET", b"/postback").unwrap().sources,
+            vec![Source::Authorization]
+        );
+    }
+}

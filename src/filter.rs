@@ -1,0 +1,289 @@
+//! The proxy-wasm adapter: the only code that talks to the host. It reads the
+//! request once, asks the pure core for a decision and applies it.
+//!
+//! Envoy constraints it is written around (FACTS.md §5):
+//! - request headers can only be read or changed in `on_http_request_headers`; after
+//!   the headers are continued, header calls fail (and the SDK would panic), so
+//!   everything from the headers is captured there;
+//! - pausing in the headers also holds the body back, so a route that reads the
+//!   form body continues the headers (after the changes it can already make) and
+//!   decides at the end of the body, answering locally if it must.
+
+use std::rc::Rc;
+use std::time::UNIX_EPOCH;
+
+use log::{error, info, warn};
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType, MetricType};
+
+use crate::config;
+use crate::decision::{self, Action as Act, Decision, Enforcement, Forward};
+use crate::metrics::Counter;
+use crate::policy::{Mode, Policy};
+use crate::request::RequestView;
+
+/// Metric ids, defined once per VM (Envoy's stats are process-wide by name).
+struct Metrics {
+    ids: Vec<u32>,
+}
+
+impl Metrics {
+    fn define() -> Metrics {
+        let ids = Counter::all()
+            .into_iter()
+            .map(|c| hostcalls::define_metric(MetricType::Counter, &c.name()).unwrap_or(0))
+            .collect();
+        Metrics { ids }
+    }
+
+    fn increment(&self, c: Counter) {
+        if let Some(&id) = self.ids.get(c.index()) {
+            if id != 0 {
+                // A failed increment is not worth failing a request for.
+                let _ = hostcalls::increment_metric(id, 1);
+            }
+        }
+    }
+}
+
+/// Per plugin configuration: the compiled policy, shared by every request.
+pub struct Root {
+    policy: Option<Rc<Policy>>,
+    metrics: Rc<Metrics>,
+}
+
+impl Root {
+    pub fn new() -> Root {
+        Root {
+            policy: None,
+            metrics: Rc::new(Metrics { ids: Vec::new() }),
+        }
+    }
+}
+
+impl Default for Root {
+    fn default() -> Self {
+        Root::new()
+    }
+}
+
+impl Context for Root {}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        if self.metrics.ids.is_empty() {
+            self.metrics = Rc::new(Metrics::define());
+        }
+        let bytes = self.get_plugin_configuration().unwrap_or_default();
+        match config::parse(&bytes) {
+            Ok(policy) => {
+                info!(
+                    "s2s-guard: configuration loaded: {} routes, {} tokens, mode {:?}",
+                    policy.routes.len(),
+                    policy.tokens.len(),
+                    policy.mode
+                );
+                self.policy = Some(Rc::new(policy));
+                self.metrics.increment(Counter::ConfigLoaded);
+                true
+            }
+            Err(e) => {
+                // The message names a field, never a secret value.
+                error!("s2s-guard: configuration rejected: {e}");
+                self.metrics.increment(Counter::ConfigRejected);
+                false
+            }
+        }
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Stream {
+            policy: self.policy.clone(),
+            metrics: self.metrics.clone(),
+            view: None,
+            response_headers: Vec::new(),
+            body_reason_field: false,
+        }))
+    }
+}
+
+/// One HTTP request.
+struct Stream {
+    policy: Option<Rc<Policy>>,
+    metrics: Rc<Metrics>,
+    /// Kept when the decision waits for the body.
+    view: Option<RequestView>,
+    /// Headers to add to the response (CORS).
+    response_headers: Vec<(String, Vec<u8>)>,
+    /// In flag mode after the headers were sent, the reason travels as a form field.
+    body_reason_field: bool,
+}
+
+impl Context for Stream {}
+
+impl Stream {
+    fn now(&self) -> u64 {
+        self.get_current_time()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    }
+
+    fn count(&self, d: &Decision) {
+        for c in &d.counters {
+            self.metrics.increment(*c);
+        }
+    }
+
+    fn log(&self, d: &Decision) {
+        if d.outcome == crate::policy::Outcome::Allowed && d.enforcement == Enforcement::Enforced {
+            return;
+        }
+        let route = d.route.as_deref().unwrap_or("-");
+        let token = d.token_id.as_deref().unwrap_or("-");
+        let fp = d.fingerprint.as_deref().unwrap_or("-");
+        info!(
+            "s2s-guard: {} route={route} token_id={token} credential_fp={fp} enforcement={:?}",
+            d.outcome.name(),
+            d.enforcement
+        );
+    }
+
+    /// Applies header-side changes (only valid in `on_http_request_headers`).
+    fn apply_headers(&self, f: &Forward) {
+        for h in &f.remove_headers {
+            self.set_http_request_header(h, None);
+        }
+        for (h, v) in &f.set_headers {
+            self.set_http_request_header_bytes(h, Some(v));
+        }
+        if let Some(p) = &f.path {
+            self.set_http_request_header_bytes(":path", Some(p));
+        }
+    }
+
+    fn respond(&self, r: &decision::Respond) {
+        let headers: Vec<(&str, &str)> = r
+            .headers
+            .iter()
+            .filter_map(|(k, v)| std::str::from_utf8(v).ok().map(|v| (k.as_str(), v)))
+            .collect();
+        let body = (!r.body.is_empty()).then_some(r.body.as_slice());
+        self.send_http_response(r.status as u32, headers, body);
+    }
+
+    fn fail_unconfigured(&self) -> Action {
+        warn!("s2s-guard: no configuration in force; failing closed");
+        self.send_http_response(
+            503,
+            vec![("content-type", "text/plain")],
+            Some(b"s2s-guard: not configured"),
+        );
+        Action::Pause
+    }
+}
+
+impl HttpContext for Stream {
+    fn on_http_request_headers(&mut self, _n: usize, end_of_stream: bool) -> Action {
+        let Some(policy) = self.policy.clone() else {
+            return self.fail_unconfigured();
+        };
+        let view = RequestView::from_headers(self.get_http_request_headers_bytes());
+        let now = self.now();
+        if !end_of_stream && decision::needs_body(&policy, &view) {
+            // Make the header changes known now; decide when the body is complete.
+            let partial = decision::decide_partial(&policy, &view, now);
+            if let Act::Forward(f) = &partial.action {
+                self.apply_headers(f);
+                self.response_headers = f.response_headers.clone();
+            } else {
+                for h in decision::owned_headers(&policy) {
+                    self.set_http_request_header(&h, None);
+                }
+            }
+            if policy.strip_credential || policy.mode == Mode::Flag {
+                // The body may change length; Envoy then re-frames it.
+                self.set_http_request_header("content-length", None);
+            }
+            self.body_reason_field = policy.mode == Mode::Flag;
+            self.view = Some(view);
+            return Action::Continue;
+        }
+        let d = decision::decide(&policy, &view, None, now);
+        self.count(&d);
+        self.log(&d);
+        match &d.action {
+            Act::Respond(r) => {
+                self.respond(r);
+                Action::Pause
+            }
+            Act::Forward(f) => {
+                self.apply_headers(f);
+                self.response_headers = f.response_headers.clone();
+                Action::Continue
+            }
+        }
+    }
+
+    fn on_http_request_body(&mut self, size: usize, end_of_stream: bool) -> Action {
+        let (Some(policy), Some(view)) = (self.policy.clone(), self.view.as_ref()) else {
+            return Action::Continue;
+        };
+        if size > policy.max_body_bytes {
+            let d = decision::body_too_large(&policy, view);
+            self.view = None;
+            self.count(&d);
+            self.log(&d);
+            return match &d.action {
+                Act::Respond(r) => {
+                    self.respond(r);
+                    Action::Pause
+                }
+                Act::Forward(_) => Action::Continue,
+            };
+        }
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        let body = self.get_http_request_body(0, size).unwrap_or_default();
+        let now = self.now();
+        let d = decision::decide(&policy, view, Some(&body), now);
+        self.view = None;
+        self.count(&d);
+        self.log(&d);
+        match &d.action {
+            Act::Respond(r) => {
+                self.respond(r);
+                Action::Pause
+            }
+            Act::Forward(f) => {
+                let mut new_body = f.body.clone();
+                if self.body_reason_field && d.enforcement == Enforcement::Flagged {
+                    let mut b = new_body.unwrap_or(body);
+                    if !b.is_empty() {
+                        b.push(b'&');
+                    }
+                    b.extend_from_slice(b"s2s_guard_rejection=");
+                    b.extend_from_slice(d.outcome.name().as_bytes());
+                    new_body = Some(b);
+                }
+                if let Some(b) = new_body {
+                    self.set_http_request_body(0, size, &b);
+                }
+                self.response_headers = f.response_headers.clone();
+                Action::Continue
+            }
+        }
+    }
+
+    fn on_http_response_headers(&mut self, _n: usize, _end_of_stream: bool) -> Action {
+        for (k, v) in &self.response_headers {
+            self.set_http_response_header_bytes(k, Some(v));
+        }
+        Action::Continue
+    }
+}

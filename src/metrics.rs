@@ -1,0 +1,123 @@
+//! The fixed set of counters, defined once at start. Names are designed for Envoy
+//! `stats_tags`: `s2s_guard.<family>.outcome.<outcome>[.scope.<scope>]`, so the
+//! regexes in `docs/metrics.md` turn outcome and scope into Prometheus labels.
+
+use crate::policy::Outcome;
+use crate::token::Scope;
+
+/// A counter the filter increments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Counter {
+    /// Every decision on a configured route, by outcome and by the route's scope.
+    Requests(Outcome, Option<Scope>),
+    /// Answered locally (enforce mode).
+    Rejected(Outcome),
+    /// Would have been rejected, passed because the app's authentication is off.
+    Shadow(Outcome),
+    /// Would have been rejected, forwarded because of `flag` or `dry_run` mode.
+    Flagged(Outcome),
+    /// Requests on paths no route matches, passed through.
+    Unmatched,
+    /// CORS preflights answered.
+    Preflight,
+    /// Client-secret requests passed without `Access-Control-Allow-Origin`.
+    CorsWithheld,
+    ConfigLoaded,
+    ConfigRejected,
+}
+
+const OUTCOMES: usize = Outcome::ALL.len();
+const SCOPES: usize = Scope::ALL.len() + 1;
+
+/// Number of counters.
+pub const COUNT: usize = OUTCOMES * SCOPES + 3 * OUTCOMES + 5;
+
+fn scope_index(s: Option<Scope>) -> usize {
+    match s {
+        None => 0,
+        Some(s) => 1 + Scope::ALL.iter().position(|x| *x == s).unwrap_or(0),
+    }
+}
+
+fn scope_name(s: Option<Scope>) -> &'static str {
+    s.map_or("none", Scope::name)
+}
+
+impl Counter {
+    /// Every counter, in index order.
+    pub fn all() -> Vec<Counter> {
+        let scopes = std::iter::once(None).chain(Scope::ALL.into_iter().map(Some));
+        let mut v: Vec<Counter> = Vec::with_capacity(COUNT);
+        for o in Outcome::ALL {
+            for s in scopes.clone() {
+                v.push(Counter::Requests(o, s));
+            }
+        }
+        v.extend(Outcome::ALL.into_iter().map(Counter::Rejected));
+        v.extend(Outcome::ALL.into_iter().map(Counter::Shadow));
+        v.extend(Outcome::ALL.into_iter().map(Counter::Flagged));
+        v.extend([
+            Counter::Unmatched,
+            Counter::Preflight,
+            Counter::CorsWithheld,
+            Counter::ConfigLoaded,
+            Counter::ConfigRejected,
+        ]);
+        v
+    }
+
+    /// Dense index, for an array of metric ids.
+    pub fn index(self) -> usize {
+        let fam = OUTCOMES * SCOPES;
+        match self {
+            Counter::Requests(o, s) => o.index() * SCOPES + scope_index(s),
+            Counter::Rejected(o) => fam + o.index(),
+            Counter::Shadow(o) => fam + OUTCOMES + o.index(),
+            Counter::Flagged(o) => fam + 2 * OUTCOMES + o.index(),
+            Counter::Unmatched => fam + 3 * OUTCOMES,
+            Counter::Preflight => fam + 3 * OUTCOMES + 1,
+            Counter::CorsWithheld => fam + 3 * OUTCOMES + 2,
+            Counter::ConfigLoaded => fam + 3 * OUTCOMES + 3,
+            Counter::ConfigRejected => fam + 3 * OUTCOMES + 4,
+        }
+    }
+
+    /// The name the filter defines (Envoy shows it as `wasmcustom.<name>`).
+    pub fn name(self) -> String {
+        match self {
+            Counter::Requests(o, s) => {
+                format!(
+                    "s2s_guard.requests.outcome.{}.scope.{}",
+                    o.name(),
+                    scope_name(s)
+                )
+            }
+            Counter::Rejected(o) => format!("s2s_guard.rejected.outcome.{}", o.name()),
+            Counter::Shadow(o) => format!("s2s_guard.shadow.outcome.{}", o.name()),
+            Counter::Flagged(o) => format!("s2s_guard.flagged.outcome.{}", o.name()),
+            Counter::Unmatched => "s2s_guard.unmatched".into(),
+            Counter::Preflight => "s2s_guard.preflight".into(),
+            Counter::CorsWithheld => "s2s_guard.cors_withheld".into(),
+            Counter::ConfigLoaded => "s2s_guard.config.loaded".into(),
+            Counter::ConfigRejected => "s2s_guard.config.rejected".into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn indexes_are_dense_and_names_unique() {
+        let all = Counter::all();
+        assert_eq!(all.len(), COUNT);
+        for (i, c) in all.iter().enumerate() {
+            assert_eq!(c.index(), i, "{c:?}");
+        }
+        let mut names: Vec<String> = all.iter().map(|c| c.name()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), COUNT);
+    }
+}

@@ -1,0 +1,265 @@
+//! The compiled policy: validated configuration, immutable, shared by every request
+//! of a worker through an `Rc`. Nothing in it is parsed per request.
+
+use std::collections::HashMap;
+
+use crate::token::{Kind, Scope, Scopes, TokenStore};
+
+/// What happens to a request that fails a check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Answer locally; the request never reaches the upstream.
+    Enforce,
+    /// Forward, with a header naming the reason (the collector tags the request).
+    Flag,
+    /// Forward untouched; only count.
+    DryRun,
+}
+
+/// Every decision the filter takes. The order is the order of the counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    Allowed,
+    Missing,
+    Wrong,
+    Inactive,
+    Expired,
+    InsufficientScope,
+    /// A client secret on a server endpoint (or the reverse).
+    WrongKind,
+    OriginDenied,
+    BadRequest,
+    UnknownEndpoint,
+    Ambiguous,
+    BodyTooLarge,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 12] = [
+        Outcome::Allowed,
+        Outcome::Missing,
+        Outcome::Wrong,
+        Outcome::Inactive,
+        Outcome::Expired,
+        Outcome::InsufficientScope,
+        Outcome::WrongKind,
+        Outcome::OriginDenied,
+        Outcome::BadRequest,
+        Outcome::UnknownEndpoint,
+        Outcome::Ambiguous,
+        Outcome::BodyTooLarge,
+    ];
+
+    /// The name used in counters, logs and the flag header.
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::Allowed => "allowed",
+            Outcome::Missing => "missing",
+            Outcome::Wrong => "wrong",
+            Outcome::Inactive => "inactive",
+            Outcome::Expired => "expired",
+            Outcome::InsufficientScope => "insufficient_scope",
+            Outcome::WrongKind => "wrong_kind",
+            Outcome::OriginDenied => "origin_denied",
+            Outcome::BadRequest => "bad_request",
+            Outcome::UnknownEndpoint => "unknown_endpoint",
+            Outcome::Ambiguous => "ambiguous",
+            Outcome::BodyTooLarge => "body_too_large",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Outcome> {
+        Outcome::ALL.into_iter().find(|o| o.name() == s)
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// How a route matches the request path (without the query).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathMatch {
+    Exact(Vec<u8>),
+    Prefix(Vec<u8>),
+}
+
+impl PathMatch {
+    pub fn matches(&self, path: &[u8]) -> bool {
+        match self {
+            PathMatch::Exact(p) => path == p.as_slice(),
+            PathMatch::Prefix(p) => path.starts_with(p),
+        }
+    }
+}
+
+/// Where a credential may be found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// `Authorization: Bearer <token>` (Adjust).
+    Bearer,
+    /// `Authorization: <token>` with no scheme (Swaarm).
+    Authorization,
+    /// `Authorization: Basic base64(user:pass)`: the user name is the token (Jitsu).
+    Basic,
+    /// A header holding only the token (`X-Auth-Token`, `api_key`).
+    Header(String),
+    /// A query parameter (`s2s_token`, `token`).
+    Query(Vec<u8>),
+    /// The first query parameter whose name starts with this (`p_`, Jitsu).
+    QueryPrefix(Vec<u8>),
+    /// A field of an `application/x-www-form-urlencoded` POST body.
+    Form(Vec<u8>),
+}
+
+impl Source {
+    /// The configuration spelling, also used in logs.
+    pub fn describe(&self) -> String {
+        let s = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        match self {
+            Source::Bearer => "bearer".into(),
+            Source::Authorization => "authorization".into(),
+            Source::Basic => "basic".into(),
+            Source::Header(h) => format!("header:{h}"),
+            Source::Query(q) => format!("query:{}", s(q)),
+            Source::QueryPrefix(p) => format!("query_prefix:{}", s(p)),
+            Source::Form(f) => format!("form:{}", s(f)),
+        }
+    }
+}
+
+/// A parameter a route requires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequiredParam {
+    pub name: Vec<u8>,
+    /// Present but empty is enough (Swaarm's `event_id=` on attribution calls).
+    pub allow_empty: bool,
+}
+
+/// An endpoint and what it demands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub name: String,
+    pub path: PathMatch,
+    /// Upper-case methods; empty means any.
+    pub methods: Vec<Vec<u8>>,
+    pub scope: Option<Scope>,
+    pub accept_server: bool,
+    pub accept_client: bool,
+    pub profile: usize,
+    pub required: Vec<RequiredParam>,
+    /// Where the request names its app (`app_token`), in the query or form body.
+    pub app_param: Option<Vec<u8>>,
+    pub sources: Vec<Source>,
+    /// Adjust: authentication only for apps that switched it on.
+    pub per_app: bool,
+    /// Browser endpoint: answer CORS preflights, set `Access-Control-Allow-Origin`.
+    pub cors: bool,
+}
+
+impl Route {
+    /// Does this route read the form body (credentials, required params or app)?
+    pub fn reads_form(&self) -> bool {
+        self.sources.iter().any(|s| matches!(s, Source::Form(_)))
+            || !self.required.is_empty()
+            || self.app_param.is_some()
+    }
+}
+
+/// A local answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Vec<u8>,
+    pub content_type: String,
+}
+
+/// Per-outcome answers: how one reference system talks to its clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Profile {
+    pub name: String,
+    /// Indexed by [`Outcome::index`]; the `Allowed` entry is unused.
+    pub replies: Vec<Reply>,
+}
+
+impl Profile {
+    pub fn reply(&self, outcome: Outcome) -> &Reply {
+        &self.replies[outcome.index()]
+    }
+}
+
+/// Adjust's per-app switch and its "authentication scopes".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppSettings {
+    pub authentication: bool,
+    /// Endpoints (by scope) that require authentication; `None`: all.
+    pub authentication_scopes: Option<Scopes>,
+}
+
+/// What an origin mismatch does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OriginMismatch {
+    /// Answer 403 (the profile's `origin_denied` reply).
+    Reject,
+    /// Jitsu's behaviour: pass, but withhold `Access-Control-Allow-Origin`.
+    OmitCors,
+}
+
+/// Upstream headers the filter owns: always removed from the client's request,
+/// set only from verified data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamHeaders {
+    pub token_id: String,
+    pub app: String,
+    pub reason: String,
+}
+
+/// The whole compiled configuration.
+#[derive(Debug)]
+pub struct Policy {
+    pub mode: Mode,
+    pub reject_unknown_paths: bool,
+    /// Profile answering unknown paths when they are rejected.
+    pub unknown_profile: usize,
+    pub routes: Vec<Route>,
+    pub tokens: TokenStore,
+    pub apps: HashMap<String, AppSettings>,
+    /// Authentication for apps not listed in `apps` (Adjust: off until switched on).
+    pub app_authentication_default: bool,
+    pub profiles: Vec<Profile>,
+    pub headers: UpstreamHeaders,
+    pub strip_credential: bool,
+    pub origin_mismatch: OriginMismatch,
+    /// Largest form body the filter buffers; above it the request is refused.
+    pub max_body_bytes: usize,
+}
+
+impl Policy {
+    /// The route for a request: exact matches first, then the longest prefix.
+    /// A path that matches but with another method is not matched.
+    pub fn route(&self, method: &[u8], path: &[u8]) -> Option<&Route> {
+        let method_ok = |r: &Route| r.methods.is_empty() || r.methods.iter().any(|m| m == method);
+        let exact = self.routes.iter().find(|r| {
+            matches!(r.path, PathMatch::Exact(_)) && r.path.matches(path) && method_ok(r)
+        });
+        exact.or_else(|| {
+            self.routes
+                .iter()
+                .filter(|r| {
+                    matches!(r.path, PathMatch::Prefix(_)) && r.path.matches(path) && method_ok(r)
+                })
+                .max_by_key(|r| match &r.path {
+                    PathMatch::Prefix(p) => p.len(),
+                    PathMatch::Exact(_) => 0,
+                })
+        })
+    }
+
+    /// Does the route accept a secret of this kind?
+    pub fn accepts(route: &Route, kind: Kind) -> bool {
+        match kind {
+            Kind::Server => route.accept_server,
+            Kind::Client => route.accept_client,
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! The request as the decision core sees it: bytes, never assumed UTF-8.
+//!
+//! Built once per request by the adapter from one host call (the header pairs), so
+//! the core never calls the host and can be tested natively with the same inputs.
+
+/// Longest header value, path or body field the core looks at; longer values are
+/// treated as malformed rather than processed (a defence against huge inputs).
+pub const MAX_FIELD_LEN: usize = 16 * 1024;
+
+/// A request's method, path and headers (names lower-case, as Envoy presents them).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestView {
+    pub method: Vec<u8>,
+    /// Path with query, as on the request line (`:path`).
+    pub path: Vec<u8>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl RequestView {
+    /// Builds a view from Envoy's header map (pseudo-headers included).
+    pub fn from_headers(headers: Vec<(String, Vec<u8>)>) -> RequestView {
+        let mut view = RequestView::default();
+        for (name, value) in headers {
+            match name.as_str() {
+                ":method" => view.method = value,
+                ":path" => view.path = value,
+                _ if name.starts_with(':') => {}
+                _ => view.headers.push((name, value)),
+            }
+        }
+        view
+    }
+
+    /// Path without the query.
+    pub fn url_path(&self) -> &[u8] {
+        match self.path.iter().position(|&b| b == b'?') {
+            Some(i) => &self.path[..i],
+            None => &self.path,
+        }
+    }
+
+    /// The raw query (after `?`), empty if none.
+    pub fn raw_query(&self) -> &[u8] {
+        match self.path.iter().position(|&b| b == b'?') {
+            Some(i) => &self.path[i + 1..],
+            None => &[],
+        }
+    }
+
+    /// Every value of a header (names compare case-insensitively).
+    pub fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.headers
+            .iter()
+            .filter(move |(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_slice())
+    }
+
+    /// The single value of a header; `Err(())` if it is present more than once.
+    pub fn header_once<'a>(&'a self, name: &'a str) -> Result<Option<&'a [u8]>, Duplicate> {
+        let mut values = self.header_values(name);
+        let first = values.next();
+        if values.next().is_some() {
+            return Err(Duplicate);
+        }
+        Ok(first)
+    }
+
+    /// Is the body a form (`application/x-www-form-urlencoded`, parameters ignored)?
+    pub fn is_form(&self) -> bool {
+        self.header_values("content-type").next().is_some_and(|ct| {
+            let media = ct.split(|&b| b == b';').next().unwrap_or_default();
+            trim(media).eq_ignore_ascii_case(b"application/x-www-form-urlencoded")
+        })
+    }
+}
+
+/// A value that must be single was given more than once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Duplicate;
+
+/// Trims HTTP optional whitespace (spaces and tabs).
+pub fn trim(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}
+
+/// One decoded `name=value` pair of a query or form body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Param {
+    pub name: Vec<u8>,
+    pub value: Vec<u8>,
+    /// Byte range of the raw pair in its source (to strip it later).
+    pub span: (usize, usize),
+}
+
+/// Splits and form-decodes `a=b&c=d` (`+` is a space, `%XX` a byte; a malformed
+/// escape stays literal, as browsers do). Empty segments are skipped.
+pub fn parse_params(raw: &[u8]) -> Vec<Param> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for seg in raw.split(|&b| b == b'&') {
+        let span = (start, start + seg.len());
+        start += seg.len() + 1;
+        if seg.is_empty() {
+            continue;
+        }
+        let (name, value) = match seg.iter().position(|&b| b == b'=') {
+            Some(i) => (&seg[..i], &seg[i + 1..]),
+            None => (seg, &[][..]),
+        };
+        out.push(Param {
+            name: form_decode(name),
+            value: form_decode(value),
+            span,
+        });
+    }
+    out
+}
+
+/// Form-decodes one component.
+pub fn form_decode(raw: &[u8]) -> Vec<u8> {
+    let plus_as_space: Vec<u8> = raw
+        .iter()
+        .map(|&b| if b == b'+' { b' ' } else { b })
+        .collect();
+    percent_encoding::percent_decode(&plus_as_space).collect()
+}
+
+/// Removes the pairs at `spans` from a raw query or form body, keeping the rest
+/// byte for byte.
+pub fn remove_spans(raw: &[u8], spans: &[(usize, usize)]) -> Vec<u8> {
+    let mut kept: Vec<&[u8]> = Vec::new();
+    let mut start = 0;
+    for seg in raw.split(|&b| b == b'&') {
+        let span = (start, start + seg.len());
+        start += seg.len() + 1;
+        if !seg.is_empty() && !spans.contains(&span) {
+            kept.push(seg);
+        }
+    }
+    kept.join(&b'&')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_are_form_decoded_as_bytes() {
+        let p = parse_params(b"a=1&b=x+y%20z&&c&d=%ff%zz&e=%2");
+        let pairs: Vec<(&[u8], &[u8])> = p
+            .iter()
+            .map(|p| (p.name.as_slice(), p.value.as_slice()))
+            .collect();
+        assert_eq!(
+            pairs,
+            vec![
+                (&b"a"[..], &b"1"[..]),
+                (b"b", b"x y z"),
+                (b"c", b""),
+                (b"d", b"\xff%zz"),
+                (b"e", b"%2"),
+            ]
+        );
+    }
+
+    #[test]
+    fn spans_strip_exactly_the_pairs() {
+        let raw = b"s2s=1&s2s_token=abc&app_token=x";
+        let p = parse_params(raw);
+        assert_eq!(remove_spans(raw, &[p[1].span]), b"s2s=1&app_token=x");
+        assert_eq!(remove_spans(raw, &[p[0].span, p[2].span]), b"s2s_token=abc");
+        assert_eq!(remove_spans(b"t=1", &[(0, 3)]), b"");
+    }
+
+    #[test]
+    fn view_splits_path_and_headers() {
+        let v = RequestView::from_headers(vec![
+            (":method".into(), b"POST".to_vec()),
+            (":path".into(), b"/event?x=1".to_vec()),
+            (
+                "content-type".into(),
+                b"Application/X-WWW-Form-Urlencoded; charset=utf-8".to_vec(),
+            ),
+            ("x".into(), b"1".to_vec()),
+            ("x".into(), b"2".to_vec()),
+        ]);
+        assert_eq!(v.url_path(), b"/event");
+        assert_eq!(v.raw_query(), b"x=1");
+        assert!(v.is_form());
+        assert_eq!(v.header_once("x"), Err(Duplicate));
+        assert_eq!(v.header_once("X-Missing"), Ok(None));
+        assert_eq!(trim(b" \t a b\t "), b"a b");
+    }
+}

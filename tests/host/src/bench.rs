@@ -1,0 +1,216 @@
+//! `s2s-guard-host bench`: host-side cost per request of s2s-guard against a no-op
+//! proxy-wasm filter, measured in the same run, plus configuration load time and
+//! guest memory. Writes a section of BENCHMARKS.md.
+//!
+//! Timing is wall-clock on whatever machine runs it; the no-op filter in the same
+//! run is the yardstick, so the difference is what s2s-guard itself costs.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use s2s_guard_host::{Compiled, Host, HostOptions};
+use serde_json::Value;
+
+use crate::{read_requests, Args};
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        0.0
+    } else {
+        v[v.len() / 2]
+    }
+}
+
+/// Adds `n` generated tokens (SHA-256 digests of `bench-token-<i>`) to the config.
+fn with_tokens(config: &[u8], n: usize) -> Result<Vec<u8>, String> {
+    if n == 0 {
+        return Ok(config.to_vec());
+    }
+    let mut v: Value = serde_json::from_slice(config).map_err(|e| format!("config: {e}"))?;
+    let tokens = v
+        .as_object_mut()
+        .ok_or("config: not an object")?
+        .entry("tokens")
+        .or_insert(Value::Array(Vec::new()))
+        .as_array_mut()
+        .ok_or("config: tokens is not an array")?;
+    let have = tokens.len();
+    for i in have..n {
+        let secret = format!("bench-token-{i}");
+        tokens.push(serde_json::json!({
+            "id": format!("bench-{i}"),
+            "sha256": sha256_hex(secret.as_bytes()),
+            "scopes": ["events"],
+        }));
+    }
+    serde_json::to_vec(&v).map_err(|e| e.to_string())
+}
+
+/// SHA-256 of a secret, hex: how tokens are written in a configuration.
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}
+
+struct Measured {
+    ns_per_request: f64,
+    load: Duration,
+    memory: usize,
+}
+
+fn measure(
+    compiled: &Compiled,
+    config: &[u8],
+    lines: &[crate::Line],
+    iterations: usize,
+) -> Result<(Host, Measured), String> {
+    let start = Instant::now();
+    let host = Host::new(
+        compiled,
+        HostOptions {
+            workers: 1,
+            plugin_config: config.to_vec(),
+            ..HostOptions::default()
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    let load = start.elapsed();
+    let memory = host.memory_bytes(0);
+    Ok((
+        host,
+        Measured {
+            ns_per_request: 0.0,
+            load,
+            memory,
+        },
+    ))
+    .map(|(mut host, mut m)| {
+        // Warm up, then take the median of rounds.
+        for l in lines {
+            host.send(l.request.clone());
+        }
+        let mut rounds = Vec::new();
+        for _ in 0..7 {
+            let t = Instant::now();
+            for _ in 0..iterations {
+                for l in lines {
+                    host.send(l.request.clone());
+                }
+            }
+            rounds.push(t.elapsed().as_nanos() as f64 / (iterations * lines.len()) as f64);
+        }
+        m.ns_per_request = median(rounds);
+        m.memory = host.memory_bytes(0);
+        (host, m)
+    })
+}
+
+pub fn run(args: &Args) -> Result<ExitCode, String> {
+    let wasm = args.need("wasm")?;
+    let noop = args.need("noop")?;
+    let config = std::fs::read(args.need("config")?).map_err(|e| format!("config: {e}"))?;
+    let lines = read_requests(args.need("requests")?)?;
+    if lines.is_empty() {
+        return Err("no requests to measure".into());
+    }
+    let iterations: usize = args
+        .get("iterations")
+        .unwrap_or("200")
+        .parse()
+        .map_err(|_| "bad --iterations")?;
+    let tokens: usize = args
+        .get("tokens")
+        .unwrap_or("0")
+        .parse()
+        .map_err(|_| "bad --tokens")?;
+    let section = args.get("section").unwrap_or("requests").to_string();
+    let title = args.get("title").unwrap_or("Per-request cost").to_string();
+    let config = with_tokens(&config, tokens)?;
+
+    let guard = Compiled::from_file(std::path::Path::new(wasm)).map_err(|e| e.to_string())?;
+    let baseline = Compiled::from_file(std::path::Path::new(noop)).map_err(|e| e.to_string())?;
+    let (_h0, base) = measure(&baseline, b"", &lines, iterations)?;
+    let (host, m) = measure(&guard, &config, &lines, iterations)?;
+    for w in 0..host.workers() {
+        if let Some(f) = host.worker_failure(w) {
+            return Err(format!("s2s-guard trapped during the benchmark: {f}"));
+        }
+    }
+
+    let mut md = String::new();
+    md.push_str(&format!("### {title}\n\n"));
+    md.push_str(&format!(
+        "{} request kinds × {iterations} iterations × 7 rounds (median), 1 worker, tokens configured: {}.\n\n",
+        lines.len(),
+        host_token_count(&config)
+    ));
+    md.push_str("| filter | µs per request (host side) | config load | guest memory |\n|---|---:|---:|---:|\n");
+    md.push_str(&format!(
+        "| no-op proxy-wasm filter | {:.2} | {:.1} ms | {} KiB |\n",
+        base.ns_per_request / 1000.0,
+        base.load.as_secs_f64() * 1000.0,
+        base.memory / 1024
+    ));
+    md.push_str(&format!(
+        "| s2s-guard | {:.2} | {:.1} ms | {} KiB |\n",
+        m.ns_per_request / 1000.0,
+        m.load.as_secs_f64() * 1000.0,
+        m.memory / 1024
+    ));
+    md.push_str(&format!(
+        "| **s2s-guard − no-op** | **{:.2}** | | |\n\n",
+        (m.ns_per_request - base.ns_per_request) / 1000.0
+    ));
+    md.push_str("Requests measured:\n\n");
+    for l in &lines {
+        md.push_str(&format!(
+            "- {} (`{} {}`)\n",
+            l.name, l.request.method, l.request.path
+        ));
+    }
+    print!("{md}");
+    if let Some(out) = args.get("out") {
+        write_section(out, &section, &md)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn host_token_count(config: &[u8]) -> usize {
+    serde_json::from_slice::<Value>(config)
+        .ok()
+        .and_then(|v| v.get("tokens").and_then(Value::as_array).map(Vec::len))
+        .unwrap_or(0)
+}
+
+/// Replaces (or appends) `<!-- bench:NAME -->...<!-- /bench:NAME -->` in `path`.
+fn write_section(path: &str, name: &str, body: &str) -> Result<(), String> {
+    let old = std::fs::read_to_string(path).unwrap_or_else(|_| "# Benchmarks\n\n".into());
+    let (open, close) = (
+        format!("<!-- bench:{name} -->"),
+        format!("<!-- /bench:{name} -->"),
+    );
+    let block = format!("{open}\n{body}{close}");
+    let new = match (old.find(&open), old.find(&close)) {
+        (Some(a), Some(b)) if b > a => format!("{}{}{}", &old[..a], block, &old[b + close.len()..]),
+        _ => format!("{}\n{}\n", old.trim_end(), block),
+    };
+    std::fs::write(path, new).map_err(|e| format!("cannot write {path}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sha256_known_answers() {
+        assert_eq!(
+            sha256_hex(b""),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cac7503e04015ad61"
+        );
+    }
+}

@@ -1,0 +1,290 @@
+//! `s2s-guard-host`: the command-line front end of the test host.
+//!
+//! ```text
+//! s2s-guard-host run   --wasm F --config C.json --requests R.jsonl [--workers N] [--table]
+//! s2s-guard-host bench --wasm F --noop N.wasm --config C.json --requests R.jsonl
+//!                      [--iterations K] [--out BENCHMARKS.md]
+//! ```
+//!
+//! Request lines are JSON objects: `name`, `method`, `path` (with query), `headers`
+//! (an object, or an array of `[name, value]` pairs for repeated headers), `body`
+//! (text) or `body_base64`, optional `worker`, optional `advance_ms` (virtual time to
+//! pass before the request).
+
+use std::process::ExitCode;
+
+use s2s_guard_host::{Compiled, Host, HostOptions, Outcome, Request, Verdict};
+use serde_json::{json, Map, Value};
+
+mod bench;
+
+fn usage() -> ExitCode {
+    eprintln!(
+        "usage:\n  s2s-guard-host run --wasm F --config C.json --requests R.jsonl [--workers N] [--table]\n  \
+         s2s-guard-host bench --wasm F --noop N.wasm --config C.json --requests R.jsonl [--iterations K] [--out FILE]"
+    );
+    ExitCode::from(2)
+}
+
+/// Parsed `--flag value` arguments.
+pub(crate) struct Args {
+    pairs: Vec<(String, String)>,
+    flags: Vec<String>,
+}
+
+impl Args {
+    fn parse(args: &[String]) -> Result<Args, String> {
+        let mut pairs = Vec::new();
+        let mut flags = Vec::new();
+        let mut i = 0;
+        while i < args.len() {
+            let a = &args[i];
+            let Some(name) = a.strip_prefix("--") else {
+                return Err(format!("unexpected argument {a}"));
+            };
+            if name == "table" {
+                flags.push(name.to_string());
+                i += 1;
+                continue;
+            }
+            let v = args.get(i + 1).ok_or(format!("--{name} needs a value"))?;
+            pairs.push((name.to_string(), v.clone()));
+            i += 2;
+        }
+        Ok(Args { pairs, flags })
+    }
+
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
+        self.pairs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub(crate) fn need(&self, name: &str) -> Result<&str, String> {
+        self.get(name).ok_or(format!("--{name} is required"))
+    }
+
+    fn flag(&self, name: &str) -> bool {
+        self.flags.iter().any(|f| f == name)
+    }
+}
+
+fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let Some(cmd) = argv.first() else {
+        return usage();
+    };
+    let args = match Args::parse(&argv[1..]) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("s2s-guard-host: {e}");
+            return usage();
+        }
+    };
+    let result = match cmd.as_str() {
+        "run" => run(&args),
+        "bench" => bench::run(&args),
+        _ => return usage(),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("s2s-guard-host: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// One request line, with its name and options.
+pub(crate) struct Line {
+    pub name: String,
+    pub request: Request,
+    pub worker: Option<usize>,
+    pub advance_ms: u64,
+}
+
+pub(crate) fn read_requests(path: &str) -> Result<Vec<Line>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let v: Value =
+            serde_json::from_str(line).map_err(|e| format!("{path}:{}: not JSON: {e}", n + 1))?;
+        out.push(parse_line(&v).map_err(|e| format!("{path}:{}: {e}", n + 1))?);
+    }
+    Ok(out)
+}
+
+fn parse_line(v: &Value) -> Result<Line, String> {
+    let s = |k: &str| v.get(k).and_then(Value::as_str);
+    let method = s("method").unwrap_or("GET");
+    let path = s("path").ok_or("missing \"path\"")?;
+    let mut req = Request::new(method, path);
+    match v.get("headers") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(m)) => {
+            for (k, val) in m {
+                req = req.header(k, val.as_str().ok_or("header values must be strings")?);
+            }
+        }
+        Some(Value::Array(a)) => {
+            for pair in a {
+                let (Some(k), Some(val)) = (
+                    pair.get(0).and_then(Value::as_str),
+                    pair.get(1).and_then(Value::as_str),
+                ) else {
+                    return Err("headers pairs must be [name, value] strings".into());
+                };
+                req = req.header(k, val);
+            }
+        }
+        Some(_) => return Err("\"headers\" must be an object or an array of pairs".into()),
+    }
+    if let Some(b) = s("body") {
+        req = req.body(b);
+    }
+    if let Some(b) = s("body_base64") {
+        req = req.body(decode_base64(b).ok_or("body_base64 is not base64")?);
+    }
+    if let Some(a) = s("authority") {
+        req.authority = a.to_string();
+    }
+    Ok(Line {
+        name: s("name").unwrap_or(path).to_string(),
+        request: req,
+        worker: v.get("worker").and_then(Value::as_u64).map(|w| w as usize),
+        advance_ms: v.get("advance_ms").and_then(Value::as_u64).unwrap_or(0),
+    })
+}
+
+fn decode_base64(s: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(s.trim())
+        .ok()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn headers_json(h: &[(String, Vec<u8>)]) -> Value {
+    Value::Array(h.iter().map(|(k, v)| json!([k, text(v)])).collect())
+}
+
+pub(crate) fn outcome_json(name: &str, req: &Request, o: &Outcome) -> Value {
+    let (verdict, details) = match &o.verdict {
+        Verdict::Forwarded => ("forwarded", String::new()),
+        Verdict::Local { details } => ("local", details.clone()),
+        Verdict::Pending => ("pending", String::new()),
+    };
+    let mut m = Map::new();
+    m.insert("name".into(), json!(name));
+    m.insert("method".into(), json!(req.method));
+    m.insert("path".into(), json!(req.path));
+    m.insert("verdict".into(), json!(verdict));
+    if !details.is_empty() {
+        m.insert("details".into(), json!(details));
+    }
+    m.insert("status".into(), json!(o.status));
+    m.insert("response_headers".into(), headers_json(&o.response_headers));
+    m.insert("body".into(), json!(text(&o.response_body)));
+    if let Some(u) = &o.upstream {
+        m.insert("upstream_headers".into(), headers_json(&u.headers));
+        if !u.body.is_empty() {
+            m.insert("upstream_body".into(), json!(text(&u.body)));
+        }
+    }
+    Value::Object(m)
+}
+
+fn run(args: &Args) -> Result<ExitCode, String> {
+    let wasm = args.need("wasm")?;
+    let config = std::fs::read(args.need("config")?)
+        .map_err(|e| format!("cannot read {}: {e}", args.need("config").unwrap_or("")))?;
+    let lines = read_requests(args.need("requests")?)?;
+    let workers: usize = args
+        .get("workers")
+        .map(|w| {
+            w.parse()
+                .map_err(|_| "--workers must be a number".to_string())
+        })
+        .transpose()?
+        .unwrap_or(2);
+    let compiled = Compiled::from_file(std::path::Path::new(wasm)).map_err(|e| e.to_string())?;
+    let mut host = Host::new(
+        &compiled,
+        HostOptions {
+            workers,
+            plugin_config: config,
+            ..HostOptions::default()
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    let table = args.flag("table");
+    if table {
+        println!(
+            "{:<52} {:<10} {:>6}  {}",
+            "REQUEST", "VERDICT", "STATUS", "ANSWER / UPSTREAM"
+        );
+        println!("{}", "-".repeat(110));
+    }
+    for line in lines {
+        if line.advance_ms > 0 {
+            host.advance(line.advance_ms);
+        }
+        let o = match line.worker {
+            Some(w) if w < host.workers() => host.send_on(w, line.request.clone()),
+            _ => host.send(line.request.clone()),
+        };
+        if table {
+            let verdict = match &o.verdict {
+                Verdict::Forwarded => "forwarded",
+                Verdict::Local { .. } => "local",
+                Verdict::Pending => "pending",
+            };
+            let answer = match &o.upstream {
+                Some(u) => {
+                    let ids: Vec<String> = u
+                        .headers
+                        .iter()
+                        .filter(|(k, _)| k.starts_with("x-s2s-guard"))
+                        .map(|(k, v)| format!("{k}: {}", text(v)))
+                        .collect();
+                    let path = u.header(":path").map(text).unwrap_or_default();
+                    format!("upstream {path} {}", ids.join(", "))
+                }
+                None => format!("\"{}\"", text(&o.response_body)),
+            };
+            let name: String = line.name.chars().take(52).collect();
+            println!("{name:<52} {verdict:<10} {:>6}  {answer}", o.status);
+        } else {
+            println!("{}", outcome_json(&line.name, &line.request, &o));
+        }
+    }
+    let counters: Map<String, Value> = host
+        .metrics()
+        .into_iter()
+        .filter(|(_, v)| *v != 0)
+        .map(|(k, v)| (k, json!(v)))
+        .collect();
+    if table {
+        println!("{}", "-".repeat(110));
+        println!("counters (non-zero):");
+        for (k, v) in &counters {
+            println!("  {k} = {v}");
+        }
+    } else {
+        println!("{}", json!({ "counters": counters }));
+    }
+    for w in 0..host.workers() {
+        if let Some(f) = host.worker_failure(w) {
+            return Err(format!("worker {w} trapped: {f}"));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
