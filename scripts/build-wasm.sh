@@ -13,8 +13,9 @@ run() {
     ${WASM_RUSTFLAGS:+RUSTFLAGS="$WASM_RUSTFLAGS"} \
     "$WASM_CARGO" build --release --target "$TARGET" $WASM_EXTRA "$@"
 }
-run -p s2s-guard -p noop-filter
+run -p s2s-guard -p noop-filter -p probe-filter
 mkdir -p dist
 cp "target/$TARGET/release/s2s_guard.wasm" dist/s2s-guard.wasm
 cp "target/$TARGET/release/noop_filter.wasm" dist/noop-filter.wasm
+cp "target/$TARGET/release/probe_filter.wasm" dist/probe-filter.wasm
 ls -l dist/*.wasm >&2

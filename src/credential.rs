@@ -41,7 +41,8 @@ pub enum Extracted {
 /// What one source yielded.
 enum Hit {
     None,
-    Value(Vec<u8>, Location),
+    /// The value and every place it was found.
+    Value(Vec<u8>, Vec<Location>),
     Ambiguous,
     Malformed(Location),
 }
@@ -106,12 +107,12 @@ fn from_source(
                     if t.is_empty() {
                         Hit::None
                     } else {
-                        Hit::Value(t.to_vec(), auth_loc())
+                        Hit::Value(t.to_vec(), vec![auth_loc()])
                     }
                 }
                 (Source::Basic, AuthValue::Basic(b64)) => match decode_basic_user(b64) {
                     Some(user) if user.is_empty() => Hit::None,
-                    Some(user) => Hit::Value(user, auth_loc()),
+                    Some(user) => Hit::Value(user, vec![auth_loc()]),
                     None => Hit::Malformed(auth_loc()),
                 },
                 _ => Hit::None,
@@ -124,14 +125,14 @@ fn from_source(
                 let first = values.next();
                 match first {
                     Some(f) if values.all(|v| v == f) => {
-                        Hit::Value(f.to_vec(), Location::Header(name.clone()))
+                        Hit::Value(f.to_vec(), vec![Location::Header(name.clone())])
                     }
                     Some(_) => Hit::Ambiguous,
                     None => Hit::None,
                 }
             }
             Ok(Some(v)) if !trim(v).is_empty() => {
-                Hit::Value(trim(v).to_vec(), Location::Header(name.clone()))
+                Hit::Value(trim(v).to_vec(), vec![Location::Header(name.clone())])
             }
             Ok(_) => Hit::None,
         },
@@ -149,24 +150,27 @@ fn from_source(
     }
 }
 
-/// All non-empty values of matching parameters must agree.
+/// All non-empty values of matching parameters must agree; every pair carrying the
+/// value is reported so that all copies are stripped.
 fn params_hit<'a>(
     params: impl Iterator<Item = &'a Param>,
     loc: fn((usize, usize)) -> Location,
 ) -> Hit {
-    let mut found: Option<(&[u8], (usize, usize))> = None;
+    let mut found: Option<&[u8]> = None;
+    let mut spans = Vec::new();
     for p in params {
         if p.value.is_empty() {
             continue;
         }
         match found {
-            None => found = Some((&p.value, p.span)),
-            Some((v, _)) if v == p.value.as_slice() => {}
+            None => found = Some(&p.value),
+            Some(v) if v == p.value.as_slice() => {}
             Some(_) => return Hit::Ambiguous,
         }
+        spans.push(loc(p.span));
     }
     match found {
-        Some((v, span)) => Hit::Value(v.to_vec(), loc(span)),
+        Some(v) => Hit::Value(v.to_vec(), spans),
         None => Hit::None,
     }
 }
@@ -201,14 +205,16 @@ pub fn extract(
             Hit::None => {}
             Hit::Ambiguous => return Extracted::Ambiguous,
             Hit::Malformed(loc) => malformed.push(loc),
-            Hit::Value(v, loc) => {
+            Hit::Value(v, locs) => {
                 match &value {
                     None => value = Some((v, source.clone())),
                     Some((existing, _)) if *existing == v => {}
                     Some(_) => return Extracted::Ambiguous,
                 }
-                if !locations.contains(&loc) {
-                    locations.push(loc);
+                for loc in locs {
+                    if !locations.contains(&loc) {
+                        locations.push(loc);
+                    }
                 }
             }
         }

@@ -173,11 +173,16 @@ fn decide_inner(
                 {
                     Outcome::Expired
                 } else if !Policy::accepts(route, v.kind) {
-                    Outcome::WrongKind
+                    // A client secret on a server endpoint has its own answer (Jitsu);
+                    // a server secret where only client secrets count is unknown there.
+                    match v.kind {
+                        Kind::Client => Outcome::WrongKind,
+                        Kind::Server => Outcome::Wrong,
+                    }
                 } else if route.app_param.is_some()
                     && t.app.is_some()
                     && !(pending && app.is_none())
-                    && app.as_ref().map(|a| a.as_slice()) != t.app.as_ref().map(|a| a.as_bytes())
+                    && app.as_deref() != t.app.as_ref().map(|a| a.as_bytes())
                 {
                     // A token belongs to one app: another app's token is a wrong token.
                     Outcome::Wrong

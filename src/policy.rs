@@ -25,7 +25,7 @@ pub enum Outcome {
     Inactive,
     Expired,
     InsufficientScope,
-    /// A client secret on a server endpoint (or the reverse).
+    /// A client secret on a server endpoint.
     WrongKind,
     OriginDenied,
     BadRequest,

@@ -82,8 +82,10 @@ impl Scopes {
     pub fn is_empty(self) -> bool {
         self.0 == 0
     }
+}
 
-    pub fn from_iter(iter: impl IntoIterator<Item = Scope>) -> Scopes {
+impl FromIterator<Scope> for Scopes {
+    fn from_iter<I: IntoIterator<Item = Scope>>(iter: I) -> Scopes {
         let mut s = Scopes::NONE;
         for x in iter {
             s.insert(x);

@@ -536,6 +536,28 @@ pub struct Host {
 
 const ACTION_CONTINUE: i32 = 0;
 
+/// Where the built `.wasm` files are: `$S2S_GUARD_DIST`, else `<workspace>/dist`.
+pub fn dist_dir() -> std::path::PathBuf {
+    match std::env::var_os("S2S_GUARD_DIST") {
+        Some(d) => d.into(),
+        None => std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../dist"),
+    }
+}
+
+/// Loads `dist/<name>` for a test; a missing file fails the test with the command
+/// that builds it (tests never skip silently).
+pub fn load_dist(name: &str) -> Compiled {
+    let path = dist_dir().join(name);
+    if !path.exists() {
+        panic!(
+            "{} is missing: build the Wasm modules first with `make build` \
+             (or `bash scripts/build-wasm.sh`)",
+            path.display()
+        );
+    }
+    Compiled::from_file(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
 /// Compiles a module once, to start many hosts from it cheaply.
 pub struct Compiled {
     engine: Engine,

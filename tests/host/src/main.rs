@@ -228,8 +228,8 @@ fn run(args: &Args) -> Result<ExitCode, String> {
     let table = args.flag("table");
     if table {
         println!(
-            "{:<52} {:<10} {:>6}  {}",
-            "REQUEST", "VERDICT", "STATUS", "ANSWER / UPSTREAM"
+            "{:<52} {:<10} {:>6}  ANSWER / UPSTREAM",
+            "REQUEST", "VERDICT", "STATUS"
         );
         println!("{}", "-".repeat(110));
     }

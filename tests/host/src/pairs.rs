@@ -78,8 +78,10 @@ pub fn decode(buf: &[u8]) -> Result<Headers, PairsError> {
 fn take<'a>(buf: &'a [u8], pos: &mut usize, len: usize) -> Result<&'a [u8], PairsError> {
     let end = pos.checked_add(len).ok_or(PairsError::Truncated)?;
     let slice = buf.get(*pos..end).ok_or(PairsError::Truncated)?;
-    if buf.get(end) != Some(&0) {
-        return Err(PairsError::MissingNul);
+    match buf.get(end) {
+        Some(0) => {}
+        Some(_) => return Err(PairsError::MissingNul),
+        None => return Err(PairsError::Truncated),
     }
     *pos = end + 1;
     Ok(slice)

@@ -1,0 +1,35 @@
+# s2s-guard: build the Wasm filter, test it in the proxy-wasm test host, demo, bench.
+# Every target that needs the .wasm builds it first; `make setup` finds or installs
+# a Wasm toolchain (scripts/wasm-toolchain.sh).
+
+CARGO ?= cargo
+HOST  := $(CARGO) run -q -p s2s-guard-host --
+WASM  := dist/s2s-guard.wasm
+
+.PHONY: all setup build test unit lint demo bench clean
+
+all: build
+
+setup:
+	@bash scripts/wasm-toolchain.sh
+
+build: setup
+	@bash scripts/build-wasm.sh
+
+# The whole suite: format and lint checks, native unit tests, the host's own
+# tests, and the integration tests that load dist/*.wasm into the test host.
+test: build lint
+	$(CARGO) test --workspace
+
+lint:
+	@bash scripts/lint.sh
+
+demo: build
+	$(HOST) run --wasm $(WASM) --config demo/config.json --requests demo/requests.jsonl --table
+
+bench: build
+	@bash scripts/bench.sh
+
+clean:
+	$(CARGO) clean
+	rm -rf dist

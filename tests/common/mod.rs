@@ -1,0 +1,191 @@
+//! One scenario suite, run twice: natively against the pure core and through the
+//! compiled `.wasm` in the test host (the coraza-proxy-wasm way).
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+
+use s2s_guard::decision::{self, Action, Forward};
+use s2s_guard::request::RequestView;
+use s2s_guard_host::{load_dist, Compiled, Headers, Host, HostOptions, Request, Verdict};
+
+/// What a run observed, in a form both runners produce.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observed {
+    pub forwarded: bool,
+    pub status: u16,
+    pub body: Vec<u8>,
+    pub response_headers: Headers,
+    /// Request headers as they reached the upstream (None if answered locally).
+    pub upstream: Option<Headers>,
+    pub upstream_body: Option<Vec<u8>>,
+    /// Counters incremented by this request (name → delta), without `wasmcustom.`.
+    pub counters: BTreeMap<String, i64>,
+}
+
+/// The virtual clock's start (2026-01-01T00:00:00Z), seconds.
+pub const START: u64 = 1_767_225_600;
+
+fn apply(headers: &mut Headers, f: &Forward) {
+    for h in &f.remove_headers {
+        headers.retain(|(k, _)| k != h);
+    }
+    for (h, v) in &f.set_headers {
+        headers.retain(|(k, _)| k != h);
+        headers.push((h.clone(), v.clone()));
+    }
+    if let Some(p) = &f.path {
+        for (k, v) in headers.iter_mut() {
+            if k == ":path" {
+                *v = p.clone();
+            }
+        }
+    }
+}
+
+/// The adapter's flow (src/filter.rs), natively: decide in the headers, or decide
+/// at the end of the body after making the header changes known.
+pub fn run_native(config: &str, req: &Request) -> Observed {
+    let policy = s2s_guard::config::parse(config.as_bytes()).expect("config");
+    let mut headers = req.envoy_headers();
+    let view = RequestView::from_headers(headers.clone());
+    let body_phase = !req.body.is_empty() && decision::needs_body(&policy, &view);
+    let d = if body_phase {
+        let partial = decision::decide_partial(&policy, &view, START);
+        match &partial.action {
+            Action::Forward(f) => apply(&mut headers, f),
+            Action::Respond(_) => {
+                for h in decision::owned_headers(&policy) {
+                    headers.retain(|(k, _)| *k != h);
+                }
+            }
+        }
+        if policy.strip_credential || policy.mode == s2s_guard::policy::Mode::Flag {
+            headers.retain(|(k, _)| k != "content-length");
+        }
+        if req.body.len() > policy.max_body_bytes {
+            decision::body_too_large(&policy, &view)
+        } else {
+            decision::decide(&policy, &view, Some(&req.body), START)
+        }
+    } else {
+        decision::decide(&policy, &view, None, START)
+    };
+    let counters = d.counters.iter().map(|c| (c.name(), 1)).collect();
+    match d.action {
+        Action::Respond(r) => {
+            let mut rh = r.headers.clone();
+            if !r.body.is_empty() {
+                rh.push((
+                    "content-length".into(),
+                    r.body.len().to_string().into_bytes(),
+                ));
+            }
+            Observed {
+                forwarded: false,
+                status: r.status,
+                body: r.body,
+                response_headers: rh,
+                upstream: None,
+                upstream_body: None,
+                counters,
+            }
+        }
+        Action::Forward(f) => {
+            let mut body = req.body.clone();
+            if body_phase {
+                if let Some(b) = &f.body {
+                    body = b.clone();
+                }
+                if policy.mode == s2s_guard::policy::Mode::Flag
+                    && d.enforcement == decision::Enforcement::Flagged
+                {
+                    if !body.is_empty() {
+                        body.push(b'&');
+                    }
+                    body.extend_from_slice(b"s2s_guard_rejection=");
+                    body.extend_from_slice(d.outcome.name().as_bytes());
+                }
+            } else {
+                apply(&mut headers, &f);
+            }
+            let mut rh = vec![("content-type".to_string(), b"text/plain".to_vec())];
+            rh.extend(f.response_headers.iter().cloned());
+            Observed {
+                forwarded: true,
+                status: 200,
+                body: b"OK".to_vec(),
+                response_headers: rh,
+                upstream: Some(headers),
+                upstream_body: Some(body),
+                counters,
+            }
+        }
+    }
+}
+
+/// A host per configuration, reused across cases (configuration once, as in Envoy).
+pub struct WasmRunner {
+    compiled: Compiled,
+    hosts: BTreeMap<String, Host>,
+}
+
+impl WasmRunner {
+    pub fn new() -> WasmRunner {
+        WasmRunner {
+            compiled: load_dist("s2s-guard.wasm"),
+            hosts: BTreeMap::new(),
+        }
+    }
+
+    pub fn host(&mut self, config: &str) -> &mut Host {
+        let compiled = &self.compiled;
+        self.hosts.entry(config.to_string()).or_insert_with(|| {
+            Host::new(
+                compiled,
+                HostOptions {
+                    workers: 2,
+                    plugin_config: config.as_bytes().to_vec(),
+                    ..HostOptions::default()
+                },
+            )
+            .unwrap_or_else(|e| panic!("configuration rejected: {e}"))
+        })
+    }
+
+    pub fn run(&mut self, config: &str, req: &Request) -> Observed {
+        let host = self.host(config);
+        let before = host.metrics();
+        let o = host.send(req.clone());
+        for w in 0..host.workers() {
+            assert!(
+                host.worker_failure(w).is_none(),
+                "worker {w} trapped: {:?}",
+                host.worker_failure(w)
+            );
+        }
+        let after = host.metrics();
+        let counters = after
+            .iter()
+            .filter_map(|(k, v)| {
+                let d = v - before.get(k).copied().unwrap_or(0);
+                (d != 0).then(|| (k.trim_start_matches("wasmcustom.").to_string(), d))
+            })
+            .collect();
+        Observed {
+            forwarded: o.verdict == Verdict::Forwarded,
+            status: o.status,
+            body: o.response_body.clone(),
+            response_headers: o.response_headers.clone(),
+            upstream: o.upstream.as_ref().map(|u| u.headers.clone()),
+            upstream_body: o.upstream.as_ref().map(|u| u.body.clone()),
+            counters,
+        }
+    }
+}
+
+impl Default for WasmRunner {
+    fn default() -> Self {
+        WasmRunner::new()
+    }
+}
