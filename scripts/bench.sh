@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# make bench: host-side cost per request of s2s-guard against the no-op filter, in
+# the same run, and configuration load time and guest memory for growing token
+# sets. Writes the sections of BENCHMARKS.md it owns.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+HOST=(cargo run -q -p s2s-guard-host --)
+OUT=BENCHMARKS.md
+common=(--wasm dist/s2s-guard.wasm --noop dist/noop-filter.wasm --out "$OUT")
+
+"${HOST[@]}" bench "${common[@]}" --config demo/config.json --requests demo/requests.jsonl \
+  --iterations 200 --section mixed --title "Reference requests (demo/requests.jsonl, all three presets)"
+
+for n in 10 10000 1000000; do
+  iters=200; [ "$n" -ge 1000000 ] && iters=50
+  "${HOST[@]}" bench "${common[@]}" --config bench/tokens.json --requests bench/tokens-requests.jsonl \
+    --tokens "$n" --iterations "$iters" --section "tokens-$n" \
+    --title "Adjust token check with $n tokens configured"
+done
+
+{
+  echo
+  echo "<!-- machine -->"
+  echo "Measured on: $(uname -srm), $(nproc) cores, $(date -u +%Y-%m-%d)."
+} > /dev/null
+echo "bench: wrote $OUT" >&2
