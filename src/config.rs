@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::policy::{
@@ -43,6 +44,10 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
 pub const MAX_BODY_CEILING: usize = 1024 * 1024;
 
 /// Parses and validates a configuration.
+///
+/// The top level is read as raw JSON slices; `tokens` is then compiled one element
+/// at a time, so a configuration with a million tokens never exists as a whole
+/// JSON tree in memory (Wasm memory, once grown, is never given back).
 pub fn parse(bytes: &[u8]) -> Result<Policy, ConfigError> {
     if bytes.iter().all(|b| b.is_ascii_whitespace()) {
         return err(
@@ -50,12 +55,59 @@ pub fn parse(bytes: &[u8]) -> Result<Policy, ConfigError> {
             "empty; s2s-guard needs a JSON object with at least one route or preset",
         );
     }
-    let value: Value = serde_json::from_slice(bytes)
+    if !bytes
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| *b == b'{')
+    {
+        // Not an object: say what it is, if it is JSON at all.
+        return match serde_json::from_slice::<Value>(bytes) {
+            Ok(_) => err("configuration", "expected a JSON object"),
+            Err(e) => err("configuration", format!("not valid JSON: {e}")),
+        };
+    }
+    let top: Vec<(String, &RawValue)> = serde_json::from_slice::<RawObject>(bytes)
+        .map(|o| o.0)
         .or_else(|e| err("configuration", format!("not valid JSON: {e}")))?;
-    let Value::Object(map) = &value else {
-        return err("configuration", "expected a JSON object");
-    };
-    compile(Obj::new("", map))
+    let mut map = Map::new();
+    let mut tokens: Option<&RawValue> = None;
+    for (k, v) in top {
+        if k == "tokens" {
+            tokens = Some(v);
+            map.insert(k, Value::Null);
+            continue;
+        }
+        let value: Value = serde_json::from_str(v.get())
+            .or_else(|e| err(k.clone(), format!("not valid JSON: {e}")))?;
+        map.insert(k, value);
+    }
+    compile(Obj::new("", &map), tokens)
+}
+
+/// A JSON object as (key, raw value) pairs, borrowing from the input.
+struct RawObject<'a>(Vec<(String, &'a RawValue)>);
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for RawObject<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = RawObject<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut m: M,
+            ) -> Result<Self::Value, M::Error> {
+                let mut out = Vec::new();
+                while let Some((k, v)) = m.next_entry::<String, &'de RawValue>()? {
+                    out.push((k, v));
+                }
+                Ok(RawObject(out))
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
 }
 
 /// A cursor over one JSON object that remembers which keys were read, so unknown
@@ -183,7 +235,7 @@ fn element<'a>(path: &str, v: &'a Value) -> Result<Obj<'a>, ConfigError> {
     }
 }
 
-fn compile(mut root: Obj) -> Result<Policy, ConfigError> {
+fn compile(mut root: Obj, raw_tokens: Option<&RawValue>) -> Result<Policy, ConfigError> {
     let root = &mut root;
     let mode = match root.str("mode")? {
         None | Some("enforce") => Mode::Enforce,
@@ -284,7 +336,8 @@ fn compile(mut root: Obj) -> Result<Policy, ConfigError> {
         None => routes[0].profile,
     };
 
-    let tokens = compile_tokens(root)?;
+    root.seen.push("tokens");
+    let tokens = compile_tokens(raw_tokens)?;
     let (apps, app_authentication_default) = compile_apps(root)?;
 
     let headers = match root.object("upstream_headers")? {
@@ -594,12 +647,64 @@ fn parse_time(o: &mut Obj, key: &'static str) -> Result<Option<u64>, ConfigError
     }
 }
 
-fn compile_tokens(root: &mut Obj) -> Result<TokenStore, ConfigError> {
+fn compile_tokens(raw: Option<&RawValue>) -> Result<TokenStore, ConfigError> {
     let mut store = TokenStore::default();
-    let Some(items) = root.array("tokens")? else {
+    let Some(raw) = raw.filter(|r| r.get().trim() != "null") else {
         return Ok(store);
     };
-    for (i, v) in items.iter().enumerate() {
+    let mut failure: Option<ConfigError> = None;
+    let seed = TokenSeq {
+        store: &mut store,
+        failure: &mut failure,
+    };
+    let mut de = serde_json::Deserializer::from_str(raw.get());
+    let result = serde::de::DeserializeSeed::deserialize(seed, &mut de);
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    result.or_else(|e| {
+        err(
+            "tokens",
+            format!("expected an array of token objects ({e})"),
+        )
+    })?;
+    Ok(store)
+}
+
+/// Streams the `tokens` array: each element is parsed, compiled and dropped before
+/// the next is read.
+struct TokenSeq<'s> {
+    store: &'s mut TokenStore,
+    failure: &'s mut Option<ConfigError>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for TokenSeq<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for TokenSeq<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an array")
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut i = 0;
+        while let Some(v) = seq.next_element::<Value>()? {
+            if let Err(e) = compile_token(i, &v, self.store) {
+                *self.failure = Some(e);
+                return Err(serde::de::Error::custom("invalid token"));
+            }
+            i += 1;
+        }
+        Ok(())
+    }
+}
+
+fn compile_token(i: usize, v: &Value, store: &mut TokenStore) -> Result<(), ConfigError> {
+    {
         let path = format!("tokens[{i}]");
         let mut o = element(&path, v)?;
         let id = o.required_str("id")?.to_string();
@@ -690,7 +795,7 @@ fn compile_tokens(root: &mut Obj) -> Result<TokenStore, ConfigError> {
             }
         }
     }
-    Ok(store)
+    Ok(())
 }
 
 fn compile_apps(root: &mut Obj) -> Result<(HashMap<String, AppSettings>, bool), ConfigError> {

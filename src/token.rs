@@ -203,6 +203,7 @@ pub struct Verified<'a> {
 pub struct TokenStore {
     tokens: Vec<Token>,
     index: HashMap<Digest, (usize, Kind)>,
+    ids: HashMap<String, usize>,
 }
 
 /// Why a token could not be added.
@@ -228,7 +229,7 @@ impl TokenStore {
 
     /// Adds a token with its secrets (digests and kinds).
     pub fn insert(&mut self, token: Token, secrets: &[(Digest, Kind)]) -> Result<(), StoreError> {
-        if self.tokens.iter().any(|t| t.id == token.id) {
+        if self.ids.contains_key(&token.id) {
             return Err(StoreError::DuplicateId(token.id));
         }
         for (i, (d, _)) in secrets.iter().enumerate() {
@@ -244,6 +245,7 @@ impl TokenStore {
         for (d, kind) in secrets {
             self.index.insert(*d, (at, *kind));
         }
+        self.ids.insert(token.id.clone(), at);
         self.tokens.push(token);
         Ok(())
     }

@@ -692,7 +692,21 @@ impl Host {
     pub fn send_on(&mut self, worker: usize, request: Request) -> Outcome {
         let id = self.start(worker, request);
         self.pump();
-        self.outcome(id)
+        self.take_outcome(id)
+    }
+
+    /// The outcome of a stream, forgetting the stream once it has ended (streams
+    /// still paused stay, and report `Verdict::Pending`).
+    pub fn take_outcome(&mut self, id: StreamId) -> Outcome {
+        let outcome = self.outcome(id);
+        if outcome.verdict != Verdict::Pending {
+            self.workers[id.worker]
+                .store
+                .data_mut()
+                .streams
+                .remove(&id.context);
+        }
+        outcome
     }
 
     /// Starts a stream; it runs until it completes or pauses.
