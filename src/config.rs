@@ -55,11 +55,7 @@ pub fn parse(bytes: &[u8]) -> Result<Policy, ConfigError> {
             "empty; s2s-guard needs a JSON object with at least one route or preset",
         );
     }
-    if !bytes
-        .iter()
-        .find(|b| !b.is_ascii_whitespace())
-        .is_some_and(|b| *b == b'{')
-    {
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         // Not an object: say what it is, if it is JSON at all.
         return match serde_json::from_slice::<Value>(bytes) {
             Ok(_) => err("configuration", "expected a JSON object"),
