@@ -10,9 +10,11 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::policy::{
-    AppSettings, Mode, OriginMismatch, Outcome, PathMatch, Policy, Profile, Reply, RequiredParam,
-    Route, Source, UpstreamHeaders,
+    AppPlatform, AppSettings, Checks, LaterSdk, Mode, OriginMismatch, Outcome, PathMatch, Policy,
+    Profile, Reply, RequiredParam, Route, SignatureSettings, Source, UpstreamHeaders,
 };
+use crate::replay;
+use crate::signature::AppSecret;
 use crate::token::{self, Digest, Kind, OriginRule, Scope, Scopes, StoreError, Token, TokenStore};
 
 /// A configuration error: where, and what is wrong.
@@ -273,14 +275,15 @@ fn compile(mut root: Obj, raw_tokens: Option<&RawValue>) -> Result<Policy, Confi
         for (path, name) in presets {
             let preset = match name {
                 "adjust" => adjust_routes(),
+                "adjust_sdk" => adjust_sdk_routes(),
                 "swaarm" => swaarm_routes(),
                 "jitsu" => jitsu_routes(),
-                other => {
-                    return err(
-                        path,
-                        format!("unknown preset \"{other}\" (expected adjust, swaarm or jitsu)"),
-                    )
-                }
+                other => return err(
+                    path,
+                    format!(
+                        "unknown preset \"{other}\" (expected adjust, adjust_sdk, swaarm or jitsu)"
+                    ),
+                ),
             };
             for r in preset {
                 if routes.iter().any(|e| e.path == r.path) {
@@ -334,7 +337,29 @@ fn compile(mut root: Obj, raw_tokens: Option<&RawValue>) -> Result<Policy, Confi
 
     root.seen.push("tokens");
     let tokens = compile_tokens(raw_tokens)?;
-    let (apps, app_authentication_default) = compile_apps(root)?;
+    let apps = compile_apps(root)?;
+    let signature_reply = match root.object("signature_reply")? {
+        None => text(401, "Request signature rejected"),
+        Some(mut r) => {
+            let status = match r.usize("status")? {
+                Some(s) if (200..=599).contains(&s) => s as u16,
+                Some(_) => {
+                    return err(r.at("status"), "must be an HTTP status between 200 and 599")
+                }
+                None => return err(r.at("status"), "is required"),
+            };
+            let reply = Reply {
+                status,
+                body: r.str("body")?.unwrap_or("").as_bytes().to_vec(),
+                content_type: r
+                    .str("content_type")?
+                    .unwrap_or("text/plain; charset=utf-8")
+                    .to_string(),
+            };
+            r.finish()?;
+            reply
+        }
+    };
 
     let headers = match root.object("upstream_headers")? {
         None => default_headers(),
@@ -380,13 +405,16 @@ fn compile(mut root: Obj, raw_tokens: Option<&RawValue>) -> Result<Policy, Confi
         unknown_profile,
         routes,
         tokens,
-        apps,
-        app_authentication_default,
+        apps: apps.settings,
+        app_authentication_default: apps.default,
         profiles,
         headers,
         strip_credential,
         origin_mismatch,
         max_body_bytes,
+        signatures: apps.signatures,
+        signature_reply,
+        stat_names: apps.stat_names,
     })
 }
 
@@ -519,7 +547,29 @@ fn compile_route(
         );
     }
     let cors = o.bool("cors", false)?;
+    let checks = match o.str("checks")? {
+        None | Some("token") => Checks::Token,
+        Some("signature") => Checks::Signature,
+        Some("token_and_signature") => Checks::TokenAndSignature,
+        Some("s2s_token_else_signature") => Checks::S2sTokenElseSignature,
+        Some(other) => {
+            return err(
+                o.at("checks"),
+                format!(
+                    "unknown checks \"{other}\" (expected token, signature, token_and_signature \
+                     or s2s_token_else_signature)"
+                ),
+            )
+        }
+    };
+    if checks != Checks::Token && app_param.is_none() {
+        return err(
+            o.at("checks"),
+            "signature checks need app_param (where the request names its app)",
+        );
+    }
     Ok(Route {
+        checks,
         name,
         path,
         methods,
@@ -794,14 +844,40 @@ fn compile_token(i: usize, v: &Value, store: &mut TokenStore) -> Result<(), Conf
     Ok(())
 }
 
-fn compile_apps(root: &mut Obj) -> Result<(HashMap<String, AppSettings>, bool), ConfigError> {
+/// Apps: the per-app S2S switch, and SDK signature settings with templates.
+struct Apps {
+    settings: HashMap<String, AppSettings>,
+    default: bool,
+    signatures: HashMap<String, SignatureSettings>,
+    stat_names: Vec<String>,
+}
+
+/// Apps beyond this many get no statistics series of their own.
+pub const DEFAULT_MAX_STATS_APPS: usize = 100;
+
+fn compile_apps(root: &mut Obj) -> Result<Apps, ConfigError> {
     let default = root.bool("app_authentication_default", false)?;
+    let max_stats_apps = root
+        .usize("max_stats_apps")?
+        .unwrap_or(DEFAULT_MAX_STATS_APPS);
     let mut apps = HashMap::new();
+    let mut raw_sigs: Vec<(String, String, Option<String>, &Value)> = Vec::new();
     if let Some(mut o) = root.object("apps")? {
         let map = o.map;
         for (app, v) in map.iter() {
             let path = o.at(app);
             let mut a = element(&path, v)?;
+            let template = a.str("template")?.map(str::to_string);
+            if let Some(sig) = a.get("signature") {
+                raw_sigs.push((app.clone(), a.at("signature"), template.clone(), sig));
+            } else if let Some(t) = &template {
+                raw_sigs.push((
+                    app.clone(),
+                    a.at("signature"),
+                    Some(t.clone()),
+                    &Value::Null,
+                ));
+            }
             let authentication = a.bool("authentication", false)?;
             let authentication_scopes = match a.strings("authentication_scopes")? {
                 None => None,
@@ -825,7 +901,334 @@ fn compile_apps(root: &mut Obj) -> Result<(HashMap<String, AppSettings>, bool), 
         o.seen.extend(map.keys().map(String::as_str));
         o.finish()?;
     }
-    Ok((apps, default))
+    let (signatures, stat_names) = compile_signatures(&raw_sigs, max_stats_apps)?;
+    Ok(Apps {
+        settings: apps,
+        default,
+        signatures,
+        stat_names,
+    })
+}
+
+/// One app's `signature` object, before its template is applied.
+#[derive(Default)]
+struct RawSignature {
+    enforce_signature: Option<bool>,
+    platform: Option<AppPlatform>,
+    hashes: Vec<String>,
+    secrets: Vec<AppSecret>,
+    max_age: Option<u64>,
+    max_future: Option<u64>,
+    later_sdk: Option<LaterSdk>,
+    signing_ids: Option<Vec<String>>,
+    replay_capacity: Option<usize>,
+    replay_full_rejects: Option<bool>,
+}
+
+fn duration(o: &mut Obj, key: &'static str) -> Result<Option<u64>, ConfigError> {
+    match o.get(key) {
+        None => Ok(None),
+        Some(Value::Number(n)) => n.as_u64().map(Some).map_or_else(
+            || err(o.at(key), "expected seconds or a duration like \"7d\""),
+            Ok,
+        ),
+        Some(Value::String(s)) => match humantime::parse_duration(s) {
+            Ok(d) => Ok(Some(d.as_secs())),
+            Err(_) => err(
+                o.at(key),
+                format!("not a duration (e.g. 30d, 12h, 300s): \"{s}\""),
+            ),
+        },
+        Some(_) => err(o.at(key), "expected seconds or a duration like \"7d\""),
+    }
+}
+
+/// `AA:BB:...` with 20 (SHA-1) or 32 (SHA-256) bytes.
+fn valid_cert_hash(h: &str) -> bool {
+    let parts: Vec<&str> = h.split(':').collect();
+    (parts.len() == 20 || parts.len() == 32)
+        && parts
+            .iter()
+            .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+fn parse_signature(path: &str, v: &Value) -> Result<RawSignature, ConfigError> {
+    let mut r = RawSignature::default();
+    if v.is_null() {
+        return Ok(r);
+    }
+    let mut o = element(path, v)?;
+    r.enforce_signature = match o.get("enforce_signature") {
+        None => None,
+        Some(Value::Bool(b)) => Some(*b),
+        Some(_) => return err(o.at("enforce_signature"), "expected true or false"),
+    };
+    r.platform = match o.str("platform")? {
+        None => None,
+        Some("ios") => Some(AppPlatform::Ios),
+        Some("android") => Some(AppPlatform::Android),
+        Some("both") => Some(AppPlatform::Both),
+        Some(other) => {
+            return err(
+                o.at("platform"),
+                format!("unknown platform \"{other}\" (expected ios, android or both)"),
+            )
+        }
+    };
+    let hashes: Vec<(String, String)> = match o.get("android_signature_hash") {
+        None => Vec::new(),
+        // A comma-separated string, as the App Automation API accepts.
+        Some(Value::String(s)) => s
+            .split(',')
+            .map(|h| (o.at("android_signature_hash"), h.trim().to_string()))
+            .collect(),
+        Some(Value::Array(_)) => o
+            .strings("android_signature_hash")?
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(p, h)| (p, h.trim().to_string()))
+            .collect(),
+        Some(_) => {
+            return err(
+                o.at("android_signature_hash"),
+                "expected a list or a comma-separated string",
+            )
+        }
+    };
+    for (p, h) in hashes {
+        if !valid_cert_hash(&h) {
+            return err(
+                p,
+                format!("not a certificate fingerprint (AA:BB:... with 20 or 32 bytes): \"{h}\""),
+            );
+        }
+        let h = h.to_ascii_uppercase();
+        if !r.hashes.contains(&h) {
+            r.hashes.push(h);
+        }
+    }
+    if let Some(items) = o.array("secrets")? {
+        let base = o.at("secrets");
+        for (i, v) in items.iter().enumerate() {
+            let p = format!("{base}[{i}]");
+            let mut s = element(&p, v)?;
+            let id = match s.usize("id")? {
+                Some(n) if (1..=u32::MAX as usize).contains(&n) => n as u32,
+                Some(_) => return err(s.at("id"), "Secret IDs are numbered from 1"),
+                None => return err(s.at("id"), "is required"),
+            };
+            let info = s.array("info")?;
+            let joined = s.str("secret")?;
+            let secret = match (info, joined) {
+                (Some(_), Some(_)) => return err(p, "give either info or secret, not both"),
+                (Some(list), None) => {
+                    if list.len() != 4 {
+                        return err(s.at("info"), "expected the four integers info1..info4");
+                    }
+                    let mut joined = String::new();
+                    for (j, n) in list.iter().enumerate() {
+                        match n.as_u64() {
+                            Some(n) => joined.push_str(&n.to_string()),
+                            None => {
+                                return err(
+                                    format!("{}[{j}]", s.at("info")),
+                                    "expected a non-negative integer",
+                                )
+                            }
+                        }
+                    }
+                    joined.into_bytes()
+                }
+                (None, Some(j)) if !j.is_empty() && j.bytes().all(|b| b.is_ascii_digit()) => {
+                    j.as_bytes().to_vec()
+                }
+                (None, Some(_)) => {
+                    return err(
+                        s.at("secret"),
+                        "expected the joined decimal digits of info1..info4",
+                    )
+                }
+                (None, None) => return err(p, "has no secret (give info or secret)"),
+            };
+            let name = s.str("name")?.map(str::to_string);
+            let active = s.bool("active", true)?;
+            s.finish()?;
+            if r.secrets.iter().any(|x| x.id == id) {
+                return err(format!("{p}.id"), format!("duplicate Secret ID {id}"));
+            }
+            r.secrets.push(AppSecret {
+                id,
+                secret,
+                active,
+                name,
+            });
+        }
+    }
+    r.max_age = duration(&mut o, "max_age")?;
+    r.max_future = duration(&mut o, "max_future")?;
+    r.later_sdk = match o.str("later_sdk")? {
+        None => None,
+        Some("pass") => Some(LaterSdk::Pass),
+        Some("flag") => Some(LaterSdk::Flag),
+        Some("reject") => Some(LaterSdk::Reject),
+        Some(other) => {
+            return err(
+                o.at("later_sdk"),
+                format!("unknown policy \"{other}\" (expected pass, flag or reject)"),
+            )
+        }
+    };
+    r.signing_ids = o
+        .strings("signing_ids")?
+        .map(|l| l.into_iter().map(|(_, s)| s.to_string()).collect());
+    if let Some(mut rp) = o.object("replay")? {
+        r.replay_capacity = match rp.usize("capacity")? {
+            Some(0) => return err(rp.at("capacity"), "must be at least 1"),
+            other => other,
+        };
+        r.replay_full_rejects = match rp.str("when_full")? {
+            None => None,
+            Some("reject") => Some(true),
+            Some("accept") => Some(false),
+            Some(other) => {
+                return err(
+                    rp.at("when_full"),
+                    format!("unknown value \"{other}\" (expected reject or accept)"),
+                )
+            }
+        };
+        rp.finish()?;
+    }
+    o.finish()?;
+    Ok(r)
+}
+
+/// Default freshness window: offline queues hold events for days.
+pub const DEFAULT_MAX_AGE: u64 = 30 * 86400;
+pub const DEFAULT_MAX_FUTURE: u64 = 300;
+pub const DEFAULT_REPLAY_CAPACITY: usize = 100_000;
+
+fn metric_safe(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn compile_signatures(
+    raw: &[(String, String, Option<String>, &Value)],
+    max_stats_apps: usize,
+) -> Result<(HashMap<String, SignatureSettings>, Vec<String>), ConfigError> {
+    let parsed: HashMap<&str, (RawSignature, Option<&String>)> = raw
+        .iter()
+        .map(|(app, path, t, v)| Ok((app.as_str(), (parse_signature(path, v)?, t.as_ref()))))
+        .collect::<Result<_, ConfigError>>()?;
+    let mut apps: Vec<&(String, String, Option<String>, &Value)> = raw.iter().collect();
+    apps.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut out = HashMap::new();
+    // The shared "other" block comes first.
+    let mut names: Vec<String> = ["accepted", "rejected", "invalid_secret", "no_secret"]
+        .iter()
+        .map(|s| format!("s2s_guard.sdk.app.other.{s}"))
+        .collect();
+    for (n, (app, path, template, _)) in apps.into_iter().enumerate() {
+        let (own, _) = &parsed[app.as_str()];
+        let base: Option<&RawSignature> =
+            match template {
+                None => None,
+                Some(t) => match parsed.get(t.as_str()) {
+                    Some((_, Some(_))) => {
+                        return err(
+                            path.replace(".signature", ".template"),
+                            format!("template \"{t}\" has a template itself"),
+                        )
+                    }
+                    Some((r, None)) => Some(r),
+                    None => return err(
+                        path.replace(".signature", ".template"),
+                        format!(
+                            "unknown template app \"{t}\" (it needs a signature object in apps)"
+                        ),
+                    ),
+                },
+            };
+        // Overrides replace, except hashes (added) and secrets (the template's active
+        // ones are added; the app's own Secret IDs win).
+        let pick =
+            |f: fn(&RawSignature) -> Option<u64>, d: u64| f(own).or(base.and_then(f)).unwrap_or(d);
+        let mut secrets = own.secrets.clone();
+        let mut hashes = base.map(|b| b.hashes.clone()).unwrap_or_default();
+        for h in &own.hashes {
+            if !hashes.contains(h) {
+                hashes.push(h.clone());
+            }
+        }
+        if let Some(b) = base {
+            for s in b.secrets.iter().filter(|s| s.active) {
+                if !secrets.iter().any(|x| x.id == s.id) {
+                    secrets.push(s.clone());
+                }
+            }
+        }
+        let capacity = own
+            .replay_capacity
+            .or(base.and_then(|b| b.replay_capacity))
+            .unwrap_or(DEFAULT_REPLAY_CAPACITY);
+        let max_age = pick(|r| r.max_age, DEFAULT_MAX_AGE);
+        let own_series = n < max_stats_apps;
+        let stats_base = names.len();
+        if own_series {
+            let a = metric_safe(app);
+            for s in &secrets {
+                names.push(format!("s2s_guard.sdk.app.{a}.secret.{}.accepted", s.id));
+                names.push(format!("s2s_guard.sdk.app.{a}.secret.{}.rejected", s.id));
+            }
+            names.push(format!("s2s_guard.sdk.app.{a}.invalid_secret"));
+            names.push(format!("s2s_guard.sdk.app.{a}.no_secret"));
+        }
+        out.insert(
+            app.clone(),
+            SignatureSettings {
+                enforce_signature: own
+                    .enforce_signature
+                    .or(base.and_then(|b| b.enforce_signature))
+                    .unwrap_or(false),
+                platform: own
+                    .platform
+                    .or(base.and_then(|b| b.platform))
+                    .unwrap_or(AppPlatform::Both),
+                android_signature_hashes: hashes,
+                secrets,
+                max_age,
+                max_future: pick(|r| r.max_future, DEFAULT_MAX_FUTURE),
+                later_sdk: own
+                    .later_sdk
+                    .or(base.and_then(|b| b.later_sdk))
+                    .unwrap_or(LaterSdk::Pass),
+                signing_ids: own
+                    .signing_ids
+                    .clone()
+                    .or(base.and_then(|b| b.signing_ids.clone()))
+                    .unwrap_or_default(),
+                replay: replay::Shape::new(
+                    max_age + pick(|r| r.max_future, DEFAULT_MAX_FUTURE),
+                    capacity,
+                ),
+                replay_full_rejects: own
+                    .replay_full_rejects
+                    .or(base.and_then(|b| b.replay_full_rejects))
+                    .unwrap_or(true),
+                stats_base,
+                own_series,
+            },
+        );
+    }
+    Ok((out, names))
 }
 
 // ---- profiles -------------------------------------------------------------------
@@ -966,7 +1369,7 @@ fn custom_profile(path: &str, name: &str, v: &Value) -> Result<Profile, ConfigEr
 
 fn preset_profile(preset: &str) -> &'static str {
     match preset {
-        "adjust" => "adjust",
+        "adjust" | "adjust_sdk" => "adjust",
         "swaarm" => "swaarm",
         _ => "jitsu",
     }
@@ -986,6 +1389,7 @@ fn route(name: &str, path: &str) -> Route {
         sources: vec![Source::Bearer],
         per_app: false,
         cors: false,
+        checks: Checks::Token,
     }
 }
 
@@ -1014,6 +1418,41 @@ fn adjust_routes() -> Vec<Route> {
         ..route(name, path)
     })
     .collect()
+}
+
+/// Adjust with SDK traffic: the S2S endpoints take a token when `s2s=1` and a
+/// signature otherwise; the SDK-only endpoints take a signature.
+fn adjust_sdk_routes() -> Vec<Route> {
+    let mut routes: Vec<Route> = adjust_routes()
+        .into_iter()
+        .map(|r| Route {
+            checks: Checks::S2sTokenElseSignature,
+            ..r
+        })
+        .collect();
+    for (name, path, methods_) in [
+        ("adjust_sdk_click", "/sdk_click", &["POST"][..]),
+        ("adjust_sdk_info", "/sdk_info", &["POST"]),
+        ("adjust_attribution", "/attribution", &["GET"]),
+        (
+            "adjust_third_party_sharing",
+            "/third_party_sharing",
+            &["POST"],
+        ),
+        (
+            "adjust_measurement_consent",
+            "/measurement_consent",
+            &["POST"],
+        ),
+    ] {
+        routes.push(Route {
+            methods: methods(methods_),
+            app_param: Some(b"app_token".to_vec()),
+            checks: Checks::Signature,
+            ..route(name, path)
+        });
+    }
+    routes
 }
 
 fn required(names: &[(&str, bool)]) -> Vec<RequiredParam> {
@@ -1107,7 +1546,7 @@ mod tests {
             "configuration: empty; s2s-guard needs a JSON object with at least one route or preset"
         );
         assert_eq!(e("[]"), "configuration: expected a JSON object");
-        assert_eq!(e(r#"{"presets":["adjust"],"bogus":1}"#), "bogus: unknown field (known fields: $schema, app_authentication_default, apps, max_body_bytes, mode, origin_mismatch, presets, profiles, routes, strip_credential, tokens, unknown_paths, unknown_paths_profile, upstream_headers)");
+        assert_eq!(e(r#"{"presets":["adjust"],"bogus":1}"#), "bogus: unknown field (known fields: $schema, app_authentication_default, apps, max_body_bytes, max_stats_apps, mode, origin_mismatch, presets, profiles, routes, signature_reply, strip_credential, tokens, unknown_paths, unknown_paths_profile, upstream_headers)");
         assert_eq!(
             e(r#"{"presets":["adjust"],"tokens":[{"id":"a","secret":"s","scopes":["event"]}]}"#),
             "tokens[0].scopes[0]: unknown scope \"event\" (expected one of: events, sessions, ad_revenue, gdpr)"

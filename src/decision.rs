@@ -3,9 +3,11 @@
 //! Pure: the adapter applies the result.
 
 use crate::credential::{self, Extracted, Location};
-use crate::metrics::Counter;
-use crate::policy::{Mode, OriginMismatch, Outcome, Policy, Route};
+use crate::metrics::{Counter, SigCounter};
+use crate::policy::{Checks, LaterSdk, Mode, OriginMismatch, Outcome, Policy, Route, Stat};
+use crate::replay;
 use crate::request::{self, Param, RequestView};
+use crate::signature::{self, Header, Reason};
 use crate::token::{self, Kind, Scope};
 
 /// A local answer, before the upstream.
@@ -65,6 +67,29 @@ pub struct Decision {
     /// Short fingerprint of a presented but unknown credential, for logs.
     pub fingerprint: Option<String>,
     pub counters: Vec<Counter>,
+    /// The SDK signature result, for logs (`verified secret_id=1`, a reason...).
+    pub signature: Option<String>,
+    /// Per-app signature statistics to increment (indexes into `Policy::stat_names`).
+    pub stats: Vec<usize>,
+    /// A verified signature still to be checked against the replay memory.
+    pub replay: Option<PendingReplay>,
+}
+
+/// What the adapter must check in the replay memory before the decision stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingReplay {
+    pub check: replay::Check,
+    pub full_rejects: bool,
+    /// Statistics series for a rejection of this secret.
+    pub reject_stat: Option<usize>,
+}
+
+/// What the replay memory said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplayResult {
+    Recorded,
+    Seen,
+    Full,
 }
 
 /// Does deciding this request need its form body? Only POSTs with a form content
@@ -105,6 +130,9 @@ pub fn body_too_large(policy: &Policy, view: &RequestView) -> Decision {
             Outcome::BodyTooLarge,
             route.and_then(|r| r.scope),
         )],
+        signature: None,
+        stats: Vec::new(),
+        replay: None,
     };
     let profile = route.map_or(policy.unknown_profile, |r| r.profile);
     let forward = Forward {
@@ -131,6 +159,63 @@ fn decide_inner(
     let query = request::parse_params(view.raw_query());
     let form = body.filter(|_| view.is_form()).map(request::parse_params);
     let form = form.as_deref();
+    let s2s = || {
+        query
+            .iter()
+            .chain(form.unwrap_or_default())
+            .any(|p| p.name == b"s2s" && p.value == b"1")
+    };
+    let (want_token, want_signature) = match route.checks {
+        Checks::Token => (true, false),
+        Checks::Signature => (false, true),
+        Checks::TokenAndSignature => (true, true),
+        // Before the body, `s2s=1` may still come: look for a token meanwhile.
+        Checks::S2sTokenElseSignature if pending => (true, false),
+        Checks::S2sTokenElseSignature => (s2s(), !s2s()),
+    };
+    let d = if want_token {
+        token_decision(policy, route, view, body, pending, now, &query, form)
+    } else {
+        passed(policy, route)
+    };
+    if !want_signature || pending || d.outcome != Outcome::Allowed {
+        return d;
+    }
+    signature_decision(policy, route, view, &query, form, now, d)
+}
+
+/// A route's decision before any check: forward, without the headers the filter owns.
+fn passed(policy: &Policy, route: &Route) -> Decision {
+    Decision {
+        outcome: Outcome::Allowed,
+        enforcement: Enforcement::Enforced,
+        action: Action::Forward(Forward {
+            remove_headers: owned_headers(policy),
+            ..Forward::default()
+        }),
+        route: Some(route.name.clone()),
+        scope: route.scope,
+        token_id: None,
+        fingerprint: None,
+        counters: Vec::new(),
+        signature: None,
+        stats: Vec::new(),
+        replay: None,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn token_decision(
+    policy: &Policy,
+    route: &Route,
+    view: &RequestView,
+    body: Option<&[u8]>,
+    pending: bool,
+    now: u64,
+    query: &[Param],
+    form: Option<&[Param]>,
+) -> Decision {
+    let owned = owned_headers(policy);
     let extracted = credential::extract(route, view, &query, form);
 
     let mut d = Decision {
@@ -142,6 +227,9 @@ fn decide_inner(
         token_id: None,
         fingerprint: None,
         counters: Vec::new(),
+        signature: None,
+        stats: Vec::new(),
+        replay: None,
     };
     let mut forward = Forward {
         remove_headers: owned,
@@ -273,6 +361,255 @@ pub fn owned_headers(policy: &Policy) -> Vec<String> {
     ]
 }
 
+/// The SDK signature check, after any token check passed.
+fn signature_decision(
+    policy: &Policy,
+    route: &Route,
+    view: &RequestView,
+    query: &[Param],
+    form: Option<&[Param]>,
+    now: u64,
+    mut d: Decision,
+) -> Decision {
+    let app = single_param(&route.app_param, query, form);
+    let app = app.as_deref().and_then(|a| std::str::from_utf8(a).ok());
+    let Some((app, settings)) = app.and_then(|a| policy.signatures.get_key_value(a)) else {
+        // No signature settings for this app: nothing to verify against.
+        d.counters
+            .push(Counter::Signature(SigCounter::UnconfiguredApp));
+        d.signature = Some("unconfigured_app".into());
+        return d;
+    };
+    let params: Vec<&Param> = query.iter().chain(form.unwrap_or_default()).collect();
+    // Sandbox traffic is verified but not counted in the App Secret statistics.
+    let sandbox = params
+        .iter()
+        .any(|p| p.name == b"environment" && p.value == b"sandbox");
+    let stat = |s: Stat| (!sandbox).then(|| settings.stat_index(s));
+    let duplicate = params
+        .iter()
+        .enumerate()
+        .any(|(i, p)| params[..i].iter().any(|q| q.name == p.name));
+    let header = match view.header_once("authorization") {
+        Err(_) => Some(Err(Reason::BadFormat(signature::Field::Authorization))),
+        Ok(None) => None,
+        Ok(Some(v)) => signature::parse_header(v),
+    };
+    let reject = |d: Decision, reason: Reason, st: Option<usize>| {
+        signature_rejected(policy, d, reason, st, false)
+    };
+    if params.iter().any(|p| p.name == b"app_secret") {
+        return reject(d, Reason::AppSecretInRequest, stat(Stat::InvalidSecret));
+    }
+    if duplicate {
+        return reject(d, Reason::DuplicateParam, stat(Stat::InvalidSecret));
+    }
+    match header {
+        None => {
+            d.stats.extend(stat(Stat::NoSecret));
+            if settings.enforce_signature {
+                return reject(d, Reason::MissingSignature, None);
+            }
+            d.counters.push(Counter::Signature(SigCounter::NoSignature));
+            d.signature = Some("no_signature".into());
+            d
+        }
+        Some(Err(reason)) => reject(d, reason, stat(Stat::InvalidSecret)),
+        Some(Ok(Header::Later { signing_id, .. })) => {
+            let allowed = settings.signing_ids.is_empty()
+                || signing_id
+                    .as_ref()
+                    .is_some_and(|id| settings.signing_ids.contains(id));
+            if !allowed {
+                return reject(d, Reason::SigningIdNotAllowed, None);
+            }
+            match settings.later_sdk {
+                LaterSdk::Pass => {
+                    d.counters
+                        .push(Counter::Signature(SigCounter::UnverifiablePassed));
+                    d.signature = Some(format!(
+                        "unverifiable_passed signing_id={}",
+                        signing_id.as_deref().unwrap_or("-")
+                    ));
+                    d
+                }
+                LaterSdk::Flag => signature_rejected(policy, d, Reason::Unverifiable, None, true),
+                LaterSdk::Reject => reject(d, Reason::Unverifiable, None),
+            }
+        }
+        Some(Ok(Header::Legacy {
+            secret_id,
+            signature: sig,
+            headers,
+        })) => {
+            let input = signature::Input {
+                path: view.url_path(),
+                client_sdk: view.header_values("client-sdk").next(),
+                params: &params,
+                now,
+                max_age: settings.max_age,
+                max_future: settings.max_future,
+            };
+            let known = settings.secrets.iter().any(|s| s.id == secret_id);
+            let failed_stat = |reason: Reason| {
+                // A request that names an unknown Secret ID, or fails on the secret
+                // itself, is an "Invalid Secret"; otherwise it counts against its secret.
+                if !known {
+                    stat(Stat::InvalidSecret)
+                } else if reason == Reason::InvalidSignature {
+                    stat(Stat::Rejected(secret_id))
+                } else {
+                    stat(Stat::Rejected(secret_id))
+                }
+            };
+            match signature::verify(&settings.secrets, secret_id, &sig, &headers, &input) {
+                Err(f) => reject(d, f.reason, failed_stat(f.reason)),
+                Ok(v) => {
+                    d.stats.extend(stat(Stat::Accepted(secret_id)));
+                    d.signature = Some(format!("verified secret_id={secret_id}"));
+                    d.replay = Some(PendingReplay {
+                        check: replay::check(
+                            settings.replay,
+                            app,
+                            v.secret_id,
+                            &v.signature,
+                            v.created_at,
+                        ),
+                        full_rejects: settings.replay_full_rejects,
+                        reject_stat: stat(Stat::Rejected(secret_id)),
+                    });
+                    d
+                }
+            }
+        }
+    }
+}
+
+/// Completes a decision that verified a signature, with the replay memory's answer.
+pub fn settle_replay(policy: &Policy, mut d: Decision, result: ReplayResult) -> Decision {
+    let Some(pending) = d.replay.take() else {
+        return d;
+    };
+    match result {
+        ReplayResult::Recorded => {
+            d.counters.push(Counter::Signature(SigCounter::Verified));
+            d
+        }
+        ReplayResult::Full if !pending.full_rejects => {
+            d.counters.push(Counter::Signature(SigCounter::Verified));
+            d.counters
+                .push(Counter::Signature(SigCounter::ReplayFullAccepted));
+            d
+        }
+        ReplayResult::Seen | ReplayResult::Full => {
+            d.stats.clear();
+            let reason = if result == ReplayResult::Seen {
+                Reason::Replayed
+            } else {
+                Reason::ReplayMemoryFull
+            };
+            signature_rejected(policy, d, reason, pending.reject_stat, false)
+        }
+    }
+}
+
+/// A signature rejection: the configured answer (which never says which check
+/// failed), or forwarded with the reason in `flag` mode (or when the app's policy
+/// flags), or untouched in `dry_run`.
+fn signature_rejected(
+    policy: &Policy,
+    mut d: Decision,
+    reason: Reason,
+    stat: Option<usize>,
+    flag_only: bool,
+) -> Decision {
+    d.stats.extend(stat);
+    d.signature = Some(reason.name());
+    d.counters
+        .push(Counter::Signature(SigCounter::Reason(reason)));
+    let Action::Forward(mut forward) =
+        std::mem::replace(&mut d.action, Action::Forward(Forward::default()))
+    else {
+        return d;
+    };
+    forward
+        .set_headers
+        .retain(|(h, _)| *h != policy.headers.reason);
+    match (policy.mode, flag_only) {
+        (Mode::Enforce, false) => {
+            let r = &policy.signature_reply;
+            d.counters.push(Counter::SignatureRejected);
+            d.enforcement = Enforcement::Enforced;
+            d.action = Action::Respond(Respond {
+                status: r.status,
+                body: r.body.clone(),
+                headers: vec![("content-type".into(), r.content_type.clone().into_bytes())],
+                details: format!("s2s_guard_{}", reason.metric_name()),
+            });
+        }
+        (Mode::DryRun, _) => {
+            d.counters.push(Counter::SignatureFlagged);
+            d.enforcement = Enforcement::DryRun;
+            d.action = Action::Forward(forward);
+        }
+        _ => {
+            d.counters.push(Counter::SignatureFlagged);
+            d.enforcement = Enforcement::Flagged;
+            forward
+                .set_headers
+                .push((policy.headers.reason.clone(), reason.name().into_bytes()));
+            d.action = Action::Forward(forward);
+        }
+    }
+    d
+}
+
+/// The reason a forwarded request was flagged with, if it was.
+pub fn flag_reason(d: &Decision) -> Option<String> {
+    match d.enforcement {
+        Enforcement::Flagged => Some(
+            d.signature
+                .clone()
+                .filter(|_| d.outcome == Outcome::Allowed)
+                .unwrap_or_else(|| d.outcome.name().to_string()),
+        ),
+        _ => None,
+    }
+}
+
+/// The body to forward after a decision taken at the end of a form body: the
+/// credential removed, any client-sent `s2s_guard_rejection` field removed, and the
+/// flag reason appended (headers can no longer change at that point).
+pub fn final_body(d: &Decision, body: &[u8]) -> Option<Vec<u8>> {
+    let Action::Forward(f) = &d.action else {
+        return None;
+    };
+    let base = f.body.clone().unwrap_or_else(|| body.to_vec());
+    let params = request::parse_params(&base);
+    let spans: Vec<(usize, usize)> = params
+        .iter()
+        .filter(|p| p.name == FLAG_FIELD.as_bytes())
+        .map(|p| p.span)
+        .collect();
+    let reason = flag_reason(d);
+    if spans.is_empty() && reason.is_none() {
+        return f.body.clone();
+    }
+    let mut out = request::remove_spans(&base, &spans);
+    if let Some(r) = reason {
+        if !out.is_empty() {
+            out.push(b'&');
+        }
+        out.extend_from_slice(FLAG_FIELD.as_bytes());
+        out.push(b'=');
+        out.extend_from_slice(r.as_bytes());
+    }
+    Some(out)
+}
+
+/// The form field that carries the flag reason when headers cannot.
+pub const FLAG_FIELD: &str = "s2s_guard_rejection";
+
 fn apply_mode(
     policy: &Policy,
     profile: usize,
@@ -341,6 +678,9 @@ fn unknown_path(policy: &Policy, owned: Vec<String>) -> Decision {
         token_id: None,
         fingerprint: None,
         counters: Vec::new(),
+        signature: None,
+        stats: Vec::new(),
+        replay: None,
     };
     if !policy.reject_unknown_paths {
         return Decision {
@@ -391,6 +731,9 @@ fn preflight(route: &Route, view: &RequestView) -> Decision {
         token_id: None,
         fingerprint: None,
         counters: vec![Counter::Preflight],
+        signature: None,
+        stats: Vec::new(),
+        replay: None,
     }
 }
 

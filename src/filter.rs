@@ -18,9 +18,10 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, MetricType};
 
 use crate::config;
-use crate::decision::{self, Action as Act, Decision, Enforcement, Forward};
+use crate::decision::{self, Action as Act, Decision, Forward, ReplayResult};
 use crate::metrics::Counter;
 use crate::policy::{Mode, Policy};
+use crate::replay;
 use crate::request::RequestView;
 
 /// Metric ids, defined once per VM (Envoy's stats are process-wide by name).
@@ -47,16 +48,22 @@ impl Metrics {
     }
 }
 
+/// A compiled policy with the ids of its per-app statistics series.
+struct Loaded {
+    policy: Policy,
+    stat_ids: Vec<u32>,
+}
+
 /// Per plugin configuration: the compiled policy, shared by every request.
 pub struct Root {
-    policy: Option<Rc<Policy>>,
+    loaded: Option<Rc<Loaded>>,
     metrics: Rc<Metrics>,
 }
 
 impl Root {
     pub fn new() -> Root {
         Root {
-            policy: None,
+            loaded: None,
             metrics: Rc::new(Metrics { ids: Vec::new() }),
         }
     }
@@ -84,7 +91,12 @@ impl RootContext for Root {
                     policy.tokens.len(),
                     policy.mode
                 );
-                self.policy = Some(Rc::new(policy));
+                let stat_ids = policy
+                    .stat_names
+                    .iter()
+                    .map(|n| hostcalls::define_metric(MetricType::Counter, n).unwrap_or(0))
+                    .collect();
+                self.loaded = Some(Rc::new(Loaded { policy, stat_ids }));
                 self.metrics.increment(Counter::ConfigLoaded);
                 true
             }
@@ -103,26 +115,26 @@ impl RootContext for Root {
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(Stream {
-            policy: self.policy.clone(),
+            loaded: self.loaded.clone(),
             metrics: self.metrics.clone(),
             view: None,
             response_headers: Vec::new(),
-            body_reason_field: false,
         }))
     }
 }
 
 /// One HTTP request.
 struct Stream {
-    policy: Option<Rc<Policy>>,
+    loaded: Option<Rc<Loaded>>,
     metrics: Rc<Metrics>,
     /// Kept when the decision waits for the body.
     view: Option<RequestView>,
     /// Headers to add to the response (CORS).
     response_headers: Vec<(String, Vec<u8>)>,
-    /// In flag mode after the headers were sent, the reason travels as a form field.
-    body_reason_field: bool,
 }
+
+/// Compare-and-swap attempts on a replay key before giving up (counted as full).
+const REPLAY_ATTEMPTS: usize = 8;
 
 impl Context for Stream {}
 
@@ -137,17 +149,62 @@ impl Stream {
         for c in &d.counters {
             self.metrics.increment(*c);
         }
+        if let Some(l) = &self.loaded {
+            for i in &d.stats {
+                if let Some(&id) = l.stat_ids.get(*i) {
+                    let _ = hostcalls::increment_metric(id, 1);
+                }
+            }
+        }
+    }
+
+    /// Checks a verified signature against the replay memory shared by all workers
+    /// (get, then set with the CAS read; retried when another worker wrote first).
+    fn settle(&self, policy: &Policy, d: Decision) -> Decision {
+        let Some(pending) = &d.replay else { return d };
+        let mut result = ReplayResult::Full;
+        for _ in 0..REPLAY_ATTEMPTS {
+            let (value, cas) = match hostcalls::get_shared_data(&pending.check.key) {
+                Ok(v) => v,
+                Err(_) => break,
+            };
+            match replay::insert(value.as_deref(), &pending.check) {
+                replay::Insert::Seen => {
+                    result = ReplayResult::Seen;
+                    break;
+                }
+                replay::Insert::Full => break,
+                replay::Insert::Write(v) => {
+                    match hostcalls::set_shared_data(&pending.check.key, Some(&v), cas) {
+                        Ok(()) => {
+                            result = ReplayResult::Recorded;
+                            break;
+                        }
+                        Err(_) => continue,
+                    }
+                }
+            }
+        }
+        decision::settle_replay(policy, d, result)
     }
 
     fn log(&self, d: &Decision) {
-        if d.outcome == crate::policy::Outcome::Allowed && d.enforcement == Enforcement::Enforced {
+        let plain = d.signature.is_none()
+            || d.signature
+                .as_deref()
+                .is_some_and(|s| s.starts_with("verified"));
+        if d.outcome == crate::policy::Outcome::Allowed
+            && d.enforcement == decision::Enforcement::Enforced
+            && plain
+        {
             return;
         }
         let route = d.route.as_deref().unwrap_or("-");
         let token = d.token_id.as_deref().unwrap_or("-");
         let fp = d.fingerprint.as_deref().unwrap_or("-");
+        let sig = d.signature.as_deref().unwrap_or("-");
         info!(
-            "s2s-guard: {} route={route} token_id={token} credential_fp={fp} enforcement={:?}",
+            "s2s-guard: {} route={route} token_id={token} credential_fp={fp} signature={sig} enforcement={:?}",
             d.outcome.name(),
             d.enforcement
         );
@@ -189,31 +246,32 @@ impl Stream {
 
 impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _n: usize, end_of_stream: bool) -> Action {
-        let Some(policy) = self.policy.clone() else {
+        let Some(loaded) = self.loaded.clone() else {
             return self.fail_unconfigured();
         };
+        let policy = &loaded.policy;
         let view = RequestView::from_headers(self.get_http_request_headers_bytes());
         let now = self.now();
-        if !end_of_stream && decision::needs_body(&policy, &view) {
+        if !end_of_stream && decision::needs_body(policy, &view) {
             // Make the header changes known now; decide when the body is complete.
-            let partial = decision::decide_partial(&policy, &view, now);
+            let partial = decision::decide_partial(policy, &view, now);
             if let Act::Forward(f) = &partial.action {
                 self.apply_headers(f);
                 self.response_headers = f.response_headers.clone();
             } else {
-                for h in decision::owned_headers(&policy) {
+                for h in decision::owned_headers(policy) {
                     self.set_http_request_header(&h, None);
                 }
             }
-            if policy.strip_credential || policy.mode == Mode::Flag {
+            if policy.strip_credential || policy.mode != Mode::DryRun {
                 // The body may change length; Envoy then re-frames it.
                 self.set_http_request_header("content-length", None);
             }
-            self.body_reason_field = policy.mode == Mode::Flag;
             self.view = Some(view);
             return Action::Continue;
         }
-        let d = decision::decide(&policy, &view, None, now);
+        let d = decision::decide(policy, &view, None, now);
+        let d = self.settle(policy, d);
         self.count(&d);
         self.log(&d);
         match &d.action {
@@ -230,11 +288,12 @@ impl HttpContext for Stream {
     }
 
     fn on_http_request_body(&mut self, size: usize, end_of_stream: bool) -> Action {
-        let (Some(policy), Some(view)) = (self.policy.clone(), self.view.as_ref()) else {
+        let (Some(loaded), Some(view)) = (self.loaded.clone(), self.view.as_ref()) else {
             return Action::Continue;
         };
+        let policy = &loaded.policy;
         if size > policy.max_body_bytes {
-            let d = decision::body_too_large(&policy, view);
+            let d = decision::body_too_large(policy, view);
             self.view = None;
             self.count(&d);
             self.log(&d);
@@ -251,8 +310,9 @@ impl HttpContext for Stream {
         }
         let body = self.get_http_request_body(0, size).unwrap_or_default();
         let now = self.now();
-        let d = decision::decide(&policy, view, Some(&body), now);
+        let d = decision::decide(policy, view, Some(&body), now);
         self.view = None;
+        let d = self.settle(policy, d);
         self.count(&d);
         self.log(&d);
         match &d.action {
@@ -261,18 +321,10 @@ impl HttpContext for Stream {
                 Action::Pause
             }
             Act::Forward(f) => {
-                let mut new_body = f.body.clone();
-                if self.body_reason_field && d.enforcement == Enforcement::Flagged {
-                    let mut b = new_body.unwrap_or(body);
-                    if !b.is_empty() {
-                        b.push(b'&');
+                if policy.mode != Mode::DryRun {
+                    if let Some(b) = decision::final_body(&d, &body) {
+                        self.set_http_request_body(0, size, &b);
                     }
-                    b.extend_from_slice(b"s2s_guard_rejection=");
-                    b.extend_from_slice(d.outcome.name().as_bytes());
-                    new_body = Some(b);
-                }
-                if let Some(b) = new_body {
-                    self.set_http_request_body(0, size, &b);
                 }
                 self.response_headers = f.response_headers.clone();
                 Action::Continue

@@ -9,7 +9,9 @@ pub mod credential;
 pub mod decision;
 pub mod metrics;
 pub mod policy;
+pub mod replay;
 pub mod request;
+pub mod signature;
 pub mod token;
 
 #[cfg(target_arch = "wasm32")]

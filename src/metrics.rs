@@ -3,7 +3,49 @@
 //! regexes in `docs/metrics.md` turn outcome and scope into Prometheus labels.
 
 use crate::policy::Outcome;
+use crate::signature::Reason;
 use crate::token::Scope;
+
+/// SDK signature results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SigCounter {
+    Verified,
+    /// No signature, accepted because the app does not enforce signatures.
+    NoSignature,
+    /// A later signature shape passed by the app's policy.
+    UnverifiablePassed,
+    /// The app has no signature settings: nothing checked.
+    UnconfiguredApp,
+    /// Accepted without being remembered: the replay memory was full.
+    ReplayFullAccepted,
+    Reason(Reason),
+}
+
+impl SigCounter {
+    fn all() -> Vec<SigCounter> {
+        let mut v = vec![
+            SigCounter::Verified,
+            SigCounter::NoSignature,
+            SigCounter::UnverifiablePassed,
+            SigCounter::UnconfiguredApp,
+            SigCounter::ReplayFullAccepted,
+        ];
+        v.extend(Reason::all().into_iter().map(SigCounter::Reason));
+        v
+    }
+
+    fn name(self) -> String {
+        let o = match self {
+            SigCounter::Verified => "verified".to_string(),
+            SigCounter::NoSignature => "no_signature".into(),
+            SigCounter::UnverifiablePassed => "unverifiable_passed".into(),
+            SigCounter::UnconfiguredApp => "unconfigured_app".into(),
+            SigCounter::ReplayFullAccepted => "replay_full_accepted".into(),
+            SigCounter::Reason(r) => r.metric_name(),
+        };
+        format!("s2s_guard.signature.outcome.{o}")
+    }
+}
 
 /// A counter the filter increments.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -24,13 +66,20 @@ pub enum Counter {
     CorsWithheld,
     ConfigLoaded,
     ConfigRejected,
+    Signature(SigCounter),
+    /// Signature rejections answered locally.
+    SignatureRejected,
+    /// Signature rejections forwarded (flag, dry run, or the app's later-SDK policy).
+    SignatureFlagged,
 }
 
 const OUTCOMES: usize = Outcome::ALL.len();
 const SCOPES: usize = Scope::ALL.len() + 1;
 
 /// Number of counters.
-pub const COUNT: usize = OUTCOMES * SCOPES + 3 * OUTCOMES + 5;
+pub const COUNT: usize = OUTCOMES * SCOPES + 3 * OUTCOMES + 7 + 5 + REASONS;
+
+const REASONS: usize = 2 + crate::signature::Field::ALL.len() + 9;
 
 fn scope_index(s: Option<Scope>) -> usize {
     match s {
@@ -62,7 +111,10 @@ impl Counter {
             Counter::CorsWithheld,
             Counter::ConfigLoaded,
             Counter::ConfigRejected,
+            Counter::SignatureRejected,
+            Counter::SignatureFlagged,
         ]);
+        v.extend(SigCounter::all().into_iter().map(Counter::Signature));
         v
     }
 
@@ -79,6 +131,12 @@ impl Counter {
             Counter::CorsWithheld => fam + 3 * OUTCOMES + 2,
             Counter::ConfigLoaded => fam + 3 * OUTCOMES + 3,
             Counter::ConfigRejected => fam + 3 * OUTCOMES + 4,
+            Counter::SignatureRejected => fam + 3 * OUTCOMES + 5,
+            Counter::SignatureFlagged => fam + 3 * OUTCOMES + 6,
+            Counter::Signature(s) => {
+                let base = fam + 3 * OUTCOMES + 7;
+                base + SigCounter::all().iter().position(|x| *x == s).unwrap_or(0)
+            }
         }
     }
 
@@ -100,6 +158,9 @@ impl Counter {
             Counter::CorsWithheld => "s2s_guard.cors_withheld".into(),
             Counter::ConfigLoaded => "s2s_guard.config.loaded".into(),
             Counter::ConfigRejected => "s2s_guard.config.rejected".into(),
+            Counter::SignatureRejected => "s2s_guard.signature.rejected".into(),
+            Counter::SignatureFlagged => "s2s_guard.signature.flagged".into(),
+            Counter::Signature(s) => s.name(),
         }
     }
 }

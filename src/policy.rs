@@ -3,6 +3,8 @@
 
 use std::collections::HashMap;
 
+use crate::replay;
+use crate::signature::AppSecret;
 use crate::token::{Kind, Scope, Scopes, TokenStore};
 
 /// What happens to a request that fails a check.
@@ -155,14 +157,28 @@ pub struct Route {
     pub per_app: bool,
     /// Browser endpoint: answer CORS preflights, set `Access-Control-Allow-Origin`.
     pub cors: bool,
+    /// What the route checks: a token, an SDK signature, or both.
+    pub checks: Checks,
+}
+
+/// The checks a route makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checks {
+    Token,
+    Signature,
+    TokenAndSignature,
+    /// Adjust endpoints shared by S2S and SDK traffic: a token when the request
+    /// says `s2s=1`, a signature otherwise.
+    S2sTokenElseSignature,
 }
 
 impl Route {
-    /// Does this route read the form body (credentials, required params or app)?
+    /// Does this route read the form body (credentials, params, app or signed fields)?
     pub fn reads_form(&self) -> bool {
         self.sources.iter().any(|s| matches!(s, Source::Form(_)))
             || !self.required.is_empty()
             || self.app_param.is_some()
+            || self.checks != Checks::Token
     }
 }
 
@@ -194,6 +210,78 @@ pub struct AppSettings {
     pub authentication: bool,
     /// Endpoints (by scope) that require authentication; `None`: all.
     pub authentication_scopes: Option<Scopes>,
+}
+
+/// Platforms an app ships on (App Automation `platform`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppPlatform {
+    Ios,
+    Android,
+    Both,
+}
+
+/// What to do with signature shapes that cannot be verified here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LaterSdk {
+    Pass,
+    Flag,
+    Reject,
+}
+
+/// An app's SDK signature settings, its template already applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignatureSettings {
+    pub enforce_signature: bool,
+    pub platform: AppPlatform,
+    pub android_signature_hashes: Vec<String>,
+    pub secrets: Vec<AppSecret>,
+    /// Freshness window on `created_at`, seconds.
+    pub max_age: u64,
+    /// Clock skew tolerated for `created_at` in the future, seconds.
+    pub max_future: u64,
+    pub later_sdk: LaterSdk,
+    /// Allowed signing ids of later shapes; empty: any.
+    pub signing_ids: Vec<String>,
+    pub replay: replay::Shape,
+    /// When the replay memory is full: reject (true) or accept unrecorded (false).
+    pub replay_full_rejects: bool,
+    /// Where this app's statistics series start in `Policy::stat_names`.
+    pub stats_base: usize,
+    /// False for apps beyond `max_stats_apps`: they share the "other" series.
+    pub own_series: bool,
+}
+
+/// An SDK signature statistic (Adjust's App Secret statistics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stat {
+    Accepted(u32),
+    Rejected(u32),
+    InvalidSecret,
+    NoSecret,
+}
+
+impl SignatureSettings {
+    /// The series a statistic goes to.
+    pub fn stat_index(&self, stat: Stat) -> usize {
+        if !self.own_series {
+            // The shared "other" block: accepted, rejected, invalid, none.
+            return match stat {
+                Stat::Accepted(_) => 0,
+                Stat::Rejected(_) => 1,
+                Stat::InvalidSecret => 2,
+                Stat::NoSecret => 3,
+            };
+        }
+        let n = self.secrets.len();
+        let pos = |id: u32| self.secrets.iter().position(|s| s.id == id);
+        self.stats_base
+            + match stat {
+                Stat::Accepted(id) => pos(id).map_or(2 * n, |p| 2 * p),
+                Stat::Rejected(id) => pos(id).map_or(2 * n, |p| 2 * p + 1),
+                Stat::InvalidSecret => 2 * n,
+                Stat::NoSecret => 2 * n + 1,
+            }
+    }
 }
 
 /// What an origin mismatch does.
@@ -232,6 +320,12 @@ pub struct Policy {
     pub origin_mismatch: OriginMismatch,
     /// Largest form body the filter buffers; above it the request is refused.
     pub max_body_bytes: usize,
+    /// SDK signature settings per app.
+    pub signatures: HashMap<String, SignatureSettings>,
+    /// The answer to a rejected signature (the same for every reason).
+    pub signature_reply: Reply,
+    /// Per-app statistics series: `stat_names[i]` for each app's secrets and buckets.
+    pub stat_names: Vec<String>,
 }
 
 impl Policy {

@@ -46,12 +46,47 @@ fn apply(headers: &mut Headers, f: &Forward) {
 /// The adapter's flow (src/filter.rs), natively: decide in the headers, or decide
 /// at the end of the body after making the header changes known.
 pub fn run_native(config: &str, req: &Request) -> Observed {
+    run_native_with(config, req, &mut ReplayMemory::default(), START)
+}
+
+/// The replay memory natively: a map standing in for Envoy shared data.
+#[derive(Default)]
+pub struct ReplayMemory(pub BTreeMap<String, Vec<u8>>);
+
+impl ReplayMemory {
+    fn settle(
+        &mut self,
+        policy: &s2s_guard::policy::Policy,
+        d: decision::Decision,
+    ) -> decision::Decision {
+        let Some(p) = d.replay.clone() else { return d };
+        let r = match s2s_guard::replay::insert(
+            self.0.get(&p.check.key).map(|v| v.as_slice()),
+            &p.check,
+        ) {
+            s2s_guard::replay::Insert::Write(v) => {
+                self.0.insert(p.check.key.clone(), v);
+                decision::ReplayResult::Recorded
+            }
+            s2s_guard::replay::Insert::Seen => decision::ReplayResult::Seen,
+            s2s_guard::replay::Insert::Full => decision::ReplayResult::Full,
+        };
+        decision::settle_replay(policy, d, r)
+    }
+}
+
+pub fn run_native_with(
+    config: &str,
+    req: &Request,
+    memory: &mut ReplayMemory,
+    now: u64,
+) -> Observed {
     let policy = s2s_guard::config::parse(config.as_bytes()).expect("config");
     let mut headers = req.envoy_headers();
     let view = RequestView::from_headers(headers.clone());
     let body_phase = !req.body.is_empty() && decision::needs_body(&policy, &view);
     let d = if body_phase {
-        let partial = decision::decide_partial(&policy, &view, START);
+        let partial = decision::decide_partial(&policy, &view, now);
         match &partial.action {
             Action::Forward(f) => apply(&mut headers, f),
             Action::Respond(_) => {
@@ -60,19 +95,23 @@ pub fn run_native(config: &str, req: &Request) -> Observed {
                 }
             }
         }
-        if policy.strip_credential || policy.mode == s2s_guard::policy::Mode::Flag {
+        if policy.strip_credential || policy.mode != s2s_guard::policy::Mode::DryRun {
             headers.retain(|(k, _)| k != "content-length");
         }
         if req.body.len() > policy.max_body_bytes {
             decision::body_too_large(&policy, &view)
         } else {
-            decision::decide(&policy, &view, Some(&req.body), START)
+            decision::decide(&policy, &view, Some(&req.body), now)
         }
     } else {
-        decision::decide(&policy, &view, None, START)
+        decision::decide(&policy, &view, None, now)
     };
-    let counters = d.counters.iter().map(|c| (c.name(), 1)).collect();
-    match d.action {
+    let d = memory.settle(&policy, d);
+    let mut counters: BTreeMap<String, i64> = d.counters.iter().map(|c| (c.name(), 1)).collect();
+    for i in &d.stats {
+        *counters.entry(policy.stat_names[*i].clone()).or_default() += 1;
+    }
+    match d.action.clone() {
         Action::Respond(r) => {
             let mut rh = r.headers.clone();
             if !r.body.is_empty() {
@@ -94,17 +133,10 @@ pub fn run_native(config: &str, req: &Request) -> Observed {
         Action::Forward(f) => {
             let mut body = req.body.clone();
             if body_phase {
-                if let Some(b) = &f.body {
-                    body = b.clone();
-                }
-                if policy.mode == s2s_guard::policy::Mode::Flag
-                    && d.enforcement == decision::Enforcement::Flagged
-                {
-                    if !body.is_empty() {
-                        body.push(b'&');
+                if policy.mode != s2s_guard::policy::Mode::DryRun {
+                    if let Some(b) = decision::final_body(&d, &req.body) {
+                        body = b;
                     }
-                    body.extend_from_slice(b"s2s_guard_rejection=");
-                    body.extend_from_slice(d.outcome.name().as_bytes());
                 }
             } else {
                 apply(&mut headers, &f);

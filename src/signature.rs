@@ -1,0 +1,674 @@
+//! Adjust SDK request signatures, legacy App Secret scheme (FACTS.md §1), with the
+//! scheme's weaknesses closed: strict formats, device-id precedence, signed
+//! `source`/`payload`, no `app_secret` in the request, freshness. Pure: replay
+//! memory is applied by the adapter through shared data (`replay.rs`).
+
+use sha2::{Digest as _, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::request::Param;
+
+/// Why a signed (or unsigned) request is not accepted. `name()` is the reason
+/// logged, counted and sent to the collector in flag mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    MissingSignature,
+    InvalidSignature,
+    BadFormat(Field),
+    DuplicateParam,
+    WrongDeviceId,
+    UnsignedField,
+    AppSecretInRequest,
+    Stale,
+    Replayed,
+    ReplayMemoryFull,
+    Unverifiable,
+    SigningIdNotAllowed,
+}
+
+/// The field a `bad_format` reason names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Field {
+    Authorization,
+    Headers,
+    Signature,
+    SecretId,
+    CreatedAt,
+    DeviceId,
+    ActivityKind,
+    Source,
+    Payload,
+}
+
+impl Field {
+    pub const ALL: [Field; 9] = [
+        Field::Authorization,
+        Field::Headers,
+        Field::Signature,
+        Field::SecretId,
+        Field::CreatedAt,
+        Field::DeviceId,
+        Field::ActivityKind,
+        Field::Source,
+        Field::Payload,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Field::Authorization => "authorization",
+            Field::Headers => "headers",
+            Field::Signature => "signature",
+            Field::SecretId => "secret_id",
+            Field::CreatedAt => "created_at",
+            Field::DeviceId => "device_id",
+            Field::ActivityKind => "activity_kind",
+            Field::Source => "source",
+            Field::Payload => "payload",
+        }
+    }
+}
+
+impl Reason {
+    /// Every reason, in counter order.
+    pub fn all() -> Vec<Reason> {
+        let mut v = vec![Reason::MissingSignature, Reason::InvalidSignature];
+        v.extend(Field::ALL.into_iter().map(Reason::BadFormat));
+        v.extend([
+            Reason::DuplicateParam,
+            Reason::WrongDeviceId,
+            Reason::UnsignedField,
+            Reason::AppSecretInRequest,
+            Reason::Stale,
+            Reason::Replayed,
+            Reason::ReplayMemoryFull,
+            Reason::Unverifiable,
+            Reason::SigningIdNotAllowed,
+        ]);
+        v
+    }
+
+    /// `invalid_signature`, `bad_format:created_at`...
+    pub fn name(self) -> String {
+        match self {
+            Reason::MissingSignature => "missing_signature".into(),
+            Reason::InvalidSignature => "invalid_signature".into(),
+            Reason::BadFormat(f) => format!("bad_format:{}", f.name()),
+            Reason::DuplicateParam => "duplicate_param".into(),
+            Reason::WrongDeviceId => "wrong_device_id".into(),
+            Reason::UnsignedField => "unsigned_field".into(),
+            Reason::AppSecretInRequest => "app_secret_in_request".into(),
+            Reason::Stale => "stale".into(),
+            Reason::Replayed => "replayed".into(),
+            Reason::ReplayMemoryFull => "replay_memory_full".into(),
+            Reason::Unverifiable => "unverifiable_signature".into(),
+            Reason::SigningIdNotAllowed => "signing_id_not_allowed".into(),
+        }
+    }
+
+    /// The name usable in a metric (no colon).
+    pub fn metric_name(self) -> String {
+        self.name().replace(':', "_")
+    }
+}
+
+/// A parsed `Authorization: Signature ...` header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Header {
+    /// The legacy scheme: verifiable here.
+    Legacy {
+        secret_id: u32,
+        /// Lower-case hex, 64 characters.
+        signature: String,
+        /// Field names in the order their values were concatenated.
+        headers: Vec<String>,
+    },
+    /// A later shape (closed signature library, SDK v5): not verifiable here.
+    Later {
+        algorithm: String,
+        /// `adj_signing_id`, else `secret_id`, if given.
+        signing_id: Option<String>,
+    },
+}
+
+const KEYS: [&str; 7] = [
+    "secret_id",
+    "signature",
+    "algorithm",
+    "headers",
+    "headers_id",
+    "adj_signing_id",
+    "native_version",
+];
+
+/// Parses the value of an `Authorization` header whose scheme is `Signature`.
+/// `None` if the scheme is not `Signature` (not a signature at all).
+pub fn parse_header(value: &[u8]) -> Option<Result<Header, Reason>> {
+    let bad = Err(Reason::BadFormat(Field::Authorization));
+    let v = crate::request::trim(value);
+    let rest = v
+        .get(..10)
+        .filter(|p| p.eq_ignore_ascii_case(b"signature "))
+        .map(|_| &v[10..])?;
+    let Ok(rest) = std::str::from_utf8(rest) else {
+        return Some(bad);
+    };
+    let mut found: [Option<&str>; 7] = [None; 7];
+    for item in rest.split(',') {
+        let item = item.trim_matches([' ', '\t']);
+        let Some((k, v)) = item.split_once('=') else {
+            return Some(bad);
+        };
+        let Some(slot) = KEYS.iter().position(|x| *x == k) else {
+            return Some(bad);
+        };
+        let Some(v) = v.strip_prefix('"').and_then(|v| v.strip_suffix('"')) else {
+            return Some(bad);
+        };
+        if v.contains('"') || found[slot].is_some() {
+            return Some(bad);
+        }
+        found[slot] = Some(v);
+    }
+    let [secret_id, signature, algorithm, headers, headers_id, adj_signing_id, native_version] =
+        found;
+    let Some(algorithm) = algorithm else {
+        return Some(bad);
+    };
+    let later = headers_id.is_some() || adj_signing_id.is_some() || native_version.is_some();
+    if algorithm != "sha256" || later {
+        return Some(Ok(Header::Later {
+            algorithm: algorithm.to_string(),
+            signing_id: adj_signing_id.or(secret_id).map(str::to_string),
+        }));
+    }
+    let (Some(secret_id), Some(signature), Some(headers)) = (secret_id, signature, headers) else {
+        return Some(bad);
+    };
+    let secret_id = match secret_id.parse::<u32>() {
+        Ok(n) if n >= 1 && !secret_id.starts_with('0') => n,
+        _ => return Some(Err(Reason::BadFormat(Field::SecretId))),
+    };
+    if signature.len() != 64 || !signature.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Some(Err(Reason::BadFormat(Field::Signature)));
+    }
+    let names: Vec<String> = headers.split(' ').map(str::to_string).collect();
+    if names.iter().any(|n| n.is_empty()) {
+        return Some(Err(Reason::BadFormat(Field::Headers)));
+    }
+    Some(Ok(Header::Legacy {
+        secret_id,
+        signature: signature.to_ascii_lowercase(),
+        headers: names,
+    }))
+}
+
+/// `activity_kind` as the server derives it from the path.
+pub fn activity_kind(path: &[u8]) -> Option<&'static str> {
+    Some(match path {
+        b"/session" => "session",
+        b"/event" => "event",
+        b"/sdk_click" => "click",
+        b"/sdk_info" => "info",
+        b"/attribution" => "attribution",
+        b"/gdpr_forget_device" => "gdpr",
+        b"/ad_revenue" => "ad_revenue",
+        b"/third_party_sharing" => "third_party_sharing",
+        b"/disable_third_party_sharing" => "disable_third_party_sharing",
+        b"/measurement_consent" => "measurement_consent",
+        b"/v2/purchase" => "subscription",
+        b"/verify" => "purchase_verification",
+        _ => return None,
+    })
+}
+
+/// The device identifiers a signature may cover, with their strict formats.
+const DEVICE_IDS: [(&str, IdFormat); 10] = [
+    ("gps_adid", IdFormat::Uuid),
+    ("fire_adid", IdFormat::Uuid),
+    ("android_id", IdFormat::Hex(1, 16)),
+    ("mac_sha1", IdFormat::Hex(40, 40)),
+    ("mac_md5", IdFormat::Hex(32, 32)),
+    ("android_uuid", IdFormat::Uuid),
+    ("idfa", IdFormat::Uuid),
+    ("persistent_ios_uuid", IdFormat::Uuid),
+    ("ios_uuid", IdFormat::Uuid),
+    ("random_token", IdFormat::Uuid),
+];
+
+#[derive(Debug, Clone, Copy)]
+enum IdFormat {
+    Uuid,
+    Hex(usize, usize),
+}
+
+fn is_device_id(name: &str) -> bool {
+    DEVICE_IDS.iter().any(|(n, _)| *n == name)
+}
+
+fn valid_id(name: &str, value: &[u8]) -> bool {
+    let Some((_, fmt)) = DEVICE_IDS.iter().find(|(n, _)| *n == name) else {
+        return false;
+    };
+    match fmt {
+        IdFormat::Uuid => {
+            value.len() == 36
+                && value.iter().enumerate().all(|(i, b)| match i {
+                    8 | 13 | 18 | 23 => *b == b'-',
+                    _ => b.is_ascii_hexdigit(),
+                })
+        }
+        IdFormat::Hex(min, max) => {
+            (*min..=*max).contains(&value.len()) && value.iter().all(u8::is_ascii_hexdigit)
+        }
+    }
+}
+
+/// Platform and version from `Client-SDK` (`android4.12.0`, `ios4.38.4`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sdk {
+    pub platform: Platform,
+    /// (major, minor), if the version could be read.
+    pub version: Option<(u32, u32)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Platform {
+    Android,
+    Ios,
+}
+
+pub fn parse_client_sdk(v: &[u8]) -> Option<Sdk> {
+    let s = std::str::from_utf8(v).ok()?.trim();
+    // Wrapper SDKs name the native SDK after '@' (`unity4.38.0@android4.38.1`).
+    let s = s.rsplit('@').next().unwrap_or(s);
+    let (platform, rest) = if let Some(r) = s.strip_prefix("android") {
+        (Platform::Android, r)
+    } else if let Some(r) = s.strip_prefix("ios") {
+        (Platform::Ios, r)
+    } else {
+        return None;
+    };
+    let mut parts = rest.split('.');
+    let major = parts.next().and_then(|p| p.parse().ok());
+    let minor = parts.next().and_then(|p| {
+        let digits: String = p.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse().ok()
+    });
+    Some(Sdk {
+        platform,
+        version: major.zip(minor),
+    })
+}
+
+/// The SDK's device-id precedence for a platform and version (newest when unknown).
+fn precedence(sdk: Sdk) -> &'static [&'static str] {
+    let v = sdk.version.unwrap_or((u32::MAX, 0));
+    match sdk.platform {
+        Platform::Android if v <= (4, 28) => &[
+            "gps_adid",
+            "fire_adid",
+            "android_id",
+            "mac_sha1",
+            "mac_md5",
+            "android_uuid",
+        ],
+        Platform::Android => &["gps_adid", "fire_adid", "android_id", "android_uuid"],
+        Platform::Ios if v <= (4, 27) => &["idfa", "persistent_ios_uuid", "ios_uuid"],
+        Platform::Ios if v == (4, 28) => &["idfa", "ios_uuid"],
+        Platform::Ios => &["idfa", "random_token"],
+    }
+}
+
+fn platform_of(device_id: &str) -> Platform {
+    match device_id {
+        "idfa" | "persistent_ios_uuid" | "ios_uuid" | "random_token" => Platform::Ios,
+        _ => Platform::Android,
+    }
+}
+
+/// Parses `yyyy-MM-dd'T'HH:mm:ss.SSS'Z'Z` (e.g. `2019-01-31T23:59:59.999Z-0500`)
+/// strictly, to Unix seconds.
+pub fn parse_created_at(v: &[u8]) -> Option<i64> {
+    if v.len() != 29 {
+        return None;
+    }
+    let digits = |r: std::ops::Range<usize>| -> Option<i64> {
+        let s = v.get(r)?;
+        if !s.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        std::str::from_utf8(s).ok()?.parse().ok()
+    };
+    let lit = |i: usize, c: u8| v.get(i) == Some(&c);
+    if !(lit(4, b'-') && lit(7, b'-') && lit(10, b'T') && lit(13, b':') && lit(16, b':'))
+        || !(lit(19, b'.') && lit(23, b'Z'))
+    {
+        return None;
+    }
+    let (y, mo, d) = (digits(0..4)?, digits(5..7)?, digits(8..10)?);
+    let (h, mi, s) = (digits(11..13)?, digits(14..16)?, digits(17..19)?);
+    digits(20..23)?;
+    let sign = match v[24] {
+        b'+' => 1,
+        b'-' => -1,
+        _ => return None,
+    };
+    let (oh, om) = (digits(25..27)?, digits(27..29)?);
+    let dim = [
+        31,
+        if y % 4 == 0 && (y % 100 != 0 || y % 400 == 0) {
+            29
+        } else {
+            28
+        },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    if !(1..=12).contains(&mo)
+        || d < 1
+        || d > dim[(mo - 1) as usize]
+        || h > 23
+        || mi > 59
+        || s > 59
+        || oh > 14
+        || om > 59
+    {
+        return None;
+    }
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let (yy, m) = if mo <= 2 {
+        (y - 1, mo + 9)
+    } else {
+        (y, mo - 3)
+    };
+    let era = yy.div_euclid(400);
+    let yoe = yy - era * 400;
+    let doy = (153 * m + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let local = days * 86_400 + h * 3600 + mi * 60 + s;
+    Some(local - sign * (oh * 3600 + om * 60))
+}
+
+/// One App Secret: its Secret ID and the joined secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AppSecret {
+    pub id: u32,
+    pub secret: Vec<u8>,
+    pub active: bool,
+    pub name: Option<String>,
+}
+
+impl std::fmt::Debug for AppSecret {
+    // Never print the secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppSecret")
+            .field("id", &self.id)
+            .field("active", &self.active)
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What verification needs of the request.
+pub struct Input<'a> {
+    pub path: &'a [u8],
+    pub client_sdk: Option<&'a [u8]>,
+    /// Query and form parameters together (duplicates already refused).
+    pub params: &'a [&'a Param],
+    pub now: u64,
+    pub max_age: u64,
+    pub max_future: u64,
+}
+
+/// A verified legacy signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub secret_id: u32,
+    pub created_at: i64,
+    pub signature: String,
+}
+
+/// Failure with the Secret ID it concerned, if one was read (for statistics).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub reason: Reason,
+    pub secret_id: Option<u32>,
+}
+
+fn param<'a>(params: &[&'a Param], name: &str) -> Option<&'a [u8]> {
+    params
+        .iter()
+        .find(|p| p.name == name.as_bytes())
+        .map(|p| p.value.as_slice())
+}
+
+/// Verifies a legacy signature against an app's secrets.
+pub fn verify(
+    secrets: &[AppSecret],
+    secret_id: u32,
+    signature: &str,
+    headers: &[String],
+    input: &Input,
+) -> Result<Verified, Failure> {
+    let fail = |reason| Failure {
+        reason,
+        secret_id: Some(secret_id),
+    };
+    // The names: each once, from the signable set, with the mandatory ones.
+    let mut device: Option<&str> = None;
+    for (i, n) in headers.iter().enumerate() {
+        let known = matches!(
+            n.as_str(),
+            "app_secret" | "created_at" | "activity_kind" | "source" | "payload"
+        ) || is_device_id(n);
+        if !known || headers[..i].contains(n) {
+            return Err(fail(Reason::BadFormat(Field::Headers)));
+        }
+        if is_device_id(n) {
+            if device.is_some() {
+                return Err(fail(Reason::BadFormat(Field::Headers)));
+            }
+            device = Some(n);
+        }
+    }
+    for must in ["app_secret", "created_at", "activity_kind"] {
+        if !headers.iter().any(|h| h == must) {
+            return Err(fail(Reason::BadFormat(Field::Headers)));
+        }
+    }
+    let Some(device) = device else {
+        return Err(fail(Reason::BadFormat(Field::Headers)));
+    };
+
+    // Strict formats close the missing delimiters.
+    let created_raw =
+        param(input.params, "created_at").ok_or(fail(Reason::BadFormat(Field::CreatedAt)))?;
+    let created_at =
+        parse_created_at(created_raw).ok_or(fail(Reason::BadFormat(Field::CreatedAt)))?;
+    let device_value =
+        param(input.params, device).ok_or(fail(Reason::BadFormat(Field::DeviceId)))?;
+    if !valid_id(device, device_value) {
+        return Err(fail(Reason::BadFormat(Field::DeviceId)));
+    }
+    // Every device id present must be well-formed, or precedence could be dodged.
+    for (name, _) in DEVICE_IDS {
+        if let Some(v) = param(input.params, name) {
+            if !valid_id(name, v) {
+                return Err(fail(Reason::BadFormat(Field::DeviceId)));
+            }
+        }
+    }
+    let activity = activity_kind(input.path).ok_or(fail(Reason::BadFormat(Field::ActivityKind)))?;
+
+    // The signed id must be the one the SDK would have picked.
+    let sdk = input.client_sdk.and_then(parse_client_sdk).unwrap_or(Sdk {
+        platform: platform_of(device),
+        version: None,
+    });
+    let first = precedence(sdk)
+        .iter()
+        .find(|n| param(input.params, n).is_some_and(|v| !v.is_empty()));
+    if first != Some(&device) {
+        return Err(fail(Reason::WrongDeviceId));
+    }
+    // SDK 4.18+ signs source and payload when present; unknown version: same.
+    let signs_extra = sdk.version.is_none_or(|v| v >= (4, 18));
+    for (name, field) in [("source", Field::Source), ("payload", Field::Payload)] {
+        let present = param(input.params, name).is_some_and(|v| !v.is_empty());
+        let signed = headers.iter().any(|h| h == name);
+        if signed && !present {
+            return Err(fail(Reason::BadFormat(field)));
+        }
+        if present && !signed && signs_extra {
+            return Err(fail(Reason::UnsignedField));
+        }
+    }
+
+    // The secret: unknown or deactivated is an invalid signature.
+    let Some(secret) = secrets.iter().find(|s| s.id == secret_id && s.active) else {
+        return Err(fail(Reason::InvalidSignature));
+    };
+    let mut h = Sha256::new();
+    for n in headers {
+        match n.as_str() {
+            "app_secret" => h.update(&secret.secret),
+            "activity_kind" => h.update(activity.as_bytes()),
+            other => h.update(param(input.params, other).unwrap_or_default()),
+        }
+    }
+    let computed = hex::encode(h.finalize());
+    if !bool::from(computed.as_bytes().ct_eq(signature.as_bytes())) {
+        return Err(fail(Reason::InvalidSignature));
+    }
+    // Freshness, after the signature: a stale but genuine request is reported so.
+    let now = input.now as i64;
+    if created_at > now + input.max_future as i64 || now - created_at > input.max_age as i64 {
+        return Err(fail(Reason::Stale));
+    }
+    Ok(Verified {
+        secret_id,
+        created_at,
+        signature: signature.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_shapes() {
+        let legacy = br#"Signature secret_id="1",signature="ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef0123456789",algorithm="sha256",headers="created_at gps_adid app_secret activity_kind""#;
+        match parse_header(legacy) {
+            Some(Ok(Header::Legacy {
+                secret_id,
+                signature,
+                headers,
+            })) => {
+                assert_eq!(secret_id, 1);
+                assert!(signature.starts_with("abcdef"));
+                assert_eq!(headers.len(), 4);
+            }
+            other => panic!("{other:?}"),
+        }
+        let later = br#"Signature signature="x",secret_id="3",algorithm="adj1",headers_id="1",native_version="2.1""#;
+        assert_eq!(
+            parse_header(later),
+            Some(Ok(Header::Later {
+                algorithm: "adj1".into(),
+                signing_id: Some("3".into())
+            }))
+        );
+        let bad = Some(Err(Reason::BadFormat(Field::Authorization)));
+        assert_eq!(
+            parse_header(br#"Signature secret_id="1",secret_id="2",algorithm="sha256""#),
+            bad
+        );
+        assert_eq!(parse_header(br#"Signature secret_id="1""#), bad);
+        assert_eq!(
+            parse_header(br#"Signature foo="1",algorithm="sha256""#),
+            bad
+        );
+        assert_eq!(parse_header(b"Signature \xff"), bad);
+        assert_eq!(parse_header(b"Bearer x"), None);
+        assert_eq!(
+            parse_header(
+                br#"Signature secret_id="01",signature="aa",algorithm="sha256",headers="a""#
+            ),
+            Some(Err(Reason::BadFormat(Field::SecretId)))
+        );
+    }
+
+    #[test]
+    fn created_at_is_strict() {
+        assert_eq!(parse_created_at(b"1970-01-01T00:00:00.000Z+0000"), Some(0));
+        assert_eq!(
+            parse_created_at(b"2019-01-31T23:59:59.999Z-0500"),
+            Some(1_548_997_199)
+        );
+        assert_eq!(
+            parse_created_at(b"2019-01-31T23:59:59.999Z+0100"),
+            Some(1_548_975_599)
+        );
+        assert_eq!(parse_created_at(b"2019-02-29T00:00:00.000Z+0000"), None);
+        assert_eq!(parse_created_at(b"2019-01-31T23:59:59.99Z-05000"), None);
+        assert_eq!(parse_created_at(b"2019-01-31 23:59:59.999Z-0500"), None);
+        assert_eq!(parse_created_at(b"2019-01-31T23:59:59.999Z-05:0"), None);
+    }
+
+    #[test]
+    fn device_id_formats() {
+        assert!(valid_id(
+            "gps_adid",
+            b"11110111-2345-6789-1122-000000005678"
+        ));
+        assert!(!valid_id(
+            "gps_adid",
+            b"11110111-2345-6789-1122-00000000567"
+        ));
+        assert!(valid_id("android_id", b"9774d56d682e549c"));
+        assert!(!valid_id("android_id", b"9774d56d682e549c0"));
+        assert!(!valid_id("android_id", b""));
+        assert!(valid_id("mac_md5", &[b'a'; 32]));
+        assert!(!valid_id("idfv", b"11110111-2345-6789-1122-000000005678"));
+    }
+
+    #[test]
+    fn client_sdk_versions() {
+        assert_eq!(
+            parse_client_sdk(b"android4.12.0"),
+            Some(Sdk {
+                platform: Platform::Android,
+                version: Some((4, 12))
+            })
+        );
+        assert_eq!(
+            parse_client_sdk(b"ios4.38.4"),
+            Some(Sdk {
+                platform: Platform::Ios,
+                version: Some((4, 38))
+            })
+        );
+        assert_eq!(
+            parse_client_sdk(b"unity4.38.0@android4.38.1"),
+            Some(Sdk {
+                platform: Platform::Android,
+                version: Some((4, 38))
+            })
+        );
+        assert_eq!(parse_client_sdk(b"flutter1.0"), None);
+        assert_eq!(
+            precedence(parse_client_sdk(b"ios4.28.0").unwrap()),
+            &["idfa", "ios_uuid"]
+        );
+    }
+}
