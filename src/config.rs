@@ -278,12 +278,14 @@ fn compile(mut root: Obj, raw_tokens: Option<&RawValue>) -> Result<Policy, Confi
                 "adjust_sdk" => adjust_sdk_routes(),
                 "swaarm" => swaarm_routes(),
                 "jitsu" => jitsu_routes(),
-                other => return err(
-                    path,
-                    format!(
+                other => {
+                    return err(
+                        path,
+                        format!(
                         "unknown preset \"{other}\" (expected adjust, adjust_sdk, swaarm or jitsu)"
                     ),
-                ),
+                    )
+                }
             };
             for r in preset {
                 if routes.iter().any(|e| e.path == r.path) {
@@ -1138,25 +1140,26 @@ fn compile_signatures(
         .collect();
     for (n, (app, path, template, _)) in apps.into_iter().enumerate() {
         let (own, _) = &parsed[app.as_str()];
-        let base: Option<&RawSignature> =
-            match template {
-                None => None,
-                Some(t) => match parsed.get(t.as_str()) {
-                    Some((_, Some(_))) => {
-                        return err(
-                            path.replace(".signature", ".template"),
-                            format!("template \"{t}\" has a template itself"),
-                        )
-                    }
-                    Some((r, None)) => Some(r),
-                    None => return err(
+        let base: Option<&RawSignature> = match template {
+            None => None,
+            Some(t) => match parsed.get(t.as_str()) {
+                Some((_, Some(_))) => {
+                    return err(
+                        path.replace(".signature", ".template"),
+                        format!("template \"{t}\" has a template itself"),
+                    )
+                }
+                Some((r, None)) => Some(r),
+                None => {
+                    return err(
                         path.replace(".signature", ".template"),
                         format!(
                             "unknown template app \"{t}\" (it needs a signature object in apps)"
                         ),
-                    ),
-                },
-            };
+                    )
+                }
+            },
+        };
         // Overrides replace, except hashes (added) and secrets (the template's active
         // ones are added; the app's own Secret IDs win).
         let pick =

@@ -216,7 +216,7 @@ fn token_decision(
     form: Option<&[Param]>,
 ) -> Decision {
     let owned = owned_headers(policy);
-    let extracted = credential::extract(route, view, &query, form);
+    let extracted = credential::extract(route, view, query, form);
 
     let mut d = Decision {
         outcome: Outcome::Allowed,
@@ -236,7 +236,7 @@ fn token_decision(
         ..Forward::default()
     };
     let origin = view.header_values("origin").next();
-    let app = single_param(&route.app_param, &query, form);
+    let app = single_param(&route.app_param, query, form);
 
     let (outcome, locations) = match extracted {
         // The credential may be in the body still to come.
@@ -318,7 +318,7 @@ fn token_decision(
         },
     };
     let outcome =
-        if outcome == Outcome::Allowed && !pending && !required_present(route, &query, form) {
+        if outcome == Outcome::Allowed && !pending && !required_present(route, query, form) {
             Outcome::BadRequest
         } else {
             outcome
@@ -451,15 +451,13 @@ fn signature_decision(
                 max_future: settings.max_future,
             };
             let known = settings.secrets.iter().any(|s| s.id == secret_id);
-            let failed_stat = |reason: Reason| {
-                // A request that names an unknown Secret ID, or fails on the secret
-                // itself, is an "Invalid Secret"; otherwise it counts against its secret.
-                if !known {
-                    stat(Stat::InvalidSecret)
-                } else if reason == Reason::InvalidSignature {
+            // A request naming an unknown Secret ID is an "Invalid Secret"; any other
+            // failure counts against the secret it names.
+            let failed_stat = |_: Reason| {
+                if known {
                     stat(Stat::Rejected(secret_id))
                 } else {
-                    stat(Stat::Rejected(secret_id))
+                    stat(Stat::InvalidSecret)
                 }
             };
             match signature::verify(&settings.secrets, secret_id, &sig, &headers, &input) {

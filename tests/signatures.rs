@@ -1,0 +1,906 @@
+//! SDK signature verification: a signer written here from FACTS.md §1 (independent
+//! of the verifier's code), producing requests the way the Android and iOS SDKs do,
+//! and a scenario table run natively and through the `.wasm`.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::{run_native_with, Observed, ReplayMemory, WasmRunner, START};
+use s2s_guard_host::{header_value, load_dist, Host, HostOptions, Request};
+use sha2::{Digest, Sha256};
+
+const TEMPLATE_HASH: &str = "AA:AA:AA:AA:AA:AA:AA:AA:AA:AA:AA:AA:AA:AA:AA:AA:AA:AA:AA:AA";
+const APP_HASH: &str = "BB:BB:BB:BB:BB:BB:BB:BB:BB:BB:BB:BB:BB:BB:BB:BB:BB:BB:BB:BB";
+
+fn config(extra: &str) -> String {
+    format!(
+        r#"{{
+  "presets": ["adjust_sdk"],
+  "tokens": [{{"id": "s2s", "secret": "s2s-token", "app": "abc123", "scopes": ["events", "sessions"]}}],
+  "apps": {{
+    "tmpl": {{"signature": {{"enforce_signature": true, "android_signature_hash": ["{TEMPLATE_HASH}"],
+      "secrets": [{{"id": 1, "info": [11, 22, 33, 44]}}, {{"id": 9, "info": [9, 9, 9, 9], "active": false}}]}}}},
+    "abc123": {{"authentication": true, "template": "tmpl", "signature": {{
+      "android_signature_hash": "{APP_HASH}", "max_age": "7d", "later_sdk": "reject",
+      "secrets": [{{"id": 2, "info": [1234, 5678, 9012, 3456], "name": "v2.3-Play Store"}},
+                  {{"id": 3, "secret": "1112223334", "active": false}}]}}}},
+    "loose": {{"signature": {{"secrets": [{{"id": 1, "info": [1, 2, 3, 4]}}], "later_sdk": "pass", "signing_ids": ["sid-ok"]}}}},
+    "flagger": {{"signature": {{"secrets": [{{"id": 1, "info": [1, 2, 3, 4]}}], "later_sdk": "flag"}}}}
+  }}
+  {extra}
+}}"#
+    )
+}
+
+// ---- the signer -------------------------------------------------------------------
+
+fn form_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' => {
+                (b as char).to_string()
+            }
+            b' ' => "+".into(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// `yyyy-MM-dd'T'HH:mm:ss.SSS'Z'Z` in UTC (+0000), as the SDKs format it.
+fn created_at(unix: u64, millis: u64) -> String {
+    let days = unix / 86400;
+    let secs = unix % 86400;
+    // Civil date from days (inverse of Howard Hinnant's algorithm, written out here).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z+0000",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+fn activity(path: &str) -> &'static str {
+    match path {
+        "/session" => "session",
+        "/event" => "event",
+        "/sdk_click" => "click",
+        "/attribution" => "attribution",
+        _ => panic!("no activity kind for {path}"),
+    }
+}
+
+struct Signer {
+    secret_id: u32,
+    info: [u64; 4],
+    client_sdk: &'static str,
+}
+
+impl Signer {
+    fn android(secret_id: u32, info: [u64; 4]) -> Signer {
+        Signer {
+            secret_id,
+            info,
+            client_sdk: "android4.38.0",
+        }
+    }
+
+    fn ios(secret_id: u32, info: [u64; 4]) -> Signer {
+        Signer {
+            secret_id,
+            info,
+            client_sdk: "ios4.38.4",
+        }
+    }
+
+    fn app_secret(&self) -> String {
+        self.info.iter().map(|n| n.to_string()).collect()
+    }
+
+    /// The Authorization value for `params`, hashing the fields in `order`.
+    fn authorization(&self, path: &str, params: &[(&str, &str)], order: &[&str]) -> String {
+        let mut clear = String::new();
+        for name in order {
+            clear.push_str(&match *name {
+                "app_secret" => self.app_secret(),
+                "activity_kind" => activity(path).to_string(),
+                n => params
+                    .iter()
+                    .find(|(k, _)| *k == n)
+                    .map(|(_, v)| v.to_string())
+                    .unwrap_or_default(),
+            });
+        }
+        let sig = hex::encode(Sha256::digest(clear.as_bytes()));
+        format!(
+            r#"Signature secret_id="{}",signature="{sig}",algorithm="sha256",headers="{}""#,
+            self.secret_id,
+            order.join(" ")
+        )
+    }
+
+    /// A form-encoded POST (GET with a query for /attribution), as the SDK sends it.
+    fn request(&self, path: &str, params: &[(&str, &str)], order: &[&str]) -> Request {
+        let auth = self.authorization(path, params, order);
+        let encoded: Vec<String> = params
+            .iter()
+            .map(|(k, v)| format!("{}={}", form_encode(k), form_encode(v)))
+            .collect();
+        let req = if path == "/attribution" {
+            Request::get(&format!("{path}?{}", encoded.join("&")))
+        } else {
+            Request::post(path)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(encoded.join("&"))
+        };
+        req.header("authorization", auth)
+            .header("client-sdk", self.client_sdk)
+    }
+}
+
+const GPS: &str = "38400000-8cf0-11bd-b23e-10b96e40000d";
+const IDFA: &str = "EA7583CD-A667-48BC-B806-42ECB2B48606";
+const ANDROID_ID: &str = "9774d56d682e549c";
+const ORDER: [&str; 4] = ["created_at", "gps_adid", "app_secret", "activity_kind"];
+
+fn app2() -> Signer {
+    Signer::android(2, [1234, 5678, 9012, 3456])
+}
+
+/// Distinct `created_at` per request (so replay memory does not interfere).
+fn at(n: u64) -> String {
+    created_at(START - 3600, n)
+}
+
+// ---- scenarios --------------------------------------------------------------------
+
+struct Case {
+    name: &'static str,
+    config: String,
+    req: Request,
+    forwarded: bool,
+    status: u16,
+    reason_header: Option<&'static str>,
+    up_body_has: Option<&'static str>,
+    counters: Vec<&'static str>,
+}
+
+fn case(name: &'static str, config: String, req: Request) -> Case {
+    Case {
+        name,
+        config,
+        req,
+        forwarded: true,
+        status: 200,
+        reason_header: None,
+        up_body_has: None,
+        counters: Vec::new(),
+    }
+}
+
+impl Case {
+    fn rejected(mut self) -> Case {
+        self.forwarded = false;
+        self.status = 401;
+        self
+    }
+    fn counts(mut self, c: &[&'static str]) -> Case {
+        self.counters = c.to_vec();
+        self
+    }
+    fn flagged(mut self, reason: &'static str) -> Case {
+        self.reason_header = Some(reason);
+        self
+    }
+    fn body_has(mut self, s: &'static str) -> Case {
+        self.up_body_has = Some(s);
+        self
+    }
+}
+
+const V: &str = "s2s_guard.signature.outcome.verified";
+const REJ: &str = "s2s_guard.signature.rejected";
+const A2: &str = "s2s_guard.sdk.app.abc123.secret.2.accepted";
+const R2: &str = "s2s_guard.sdk.app.abc123.secret.2.rejected";
+const INVALID: &str = "s2s_guard.sdk.app.abc123.invalid_secret";
+
+fn refs(v: &[(String, String)]) -> Vec<(&str, &str)> {
+    v.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect()
+}
+
+fn cases() -> Vec<Case> {
+    let c = || config("");
+    let flag = || config(r#","mode": "flag""#);
+    let base = |n: u64| at(n);
+    let p = |created: &str| -> Vec<(String, String)> {
+        vec![
+            ("app_token".into(), "abc123".into()),
+            ("created_at".into(), created.into()),
+            ("gps_adid".into(), GPS.into()),
+            ("event_token".into(), "xyz".into()),
+        ]
+    };
+    let mut out = Vec::new();
+
+    // Valid signatures in several `headers` orders, both platforms.
+    for (i, order) in [
+        ORDER,
+        ["app_secret", "activity_kind", "created_at", "gps_adid"],
+        ["gps_adid", "activity_kind", "app_secret", "created_at"],
+    ]
+    .iter()
+    .enumerate()
+    {
+        let params = p(&base(i as u64));
+        out.push(
+            case(
+                "android: valid signature, any headers order",
+                c(),
+                app2().request("/session", &refs(&params), order),
+            )
+            .counts(&[V, A2]),
+        );
+    }
+    let ios_params = vec![
+        ("app_token", "abc123"),
+        ("created_at", "2025-12-31T22:00:00.123Z-0100"),
+        ("idfa", IDFA),
+    ];
+    out.push(
+        case(
+            "ios: valid signature",
+            c(),
+            Signer::ios(2, [1234, 5678, 9012, 3456]).request(
+                "/session",
+                &ios_params,
+                &["idfa", "created_at", "activity_kind", "app_secret"],
+            ),
+        )
+        .counts(&[V, A2]),
+    );
+    let params = p(&base(10));
+    out.push(
+        case(
+            "template secret 1 is inherited",
+            c(),
+            Signer::android(1, [11, 22, 33, 44]).request("/session", &refs(&params), &ORDER),
+        )
+        .counts(&[V, "s2s_guard.sdk.app.abc123.secret.1.accepted"]),
+    );
+
+    // Boundary shift: the last character of created_at moved into gps_adid.
+    let created = base(11);
+    let (head, last) = created.split_at(created.len() - 1);
+    let shifted = vec![
+        ("app_token", "abc123"),
+        ("created_at", head),
+        (
+            "gps_adid",
+            &*Box::leak(format!("{last}{GPS}").into_boxed_str()),
+        ),
+    ];
+    let mut r = app2().request("/session", &shifted, &ORDER);
+    // The signature is over the same clear string as the genuine request.
+    let genuine = app2().authorization(
+        "/session",
+        &[("created_at", &created), ("gps_adid", GPS)],
+        &ORDER,
+    );
+    r.headers.retain(|(k, _)| k != "authorization");
+    r = r.header("authorization", genuine);
+    out.push(
+        case("boundary shift between created_at and gps_adid", c(), r)
+            .rejected()
+            .counts(&["s2s_guard.signature.outcome.bad_format_created_at", REJ, R2]),
+    );
+
+    // Swapped values with headers reordered: same clear string.
+    let created = base(12);
+    let swapped = vec![
+        ("app_token", "abc123"),
+        ("created_at", GPS),
+        ("gps_adid", &*Box::leak(created.clone().into_boxed_str())),
+    ];
+    out.push(
+        case(
+            "swapped values, headers reordered",
+            c(),
+            app2().request(
+                "/session",
+                &swapped,
+                &["gps_adid", "created_at", "app_secret", "activity_kind"],
+            ),
+        )
+        .rejected()
+        .counts(&["s2s_guard.signature.outcome.bad_format_created_at", REJ, R2]),
+    );
+
+    // An unsigned higher-precedence id injected next to the signed android_id.
+    let created = base(13);
+    let injected = vec![
+        ("app_token", "abc123"),
+        ("created_at", created.as_str()),
+        ("android_id", ANDROID_ID),
+        ("gps_adid", GPS),
+    ];
+    out.push(
+        case(
+            "injected higher-precedence device id",
+            c(),
+            app2().request(
+                "/session",
+                &injected,
+                &["created_at", "android_id", "app_secret", "activity_kind"],
+            ),
+        )
+        .rejected()
+        .counts(&["s2s_guard.signature.outcome.wrong_device_id", REJ, R2]),
+    );
+    let created = base(14);
+    let only_android = vec![
+        ("app_token", "abc123"),
+        ("created_at", created.as_str()),
+        ("android_id", ANDROID_ID),
+    ];
+    out.push(
+        case(
+            "android_id alone is the signed id",
+            c(),
+            app2().request(
+                "/session",
+                &only_android,
+                &["created_at", "android_id", "app_secret", "activity_kind"],
+            ),
+        )
+        .counts(&[V, A2]),
+    );
+
+    // Replay: the same signed request twice.
+    let params = p(&base(15));
+    let once = app2().request("/session", &refs(&params), &ORDER);
+    out.push(case("first of a replayed pair", c(), once.clone()).counts(&[V, A2]));
+    out.push(
+        case("replay of an accepted request", c(), once)
+            .rejected()
+            .counts(&["s2s_guard.signature.outcome.replayed", REJ, R2]),
+    );
+
+    // Stale: 10 days old with a 7-day window.
+    let params = p(&created_at(START - 10 * 86400, 1));
+    out.push(
+        case(
+            "stale created_at",
+            c(),
+            app2().request("/session", &refs(&params), &ORDER),
+        )
+        .rejected()
+        .counts(&["s2s_guard.signature.outcome.stale", REJ, R2]),
+    );
+    let params = p(&created_at(START + 3600, 1));
+    out.push(
+        case(
+            "created_at in the future",
+            c(),
+            app2().request("/session", &refs(&params), &ORDER),
+        )
+        .rejected()
+        .counts(&["s2s_guard.signature.outcome.stale", REJ, R2]),
+    );
+
+    // app_secret leaked into the body.
+    let mut params = p(&base(16));
+    params.push(("app_secret".into(), "123456789012".into()));
+    out.push(
+        case(
+            "app_secret in the body",
+            c(),
+            app2().request("/session", &refs(&params), &ORDER),
+        )
+        .rejected()
+        .counts(&[
+            "s2s_guard.signature.outcome.app_secret_in_request",
+            REJ,
+            INVALID,
+        ]),
+    );
+
+    // Deactivated and unknown secrets.
+    let params = p(&base(17));
+    out.push(
+        case(
+            "deactivated secret 3",
+            c(),
+            Signer::android(3, [111, 222, 333, 4]).request("/session", &refs(&params), &ORDER),
+        )
+        .rejected()
+        .counts(&[
+            "s2s_guard.signature.outcome.invalid_signature",
+            REJ,
+            "s2s_guard.sdk.app.abc123.secret.3.rejected",
+        ]),
+    );
+    out.push(
+        case(
+            "template's deactivated secret 9 is not inherited",
+            c(),
+            Signer::android(9, [9, 9, 9, 9]).request("/session", &refs(&params), &ORDER),
+        )
+        .rejected()
+        .counts(&[
+            "s2s_guard.signature.outcome.invalid_signature",
+            REJ,
+            INVALID,
+        ]),
+    );
+    out.push(
+        case(
+            "unknown Secret ID",
+            c(),
+            Signer::android(77, [1, 1, 1, 1]).request("/session", &refs(&params), &ORDER),
+        )
+        .rejected()
+        .counts(&[
+            "s2s_guard.signature.outcome.invalid_signature",
+            REJ,
+            INVALID,
+        ]),
+    );
+    out.push(
+        case(
+            "wrong secret for the Secret ID",
+            c(),
+            Signer::android(2, [1, 1, 1, 1]).request("/session", &refs(&params), &ORDER),
+        )
+        .rejected()
+        .counts(&["s2s_guard.signature.outcome.invalid_signature", REJ, R2]),
+    );
+
+    // Enforcement.
+    let unsigned = format!(
+        "app_token=abc123&created_at={}&gps_adid={GPS}",
+        form_encode(&base(18))
+    );
+    out.push(
+        case(
+            "enforced (inherited from the template): no signature",
+            c(),
+            Request::post("/session")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(&unsigned),
+        )
+        .rejected()
+        .counts(&[
+            "s2s_guard.signature.outcome.missing_signature",
+            REJ,
+            "s2s_guard.sdk.app.abc123.no_secret",
+        ]),
+    );
+    let loose_unsigned = unsigned.replace("abc123", "loose");
+    out.push(
+        case(
+            "not enforced: no signature passes",
+            c(),
+            Request::post("/session")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(&loose_unsigned),
+        )
+        .counts(&[
+            "s2s_guard.signature.outcome.no_signature",
+            "s2s_guard.sdk.app.loose.no_secret",
+        ]),
+    );
+    let bad_loose = Signer::android(1, [9, 9, 9, 9]).request(
+        "/session",
+        &[
+            ("app_token", "loose"),
+            ("created_at", &base(19)),
+            ("gps_adid", GPS),
+        ],
+        &ORDER,
+    );
+    out.push(
+        case(
+            "not enforced: an invalid signature is still rejected",
+            c(),
+            bad_loose,
+        )
+        .rejected()
+        .counts(&[
+            "s2s_guard.signature.outcome.invalid_signature",
+            REJ,
+            "s2s_guard.sdk.app.loose.secret.1.rejected",
+        ]),
+    );
+
+    // Later SDK shapes under each policy.
+    let later = |app: &str, id: &str| {
+        Request::post("/session")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("app_token={app}&gps_adid={GPS}"))
+            .header("authorization", format!(r#"Signature signature="abc",adj_signing_id="{id}",algorithm="adj2",headers_id="1",native_version="3.1""#))
+    };
+    out.push(
+        case("later shape, policy reject", c(), later("abc123", "x"))
+            .rejected()
+            .counts(&["s2s_guard.signature.outcome.unverifiable_signature", REJ]),
+    );
+    out.push(
+        case(
+            "later shape, policy pass, allowed signing id",
+            c(),
+            later("loose", "sid-ok"),
+        )
+        .counts(&["s2s_guard.signature.outcome.unverifiable_passed"]),
+    );
+    out.push(
+        case(
+            "later shape, signing id not allowed",
+            c(),
+            later("loose", "sid-bad"),
+        )
+        .rejected()
+        .counts(&["s2s_guard.signature.outcome.signing_id_not_allowed", REJ]),
+    );
+    out.push(
+        case(
+            "later shape, policy flag (decided after the body)",
+            c(),
+            later("flagger", "x"),
+        )
+        .body_has("s2s_guard_rejection=unverifiable_signature")
+        .counts(&[
+            "s2s_guard.signature.outcome.unverifiable_signature",
+            "s2s_guard.signature.flagged",
+        ]),
+    );
+    let attribution = Request::get(&format!("/attribution?app_token=flagger&gps_adid={GPS}"))
+        .header(
+            "authorization",
+            r#"Signature signature="abc",secret_id="4",algorithm="adj1",headers_id="1""#,
+        );
+    out.push(
+        case(
+            "later shape, policy flag on a GET (header)",
+            c(),
+            attribution,
+        )
+        .flagged("unverifiable_signature")
+        .counts(&[
+            "s2s_guard.signature.outcome.unverifiable_signature",
+            "s2s_guard.signature.flagged",
+        ]),
+    );
+
+    // Sandbox: verified, not in the statistics.
+    let mut params = p(&base(20));
+    params.push(("environment".into(), "sandbox".into()));
+    out.push(
+        case(
+            "sandbox traffic is verified but not counted in statistics",
+            c(),
+            app2().request("/session", &refs(&params), &ORDER),
+        )
+        .counts(&[V]),
+    );
+    let mut params = p(&base(21));
+    params.push(("environment".into(), "sandbox".into()));
+    out.push(
+        case(
+            "sandbox traffic with a bad signature is rejected",
+            c(),
+            Signer::android(2, [0, 0, 0, 0]).request("/session", &refs(&params), &ORDER),
+        )
+        .rejected()
+        .counts(&["s2s_guard.signature.outcome.invalid_signature", REJ]),
+    );
+
+    // source/payload must be signed on 4.18+.
+    let mut params = p(&base(22));
+    params.push(("source".into(), "deeplink".into()));
+    out.push(
+        case(
+            "unsigned source on SDK 4.38",
+            c(),
+            app2().request("/session", &refs(&params), &ORDER),
+        )
+        .rejected()
+        .counts(&["s2s_guard.signature.outcome.unsigned_field", REJ, R2]),
+    );
+    let mut old = app2();
+    old.client_sdk = "android4.17.0";
+    out.push(
+        case(
+            "unsigned source on SDK 4.17 is fine",
+            c(),
+            old.request("/session", &refs(&params), &ORDER),
+        )
+        .counts(&[V, A2]),
+    );
+    let mut params = p(&base(23));
+    params.push(("source".into(), "deeplink".into()));
+    out.push(
+        case(
+            "signed source",
+            c(),
+            app2().request(
+                "/session",
+                &refs(&params),
+                &[
+                    "source",
+                    "created_at",
+                    "gps_adid",
+                    "app_secret",
+                    "activity_kind",
+                ],
+            ),
+        )
+        .counts(&[V, A2]),
+    );
+
+    // Malformed headers and bodies.
+    let params = p(&base(24));
+    let mut r = app2().request("/session", &refs(&params), &ORDER);
+    r.headers.retain(|(k, _)| k != "authorization");
+    let zeros = "0".repeat(64);
+    let unknown_field = format!(
+        r#"Signature secret_id="2",signature="{zeros}",algorithm="sha256",headers="created_at gps_adid app_secret activity_kind event_token""#
+    );
+    for (auth, counter, stat) in [
+        ("Signature !!!".to_string(), "s2s_guard.signature.outcome.bad_format_authorization", INVALID),
+        (r#"Signature secret_id="2",secret_id="2",signature="00",algorithm="sha256",headers="created_at""#.to_string(), "s2s_guard.signature.outcome.bad_format_authorization", INVALID),
+        (r#"Signature secret_id="2",signature="zz",algorithm="sha256",headers="created_at gps_adid app_secret activity_kind""#.to_string(), "s2s_guard.signature.outcome.bad_format_signature", INVALID),
+        (unknown_field, "s2s_guard.signature.outcome.bad_format_headers", R2),
+        ("Signature \u{fffd}".to_string(), "s2s_guard.signature.outcome.bad_format_authorization", INVALID),
+    ] {
+        out.push(case("malformed signature header", c(), r.clone().header("authorization", auth)).rejected()
+            .counts(&[counter, REJ, stat]));
+    }
+    let params = p(&base(25));
+    let mut dup = app2().request("/session", &refs(&params), &ORDER);
+    dup.path = format!("/session?gps_adid={GPS}");
+    out.push(
+        case("a parameter in both query and body", c(), dup)
+            .rejected()
+            .counts(&["s2s_guard.signature.outcome.duplicate_param", REJ, INVALID]),
+    );
+
+    // S2S traffic on the shared endpoints takes the token path.
+    out.push(
+        case(
+            "s2s=1 with a Bearer token takes the token path",
+            c(),
+            Request::post("/event?s2s=1&app_token=abc123&event_token=x")
+                .header("authorization", "Bearer s2s-token"),
+        )
+        .counts(&["s2s_guard.requests.outcome.allowed.scope.events"]),
+    );
+
+    // Global flag mode: invalid signatures forwarded with the reason in the body.
+    let params = p(&base(26));
+    out.push(
+        case(
+            "flag mode: invalid signature forwarded with the reason",
+            flag(),
+            Signer::android(2, [0, 0, 0, 0]).request("/session", &refs(&params), &ORDER),
+        )
+        .body_has("s2s_guard_rejection=invalid_signature")
+        .counts(&[
+            "s2s_guard.signature.outcome.invalid_signature",
+            "s2s_guard.signature.flagged",
+            R2,
+        ]),
+    );
+    out
+}
+
+fn check(c: &Case, o: &Observed, runner: &str) {
+    let ctx = format!("[{runner}] {}", c.name);
+    assert_eq!(o.forwarded, c.forwarded, "{ctx}: forwarded? {o:?}");
+    assert_eq!(o.status, c.status, "{ctx}: status; {o:?}");
+    if !c.forwarded {
+        assert_eq!(
+            String::from_utf8_lossy(&o.body),
+            "Request signature rejected",
+            "{ctx}: the body never says which check failed"
+        );
+    }
+    if let Some(want) = c.reason_header {
+        let up = o.upstream.as_ref().unwrap();
+        assert_eq!(
+            header_value(up, "x-s2s-guard-rejection"),
+            Some(want.as_bytes()),
+            "{ctx}"
+        );
+    }
+    if let Some(want) = c.up_body_has {
+        let body = String::from_utf8_lossy(o.upstream_body.as_ref().unwrap()).into_owned();
+        assert!(body.contains(want), "{ctx}: upstream body {body}");
+    }
+    let mut want: Vec<String> = c.counters.iter().map(|s| s.to_string()).collect();
+    want.sort();
+    let got: Vec<String> = o
+        .counters
+        .keys()
+        .filter(|k| {
+            !k.starts_with("s2s_guard.requests.outcome.allowed") || c.counters.contains(&k.as_str())
+        })
+        .cloned()
+        .collect();
+    assert_eq!(got, want, "{ctx}: counters");
+}
+
+#[test]
+fn signatures_native() {
+    let mut memory = ReplayMemory::default();
+    for c in cases() {
+        let o = run_native_with(&c.config, &c.req, &mut memory, START);
+        check(&c, &o, "native");
+    }
+}
+
+#[test]
+fn signatures_through_the_wasm() {
+    let mut runner = WasmRunner::new();
+    for c in cases() {
+        let o = runner.run(&c.config, &c.req);
+        check(&c, &o, "wasm");
+    }
+    // Nothing secret in logs, and the reason (not the secret) is logged.
+    let logs: Vec<String> = runner
+        .host(&config(""))
+        .logs()
+        .into_iter()
+        .map(|l| l.message)
+        .collect();
+    let all = logs.join("\n");
+    for secret in ["1234567890123456", "11223344", "1112223334"] {
+        assert!(!all.contains(secret), "secret in logs: {secret}");
+    }
+    assert!(all.contains("signature=wrong_device_id"), "{all}");
+}
+
+fn host(config: &str, workers: usize) -> Host {
+    Host::new(
+        &load_dist("s2s-guard.wasm"),
+        HostOptions {
+            workers,
+            plugin_config: config.as_bytes().to_vec(),
+            ..HostOptions::default()
+        },
+    )
+    .unwrap()
+}
+
+/// The replay memory is shared by every worker (Envoy shared data).
+#[test]
+fn replay_is_refused_on_another_worker() {
+    let mut h = host(&config(""), 4);
+    let params = [
+        ("app_token", "abc123"),
+        ("created_at", &*at(500)),
+        ("gps_adid", GPS),
+    ];
+    let r = app2().request("/session", &params, &ORDER);
+    assert_eq!(h.send_on(0, r.clone()).status, 200);
+    for w in 1..4 {
+        assert_eq!(h.send_on(w, r.clone()).status, 401, "worker {w}");
+    }
+    assert_eq!(h.metric("s2s_guard.signature.outcome.replayed"), Some(3));
+}
+
+/// A full replay memory does what the app says, and it is counted.
+#[test]
+fn replay_memory_full() {
+    for (when_full, third_status, counter) in [
+        (
+            "reject",
+            401,
+            "s2s_guard.signature.outcome.replay_memory_full",
+        ),
+        (
+            "accept",
+            200,
+            "s2s_guard.signature.outcome.replay_full_accepted",
+        ),
+    ] {
+        let cfg = format!(
+            r#"{{"presets": ["adjust_sdk"], "apps": {{"abc123": {{"signature": {{"max_age": 3600,
+              "secrets": [{{"id": 2, "info": [1234, 5678, 9012, 3456]}}], "replay": {{"capacity": 1, "when_full": "{when_full}"}}}}}}}}}}"#
+        );
+        let mut h = host(&cfg, 1);
+        let mut statuses = Vec::new();
+        // Same bucket, same shard: craft requests until two share a key.
+        let mut by_key: BTreeMap<String, Vec<Request>> = BTreeMap::new();
+        for n in 0..400u64 {
+            let created = created_at(START - 60, n % 1000);
+            let device = format!("38400000-8cf0-11bd-b23e-{:012x}", n);
+            let params = [
+                ("app_token", "abc123"),
+                ("created_at", created.as_str()),
+                ("gps_adid", device.as_str()),
+            ];
+            let r = app2().request("/session", &params, &ORDER);
+            let auth =
+                String::from_utf8(header_value(&r.headers, "authorization").unwrap().to_vec())
+                    .unwrap();
+            let sig = auth
+                .split("signature=\"")
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap()
+                .to_string();
+            let shape = s2s_guard::replay::Shape::new(3600 + 300, 1);
+            let k = s2s_guard::replay::check(shape, "abc123", 2, &sig, (START - 60) as i64).key;
+            by_key.entry(k).or_default().push(r);
+        }
+        let same: Vec<Request> = by_key.into_values().find(|v| v.len() >= 2).unwrap();
+        for r in same.iter().take(2) {
+            statuses.push(h.send(r.clone()).status);
+        }
+        assert_eq!(statuses, vec![200, third_status], "{when_full}");
+        assert_eq!(h.metric(counter), Some(1), "{when_full}");
+    }
+}
+
+/// Deactivating a secret takes effect with the next configuration; reactivating
+/// keeps its Secret ID.
+#[test]
+fn deactivate_and_reactivate_a_secret() {
+    let on = r#"{"presets": ["adjust_sdk"], "apps": {"abc123": {"signature": {"secrets": [{"id": 2, "info": [1234, 5678, 9012, 3456]}]}}}}"#;
+    let off = on.replace(r#"3456]}"#, r#"3456], "active": false}"#);
+    let mut h = host(on, 2);
+    let req = |n: u64| {
+        app2().request(
+            "/session",
+            &[
+                ("app_token", "abc123"),
+                ("created_at", &*at(900 + n)),
+                ("gps_adid", GPS),
+            ],
+            &ORDER,
+        )
+    };
+    assert_eq!(h.send(req(1)).status, 200);
+    h.reconfigure(off.as_bytes()).unwrap();
+    assert_eq!(h.send(req(2)).status, 401);
+    h.reconfigure(on.as_bytes()).unwrap();
+    assert_eq!(h.send(req(3)).status, 200);
+    assert_eq!(
+        h.metric("s2s_guard.sdk.app.abc123.secret.2.accepted"),
+        Some(2)
+    );
+    assert_eq!(
+        h.metric("s2s_guard.sdk.app.abc123.secret.2.rejected"),
+        Some(1)
+    );
+}
+
+/// Signature configuration errors, word for word.
+#[test]
+fn signature_configuration_errors() {
+    let cases = [
+        (r#"{"presets": ["adjust_sdk"], "apps": {"a": {"template": "nope"}}}"#, "apps.a.template: unknown template app \"nope\" (it needs a signature object in apps)"),
+        (r#"{"presets": ["adjust_sdk"], "apps": {"a": {"signature": {"secrets": [{"id": 1, "info": [1, 2, 3, 4]}, {"id": 1, "secret": "5"}]}}}}"#, "apps.a.signature.secrets[1].id: duplicate Secret ID 1"),
+        (r#"{"presets": ["adjust_sdk"], "apps": {"a": {"signature": {"android_signature_hash": "AA:BB"}}}}"#, "apps.a.signature.android_signature_hash: not a certificate fingerprint (AA:BB:... with 20 or 32 bytes): \"AA:BB\""),
+        (r#"{"presets": ["adjust_sdk"], "apps": {"a": {"signature": {"secrets": [{"id": 0, "info": [1, 2, 3, 4]}]}}}}"#, "apps.a.signature.secrets[0].id: Secret IDs are numbered from 1"),
+        (r#"{"presets": ["adjust_sdk"], "apps": {"a": {"signature": {"later_sdk": "maybe"}}}}"#, "apps.a.signature.later_sdk: unknown policy \"maybe\" (expected pass, flag or reject)"),
+        (r#"{"routes": [{"path": "/session", "profile": "adjust", "checks": "signature"}]}"#, "routes[0].checks: signature checks need app_param (where the request names its app)"),
+    ];
+    for (cfg, msg) in cases {
+        match s2s_guard::config::parse(cfg.as_bytes()) {
+            Err(e) => assert_eq!(e.to_string(), msg, "{cfg}"),
+            Ok(_) => panic!("accepted: {cfg}"),
+        }
+    }
+}
