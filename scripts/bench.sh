@@ -18,9 +18,10 @@ for n in 10 10000 1000000; do
     --title "Adjust token check with $n tokens configured"
 done
 
-{
-  echo
-  echo "<!-- machine -->"
-  echo "Measured on: $(uname -srm), $(nproc) cores, $(date -u +%Y-%m-%d)."
-} > /dev/null
+"${HOST[@]}" bench "${common[@]}" --config bench/signature.json --requests bench/signature-requests.jsonl \
+  --iterations 300 --section signature \
+  --title "Signed SDK POST (642-byte form body), verification without the replay memory"
+"${HOST[@]}" bench "${common[@]}" --config bench/signature-replay.json --requests bench/signature-requests.jsonl \
+  --iterations 300 --section signature-replay \
+  --title "Signed SDK POST with the replay memory (the repeated request is refused as replayed: verification + one shared-data read)"
 echo "bench: wrote $OUT" >&2

@@ -925,6 +925,7 @@ struct RawSignature {
     signing_ids: Option<Vec<String>>,
     replay_capacity: Option<usize>,
     replay_full_rejects: Option<bool>,
+    replay_enabled: Option<bool>,
 }
 
 fn duration(o: &mut Obj, key: &'static str) -> Result<Option<u64>, ConfigError> {
@@ -1084,6 +1085,11 @@ fn parse_signature(path: &str, v: &Value) -> Result<RawSignature, ConfigError> {
         .strings("signing_ids")?
         .map(|l| l.into_iter().map(|(_, s)| s.to_string()).collect());
     if let Some(mut rp) = o.object("replay")? {
+        r.replay_enabled = match rp.get("enabled") {
+            None => None,
+            Some(Value::Bool(b)) => Some(*b),
+            Some(_) => return err(rp.at("enabled"), "expected true or false"),
+        };
         r.replay_capacity = match rp.usize("capacity")? {
             Some(0) => return err(rp.at("capacity"), "must be at least 1"),
             other => other,
@@ -1222,6 +1228,10 @@ fn compile_signatures(
                     max_age + pick(|r| r.max_future, DEFAULT_MAX_FUTURE),
                     capacity,
                 ),
+                replay_enabled: own
+                    .replay_enabled
+                    .or(base.and_then(|b| b.replay_enabled))
+                    .unwrap_or(true),
                 replay_full_rejects: own
                     .replay_full_rejects
                     .or(base.and_then(|b| b.replay_full_rejects))

@@ -465,6 +465,10 @@ fn signature_decision(
                 Ok(v) => {
                     d.stats.extend(stat(Stat::Accepted(secret_id)));
                     d.signature = Some(format!("verified secret_id={secret_id}"));
+                    if !settings.replay_enabled {
+                        d.counters.push(Counter::Signature(SigCounter::Verified));
+                        return d;
+                    }
                     d.replay = Some(PendingReplay {
                         check: replay::check(
                             settings.replay,

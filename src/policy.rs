@@ -243,6 +243,8 @@ pub struct SignatureSettings {
     /// Allowed signing ids of later shapes; empty: any.
     pub signing_ids: Vec<String>,
     pub replay: replay::Shape,
+    /// Remember accepted signatures (off only where something downstream dedups).
+    pub replay_enabled: bool,
     /// When the replay memory is full: reject (true) or accept unrecorded (false).
     pub replay_full_rejects: bool,
     /// Where this app's statistics series start in `Policy::stat_names`.
