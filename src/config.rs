@@ -33,7 +33,10 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-fn err<T>(path: impl Into<String>, message: impl Into<String>) -> Result<T, ConfigError> {
+pub(crate) fn err<T>(
+    path: impl Into<String>,
+    message: impl Into<String>,
+) -> Result<T, ConfigError> {
     Err(ConfigError {
         path: path.into(),
         message: message.into(),
@@ -51,27 +54,82 @@ pub const MAX_BODY_CEILING: usize = 1024 * 1024;
 /// at a time, so a configuration with a million tokens never exists as a whole
 /// JSON tree in memory (Wasm memory, once grown, is never given back).
 pub fn parse(bytes: &[u8]) -> Result<Policy, ConfigError> {
+    parse_with_set(bytes, None)
+}
+
+/// Parses a configuration with a token set from the token source (or shared data)
+/// in place of its inline `tokens` (and of its `apps`, if the set has them).
+/// The set is validated exactly as inline configuration is; its errors are
+/// prefixed `token set:`.
+pub fn parse_with_set(bytes: &[u8], set: Option<&[u8]>) -> Result<Policy, ConfigError> {
+    let mut top = top_level(bytes, "configuration")?;
+    let mut tokens = top.raw_tokens.take();
+    if let Some(set) = set {
+        let mut s = top_level(set, "token set").map_err(|e| ConfigError {
+            path: if e.path == "token set" {
+                e.path
+            } else {
+                format!("token set: {}", e.path)
+            },
+            message: e.message,
+        })?;
+        for k in s.map.keys() {
+            if !matches!(k.as_str(), "version" | "apps" | "tokens") {
+                return err(
+                    format!("token set: {k}"),
+                    "unknown field (known fields: apps, tokens, version)",
+                );
+            }
+        }
+        if let Some(apps) = s.map.remove("apps") {
+            top.map.insert("apps".into(), apps);
+        }
+        tokens = s.raw_tokens.take();
+        let mut policy = compile(Obj::new("", &top.map), tokens).map_err(|e| ConfigError {
+            path: format!("token set: {}", e.path),
+            message: e.message,
+        })?;
+        policy.set_version = match s.map.get("version") {
+            None => None,
+            Some(Value::Number(n)) if n.as_u64().is_some() => n.as_u64(),
+            Some(_) => return err("token set: version", "expected a non-negative integer"),
+        };
+        return Ok(policy);
+    }
+    compile(Obj::new("", &top.map), tokens)
+}
+
+/// A document's top level: every key parsed, except `tokens`, kept raw.
+struct TopLevel<'a> {
+    map: Map<String, Value>,
+    raw_tokens: Option<&'a RawValue>,
+}
+
+fn top_level<'a>(bytes: &'a [u8], what: &str) -> Result<TopLevel<'a>, ConfigError> {
     if bytes.iter().all(|b| b.is_ascii_whitespace()) {
-        return err(
-            "configuration",
-            "empty; s2s-guard needs a JSON object with at least one route or preset",
-        );
+        return match what {
+            "configuration" => err(
+                what,
+                "empty; s2s-guard needs a JSON object with at least one route or preset",
+            ),
+            _ => err(what, "empty"),
+        };
     }
     if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         // Not an object: say what it is, if it is JSON at all.
         return match serde_json::from_slice::<Value>(bytes) {
-            Ok(_) => err("configuration", "expected a JSON object"),
-            Err(e) => err("configuration", format!("not valid JSON: {e}")),
+            Ok(_) => err(what, "expected a JSON object"),
+            Err(e) => err(what, format!("not valid JSON: {e}")),
         };
     }
     let top: Vec<(String, &RawValue)> = serde_json::from_slice::<RawObject>(bytes)
         .map(|o| o.0)
-        .or_else(|e| err("configuration", format!("not valid JSON: {e}")))?;
+        .or_else(|e| err(what, format!("not valid JSON: {e}")))?;
     let mut map = Map::new();
-    let mut tokens: Option<&RawValue> = None;
+    let mut raw_tokens: Option<&RawValue> = None;
     for (k, v) in top {
         if k == "tokens" {
-            tokens = Some(v);
+            raw_tokens = Some(v);
             map.insert(k, Value::Null);
             continue;
         }
@@ -79,7 +137,7 @@ pub fn parse(bytes: &[u8]) -> Result<Policy, ConfigError> {
             .or_else(|e| err(k.clone(), format!("not valid JSON: {e}")))?;
         map.insert(k, value);
     }
-    compile(Obj::new("", &map), tokens)
+    Ok(TopLevel { map, raw_tokens })
 }
 
 /// A JSON object as (key, raw value) pairs, borrowing from the input.
@@ -110,7 +168,7 @@ impl<'de: 'a, 'a> serde::Deserialize<'de> for RawObject<'a> {
 
 /// A cursor over one JSON object that remembers which keys were read, so unknown
 /// keys can be reported.
-struct Obj<'a> {
+pub(crate) struct Obj<'a> {
     path: String,
     map: &'a Map<String, Value>,
     seen: Vec<&'a str>,
@@ -125,7 +183,7 @@ impl<'a> Obj<'a> {
         }
     }
 
-    fn at(&self, key: &str) -> String {
+    pub(crate) fn at(&self, key: &str) -> String {
         if self.path.is_empty() {
             key.to_string()
         } else {
@@ -133,12 +191,12 @@ impl<'a> Obj<'a> {
         }
     }
 
-    fn get(&mut self, key: &'static str) -> Option<&'a Value> {
+    pub(crate) fn get(&mut self, key: &'static str) -> Option<&'a Value> {
         self.seen.push(key);
         self.map.get(key).filter(|v| !v.is_null())
     }
 
-    fn str(&mut self, key: &'static str) -> Result<Option<&'a str>, ConfigError> {
+    pub(crate) fn str(&mut self, key: &'static str) -> Result<Option<&'a str>, ConfigError> {
         match self.get(key) {
             None => Ok(None),
             Some(Value::String(s)) => Ok(Some(s)),
@@ -146,7 +204,7 @@ impl<'a> Obj<'a> {
         }
     }
 
-    fn required_str(&mut self, key: &'static str) -> Result<&'a str, ConfigError> {
+    pub(crate) fn required_str(&mut self, key: &'static str) -> Result<&'a str, ConfigError> {
         match self.str(key)? {
             Some(s) if !s.is_empty() => Ok(s),
             Some(_) => err(self.at(key), "must not be empty"),
@@ -154,7 +212,7 @@ impl<'a> Obj<'a> {
         }
     }
 
-    fn bool(&mut self, key: &'static str, default: bool) -> Result<bool, ConfigError> {
+    pub(crate) fn bool(&mut self, key: &'static str, default: bool) -> Result<bool, ConfigError> {
         match self.get(key) {
             None => Ok(default),
             Some(Value::Bool(b)) => Ok(*b),
@@ -162,7 +220,10 @@ impl<'a> Obj<'a> {
         }
     }
 
-    fn array(&mut self, key: &'static str) -> Result<Option<&'a Vec<Value>>, ConfigError> {
+    pub(crate) fn array(
+        &mut self,
+        key: &'static str,
+    ) -> Result<Option<&'a Vec<Value>>, ConfigError> {
         match self.get(key) {
             None => Ok(None),
             Some(Value::Array(a)) => Ok(Some(a)),
@@ -170,7 +231,7 @@ impl<'a> Obj<'a> {
         }
     }
 
-    fn strings(
+    pub(crate) fn strings(
         &mut self,
         key: &'static str,
     ) -> Result<Option<Vec<(String, &'a str)>>, ConfigError> {
@@ -189,7 +250,7 @@ impl<'a> Obj<'a> {
             .map(Some)
     }
 
-    fn object(&mut self, key: &'static str) -> Result<Option<Obj<'a>>, ConfigError> {
+    pub(crate) fn object(&mut self, key: &'static str) -> Result<Option<Obj<'a>>, ConfigError> {
         let path = self.at(key);
         match self.get(key) {
             None => Ok(None),
@@ -198,7 +259,7 @@ impl<'a> Obj<'a> {
         }
     }
 
-    fn usize(&mut self, key: &'static str) -> Result<Option<usize>, ConfigError> {
+    pub(crate) fn usize(&mut self, key: &'static str) -> Result<Option<usize>, ConfigError> {
         match self.get(key) {
             None => Ok(None),
             Some(Value::Number(n)) => match n.as_u64() {
@@ -210,7 +271,12 @@ impl<'a> Obj<'a> {
     }
 
     /// Reports the first key that was never read.
-    fn finish(&self) -> Result<(), ConfigError> {
+    /// The object's entries (for objects whose keys are names, not fields).
+    pub(crate) fn map_iter(&self) -> impl Iterator<Item = (&'a String, &'a Value)> {
+        self.map.iter()
+    }
+
+    pub(crate) fn finish(&self) -> Result<(), ConfigError> {
         for key in self.map.keys() {
             if !self.seen.contains(&key.as_str()) {
                 let mut known: Vec<&str> = self.seen.clone();
@@ -398,6 +464,14 @@ fn compile(mut root: Obj, raw_tokens: Option<&RawValue>) -> Result<Policy, Confi
         }
         Some(n) => n,
     };
+    let source = match root.object("token_source")? {
+        None => None,
+        Some(mut o) => {
+            let src = crate::distribution::compile_source(&mut o)?;
+            o.finish()?;
+            Some(src)
+        }
+    };
     root.seen.push("$schema");
     root.finish()?;
 
@@ -417,6 +491,8 @@ fn compile(mut root: Obj, raw_tokens: Option<&RawValue>) -> Result<Policy, Confi
         signatures: apps.signatures,
         signature_reply,
         stat_names: apps.stat_names,
+        source,
+        set_version: None,
     })
 }
 
@@ -436,7 +512,7 @@ fn header_name(o: &mut Obj, key: &'static str, default: String) -> Result<String
     }
 }
 
-fn is_header_name(h: &str) -> bool {
+pub(crate) fn is_header_name(h: &str) -> bool {
     !h.is_empty()
         && h.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
@@ -700,6 +776,12 @@ fn compile_tokens(raw: Option<&RawValue>) -> Result<TokenStore, ConfigError> {
     let Some(raw) = raw.filter(|r| r.get().trim() != "null") else {
         return Ok(store);
     };
+    // Jitsu's shorthand: a plain string is one client secret.
+    if let Ok(secret) = serde_json::from_str::<String>(raw.get()) {
+        let v = serde_json::json!([secret]);
+        compile_token(0, &v[0], &mut store)?;
+        return Ok(store);
+    }
     let mut failure: Option<ConfigError> = None;
     let seed = TokenSeq {
         store: &mut store,
@@ -752,6 +834,36 @@ impl<'de> serde::de::Visitor<'de> for TokenSeq<'_> {
 }
 
 fn compile_token(i: usize, v: &Value, store: &mut TokenStore) -> Result<(), ConfigError> {
+    // Jitsu's shorthand: a string in the list is a client secret; its id is its
+    // position (never the secret).
+    if let Value::String(secret) = v {
+        if secret.is_empty() {
+            return err(format!("tokens[{i}]"), "must not be empty");
+        }
+        let token = Token {
+            id: format!("client-secret-{i}"),
+            app: None,
+            scopes: Scopes::NONE,
+            active: true,
+            not_before: None,
+            expires_at: None,
+            origins: Vec::new(),
+        };
+        return store
+            .insert(token, &[(token::digest(secret.as_bytes()), Kind::Client)])
+            .or_else(|e| match e {
+                StoreError::DuplicateId(id) => err(
+                    format!("tokens[{i}]"),
+                    format!("duplicate token id \"{id}\""),
+                ),
+                StoreError::DuplicateSecret(other) => err(
+                    format!("tokens[{i}]"),
+                    format!(
+                        "secret already used by token \"{other}\" (every secret must be unique)"
+                    ),
+                ),
+            });
+    }
     {
         let path = format!("tokens[{i}]");
         let mut o = element(&path, v)?;
@@ -928,7 +1040,7 @@ struct RawSignature {
     replay_enabled: Option<bool>,
 }
 
-fn duration(o: &mut Obj, key: &'static str) -> Result<Option<u64>, ConfigError> {
+pub(crate) fn duration(o: &mut Obj, key: &'static str) -> Result<Option<u64>, ConfigError> {
     match o.get(key) {
         None => Ok(None),
         Some(Value::Number(n)) => n.as_u64().map(Some).map_or_else(
@@ -1559,7 +1671,7 @@ mod tests {
             "configuration: empty; s2s-guard needs a JSON object with at least one route or preset"
         );
         assert_eq!(e("[]"), "configuration: expected a JSON object");
-        assert_eq!(e(r#"{"presets":["adjust"],"bogus":1}"#), "bogus: unknown field (known fields: $schema, app_authentication_default, apps, max_body_bytes, max_stats_apps, mode, origin_mismatch, presets, profiles, routes, signature_reply, strip_credential, tokens, unknown_paths, unknown_paths_profile, upstream_headers)");
+        assert_eq!(e(r#"{"presets":["adjust"],"bogus":1}"#), "bogus: unknown field (known fields: $schema, app_authentication_default, apps, max_body_bytes, max_stats_apps, mode, origin_mismatch, presets, profiles, routes, signature_reply, strip_credential, token_source, tokens, unknown_paths, unknown_paths_profile, upstream_headers)");
         assert_eq!(
             e(r#"{"presets":["adjust"],"tokens":[{"id":"a","secret":"s","scopes":["event"]}]}"#),
             "tokens[0].scopes[0]: unknown scope \"event\" (expected one of: events, sessions, ad_revenue, gdpr)"

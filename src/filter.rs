@@ -19,6 +19,7 @@ use proxy_wasm::types::{Action, ContextType, MetricType};
 
 use crate::config;
 use crate::decision::{self, Action as Act, Decision, Forward, ReplayResult};
+use crate::fetcher::{Distribution, Gate};
 use crate::metrics::Counter;
 use crate::policy::{Mode, Policy};
 use crate::replay;
@@ -54,17 +55,37 @@ struct Loaded {
     stat_ids: Vec<u32>,
 }
 
+impl Loaded {
+    fn new(policy: Policy) -> Rc<Loaded> {
+        let stat_ids = policy
+            .stat_names
+            .iter()
+            .map(|n| hostcalls::define_metric(MetricType::Counter, n).unwrap_or(0))
+            .collect();
+        Rc::new(Loaded { policy, stat_ids })
+    }
+}
+
 /// Per plugin configuration: the compiled policy, shared by every request.
 pub struct Root {
+    /// The plugin configuration, kept to rebuild the policy with each new token set.
+    config: Vec<u8>,
+    /// The policy from the configuration alone (routes, inline tokens).
+    inline: Option<Rc<Loaded>>,
+    /// The policy in force; swapped in one step when a new token set is loaded.
     loaded: Option<Rc<Loaded>>,
     metrics: Rc<Metrics>,
+    distribution: Option<Distribution>,
 }
 
 impl Root {
     pub fn new() -> Root {
         Root {
+            config: Vec::new(),
+            inline: None,
             loaded: None,
             metrics: Rc::new(Metrics { ids: Vec::new() }),
+            distribution: None,
         }
     }
 }
@@ -75,9 +96,42 @@ impl Default for Root {
     }
 }
 
-impl Context for Root {}
+impl Context for Root {
+    fn on_http_call_response(
+        &mut self,
+        token: u32,
+        _headers: usize,
+        body_size: usize,
+        _trailers: usize,
+    ) {
+        let metrics = self.metrics.clone();
+        let count = move |c: Counter| metrics.increment(c);
+        let current = self.loaded.as_ref().map(|l| &l.policy);
+        let Some(d) = self.distribution.as_mut() else {
+            return;
+        };
+        if !d.owns(token) {
+            return;
+        }
+        if let Some(p) = d.on_response(body_size, &self.config, current, &count) {
+            self.loaded = Some(Loaded::new(p));
+        }
+    }
+}
 
 impl RootContext for Root {
+    fn on_tick(&mut self) {
+        let metrics = self.metrics.clone();
+        let count = move |c: Counter| metrics.increment(c);
+        let current = self.loaded.as_ref().map(|l| &l.policy);
+        let Some(d) = self.distribution.as_mut() else {
+            return;
+        };
+        if let Some(p) = d.tick(&self.config, current, &count) {
+            self.loaded = Some(Loaded::new(p));
+        }
+    }
+
     fn on_configure(&mut self, _size: usize) -> bool {
         if self.metrics.ids.is_empty() {
             self.metrics = Rc::new(Metrics::define());
@@ -91,12 +145,30 @@ impl RootContext for Root {
                     policy.tokens.len(),
                     policy.mode
                 );
-                let stat_ids = policy
-                    .stat_names
-                    .iter()
-                    .map(|n| hostcalls::define_metric(MetricType::Counter, n).unwrap_or(0))
-                    .collect();
-                self.loaded = Some(Rc::new(Loaded { policy, stat_ids }));
+                let source = policy.source.clone();
+                let inline = Loaded::new(policy);
+                self.config = bytes;
+                self.distribution = source.map(Distribution::new);
+                self.loaded = match &self.distribution {
+                    // A token source: the inline tokens serve only as a bootstrap set.
+                    Some(_)
+                        if !inline
+                            .policy
+                            .source
+                            .as_ref()
+                            .is_some_and(|s| s.before_first_inline) =>
+                    {
+                        None
+                    }
+                    _ => Some(inline.clone()),
+                };
+                self.inline = Some(inline);
+                if let Some(d) = &self.distribution {
+                    self.set_tick_period(d.tick_period());
+                    // Load what another worker or a singleton already published, and
+                    // start fetching if this VM is the fetcher.
+                    self.on_tick();
+                }
                 self.metrics.increment(Counter::ConfigLoaded);
                 true
             }
@@ -114,8 +186,14 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        let gate = self
+            .distribution
+            .as_ref()
+            .map_or(Gate::Open, Distribution::gate);
         Some(Box::new(Stream {
             loaded: self.loaded.clone(),
+            inline: self.inline.clone(),
+            gate,
             metrics: self.metrics.clone(),
             view: None,
             response_headers: Vec::new(),
@@ -123,9 +201,13 @@ impl RootContext for Root {
     }
 }
 
-/// One HTTP request.
+/// One HTTP request. It keeps the policy in force when it started: a swap during
+/// the request never changes how it is decided.
 struct Stream {
     loaded: Option<Rc<Loaded>>,
+    /// Routes, for requests that arrive while no token set can be used.
+    inline: Option<Rc<Loaded>>,
+    gate: Gate,
     metrics: Rc<Metrics>,
     /// Kept when the decision waits for the body.
     view: Option<RequestView>,
@@ -233,6 +315,37 @@ impl Stream {
         self.send_http_response(r.status as u32, headers, body);
     }
 
+    /// No usable token set (none yet, or stale): requests on configured routes get
+    /// 503 with `Retry-After` ("cannot verify now", not a bad credential); others pass.
+    fn closed_gate(&self) -> Option<Action> {
+        let inline = self.inline.as_ref()?;
+        let view = RequestView::from_headers(self.get_http_request_headers_bytes());
+        inline.policy.route(&view.method, view.url_path())?;
+        let (retry, counter, why) = match self.gate {
+            Gate::NotReady { retry_after_s } => (
+                retry_after_s,
+                Counter::SourceNotReady,
+                "no token set loaded yet",
+            ),
+            Gate::Stale { retry_after_s } => {
+                (retry_after_s, Counter::SourceStale, "token set is stale")
+            }
+            Gate::Open => return None,
+        };
+        self.metrics.increment(counter);
+        warn!("s2s-guard: 503: {why}");
+        let retry = retry.to_string();
+        self.send_http_response(
+            503,
+            vec![
+                ("content-type", "text/plain; charset=utf-8"),
+                ("retry-after", &retry),
+            ],
+            Some(b"Cannot verify credentials now; retry later"),
+        );
+        Some(Action::Pause)
+    }
+
     fn fail_unconfigured(&self) -> Action {
         warn!("s2s-guard: no configuration in force; failing closed");
         self.send_http_response(
@@ -246,7 +359,14 @@ impl Stream {
 
 impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _n: usize, end_of_stream: bool) -> Action {
-        let Some(loaded) = self.loaded.clone() else {
+        if self.gate != Gate::Open {
+            if let Some(a) = self.closed_gate() {
+                return a;
+            }
+        }
+        // No token set in force (only possible with a closed gate): the inline policy
+        // decides requests outside the routes (they pass).
+        let Some(loaded) = self.loaded.clone().or_else(|| self.inline.clone()) else {
             return self.fail_unconfigured();
         };
         let policy = &loaded.policy;

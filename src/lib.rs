@@ -7,6 +7,7 @@
 pub mod config;
 pub mod credential;
 pub mod decision;
+pub mod distribution;
 pub mod metrics;
 pub mod policy;
 pub mod replay;
@@ -14,6 +15,8 @@ pub mod request;
 pub mod signature;
 pub mod token;
 
+#[cfg(target_arch = "wasm32")]
+mod fetcher;
 #[cfg(target_arch = "wasm32")]
 mod filter;
 

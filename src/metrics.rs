@@ -71,13 +71,26 @@ pub enum Counter {
     SignatureRejected,
     /// Signature rejections forwarded (flag, dry run, or the app's later-SDK policy).
     SignatureFlagged,
+    /// Token sets fetched and published.
+    SourceLoaded,
+    SourceNotModified,
+    /// A 200 whose content was the set already in force.
+    SourceUnchanged,
+    SourceFailed(crate::distribution::Failure),
+    /// A set older than the one in force, ignored.
+    SourceRollbackRefused,
+    /// This VM took the fetcher lease.
+    SourceLeaseAcquired,
+    /// Requests answered 503: no set yet / the set is stale.
+    SourceNotReady,
+    SourceStale,
 }
 
 const OUTCOMES: usize = Outcome::ALL.len();
 const SCOPES: usize = Scope::ALL.len() + 1;
 
 /// Number of counters.
-pub const COUNT: usize = OUTCOMES * SCOPES + 3 * OUTCOMES + 7 + 5 + REASONS;
+pub const COUNT: usize = OUTCOMES * SCOPES + 3 * OUTCOMES + 7 + 5 + REASONS + 7 + 10;
 
 const REASONS: usize = 2 + crate::signature::Field::ALL.len() + 9;
 
@@ -115,6 +128,20 @@ impl Counter {
             Counter::SignatureFlagged,
         ]);
         v.extend(SigCounter::all().into_iter().map(Counter::Signature));
+        v.extend([
+            Counter::SourceLoaded,
+            Counter::SourceNotModified,
+            Counter::SourceUnchanged,
+            Counter::SourceRollbackRefused,
+            Counter::SourceLeaseAcquired,
+            Counter::SourceNotReady,
+            Counter::SourceStale,
+        ]);
+        v.extend(
+            crate::distribution::Failure::ALL
+                .into_iter()
+                .map(Counter::SourceFailed),
+        );
         v
     }
 
@@ -136,6 +163,29 @@ impl Counter {
             Counter::Signature(s) => {
                 let base = fam + 3 * OUTCOMES + 7;
                 base + SigCounter::all().iter().position(|x| *x == s).unwrap_or(0)
+            }
+            other => {
+                // The source counters follow, in `all()` order.
+                let base = fam + 3 * OUTCOMES + 7 + SigCounter::all().len();
+                let list = [
+                    Counter::SourceLoaded,
+                    Counter::SourceNotModified,
+                    Counter::SourceUnchanged,
+                    Counter::SourceRollbackRefused,
+                    Counter::SourceLeaseAcquired,
+                    Counter::SourceNotReady,
+                    Counter::SourceStale,
+                ];
+                match other {
+                    Counter::SourceFailed(f) => {
+                        base + list.len()
+                            + crate::distribution::Failure::ALL
+                                .iter()
+                                .position(|x| *x == f)
+                                .unwrap_or(0)
+                    }
+                    o => base + list.iter().position(|x| *x == o).unwrap_or(0),
+                }
             }
         }
     }
@@ -161,6 +211,14 @@ impl Counter {
             Counter::SignatureRejected => "s2s_guard.signature.rejected".into(),
             Counter::SignatureFlagged => "s2s_guard.signature.flagged".into(),
             Counter::Signature(s) => s.name(),
+            Counter::SourceLoaded => "s2s_guard.source.loaded".into(),
+            Counter::SourceNotModified => "s2s_guard.source.not_modified".into(),
+            Counter::SourceUnchanged => "s2s_guard.source.unchanged".into(),
+            Counter::SourceFailed(f) => format!("s2s_guard.source.failure.{}", f.name()),
+            Counter::SourceRollbackRefused => "s2s_guard.source.rollback_refused".into(),
+            Counter::SourceLeaseAcquired => "s2s_guard.source.lease_acquired".into(),
+            Counter::SourceNotReady => "s2s_guard.source.not_ready_rejected".into(),
+            Counter::SourceStale => "s2s_guard.source.stale_rejected".into(),
         }
     }
 }

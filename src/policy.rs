@@ -328,6 +328,10 @@ pub struct Policy {
     pub signature_reply: Reply,
     /// Per-app statistics series: `stat_names[i]` for each app's secrets and buckets.
     pub stat_names: Vec<String>,
+    /// Where live token sets come from, if not only from this configuration.
+    pub source: Option<crate::distribution::Source>,
+    /// The version of the token set this policy was built with (`None`: inline).
+    pub set_version: Option<u64>,
 }
 
 impl Policy {

@@ -97,6 +97,9 @@ pub struct HostOptions {
     pub cluster_name: String,
     /// Envoy `fail_open`: after a trap the filter is skipped instead of answering 503.
     pub fail_open: bool,
+    /// Clusters that exist from the start (as in an Envoy bootstrap), so calls made
+    /// during start-up reach them; serve them with [`Host::set_cluster`].
+    pub clusters: Vec<String>,
 }
 
 impl Default for HostOptions {
@@ -115,6 +118,7 @@ impl Default for HostOptions {
             route_name: "collector".into(),
             cluster_name: "collector".into(),
             fail_open: false,
+            clusters: Vec::new(),
         }
     }
 }
@@ -514,6 +518,8 @@ struct Worker {
     memory: Option<wasmtime::Memory>,
     /// Set when the VM trapped: the worker then fails closed (or open).
     failed: Option<String>,
+    /// A stalled worker thread: no ticks, no call deliveries (for lease tests).
+    paused: bool,
 }
 
 /// A handle to a stream started with [`Host::start`].
@@ -586,6 +592,7 @@ impl Host {
         let shared = Arc::new(Mutex::new(Shared {
             clock_ns: opts.start_time_ns,
             random_state: 0x5eed_5eed_5eed_5eed,
+            clusters: opts.clusters.iter().cloned().collect(),
             ..Shared::default()
         }));
         let opts = Arc::new(opts);
@@ -637,6 +644,7 @@ impl Host {
                 exports,
                 memory,
                 failed: None,
+                paused: false,
             };
             worker.start(&instance)?;
             host.workers.push(worker);
@@ -812,7 +820,7 @@ impl Host {
     fn next_event_ns(&self) -> Option<u64> {
         let mut next: Option<u64> = None;
         for w in &self.workers {
-            if w.failed.is_some() {
+            if w.failed.is_some() || w.paused {
                 continue;
             }
             let s = w.store.data();
@@ -830,7 +838,7 @@ impl Host {
     fn fire_ticks_at(&mut self, t: u64) {
         for i in 0..self.workers.len() {
             let w = &mut self.workers[i];
-            if w.failed.is_some() {
+            if w.failed.is_some() || w.paused {
                 continue;
             }
             let due = matches!(w.store.data().next_tick_ns, Some(n) if n <= t);
@@ -905,7 +913,7 @@ impl Host {
         let now = self.now_ns();
         let mut any = false;
         for w in self.workers.iter_mut() {
-            if w.failed.is_some() {
+            if w.failed.is_some() || w.paused {
                 continue;
             }
             loop {
@@ -1341,6 +1349,22 @@ impl Host {
         drop(sh);
         self.pump();
         true
+    }
+
+    /// Stalls a worker (as a stuck worker thread): its ticks and call responses wait
+    /// until [`Host::resume_worker`]; missed ticks are not replayed.
+    pub fn pause_worker(&mut self, worker: usize) {
+        self.workers[worker].paused = true;
+    }
+
+    pub fn resume_worker(&mut self, worker: usize) {
+        let now = self.now_ns();
+        let w = &mut self.workers[worker];
+        w.paused = false;
+        let s = w.store.data_mut();
+        if let Some(t) = s.next_tick_ns.as_mut() {
+            *t = (*t).max(now);
+        }
     }
 
     /// Why a worker failed (trapped), if it did.

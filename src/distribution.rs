@@ -1,0 +1,474 @@
+//! Token distribution: the HTTP token source's configuration, and the pure parts of
+//! fetching, publishing and electing a fetcher. The adapter does the host calls.
+//!
+//! Shared data layout (namespace `s2s-guard/<name>/`, no secret in clear: token
+//! secrets travel only as digests or inside the set, which Istio's shared namespace
+//! sees anyway; source credentials never enter shared data):
+//! - `version`: a 48-byte record: set version, time the source last confirmed the
+//!   set (200 or 304), and the set's SHA-256. Workers read this small key on every
+//!   tick to notice a new set cheaply.
+//! - `set`: the set's bytes, as fetched.
+//! - `lease`: which VM fetches (holder id and expiry), taken by compare-and-swap.
+
+use hmac::{Hmac, Mac};
+use sha2::{Digest as _, Sha256};
+
+use crate::config::{duration, err, is_header_name, ConfigError, Obj};
+use crate::token::TokenStore;
+
+/// Who fetches from the token source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The filter's root contexts elect one fetcher per proxy with a lease (Istio).
+    Auto,
+    /// This VM fetches (an Envoy singleton bootstrap service with the same `vm_id`).
+    Fetcher,
+    /// This VM only reads what a singleton publishes.
+    Reader,
+}
+
+/// The `token_source` configuration.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Source {
+    /// Shared data namespace, so several plugins in one proxy (Istio) do not collide.
+    pub name: String,
+    pub cluster: String,
+    pub path: String,
+    pub authority: String,
+    /// Extra request headers (an auth token for the source). Never logged.
+    pub headers: Vec<(String, String)>,
+    pub period_ms: u64,
+    pub timeout_ms: u64,
+    pub max_bytes: usize,
+    /// HMAC-SHA256 key for bundle signatures (`x-s2s-guard-bundle-signature`).
+    pub bundle_key: Option<Vec<u8>>,
+    /// Age of the last confirmed set after which the set is stale.
+    pub stale_after_ms: Option<u64>,
+    /// Stale: answer 503 (true) or keep serving the last set (false).
+    pub stale_rejects: bool,
+    /// Before the first set: serve the inline tokens (true) or answer 503 (false).
+    pub before_first_inline: bool,
+    pub role: Role,
+    /// `Retry-After` seconds on a 503.
+    pub retry_after_s: u64,
+}
+
+impl std::fmt::Debug for Source {
+    // Headers and the bundle key are secrets.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Source")
+            .field("name", &self.name)
+            .field("cluster", &self.cluster)
+            .field("path", &self.path)
+            .field("period_ms", &self.period_ms)
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
+}
+
+pub const DEFAULT_PERIOD_MS: u64 = 3000;
+pub const DEFAULT_TIMEOUT_MS: u64 = 2000;
+pub const DEFAULT_MAX_BYTES: usize = 64 * 1024 * 1024;
+
+fn ms(o: &mut Obj, key: &'static str, default: u64) -> Result<u64, ConfigError> {
+    // `duration` reads whole seconds; sub-second periods are given in ms with "ms".
+    match o.get(key) {
+        Some(serde_json::Value::String(s)) if s.ends_with("ms") => {
+            match s.trim_end_matches("ms").trim().parse::<u64>() {
+                Ok(v) => Ok(v),
+                Err(_) => err(o.at(key), format!("not a duration: \"{s}\"")),
+            }
+        }
+        _ => Ok(duration(o, key)?.map_or(default, |s| s * 1000)),
+    }
+}
+
+pub(crate) fn compile_source(o: &mut Obj) -> Result<Source, ConfigError> {
+    let cluster = o.required_str("cluster")?.to_string();
+    let path = o.required_str("path")?.to_string();
+    if !path.starts_with('/') {
+        return err(o.at("path"), "must start with /");
+    }
+    let authority = o.str("authority")?.unwrap_or(&cluster).to_string();
+    let name = o.str("name")?.unwrap_or("default").to_string();
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return err(o.at("name"), "use letters, digits, - and _ only");
+    }
+    let mut headers = Vec::new();
+    if let Some(h) = o.object("headers")? {
+        for (k, v) in h.map_iter() {
+            let p = h.at(k);
+            if !is_header_name(k) || k.starts_with(':') {
+                return err(p, "not a valid HTTP header name");
+            }
+            match v.as_str() {
+                Some(v) => headers.push((k.to_ascii_lowercase(), v.to_string())),
+                None => return err(p, "expected a string"),
+            }
+        }
+    }
+    let period_ms = ms(o, "period", DEFAULT_PERIOD_MS)?;
+    if period_ms < 100 {
+        return err(o.at("period"), "must be at least 100ms");
+    }
+    let timeout_ms = ms(o, "timeout", DEFAULT_TIMEOUT_MS)?;
+    if timeout_ms == 0 {
+        return err(o.at("timeout"), "must be more than 0");
+    }
+    let max_bytes = o.usize("max_bytes")?.unwrap_or(DEFAULT_MAX_BYTES);
+    let bundle_key = match o.str("bundle_key")? {
+        None => None,
+        Some(k) => match hex::decode(k) {
+            Ok(k) if k.len() >= 16 => Some(k),
+            _ => {
+                return err(
+                    o.at("bundle_key"),
+                    "expected at least 16 bytes as hexadecimal",
+                )
+            }
+        },
+    };
+    let stale_after_ms = match o.get("stale_after") {
+        None => None,
+        Some(_) => Some(ms(o, "stale_after", 0)?),
+    };
+    let stale_rejects = match o.str("when_stale")? {
+        None | Some("serve") => false,
+        Some("reject") => true,
+        Some(other) => {
+            return err(
+                o.at("when_stale"),
+                format!("unknown value \"{other}\" (expected serve or reject)"),
+            )
+        }
+    };
+    if stale_rejects && stale_after_ms.is_none() {
+        return err(o.at("when_stale"), "needs stale_after");
+    }
+    let before_first_inline = match o.str("before_first")? {
+        None | Some("reject") => false,
+        Some("inline") => true,
+        Some(other) => {
+            return err(
+                o.at("before_first"),
+                format!("unknown value \"{other}\" (expected reject or inline)"),
+            )
+        }
+    };
+    let role = match o.str("role")? {
+        None | Some("auto") => Role::Auto,
+        Some("fetcher") => Role::Fetcher,
+        Some("reader") => Role::Reader,
+        Some(other) => {
+            return err(
+                o.at("role"),
+                format!("unknown role \"{other}\" (expected auto, fetcher or reader)"),
+            )
+        }
+    };
+    let retry_after_s = duration(o, "retry_after")?.unwrap_or(period_ms.div_ceil(1000));
+    Ok(Source {
+        name,
+        cluster,
+        path,
+        authority,
+        headers,
+        period_ms,
+        timeout_ms,
+        max_bytes,
+        bundle_key,
+        stale_after_ms,
+        stale_rejects,
+        before_first_inline,
+        role,
+        retry_after_s,
+    })
+}
+
+/// Shared data keys of a source.
+pub struct Keys {
+    pub version: String,
+    pub set: String,
+    pub lease: String,
+}
+
+pub fn keys(name: &str) -> Keys {
+    Keys {
+        version: format!("s2s-guard/{name}/version"),
+        set: format!("s2s-guard/{name}/set"),
+        lease: format!("s2s-guard/{name}/lease"),
+    }
+}
+
+/// The small record every worker polls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VersionRecord {
+    pub version: u64,
+    /// When the source last confirmed the set (200 or 304), ns.
+    pub confirmed_ns: u64,
+    pub digest: [u8; 32],
+}
+
+impl VersionRecord {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(48);
+        v.extend_from_slice(&self.version.to_le_bytes());
+        v.extend_from_slice(&self.confirmed_ns.to_le_bytes());
+        v.extend_from_slice(&self.digest);
+        v
+    }
+
+    pub fn decode(v: &[u8]) -> Option<VersionRecord> {
+        if v.len() != 48 {
+            return None;
+        }
+        Some(VersionRecord {
+            version: u64::from_le_bytes(v[0..8].try_into().ok()?),
+            confirmed_ns: u64::from_le_bytes(v[8..16].try_into().ok()?),
+            digest: v[16..48].try_into().ok()?,
+        })
+    }
+}
+
+pub fn digest(body: &[u8]) -> [u8; 32] {
+    Sha256::digest(body).into()
+}
+
+/// The lease value to write if `me` should hold the lease now (it is free,
+/// expired, or already mine), or `None` if another VM holds it.
+pub fn lease_claim(current: Option<&[u8]>, me: u64, now_ns: u64, ttl_ns: u64) -> Option<Vec<u8>> {
+    let held = current.and_then(|v| {
+        let holder = u64::from_le_bytes(v.get(0..8)?.try_into().ok()?);
+        let expires = u64::from_le_bytes(v.get(8..16)?.try_into().ok()?);
+        Some((holder, expires))
+    });
+    match held {
+        Some((holder, expires)) if holder != me && expires > now_ns => None,
+        _ => {
+            let mut v = me.to_le_bytes().to_vec();
+            v.extend_from_slice(&(now_ns + ttl_ns).to_le_bytes());
+            Some(v)
+        }
+    }
+}
+
+/// Why a fetch did not produce a new set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Failure {
+    /// `dispatch_http_call` refused (unknown cluster...).
+    Dispatch,
+    /// Connection reset: no headers, no body.
+    Reset,
+    /// Envoy's 504 for a call past its timeout.
+    Timeout,
+    Status5xx,
+    StatusOther,
+    Empty,
+    TooLarge,
+    BadSignature,
+    Malformed,
+    Invalid,
+}
+
+impl Failure {
+    pub const ALL: [Failure; 10] = [
+        Failure::Dispatch,
+        Failure::Reset,
+        Failure::Timeout,
+        Failure::Status5xx,
+        Failure::StatusOther,
+        Failure::Empty,
+        Failure::TooLarge,
+        Failure::BadSignature,
+        Failure::Malformed,
+        Failure::Invalid,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Failure::Dispatch => "dispatch",
+            Failure::Reset => "reset",
+            Failure::Timeout => "timeout",
+            Failure::Status5xx => "status_5xx",
+            Failure::StatusOther => "status_other",
+            Failure::Empty => "empty",
+            Failure::TooLarge => "too_large",
+            Failure::BadSignature => "bad_signature",
+            Failure::Malformed => "malformed",
+            Failure::Invalid => "invalid",
+        }
+    }
+}
+
+/// What a token source response means, before parsing the set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Response {
+    NotModified,
+    Body(Vec<u8>),
+    Failed(Failure),
+}
+
+/// Classifies a response: status, size limit, bundle signature.
+/// `body_size` is the size the host reports; an oversized body is refused before
+/// it is read.
+pub fn classify(
+    source: &Source,
+    headers: &[(String, Vec<u8>)],
+    body_size: usize,
+    body: Option<Vec<u8>>,
+) -> Response {
+    let status = headers
+        .iter()
+        .find(|(k, _)| k == ":status")
+        .and_then(|(_, v)| std::str::from_utf8(v).ok())
+        .and_then(|v| v.parse::<u16>().ok());
+    let Some(status) = status else {
+        return Response::Failed(Failure::Reset);
+    };
+    match status {
+        304 => return Response::NotModified,
+        200 => {}
+        504 => return Response::Failed(Failure::Timeout),
+        500..=599 => return Response::Failed(Failure::Status5xx),
+        _ => return Response::Failed(Failure::StatusOther),
+    }
+    if body_size > source.max_bytes {
+        return Response::Failed(Failure::TooLarge);
+    }
+    let body = body.unwrap_or_default();
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Response::Failed(Failure::Empty);
+    }
+    if let Some(key) = &source.bundle_key {
+        let sig = headers
+            .iter()
+            .find(|(k, _)| k == "x-s2s-guard-bundle-signature")
+            .map(|(_, v)| v.as_slice());
+        if !bundle_ok(key, &body, sig) {
+            return Response::Failed(Failure::BadSignature);
+        }
+    }
+    Response::Body(body)
+}
+
+/// Checks `x-s2s-guard-bundle-signature: sha256=<hex HMAC-SHA256 of the body>`,
+/// in constant time.
+pub fn bundle_ok(key: &[u8], body: &[u8], header: Option<&[u8]>) -> bool {
+    let Some(h) = header.and_then(|h| h.strip_prefix(b"sha256=")) else {
+        return false;
+    };
+    let Ok(sig) = hex::decode(h) else {
+        return false;
+    };
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key) else {
+        return false;
+    };
+    mac.update(body);
+    mac.verify_slice(&sig).is_ok()
+}
+
+/// The next fetch delay after `failures` consecutive failures: the period, doubled
+/// per failure, at most a minute (or the period, if longer).
+pub fn backoff_ms(period_ms: u64, failures: u32) -> u64 {
+    let cap = period_ms.max(60_000);
+    period_ms.saturating_mul(1u64 << failures.min(16)).min(cap)
+}
+
+/// What changed between two token sets (for the reload log line).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Diff {
+    pub added: usize,
+    pub removed: usize,
+    pub deactivated: usize,
+    /// Up to ten changed ids.
+    pub ids: Vec<String>,
+}
+
+pub fn diff(old: &TokenStore, new: &TokenStore) -> Diff {
+    use std::collections::HashMap;
+    let before: HashMap<&str, bool> = old
+        .tokens()
+        .iter()
+        .map(|t| (t.id.as_str(), t.active))
+        .collect();
+    let after: HashMap<&str, bool> = new
+        .tokens()
+        .iter()
+        .map(|t| (t.id.as_str(), t.active))
+        .collect();
+    let mut d = Diff::default();
+    let note = |d: &mut Diff, id: &str| {
+        if d.ids.len() < 10 {
+            d.ids.push(id.to_string());
+        }
+    };
+    for t in new.tokens() {
+        match before.get(t.id.as_str()) {
+            None => {
+                d.added += 1;
+                note(&mut d, &t.id);
+            }
+            Some(true) if !t.active => {
+                d.deactivated += 1;
+                note(&mut d, &t.id);
+            }
+            _ => {}
+        }
+    }
+    for t in old.tokens() {
+        if !after.contains_key(t.id.as_str()) {
+            d.removed += 1;
+            note(&mut d, &t.id);
+        }
+    }
+    d.ids.sort();
+    d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lease_is_taken_when_free_or_expired() {
+        let v = lease_claim(None, 1, 100, 50).unwrap();
+        assert_eq!(lease_claim(Some(&v), 2, 120, 50), None);
+        assert!(lease_claim(Some(&v), 1, 120, 50).is_some(), "renewal");
+        assert!(lease_claim(Some(&v), 2, 150, 50).is_some(), "expired");
+        assert!(lease_claim(Some(b"junk"), 2, 0, 50).is_some());
+    }
+
+    #[test]
+    fn version_record_round_trip() {
+        let r = VersionRecord {
+            version: 7,
+            confirmed_ns: 9,
+            digest: [3; 32],
+        };
+        assert_eq!(VersionRecord::decode(&r.encode()), Some(r));
+        assert_eq!(VersionRecord::decode(b"short"), None);
+    }
+
+    #[test]
+    fn bundle_signature() {
+        let key = b"0123456789abcdef";
+        let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap();
+        mac.update(b"{}");
+        let good = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+        assert!(bundle_ok(key, b"{}", Some(good.as_bytes())));
+        assert!(!bundle_ok(key, b"{ }", Some(good.as_bytes())));
+        assert!(!bundle_ok(key, b"{}", None));
+        assert!(!bundle_ok(key, b"{}", Some(b"sha256=zz")));
+    }
+
+    #[test]
+    fn backoff_doubles_to_a_cap() {
+        assert_eq!(backoff_ms(3000, 0), 3000);
+        assert_eq!(backoff_ms(3000, 2), 12000);
+        assert_eq!(backoff_ms(3000, 10), 60000);
+        assert_eq!(backoff_ms(120_000, 3), 120_000);
+    }
+}

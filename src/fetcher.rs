@@ -1,0 +1,412 @@
+//! The host side of token distribution (Wasm only): fetch from the HTTP token
+//! source when this VM is the fetcher, publish into shared data, and notice and
+//! load new sets on every worker. The decisions are in `distribution.rs`.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use log::{info, warn};
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{BufferType, MapType, MetricType};
+
+use crate::config;
+use crate::distribution::{self, Failure, Keys, Response, Role, Source, VersionRecord};
+use crate::metrics::Counter;
+use crate::policy::Policy;
+
+/// Whether requests can be decided now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    Open,
+    /// No token set yet (and no inline bootstrap set): 503.
+    NotReady {
+        retry_after_s: u64,
+    },
+    /// The set is older than the staleness budget: 503.
+    Stale {
+        retry_after_s: u64,
+    },
+}
+
+/// A token source and this VM's view of it.
+pub struct Distribution {
+    src: Source,
+    keys: Keys,
+    /// This VM's id for the lease.
+    me: u64,
+    holder: bool,
+    /// The set this VM has loaded.
+    in_force: Option<VersionRecord>,
+    /// The newest record seen in shared data (its confirmation time is the set's age).
+    seen: Option<VersionRecord>,
+    pending: Option<u32>,
+    next_fetch_ns: u64,
+    failures: u32,
+    last_modified: Option<Vec<u8>>,
+    etag: Option<Vec<u8>>,
+    gauges: [u32; 3],
+}
+
+fn now_ns() -> u64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+fn vm_id() -> u64 {
+    // Seeded from the host's randomness (WASI random_get): distinct per VM.
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(now_ns());
+    h.finish() | 1
+}
+
+impl Distribution {
+    pub fn new(src: Source) -> Distribution {
+        let keys = distribution::keys(&src.name);
+        let gauges = ["version", "age_seconds", "tokens"].map(|g| {
+            hostcalls::define_metric(MetricType::Gauge, &format!("s2s_guard.source.{g}"))
+                .unwrap_or(0)
+        });
+        Distribution {
+            src,
+            keys,
+            me: vm_id(),
+            holder: false,
+            in_force: None,
+            seen: None,
+            pending: None,
+            next_fetch_ns: 0,
+            failures: 0,
+            last_modified: None,
+            etag: None,
+            gauges,
+        }
+    }
+
+    /// How often `tick` should run: a quarter of the period, so a new set reaches
+    /// every worker well within one period.
+    pub fn tick_period(&self) -> Duration {
+        Duration::from_millis((self.src.period_ms / 4).max(50))
+    }
+
+    pub fn gate(&self) -> Gate {
+        let retry_after_s = self.src.retry_after_s;
+        if self.in_force.is_none() && !self.src.before_first_inline {
+            return Gate::NotReady { retry_after_s };
+        }
+        if let (Some(budget), true) = (self.src.stale_after_ms, self.src.stale_rejects) {
+            let confirmed = self.seen.map_or(0, |r| r.confirmed_ns);
+            if self.in_force.is_some() && now_ns().saturating_sub(confirmed) > budget * 1_000_000 {
+                return Gate::Stale { retry_after_s };
+            }
+        }
+        Gate::Open
+    }
+
+    /// Runs on every tick: lease, fetch, and load a newer set. Returns a policy to
+    /// swap in when a new set was loaded.
+    pub fn tick(
+        &mut self,
+        config: &[u8],
+        current: Option<&Policy>,
+        count: &dyn Fn(Counter),
+    ) -> Option<Policy> {
+        let now = now_ns();
+        self.holder = match self.src.role {
+            Role::Fetcher => true,
+            Role::Reader => false,
+            Role::Auto => {
+                let was = self.holder;
+                let ttl = self.src.period_ms * 3 * 1_000_000;
+                let held = match hostcalls::get_shared_data(&self.keys.lease) {
+                    Ok((value, cas)) => {
+                        match distribution::lease_claim(value.as_deref(), self.me, now, ttl) {
+                            Some(v) => {
+                                hostcalls::set_shared_data(&self.keys.lease, Some(&v), cas).is_ok()
+                            }
+                            None => false,
+                        }
+                    }
+                    Err(_) => false,
+                };
+                if held && !was {
+                    count(Counter::SourceLeaseAcquired);
+                    info!(
+                        "s2s-guard: token source {}: this worker is now the fetcher",
+                        self.src.name
+                    );
+                }
+                held
+            }
+        };
+        if self.holder && self.pending.is_none() && now >= self.next_fetch_ns {
+            self.fetch(now, count);
+        }
+        let loaded = self.load(config, current);
+        self.record_gauges(current, loaded.as_ref());
+        loaded
+    }
+
+    fn fetch(&mut self, now: u64, count: &dyn Fn(Counter)) {
+        let mut headers: Vec<(&str, &str)> = vec![
+            (":method", "GET"),
+            (":path", &self.src.path),
+            (":authority", &self.src.authority),
+        ];
+        let lm = self
+            .last_modified
+            .as_deref()
+            .and_then(|v| std::str::from_utf8(v).ok());
+        let et = self
+            .etag
+            .as_deref()
+            .and_then(|v| std::str::from_utf8(v).ok());
+        if let (Some(lm), true) = (lm, self.in_force.is_some()) {
+            headers.push(("if-modified-since", lm));
+        }
+        if let (Some(et), true) = (et, self.in_force.is_some()) {
+            headers.push(("if-none-match", et));
+        }
+        for (k, v) in &self.src.headers {
+            headers.push((k, v));
+        }
+        let timeout = Duration::from_millis(self.src.timeout_ms);
+        match hostcalls::dispatch_http_call(&self.src.cluster, headers, None, vec![], timeout) {
+            Ok(token) => {
+                self.pending = Some(token);
+                // Periods count from the fetch, so fetches keep their rhythm.
+                self.next_fetch_ns = now + self.src.period_ms * 1_000_000;
+            }
+            Err(_) => {
+                warn!(
+                    "s2s-guard: token source {}: cannot call cluster {}",
+                    self.src.name, self.src.cluster
+                );
+                self.failed(now, Failure::Dispatch, count);
+            }
+        }
+    }
+
+    fn failed(&mut self, now: u64, f: Failure, count: &dyn Fn(Counter)) {
+        count(Counter::SourceFailed(f));
+        let delay = distribution::backoff_ms(self.src.period_ms, self.failures);
+        self.failures = self.failures.saturating_add(1);
+        self.next_fetch_ns = now + delay * 1_000_000;
+        warn!(
+            "s2s-guard: token source {}: fetch failed ({}); keeping the set in force, retry in {} ms",
+            self.src.name,
+            f.name(),
+            delay
+        );
+    }
+
+    /// Is this the answer to our fetch?
+    pub fn owns(&self, token: u32) -> bool {
+        self.pending == Some(token)
+    }
+
+    /// The token source answered: classify, validate, publish.
+    pub fn on_response(
+        &mut self,
+        body_size: usize,
+        config: &[u8],
+        current: Option<&Policy>,
+        count: &dyn Fn(Counter),
+    ) -> Option<Policy> {
+        self.pending = None;
+        let now = now_ns();
+        let headers =
+            hostcalls::get_map_bytes(MapType::HttpCallResponseHeaders).unwrap_or_default();
+        // An oversized body is never copied into the VM.
+        let body = if body_size > self.src.max_bytes {
+            None
+        } else {
+            hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
+                .unwrap_or_default()
+        };
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        let stored = self.stored();
+        match distribution::classify(&self.src, &headers, body_size, body) {
+            Response::Failed(f) => {
+                self.failed(now, f, count);
+                None
+            }
+            Response::NotModified => {
+                count(Counter::SourceNotModified);
+                self.confirmed(now, stored);
+                None
+            }
+            Response::Body(body) => {
+                let digest = distribution::digest(&body);
+                if stored.is_some_and(|r| r.digest == digest) {
+                    count(Counter::SourceUnchanged);
+                    self.confirmed(now, stored);
+                    return None;
+                }
+                let policy = match config::parse_with_set(config, Some(&body)) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        let kind = if e.message.starts_with("not valid JSON")
+                            || e.message.contains("expected a JSON object")
+                        {
+                            Failure::Malformed
+                        } else {
+                            Failure::Invalid
+                        };
+                        warn!(
+                            "s2s-guard: token source {}: set refused: {e}",
+                            self.src.name
+                        );
+                        self.failed(now, kind, count);
+                        return None;
+                    }
+                };
+                let in_force = stored.map_or(0, |r| r.version);
+                let version = policy.set_version.unwrap_or_else(|| {
+                    // No version in the set (Jitsu's format): order by Last-Modified,
+                    // else by arrival.
+                    header("last-modified")
+                        .and_then(|v| String::from_utf8(v).ok())
+                        .and_then(|v| httpdate_secs(&v))
+                        .unwrap_or(in_force + 1)
+                        .max(in_force + 1)
+                });
+                if stored.is_some() && version < in_force {
+                    count(Counter::SourceRollbackRefused);
+                    warn!(
+                        "s2s-guard: token source {}: set version {version} is older than {in_force} in force; refused",
+                        self.src.name
+                    );
+                    self.confirmed(now, stored);
+                    return None;
+                }
+                self.last_modified = header("last-modified");
+                self.etag = header("etag");
+                let record = VersionRecord {
+                    version,
+                    confirmed_ns: now,
+                    digest,
+                };
+                let published = hostcalls::set_shared_data(&self.keys.set, Some(&body), None)
+                    .is_ok()
+                    && hostcalls::set_shared_data(&self.keys.version, Some(&record.encode()), None)
+                        .is_ok();
+                if !published {
+                    warn!(
+                        "s2s-guard: token source {}: cannot publish into shared data",
+                        self.src.name
+                    );
+                }
+                self.failures = 0;
+                count(Counter::SourceLoaded);
+                Some(self.swap_in(record, policy, current))
+            }
+        }
+    }
+
+    fn stored(&self) -> Option<VersionRecord> {
+        hostcalls::get_shared_data(&self.keys.version)
+            .ok()
+            .and_then(|(v, _)| v)
+            .and_then(|v| VersionRecord::decode(&v))
+    }
+
+    /// The source confirmed the set in force: refresh its age for every worker.
+    fn confirmed(&mut self, now: u64, stored: Option<VersionRecord>) {
+        self.failures = 0;
+        if let Some(mut r) = stored {
+            r.confirmed_ns = now;
+            let _ = hostcalls::set_shared_data(&self.keys.version, Some(&r.encode()), None);
+            self.seen = Some(r);
+        }
+    }
+
+    /// Loads the published set if it is newer than the one in force here.
+    fn load(&mut self, config: &[u8], current: Option<&Policy>) -> Option<Policy> {
+        let record = self.stored()?;
+        self.seen = Some(record);
+        if self.in_force.is_some_and(|r| r.digest == record.digest) {
+            return None;
+        }
+        let Ok((Some(set), _)) = hostcalls::get_shared_data(&self.keys.set) else {
+            return None;
+        };
+        if distribution::digest(&set) != record.digest {
+            // The set and its record are written one after the other: next tick.
+            return None;
+        }
+        match config::parse_with_set(config, Some(&set)) {
+            Ok(policy) => Some(self.swap_in(record, policy, current)),
+            Err(e) => {
+                warn!(
+                    "s2s-guard: token source {}: published set refused: {e}",
+                    self.src.name
+                );
+                self.in_force = Some(record);
+                None
+            }
+        }
+    }
+
+    fn swap_in(
+        &mut self,
+        record: VersionRecord,
+        policy: Policy,
+        current: Option<&Policy>,
+    ) -> Policy {
+        let d = current
+            .map(|c| distribution::diff(&c.tokens, &policy.tokens))
+            .unwrap_or_default();
+        info!(
+            "s2s-guard: token set {} version {} loaded: {} tokens (+{} added, -{} removed, {} deactivated) ids [{}]",
+            self.src.name,
+            record.version,
+            policy.tokens.len(),
+            d.added,
+            d.removed,
+            d.deactivated,
+            d.ids.join(", ")
+        );
+        self.in_force = Some(record);
+        self.seen = Some(record);
+        policy
+    }
+
+    fn record_gauges(&self, current: Option<&Policy>, loaded: Option<&Policy>) {
+        let tokens = loaded.or(current).map_or(0, |p| p.tokens.len() as u64);
+        let version = self.in_force.map_or(0, |r| r.version);
+        let age = self.seen.map_or(0, |r| {
+            now_ns().saturating_sub(r.confirmed_ns) / 1_000_000_000
+        });
+        for (id, v) in self.gauges.iter().zip([version, age, tokens]) {
+            if *id != 0 {
+                let _ = hostcalls::record_metric(*id, v);
+            }
+        }
+    }
+}
+
+/// Parses an HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`) to Unix seconds.
+fn httpdate_secs(v: &str) -> Option<u64> {
+    let t = humantime::parse_rfc3339_weak(&{
+        let parts: Vec<&str> = v.split_whitespace().collect();
+        let [_, day, mon, year, time, "GMT"] = parts.as_slice() else {
+            return None;
+        };
+        let m = [
+            "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+        ]
+        .iter()
+        .position(|x| x == mon)?
+            + 1;
+        format!("{year}-{m:02}-{day:0>2} {time}")
+    })
+    .ok()?;
+    t.duration_since(UNIX_EPOCH).ok().map(|d| d.as_secs())
+}

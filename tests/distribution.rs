@@ -1,0 +1,481 @@
+//! Token distribution through the `.wasm` with several workers and a token source
+//! served by the host's call handlers: first load, rotation, 304s, every failure
+//! kind, staleness, the lease moving, rollback, bundle signatures, and requests
+//! decided during many swaps.
+
+use std::sync::{Arc, Mutex};
+
+use hmac::{Hmac, Mac};
+use s2s_guard_host::{header_value, load_dist, CallReply, Host, HostOptions, LogLevel, Request};
+use sha2::Sha256;
+
+#[derive(Clone)]
+enum Mode {
+    Serve,
+    Status(u16),
+    Reset,
+    Hang,
+    Raw(Vec<u8>),
+}
+
+/// A token service: serves `body` with `Last-Modified`, answers 304 to a matching
+/// `If-Modified-Since`, records what it was asked.
+struct Service {
+    body: Vec<u8>,
+    last_modified: String,
+    mode: Mode,
+    calls: usize,
+    conditional: usize,
+    bundle_key: Option<Vec<u8>>,
+    tamper: bool,
+}
+
+type Shared = Arc<Mutex<Service>>;
+
+fn service(body: &str) -> Shared {
+    Arc::new(Mutex::new(Service {
+        body: body.as_bytes().to_vec(),
+        last_modified: "Thu, 01 Jan 2026 00:00:00 GMT".into(),
+        mode: Mode::Serve,
+        calls: 0,
+        conditional: 0,
+        bundle_key: None,
+        tamper: false,
+    }))
+}
+
+fn serve(s: &Shared, body: &str, last_modified: &str) {
+    let mut s = s.lock().unwrap();
+    s.body = body.as_bytes().to_vec();
+    s.last_modified = last_modified.into();
+    s.mode = Mode::Serve;
+}
+
+fn set_mode(s: &Shared, m: Mode) {
+    s.lock().unwrap().mode = m;
+}
+
+fn host_with(config: &str, workers: usize, svc: &Shared) -> Host {
+    let mut h = Host::new(
+        &load_dist("s2s-guard.wasm"),
+        HostOptions {
+            workers,
+            plugin_config: config.as_bytes().to_vec(),
+            log_level: LogLevel::Debug,
+            clusters: vec!["token_service".into()],
+            ..HostOptions::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let svc = svc.clone();
+    h.set_cluster("token_service", move |req| {
+        let mut s = svc.lock().unwrap();
+        s.calls += 1;
+        assert_eq!(
+            header_value(&req.headers, ":path"),
+            Some(&b"/tokens.json"[..])
+        );
+        assert_eq!(
+            header_value(&req.headers, "authorization"),
+            Some(&b"Bearer source-credential"[..])
+        );
+        let ims = header_value(&req.headers, "if-modified-since").map(|v| v.to_vec());
+        if ims.is_some() {
+            s.conditional += 1;
+        }
+        match s.mode.clone() {
+            Mode::Status(code) => CallReply::ok(code, "unavailable"),
+            Mode::Reset => CallReply::Reset { delay_ms: 5 },
+            Mode::Hang => CallReply::Hang,
+            Mode::Raw(b) => CallReply::ok(200, b),
+            Mode::Serve => {
+                if ims.as_deref() == Some(s.last_modified.as_bytes()) {
+                    return CallReply::Response {
+                        status: 304,
+                        headers: vec![],
+                        body: vec![],
+                        delay_ms: 5,
+                    };
+                }
+                let mut headers = vec![(
+                    "last-modified".to_string(),
+                    s.last_modified.clone().into_bytes(),
+                )];
+                if let Some(k) = &s.bundle_key {
+                    let mut mac = Hmac::<Sha256>::new_from_slice(k).unwrap();
+                    mac.update(&s.body);
+                    let mut sig = mac.finalize().into_bytes().to_vec();
+                    if s.tamper {
+                        sig[0] ^= 1;
+                    }
+                    headers.push((
+                        "x-s2s-guard-bundle-signature".into(),
+                        format!("sha256={}", hex::encode(sig)).into_bytes(),
+                    ));
+                }
+                CallReply::Response {
+                    status: 200,
+                    headers,
+                    body: s.body.clone(),
+                    delay_ms: 5,
+                }
+            }
+        }
+    });
+    h
+}
+
+fn config(extra: &str) -> String {
+    format!(
+        r#"{{"presets": ["swaarm"],
+  "tokens": [{{"id": "bootstrap", "secret": "boot-token"}}],
+  "token_source": {{"cluster": "token_service", "path": "/tokens.json", "period": "3s", "timeout": "1s",
+                   "headers": {{"authorization": "Bearer source-credential"}} {extra}}}}}"#
+    )
+}
+
+fn jitsu_set(tokens: &[&str]) -> String {
+    let t: Vec<String> = tokens
+        .iter()
+        .map(|t| format!(r#"{{"id": "id-{t}", "server_secret": "{t}"}}"#))
+        .collect();
+    format!(r#"{{"tokens": [{}]}}"#, t.join(","))
+}
+
+fn postback(token: &str) -> Request {
+    Request::get(&format!("/postback?s2s_token={token}&user_id=u&event_id=e"))
+}
+
+fn status_on_all(h: &mut Host, token: &str) -> Vec<u16> {
+    (0..h.workers())
+        .map(|w| h.send_on(w, postback(token)).status)
+        .collect()
+}
+
+#[test]
+fn first_load_then_one_fetch_per_period() {
+    let svc = service(&jitsu_set(&["tok-a"]));
+    let mut h = host_with(&config(""), 4, &svc);
+    // The first fetch went out at configuration; until it answers, no set: 503.
+    let o = h.send_on(2, postback("tok-a"));
+    assert_eq!(o.status, 503);
+    assert_eq!(o.response_header("retry-after"), Some(&b"3"[..]));
+    assert_eq!(
+        h.send_on(2, Request::get("/healthz")).status,
+        200,
+        "unknown paths still pass"
+    );
+    h.advance(800);
+    assert_eq!(status_on_all(&mut h, "tok-a"), vec![200; 4]);
+    assert_eq!(
+        status_on_all(&mut h, "boot-token"),
+        vec![401; 4],
+        "inline tokens were only a bootstrap"
+    );
+    assert_eq!(h.metric("s2s_guard.source.loaded"), Some(1));
+    assert_eq!(h.metric("s2s_guard.source.lease_acquired"), Some(1));
+    // Thirty seconds: about ten fetches for the proxy, not forty.
+    h.advance(30_000);
+    let calls = svc.lock().unwrap().calls;
+    assert!((10..=12).contains(&calls), "{calls} fetches");
+    assert!(
+        svc.lock().unwrap().conditional >= 9,
+        "conditional requests after the first"
+    );
+    assert!(h.metric("s2s_guard.source.not_modified").unwrap() >= 9);
+    assert_eq!(h.metric_record("s2s_guard.source.tokens").unwrap().value, 1);
+}
+
+#[test]
+fn rotation_reaches_every_worker_within_one_period() {
+    let svc = service(&jitsu_set(&["old"]));
+    let mut h = host_with(&config(""), 4, &svc);
+    h.advance(1000);
+    assert_eq!(status_on_all(&mut h, "old"), vec![200; 4]);
+    serve(&svc, &jitsu_set(&["new"]), "Thu, 01 Jan 2026 00:00:05 GMT");
+    h.advance(3000);
+    assert_eq!(status_on_all(&mut h, "new"), vec![200; 4]);
+    assert_eq!(status_on_all(&mut h, "old"), vec![401; 4]);
+    let logs = h.logs_at(LogLevel::Info).join("\n");
+    assert!(
+        logs.contains(
+            "loaded: 1 tokens (+1 added, -1 removed, 0 deactivated) ids [id-new, id-old]"
+        ),
+        "{logs}"
+    );
+    assert!(!logs.contains("Bearer source-credential") && !logs.contains("new\""));
+}
+
+#[test]
+fn failures_keep_the_last_good_set() {
+    let svc = service(&jitsu_set(&["good"]));
+    let mut h = host_with(&config(r#", "max_bytes": 2000"#), 2, &svc);
+    h.advance(1000);
+    let big = format!(
+        r#"{{"tokens": [{{"id": "x", "secret": "{}"}}]}}"#,
+        "y".repeat(3000)
+    );
+    let cases: Vec<(Mode, &str)> = vec![
+        (Mode::Status(503), "status_5xx"),
+        (Mode::Status(404), "status_other"),
+        (Mode::Reset, "reset"),
+        (Mode::Hang, "timeout"),
+        (Mode::Raw(b"{not json".to_vec()), "malformed"),
+        (
+            Mode::Raw(br#"{"tokens": [{"id": "a", "secret": "s", "scopes": ["nope"]}]}"#.to_vec()),
+            "invalid",
+        ),
+        (Mode::Raw(b"   ".to_vec()), "empty"),
+        (Mode::Raw(big.into_bytes()), "too_large"),
+    ];
+    for (mode, kind) in cases {
+        set_mode(&svc, mode);
+        let before = svc.lock().unwrap().calls;
+        h.advance(200_000);
+        let after = svc.lock().unwrap().calls;
+        assert!(
+            h.metric(&format!("s2s_guard.source.failure.{kind}"))
+                .unwrap_or(0)
+                >= 1,
+            "{kind}"
+        );
+        assert_eq!(
+            status_on_all(&mut h, "good"),
+            vec![200; 2],
+            "{kind}: last good set kept"
+        );
+        // Backoff: far fewer than 200 s / 3 s fetches.
+        assert!(
+            after - before <= 10,
+            "{kind}: {} fetches in 200 s",
+            after - before
+        );
+        set_mode(&svc, Mode::Serve);
+        h.advance(61_000);
+    }
+    let warns = h.logs_at(LogLevel::Warn).join("\n");
+    assert!(
+        warns.contains("set refused: token set: tokens[0].scopes[0]: unknown scope \"nope\""),
+        "{warns}"
+    );
+}
+
+#[test]
+fn staleness_budget_answers_503() {
+    let svc = service(&jitsu_set(&["t1"]));
+    let mut h = host_with(
+        &config(r#", "stale_after": "10s", "when_stale": "reject", "retry_after": 7"#),
+        2,
+        &svc,
+    );
+    h.advance(1000);
+    assert_eq!(status_on_all(&mut h, "t1"), vec![200; 2]);
+    set_mode(&svc, Mode::Status(500));
+    h.advance(8000);
+    assert_eq!(
+        status_on_all(&mut h, "t1"),
+        vec![200; 2],
+        "within the budget"
+    );
+    h.advance(5000);
+    let o = h.send(postback("t1"));
+    assert_eq!(
+        (o.status, o.response_header("retry-after")),
+        (503, Some(&b"7"[..]))
+    );
+    assert_eq!(o.body_text(), "Cannot verify credentials now; retry later");
+    assert!(h.metric("s2s_guard.source.stale_rejected").unwrap() >= 1);
+    set_mode(&svc, Mode::Serve);
+    h.advance(70_000);
+    assert_eq!(status_on_all(&mut h, "t1"), vec![200; 2], "fresh again");
+}
+
+#[test]
+fn serving_a_stale_set_when_configured() {
+    let svc = service(&jitsu_set(&["t1"]));
+    let mut h = host_with(&config(r#", "stale_after": "10s""#), 1, &svc);
+    h.advance(1000);
+    set_mode(&svc, Mode::Reset);
+    h.advance(60_000);
+    assert_eq!(status_on_all(&mut h, "t1"), vec![200]);
+    assert!(
+        h.metric_record("s2s_guard.source.age_seconds")
+            .unwrap()
+            .value
+            >= 55
+    );
+}
+
+#[test]
+fn the_lease_moves_when_the_fetcher_stops() {
+    let svc = service(&jitsu_set(&["t1"]));
+    let mut h = host_with(&config(""), 3, &svc);
+    h.advance(1000);
+    assert_eq!(h.metric("s2s_guard.source.lease_acquired"), Some(1));
+    // Which worker fetches? The one whose lease is in shared data; stall each in
+    // turn until fetching moves.
+    let holder = (0..3)
+        .find(|w| {
+            h.pause_worker(*w);
+            let before = svc.lock().unwrap().calls;
+            h.advance(3000);
+            let moved = svc.lock().unwrap().calls == before;
+            h.resume_worker(*w);
+            moved
+        })
+        .expect("a holder");
+    h.pause_worker(holder);
+    serve(&svc, &jitsu_set(&["t2"]), "Thu, 01 Jan 2026 00:01:00 GMT");
+    h.advance(15_000);
+    assert_eq!(
+        h.metric("s2s_guard.source.lease_acquired"),
+        Some(2),
+        "another worker took over"
+    );
+    for w in (0..3).filter(|w| *w != holder) {
+        assert_eq!(h.send_on(w, postback("t2")).status, 200, "worker {w}");
+    }
+}
+
+#[test]
+fn rollback_is_refused() {
+    let svc = service(r#"{"version": 5, "tokens": [{"id": "v5", "secret": "five"}]}"#);
+    let mut h = host_with(&config(""), 2, &svc);
+    h.advance(1000);
+    assert_eq!(status_on_all(&mut h, "five"), vec![200; 2]);
+    serve(
+        &svc,
+        r#"{"version": 3, "tokens": [{"id": "v3", "secret": "three"}]}"#,
+        "Thu, 01 Jan 2026 00:02:00 GMT",
+    );
+    h.advance(4000);
+    assert_eq!(h.metric("s2s_guard.source.rollback_refused"), Some(1));
+    assert_eq!(status_on_all(&mut h, "five"), vec![200; 2]);
+    assert_eq!(status_on_all(&mut h, "three"), vec![401; 2]);
+    assert_eq!(
+        h.metric_record("s2s_guard.source.version").unwrap().value,
+        5
+    );
+}
+
+#[test]
+fn bundle_signatures() {
+    let key = "000102030405060708090a0b0c0d0e0f";
+    let svc = service(&jitsu_set(&["signed"]));
+    svc.lock().unwrap().bundle_key = Some(hex::decode(key).unwrap());
+    let mut h = host_with(&config(&format!(r#", "bundle_key": "{key}""#)), 2, &svc);
+    h.advance(1000);
+    assert_eq!(status_on_all(&mut h, "signed"), vec![200; 2]);
+    svc.lock().unwrap().tamper = true;
+    serve(
+        &svc,
+        &jitsu_set(&["injected"]),
+        "Thu, 01 Jan 2026 00:03:00 GMT",
+    );
+    h.advance(4000);
+    assert!(h.metric("s2s_guard.source.failure.bad_signature").unwrap() >= 1);
+    assert_eq!(status_on_all(&mut h, "injected"), vec![401; 2]);
+    assert_eq!(status_on_all(&mut h, "signed"), vec![200; 2]);
+}
+
+/// Requests keep flowing on every worker while the set changes every period; each
+/// is decided by a whole set, old or new: a token in every set always passes, one in
+/// none always fails.
+#[test]
+fn requests_during_many_swaps() {
+    let svc = service(&jitsu_set(&["stable", "v0"]));
+    let mut h = host_with(&config(r#", "period": "400ms""#), 4, &svc);
+    h.advance(500);
+    for i in 1..=40u32 {
+        serve(
+            &svc,
+            &jitsu_set(&["stable", &format!("v{i}")]),
+            &format!("Thu, 01 Jan 2026 00:10:{:02} GMT", i),
+        );
+        // One period for the fetch, one tick (period / 4) for every worker to load it.
+        for step in 0..10 {
+            h.advance(50);
+            for w in 0..4 {
+                assert_eq!(
+                    h.send_on(w, postback("stable")).status,
+                    200,
+                    "swap {i} step {step} worker {w}"
+                );
+                assert_eq!(h.send_on(w, postback("never")).status, 401);
+            }
+        }
+        // Within a period and a tick, the newest token works everywhere, the one before
+        // it does not.
+        for w in 0..4 {
+            assert_eq!(
+                h.send_on(w, postback(&format!("v{i}"))).status,
+                200,
+                "swap {i} worker {w}"
+            );
+            assert_eq!(
+                h.send_on(w, postback(&format!("v{}", i - 1))).status,
+                401,
+                "swap {i} worker {w}"
+            );
+        }
+    }
+    assert!(h.metric("s2s_guard.source.loaded").unwrap() >= 40);
+}
+
+/// Shared data written by another filter or an operator tool, read by readers.
+#[test]
+fn readers_load_what_someone_else_published() {
+    let cfg = r#"{"presets": ["swaarm"], "token_source": {"cluster": "token_service", "path": "/tokens.json", "role": "reader", "name": "ops"}}"#;
+    let mut h = Host::new(
+        &load_dist("s2s-guard.wasm"),
+        HostOptions {
+            workers: 2,
+            plugin_config: cfg.as_bytes().to_vec(),
+            ..HostOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(h.send(postback("from-ops")).status, 503);
+    let set = jitsu_set(&["from-ops"]);
+    let digest: [u8; 32] = {
+        use sha2::Digest;
+        Sha256::digest(set.as_bytes()).into()
+    };
+    let mut record = 1u64.to_le_bytes().to_vec();
+    record.extend_from_slice(&h.now_ns().to_le_bytes());
+    record.extend_from_slice(&digest);
+    h.set_shared_data("s2s-guard/ops/set", set.as_bytes());
+    h.set_shared_data("s2s-guard/ops/version", &record);
+    h.advance(1000);
+    assert_eq!(status_on_all(&mut h, "from-ops"), vec![200; 2]);
+}
+
+/// Jitsu's inline shorthands: a plain string, or a list of strings, are client secrets.
+#[test]
+fn jitsu_inline_shorthands() {
+    for tokens in [
+        r#""plain-client-secret""#,
+        r#"["plain-client-secret", "another"]"#,
+    ] {
+        let cfg = format!(r#"{{"presets": ["jitsu"], "tokens": {tokens}}}"#);
+        let mut h = Host::new(
+            &load_dist("s2s-guard.wasm"),
+            HostOptions {
+                plugin_config: cfg.into_bytes(),
+                ..HostOptions::default()
+            },
+        )
+        .unwrap();
+        let o = h.send(Request::post("/api/v1/event?token=plain-client-secret"));
+        assert_eq!(o.status, 200);
+        assert_eq!(
+            o.upstream.unwrap().header("x-s2s-guard-token-id"),
+            Some(&b"client-secret-0"[..])
+        );
+        assert_eq!(
+            h.send(Request::post("/api/v1/s2s/event?token=plain-client-secret"))
+                .status,
+            401
+        );
+    }
+}
