@@ -62,6 +62,17 @@ pub fn parse(bytes: &[u8]) -> Result<Policy, ConfigError> {
 /// The set is validated exactly as inline configuration is; its errors are
 /// prefixed `token set:`.
 pub fn parse_with_set(bytes: &[u8], set: Option<&[u8]>) -> Result<Policy, ConfigError> {
+    parse_set_inner(bytes, set, false)
+}
+
+/// As [`parse_with_set`], without compiling the set's tokens (large-set mode: the
+/// tokens are looked up in shared data; the fetcher validates them before
+/// publishing).
+pub fn parse_with_set_without_tokens(bytes: &[u8], set: &[u8]) -> Result<Policy, ConfigError> {
+    parse_set_inner(bytes, Some(set), true)
+}
+
+fn parse_set_inner(bytes: &[u8], set: Option<&[u8]>, skip_tokens: bool) -> Result<Policy, ConfigError> {
     let mut top = top_level(bytes, "configuration")?;
     let mut tokens = top.raw_tokens.take();
     if let Some(set) = set {
@@ -84,7 +95,7 @@ pub fn parse_with_set(bytes: &[u8], set: Option<&[u8]>) -> Result<Policy, Config
         if let Some(apps) = s.map.remove("apps") {
             top.map.insert("apps".into(), apps);
         }
-        tokens = s.raw_tokens.take();
+        tokens = s.raw_tokens.take().filter(|_| !skip_tokens);
         let mut policy = compile(Obj::new("", &top.map), tokens).map_err(|e| ConfigError {
             path: format!("token set: {}", e.path),
             message: e.message,

@@ -8,7 +8,7 @@ use crate::policy::{Checks, LaterSdk, Mode, OriginMismatch, Outcome, Policy, Rou
 use crate::replay;
 use crate::request::{self, Param, RequestView};
 use crate::signature::{self, Header, Reason};
-use crate::token::{self, Kind, Scope};
+use crate::token::{self, Kind, Lookup, Scope};
 
 /// A local answer, before the upstream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,15 +104,26 @@ pub fn needs_body(policy: &Policy, view: &RequestView) -> bool {
 
 /// Decides a request. `body` is the complete form body when [`needs_body`] said so.
 pub fn decide(policy: &Policy, view: &RequestView, body: Option<&[u8]>, now: u64) -> Decision {
-    decide_inner(policy, view, body, false, now)
+    decide_inner(policy, &policy.tokens, view, body, false, now)
+}
+
+/// [`decide`] with tokens looked up elsewhere (shared data, for very large sets).
+pub fn decide_with(
+    policy: &Policy,
+    tokens: &dyn Lookup,
+    view: &RequestView,
+    body: Option<&[u8]>,
+    now: u64,
+) -> Decision {
+    decide_inner(policy, tokens, view, body, false, now)
 }
 
 /// The header-phase view of a request whose body is still to come: what can be
 /// decided from headers and query alone. A credential, app or parameter that may be
 /// in the body is not held against the request yet. Used only for the header
 /// changes; the decision that counts is [`decide`] with the body.
-pub fn decide_partial(policy: &Policy, view: &RequestView, now: u64) -> Decision {
-    decide_inner(policy, view, None, true, now)
+pub fn decide_partial(policy: &Policy, tokens: &dyn Lookup, view: &RequestView, now: u64) -> Decision {
+    decide_inner(policy, tokens, view, None, true, now)
 }
 
 /// The form body is larger than `max_body_bytes`.
@@ -144,6 +155,7 @@ pub fn body_too_large(policy: &Policy, view: &RequestView) -> Decision {
 
 fn decide_inner(
     policy: &Policy,
+    tokens: &dyn Lookup,
     view: &RequestView,
     body: Option<&[u8]>,
     pending: bool,
@@ -174,7 +186,7 @@ fn decide_inner(
         Checks::S2sTokenElseSignature => (s2s(), !s2s()),
     };
     let d = if want_token {
-        token_decision(policy, route, view, body, pending, now, &query, form)
+        token_decision(policy, tokens, route, view, body, pending, now, &query, form)
     } else {
         passed(policy, route)
     };
@@ -207,6 +219,7 @@ fn passed(policy: &Policy, route: &Route) -> Decision {
 #[allow(clippy::too_many_arguments)]
 fn token_decision(
     policy: &Policy,
+    tokens: &dyn Lookup,
     route: &Route,
     view: &RequestView,
     body: Option<&[u8]>,
@@ -246,13 +259,13 @@ fn token_decision(
         Extracted::Malformed { locations } => (Outcome::Wrong, locations),
         Extracted::One {
             value, locations, ..
-        } => match policy.tokens.verify(&value) {
+        } => match tokens.verify(&value) {
             None => {
                 d.fingerprint = Some(token::fingerprint(&value));
                 (Outcome::Wrong, locations)
             }
             Some(v) => {
-                let t = v.token;
+                let t = v.token.as_ref();
                 d.token_id = Some(t.id.clone());
                 let outcome = if !t.active {
                     Outcome::Inactive

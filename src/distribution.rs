@@ -51,6 +51,9 @@ pub struct Source {
     pub role: Role,
     /// `Retry-After` seconds on a 503.
     pub retry_after_s: u64,
+    /// Large sets: workers look tokens up in shared data by digest instead of each
+    /// holding a copy.
+    pub shared_lookup: bool,
 }
 
 impl std::fmt::Debug for Source {
@@ -170,6 +173,13 @@ pub(crate) fn compile_source(o: &mut Obj) -> Result<Source, ConfigError> {
         }
     };
     let retry_after_s = duration(o, "retry_after")?.unwrap_or(period_ms.div_ceil(1000));
+    let shared_lookup = match o.str("lookup")? {
+        None | Some("copy") => false,
+        Some("shared") => true,
+        Some(other) => {
+            return err(o.at("lookup"), format!("unknown value \"{other}\" (expected copy or shared)"))
+        }
+    };
     Ok(Source {
         name,
         cluster,
@@ -185,6 +195,7 @@ pub(crate) fn compile_source(o: &mut Obj) -> Result<Source, ConfigError> {
         before_first_inline,
         role,
         retry_after_s,
+        shared_lookup,
     })
 }
 
@@ -193,6 +204,8 @@ pub struct Keys {
     pub version: String,
     pub set: String,
     pub lease: String,
+    /// Prefix of per-token records in large-set mode: `<prefix><hex digest>`.
+    pub token_prefix: String,
 }
 
 pub fn keys(name: &str) -> Keys {
@@ -200,6 +213,7 @@ pub fn keys(name: &str) -> Keys {
         version: format!("s2s-guard/{name}/version"),
         set: format!("s2s-guard/{name}/set"),
         lease: format!("s2s-guard/{name}/lease"),
+        token_prefix: format!("s2s-guard/{name}/t/"),
     }
 }
 

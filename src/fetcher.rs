@@ -44,6 +44,10 @@ pub struct Distribution {
     last_modified: Option<Vec<u8>>,
     etag: Option<Vec<u8>>,
     gauges: [u32; 3],
+    /// Large-set mode, fetcher only: digests this VM published as token records.
+    published: Option<std::collections::HashSet<[u8; 32]>>,
+    /// Tokens in the set in force (readers in large-set mode do not hold them).
+    token_count: u64,
 }
 
 fn now_ns() -> u64 {
@@ -81,7 +85,45 @@ impl Distribution {
             last_modified: None,
             etag: None,
             gauges,
+            published: None,
+            token_count: 0,
         }
+    }
+
+    pub fn set_in_force(&self) -> bool {
+        self.in_force.is_some()
+    }
+
+    /// Large-set mode: the shared-data prefix of token records.
+    pub fn shared_prefix(&self) -> Option<&str> {
+        self.src.shared_lookup.then_some(self.keys.token_prefix.as_str())
+    }
+
+    /// Large-set mode: writes a record per secret digest and empties the records of
+    /// digests no longer in the set (shared data has no delete).
+    fn publish_records(&mut self, policy: &Policy) {
+        let mut previous = match self.published.take() {
+            Some(p) => p,
+            // A new fetcher: learn what the previous one published from the old set.
+            None => hostcalls::get_shared_data(&self.keys.set)
+                .ok()
+                .and_then(|(v, _)| v)
+                .and_then(|old| config::parse_with_set(b"{\"routes\":[{\"path\":\"/\",\"profile\":\"adjust\"}]}", Some(&old)).ok())
+                .map(|p| p.tokens.entries().map(|(d, _, _)| *d).collect())
+                .unwrap_or_default(),
+        };
+        let mut now_published = std::collections::HashSet::with_capacity(policy.tokens.len());
+        for (digest, token, kind) in policy.tokens.entries() {
+            let key = format!("{}{}", self.keys.token_prefix, hex::encode(digest));
+            let _ = hostcalls::set_shared_data(&key, Some(&crate::token::encode_record(token, kind)), None);
+            previous.remove(digest);
+            now_published.insert(*digest);
+        }
+        for gone in previous {
+            let key = format!("{}{}", self.keys.token_prefix, hex::encode(gone));
+            let _ = hostcalls::set_shared_data(&key, Some(b""), None);
+        }
+        self.published = Some(now_published);
     }
 
     /// How often `tick` should run: a quarter of the period, so a new set reaches
@@ -293,6 +335,10 @@ impl Distribution {
                     confirmed_ns: now,
                     digest,
                 };
+                if self.src.shared_lookup {
+                    // Records first: a reader that sees the new version finds them.
+                    self.publish_records(&policy);
+                }
                 let published = hostcalls::set_shared_data(&self.keys.set, Some(&body), None)
                     .is_ok()
                     && hostcalls::set_shared_data(&self.keys.version, Some(&record.encode()), None)
@@ -341,7 +387,12 @@ impl Distribution {
             // The set and its record are written one after the other: next tick.
             return None;
         }
-        match config::parse_with_set(config, Some(&set)) {
+        let parsed = if self.src.shared_lookup {
+            config::parse_with_set_without_tokens(config, &set)
+        } else {
+            config::parse_with_set(config, Some(&set))
+        };
+        match parsed {
             Ok(policy) => Some(self.swap_in(record, policy, current)),
             Err(e) => {
                 warn!(
@@ -363,11 +414,15 @@ impl Distribution {
         let d = current
             .map(|c| distribution::diff(&c.tokens, &policy.tokens))
             .unwrap_or_default();
+        // Readers in large-set mode hold no tokens: the fetcher's count stands.
+        if !(self.src.shared_lookup && policy.tokens.is_empty()) {
+            self.token_count = policy.tokens.len() as u64;
+        }
         info!(
             "s2s-guard: token set {} version {} loaded: {} tokens (+{} added, -{} removed, {} deactivated) ids [{}]",
             self.src.name,
             record.version,
-            policy.tokens.len(),
+            self.token_count,
             d.added,
             d.removed,
             d.deactivated,
@@ -378,14 +433,16 @@ impl Distribution {
         policy
     }
 
-    fn record_gauges(&self, current: Option<&Policy>, loaded: Option<&Policy>) {
-        let tokens = loaded.or(current).map_or(0, |p| p.tokens.len() as u64);
+    fn record_gauges(&self, _current: Option<&Policy>, _loaded: Option<&Policy>) {
+        let tokens = self.token_count;
         let version = self.in_force.map_or(0, |r| r.version);
         let age = self.seen.map_or(0, |r| {
             now_ns().saturating_sub(r.confirmed_ns) / 1_000_000_000
         });
-        for (id, v) in self.gauges.iter().zip([version, age, tokens]) {
-            if *id != 0 {
+        // In large-set mode only the fetcher knows the count.
+        let skip_tokens = self.src.shared_lookup && !self.holder;
+        for (i, (id, v)) in self.gauges.iter().zip([version, age, tokens]).enumerate() {
+            if *id != 0 && !(i == 2 && skip_tokens) {
                 let _ = hostcalls::record_metric(*id, v);
             }
         }

@@ -24,6 +24,7 @@ use crate::metrics::Counter;
 use crate::policy::{Mode, Policy};
 use crate::replay;
 use crate::request::RequestView;
+use crate::token::{self, Lookup, Verified};
 
 /// Metric ids, defined once per VM (Envoy's stats are process-wide by name).
 struct Metrics {
@@ -190,10 +191,18 @@ impl RootContext for Root {
             .distribution
             .as_ref()
             .map_or(Gate::Open, Distribution::gate);
+        // Large-set mode, once a set is in force: tokens are in shared data.
+        let shared_lookup = self
+            .distribution
+            .as_ref()
+            .filter(|d| d.set_in_force())
+            .and_then(Distribution::shared_prefix)
+            .map(str::to_string);
         Some(Box::new(Stream {
             loaded: self.loaded.clone(),
             inline: self.inline.clone(),
             gate,
+            shared_lookup,
             metrics: self.metrics.clone(),
             view: None,
             response_headers: Vec::new(),
@@ -208,11 +217,32 @@ struct Stream {
     /// Routes, for requests that arrive while no token set can be used.
     inline: Option<Rc<Loaded>>,
     gate: Gate,
+    /// Large-set mode: look tokens up in shared data under this prefix.
+    shared_lookup: Option<String>,
     metrics: Rc<Metrics>,
     /// Kept when the decision waits for the body.
     view: Option<RequestView>,
     /// Headers to add to the response (CORS).
     response_headers: Vec<(String, Vec<u8>)>,
+}
+
+/// Tokens looked up in shared data by digest (large-set mode).
+struct SharedLookup<'a> {
+    prefix: &'a str,
+}
+
+impl Lookup for SharedLookup<'_> {
+    fn verify(&self, presented: &[u8]) -> Option<Verified<'_>> {
+        let key = format!("{}{}", self.prefix, hex::encode(token::digest(presented)));
+        let (value, _) = hostcalls::get_shared_data(&key).ok()?;
+        // The key is the digest of the presented secret: finding a record is the
+        // match (the lookup's timing depends only on that digest).
+        let (t, kind) = token::decode_record(&value?)?;
+        Some(Verified {
+            token: std::borrow::Cow::Owned(t),
+            kind,
+        })
+    }
 }
 
 /// Compare-and-swap attempts on a replay key before giving up (counted as full).
@@ -374,7 +404,10 @@ impl HttpContext for Stream {
         let now = self.now();
         if !end_of_stream && decision::needs_body(policy, &view) {
             // Make the header changes known now; decide when the body is complete.
-            let partial = decision::decide_partial(policy, &view, now);
+            let partial = match &self.shared_lookup {
+                Some(prefix) => decision::decide_partial(policy, &SharedLookup { prefix }, &view, now),
+                None => decision::decide_partial(policy, &policy.tokens, &view, now),
+            };
             if let Act::Forward(f) = &partial.action {
                 self.apply_headers(f);
                 self.response_headers = f.response_headers.clone();
@@ -390,7 +423,10 @@ impl HttpContext for Stream {
             self.view = Some(view);
             return Action::Continue;
         }
-        let d = decision::decide(policy, &view, None, now);
+        let d = match &self.shared_lookup {
+            Some(prefix) => decision::decide_with(policy, &SharedLookup { prefix }, &view, None, now),
+            None => decision::decide(policy, &view, None, now),
+        };
         let d = self.settle(policy, d);
         self.count(&d);
         self.log(&d);
@@ -430,7 +466,10 @@ impl HttpContext for Stream {
         }
         let body = self.get_http_request_body(0, size).unwrap_or_default();
         let now = self.now();
-        let d = decision::decide(policy, view, Some(&body), now);
+        let d = match &self.shared_lookup {
+            Some(prefix) => decision::decide_with(policy, &SharedLookup { prefix }, view, Some(&body), now),
+            None => decision::decide(policy, view, Some(&body), now),
+        };
         self.view = None;
         let d = self.settle(policy, d);
         self.count(&d);

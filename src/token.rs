@@ -191,11 +191,85 @@ pub struct Token {
 }
 
 /// A token whose secret was presented and confirmed in constant time.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Verified<'a> {
-    pub token: &'a Token,
+    /// Borrowed from a token store, or owned when read from shared data.
+    pub token: std::borrow::Cow<'a, Token>,
     /// Which of the token's secrets was presented.
     pub kind: Kind,
+}
+
+/// Where tokens are looked up: the policy's own store, or (for very large sets)
+/// shared data by digest.
+pub trait Lookup {
+    fn verify(&self, presented: &[u8]) -> Option<Verified<'_>>;
+}
+
+impl Lookup for TokenStore {
+    fn verify(&self, presented: &[u8]) -> Option<Verified<'_>> {
+        TokenStore::verify(self, presented)
+    }
+}
+
+/// A token's record in shared data (large-set mode): everything but the secret,
+/// which is the key (its digest).
+pub fn encode_record(t: &Token, kind: Kind) -> Vec<u8> {
+    let origins: Vec<String> = t
+        .origins
+        .iter()
+        .map(|o| match o {
+            OriginRule::Any => "*".to_string(),
+            OriginRule::Subdomain(d) => format!("*.{d}"),
+            OriginRule::EndsWith(s) => format!("*{s}"),
+            OriginRule::StartsWith(s) => format!("{s}*"),
+            OriginRule::Exact(s) => s.clone(),
+        })
+        .collect();
+    let scopes: Vec<&str> = Scope::ALL
+        .into_iter()
+        .filter(|s| t.scopes.contains(*s))
+        .map(Scope::name)
+        .collect();
+    serde_json::json!({
+        "id": t.id, "app": t.app, "scopes": scopes, "active": t.active,
+        "not_before": t.not_before, "expires_at": t.expires_at,
+        "kind": kind.name(), "origins": origins,
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// Reads a record written by [`encode_record`]; `None` for anything else.
+pub fn decode_record(v: &[u8]) -> Option<(Token, Kind)> {
+    let j: serde_json::Value = serde_json::from_slice(v).ok()?;
+    let kind = match j.get("kind")?.as_str()? {
+        "client" => Kind::Client,
+        _ => Kind::Server,
+    };
+    let scopes = j
+        .get("scopes")?
+        .as_array()?
+        .iter()
+        .filter_map(|s| s.as_str().and_then(Scope::parse))
+        .collect();
+    let origins = j
+        .get("origins")?
+        .as_array()?
+        .iter()
+        .filter_map(|o| o.as_str().and_then(OriginRule::parse))
+        .collect();
+    Some((
+        Token {
+            id: j.get("id")?.as_str()?.to_string(),
+            app: j.get("app").and_then(|a| a.as_str()).map(str::to_string),
+            scopes,
+            active: j.get("active")?.as_bool()?,
+            not_before: j.get("not_before").and_then(|v| v.as_u64()),
+            expires_at: j.get("expires_at").and_then(|v| v.as_u64()),
+            origins,
+        },
+        kind,
+    ))
 }
 
 /// All tokens of a policy, indexed by the digests of their secrets.
@@ -225,6 +299,11 @@ impl TokenStore {
 
     pub fn tokens(&self) -> &[Token] {
         &self.tokens
+    }
+
+    /// Every secret digest with its token and kind (for publishing to shared data).
+    pub fn entries(&self) -> impl Iterator<Item = (&Digest, &Token, Kind)> {
+        self.index.iter().map(|(d, (at, k))| (d, &self.tokens[*at], *k))
     }
 
     /// Adds a token with its secrets (digests and kinds).
@@ -259,7 +338,7 @@ impl TokenStore {
         let stored = self.index.get_key_value(&d).map(|(k, _)| k)?;
         if bool::from(stored.ct_eq(&d)) {
             Some(Verified {
-                token: &self.tokens[at],
+                token: std::borrow::Cow::Borrowed(&self.tokens[at]),
                 kind,
             })
         } else {

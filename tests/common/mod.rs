@@ -86,7 +86,7 @@ pub fn run_native_with(
     let view = RequestView::from_headers(headers.clone());
     let body_phase = !req.body.is_empty() && decision::needs_body(&policy, &view);
     let d = if body_phase {
-        let partial = decision::decide_partial(&policy, &view, now);
+        let partial = decision::decide_partial(&policy, &policy.tokens, &view, now);
         match &partial.action {
             Action::Forward(f) => apply(&mut headers, f),
             Action::Respond(_) => {
