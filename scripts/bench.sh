@@ -24,4 +24,23 @@ done
 "${HOST[@]}" bench "${common[@]}" --config bench/signature-replay.json --requests bench/signature-requests.jsonl \
   --iterations 300 --section signature-replay \
   --title "Signed SDK POST with the replay memory (the repeated request is refused as replayed: verification + one shared-data read)"
+# Token distribution: reload and per-request cost in each lookup mode.
+rows=$(mktemp)
+{
+  echo "### Token set reload (HTTP token source, 2 workers) and per-request cost, by lookup mode"
+  echo
+  echo "Reload: wall time for the fetch, validation and publication by the fetcher and the"
+  echo "load by the other worker. Memory: guest linear memory per worker (fetcher / reader)."
+  echo
+  echo "| lookup | tokens | set size | reload | guest memory per worker | µs per request (host side) |"
+  echo "|---|---:|---:|---:|---|---:|"
+  for n in 10000 1000000; do
+    for mode in copy shared; do
+      "${HOST[@]}" bench-reload --wasm dist/s2s-guard.wasm --tokens "$n" --mode "$mode"
+    done
+  done
+  echo
+} > "$rows"
+"${HOST[@]}" write-section --out "$OUT" --section reload --file "$rows"
+rm -f "$rows"
 echo "bench: wrote $OUT" >&2

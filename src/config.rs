@@ -72,7 +72,11 @@ pub fn parse_with_set_without_tokens(bytes: &[u8], set: &[u8]) -> Result<Policy,
     parse_set_inner(bytes, Some(set), true)
 }
 
-fn parse_set_inner(bytes: &[u8], set: Option<&[u8]>, skip_tokens: bool) -> Result<Policy, ConfigError> {
+fn parse_set_inner(
+    bytes: &[u8],
+    set: Option<&[u8]>,
+    skip_tokens: bool,
+) -> Result<Policy, ConfigError> {
     let mut top = top_level(bytes, "configuration")?;
     let mut tokens = top.raw_tokens.take();
     if let Some(set) = set {

@@ -122,7 +122,12 @@ pub fn decide_with(
 /// decided from headers and query alone. A credential, app or parameter that may be
 /// in the body is not held against the request yet. Used only for the header
 /// changes; the decision that counts is [`decide`] with the body.
-pub fn decide_partial(policy: &Policy, tokens: &dyn Lookup, view: &RequestView, now: u64) -> Decision {
+pub fn decide_partial(
+    policy: &Policy,
+    tokens: &dyn Lookup,
+    view: &RequestView,
+    now: u64,
+) -> Decision {
     decide_inner(policy, tokens, view, None, true, now)
 }
 
@@ -186,7 +191,9 @@ fn decide_inner(
         Checks::S2sTokenElseSignature => (s2s(), !s2s()),
     };
     let d = if want_token {
-        token_decision(policy, tokens, route, view, body, pending, now, &query, form)
+        token_decision(
+            policy, tokens, route, view, body, pending, now, &query, form,
+        )
     } else {
         passed(policy, route)
     };

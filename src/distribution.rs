@@ -177,7 +177,10 @@ pub(crate) fn compile_source(o: &mut Obj) -> Result<Source, ConfigError> {
         None | Some("copy") => false,
         Some("shared") => true,
         Some(other) => {
-            return err(o.at("lookup"), format!("unknown value \"{other}\" (expected copy or shared)"))
+            return err(
+                o.at("lookup"),
+                format!("unknown value \"{other}\" (expected copy or shared)"),
+            )
         }
     };
     Ok(Source {

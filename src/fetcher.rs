@@ -96,7 +96,9 @@ impl Distribution {
 
     /// Large-set mode: the shared-data prefix of token records.
     pub fn shared_prefix(&self) -> Option<&str> {
-        self.src.shared_lookup.then_some(self.keys.token_prefix.as_str())
+        self.src
+            .shared_lookup
+            .then_some(self.keys.token_prefix.as_str())
     }
 
     /// Large-set mode: writes a record per secret digest and empties the records of
@@ -108,14 +110,24 @@ impl Distribution {
             None => hostcalls::get_shared_data(&self.keys.set)
                 .ok()
                 .and_then(|(v, _)| v)
-                .and_then(|old| config::parse_with_set(b"{\"routes\":[{\"path\":\"/\",\"profile\":\"adjust\"}]}", Some(&old)).ok())
+                .and_then(|old| {
+                    config::parse_with_set(
+                        b"{\"routes\":[{\"path\":\"/\",\"profile\":\"adjust\"}]}",
+                        Some(&old),
+                    )
+                    .ok()
+                })
                 .map(|p| p.tokens.entries().map(|(d, _, _)| *d).collect())
                 .unwrap_or_default(),
         };
         let mut now_published = std::collections::HashSet::with_capacity(policy.tokens.len());
         for (digest, token, kind) in policy.tokens.entries() {
             let key = format!("{}{}", self.keys.token_prefix, hex::encode(digest));
-            let _ = hostcalls::set_shared_data(&key, Some(&crate::token::encode_record(token, kind)), None);
+            let _ = hostcalls::set_shared_data(
+                &key,
+                Some(&crate::token::encode_record(token, kind)),
+                None,
+            );
             previous.remove(digest);
             now_published.insert(*digest);
         }

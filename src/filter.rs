@@ -405,7 +405,9 @@ impl HttpContext for Stream {
         if !end_of_stream && decision::needs_body(policy, &view) {
             // Make the header changes known now; decide when the body is complete.
             let partial = match &self.shared_lookup {
-                Some(prefix) => decision::decide_partial(policy, &SharedLookup { prefix }, &view, now),
+                Some(prefix) => {
+                    decision::decide_partial(policy, &SharedLookup { prefix }, &view, now)
+                }
                 None => decision::decide_partial(policy, &policy.tokens, &view, now),
             };
             if let Act::Forward(f) = &partial.action {
@@ -424,7 +426,9 @@ impl HttpContext for Stream {
             return Action::Continue;
         }
         let d = match &self.shared_lookup {
-            Some(prefix) => decision::decide_with(policy, &SharedLookup { prefix }, &view, None, now),
+            Some(prefix) => {
+                decision::decide_with(policy, &SharedLookup { prefix }, &view, None, now)
+            }
             None => decision::decide(policy, &view, None, now),
         };
         let d = self.settle(policy, d);
@@ -467,7 +471,9 @@ impl HttpContext for Stream {
         let body = self.get_http_request_body(0, size).unwrap_or_default();
         let now = self.now();
         let d = match &self.shared_lookup {
-            Some(prefix) => decision::decide_with(policy, &SharedLookup { prefix }, view, Some(&body), now),
+            Some(prefix) => {
+                decision::decide_with(policy, &SharedLookup { prefix }, view, Some(&body), now)
+            }
             None => decision::decide(policy, view, Some(&body), now),
         };
         self.view = None;

@@ -303,7 +303,9 @@ impl TokenStore {
 
     /// Every secret digest with its token and kind (for publishing to shared data).
     pub fn entries(&self) -> impl Iterator<Item = (&Digest, &Token, Kind)> {
-        self.index.iter().map(|(d, (at, k))| (d, &self.tokens[*at], *k))
+        self.index
+            .iter()
+            .map(|(d, (at, k))| (d, &self.tokens[*at], *k))
     }
 
     /// Adds a token with its secrets (digests and kinds).

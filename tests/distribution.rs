@@ -480,7 +480,6 @@ fn jitsu_inline_shorthands() {
     }
 }
 
-
 /// Large sets: workers look tokens up in shared data by digest; removed tokens'
 /// records are emptied, so they stop working everywhere.
 #[test]
@@ -491,11 +490,22 @@ fn shared_lookup_mode() {
     assert_eq!(status_on_all(&mut h, "a1"), vec![200; 3]);
     assert_eq!(status_on_all(&mut h, "nope"), vec![401; 3]);
     let o = h.send(postback("a2"));
-    assert_eq!(o.upstream.unwrap().header("x-s2s-guard-token-id"), Some(&b"id-a2"[..]));
-    serve(&svc, &jitsu_set(&["a2", "b1"]), "Thu, 01 Jan 2026 00:05:00 GMT");
+    assert_eq!(
+        o.upstream.unwrap().header("x-s2s-guard-token-id"),
+        Some(&b"id-a2"[..])
+    );
+    serve(
+        &svc,
+        &jitsu_set(&["a2", "b1"]),
+        "Thu, 01 Jan 2026 00:05:00 GMT",
+    );
     h.advance(4000);
     assert_eq!(status_on_all(&mut h, "b1"), vec![200; 3]);
-    assert_eq!(status_on_all(&mut h, "a1"), vec![401; 3], "removed token's record emptied");
+    assert_eq!(
+        status_on_all(&mut h, "a1"),
+        vec![401; 3],
+        "removed token's record emptied"
+    );
     assert_eq!(status_on_all(&mut h, "a2"), vec![200; 3]);
     assert_eq!(h.metric_record("s2s_guard.source.tokens").unwrap().value, 2);
 }

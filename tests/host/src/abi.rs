@@ -503,14 +503,8 @@ pub(crate) fn add_to_linker(l: &mut Linker<WorkerState>) -> wasmtime::Result<()>
                     return Ok(CAS_MISMATCH);
                 }
             }
-            let next = sh
-                .shared_data
-                .values()
-                .map(|(_, c)| *c)
-                .max()
-                .unwrap_or(0)
-                .wrapping_add(1)
-                .max(1);
+            sh.next_cas = sh.next_cas.wrapping_add(1).max(1);
+            let next = sh.next_cas;
             sh.shared_data.insert(key, (value, next));
             Ok(OK)
         },

@@ -8,7 +8,7 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use s2s_guard_host::{Compiled, Host, HostOptions};
+use s2s_guard_host::{Compiled, Host, HostOptions, Request};
 use serde_json::Value;
 
 use crate::{read_requests, Args};
@@ -176,11 +176,99 @@ pub fn run(args: &Args) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `bench-reload`: a token source serving N tokens to a proxy of `workers` VMs,
+/// in `copy` or `shared` lookup mode: time until every worker has loaded it,
+/// guest memory per worker, and the per-request cost with a valid token.
+pub fn run_reload(args: &Args) -> Result<ExitCode, String> {
+    let wasm = args.need("wasm")?;
+    let n: usize = args.need("tokens")?.parse().map_err(|_| "bad --tokens")?;
+    let mode = args.get("mode").unwrap_or("copy").to_string();
+    let workers: usize = args
+        .get("workers")
+        .unwrap_or("2")
+        .parse()
+        .map_err(|_| "bad --workers")?;
+    let mut set = String::with_capacity(n * 110 + 16);
+    set.push_str("{\"version\": 1, \"tokens\": [");
+    for i in 0..n {
+        if i > 0 {
+            set.push(',');
+        }
+        set.push_str(&format!(
+            "{{\"id\":\"t{i}\",\"sha256\":\"{}\",\"scopes\":[\"events\"]}}",
+            sha256_hex(format!("bench-token-{i}").as_bytes())
+        ));
+    }
+    set.push_str("]}");
+    let config = format!(
+        r#"{{"presets": ["adjust"], "app_authentication_default": true,
+            "token_source": {{"cluster": "tokens", "path": "/t", "period": "60s", "timeout": "60s",
+                             "max_bytes": 1073741824, "lookup": "{mode}"}}}}"#
+    );
+    let compiled = Compiled::from_file(std::path::Path::new(wasm)).map_err(|e| e.to_string())?;
+    let mut host = Host::new(
+        &compiled,
+        HostOptions {
+            workers,
+            plugin_config: config.into_bytes(),
+            clusters: vec!["tokens".into()],
+            ..HostOptions::default()
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    let body = set.into_bytes();
+    let size = body.len();
+    host.set_cluster("tokens", move |_| s2s_guard_host::CallReply::ok(200, &body));
+    let t = Instant::now();
+    // The fetch went out at configuration: deliver it, then one tick for the readers.
+    host.advance(15_000);
+    let reload = t.elapsed();
+    let req = Request::post("/event?s2s=1&app_token=a&event_token=e")
+        .header("authorization", format!("Bearer bench-token-{}", n / 2));
+    let o = host.send(req.clone());
+    if o.status != 200 {
+        return Err(format!(
+            "token not accepted after the reload: {} {}",
+            o.status,
+            o.body_text()
+        ));
+    }
+    let rounds = 2000;
+    let t = Instant::now();
+    for w in 0..rounds {
+        host.send_on(w % workers, req.clone());
+    }
+    let per_request = t.elapsed().as_nanos() as f64 / rounds as f64 / 1000.0;
+    let memory: Vec<String> = (0..workers)
+        .map(|w| format!("{} MiB", host.memory_bytes(w) / (1 << 20)))
+        .collect();
+    let md = format!(
+        "| {mode} | {n} | {:.1} MB | {:.2} s | {} | {:.2} |\n",
+        size as f64 / 1e6,
+        reload.as_secs_f64(),
+        memory.join(" / "),
+        per_request
+    );
+    print!("{md}");
+    if let Some(out) = args.get("out") {
+        let section = format!("reload-{mode}-{n}");
+        write_section(out, &section, &md)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn host_token_count(config: &[u8]) -> usize {
     serde_json::from_slice::<Value>(config)
         .ok()
         .and_then(|v| v.get("tokens").and_then(Value::as_array).map(Vec::len))
         .unwrap_or(0)
+}
+
+/// `write-section --out F --section NAME --file BODY`: puts a file into a section.
+pub fn write_section_cmd(args: &Args) -> Result<ExitCode, String> {
+    let body = std::fs::read_to_string(args.need("file")?).map_err(|e| e.to_string())?;
+    write_section(args.need("out")?, args.need("section")?, &body)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Replaces (or appends) `<!-- bench:NAME -->...<!-- /bench:NAME -->` in `path`.

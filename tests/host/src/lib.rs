@@ -407,6 +407,8 @@ pub(crate) struct Shared {
     random_state: u64,
     /// Cluster names `proxy_http_call` accepts.
     clusters: std::collections::HashSet<String>,
+    /// The last CAS handed out (Envoy: a process-wide counter).
+    next_cas: u32,
 }
 
 /// Which part of a stream the guest is in; decides which maps and buffers exist.

@@ -85,6 +85,8 @@ fn main() -> ExitCode {
     let result = match cmd.as_str() {
         "run" => run(&args),
         "bench" => bench::run(&args),
+        "bench-reload" => bench::run_reload(&args),
+        "write-section" => bench::write_section_cmd(&args),
         _ => return usage(),
     };
     match result {
