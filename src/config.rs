@@ -114,6 +114,19 @@ fn parse_set_inner(
     compile(Obj::new("", &top.map), tokens)
 }
 
+/// A set without its tokens (`version` and `apps` only): what readers need in
+/// large-set mode, where tokens are looked up in shared data. `None` if the set is
+/// not a JSON object.
+pub fn set_meta(set: &[u8]) -> Option<Vec<u8>> {
+    let top: Vec<(String, &RawValue)> = serde_json::from_slice::<RawObject>(set).ok()?.0;
+    let parts: Vec<String> = top
+        .into_iter()
+        .filter(|(k, _)| k == "version" || k == "apps")
+        .map(|(k, v)| format!("{}:{}", Value::String(k), v.get()))
+        .collect();
+    Some(format!("{{{}}}", parts.join(",")).into_bytes())
+}
+
 /// A document's top level: every key parsed, except `tokens`, kept raw.
 struct TopLevel<'a> {
     map: Map<String, Value>,
@@ -1723,6 +1736,14 @@ mod tests {
             e(r#"{}"#),
             "routes: no routes: configure routes or name a preset"
         );
+    }
+
+    #[test]
+    fn set_meta_keeps_version_and_apps_only() {
+        let meta = set_meta(br#"{"tokens": [{"id": "a", "secret": "s"}], "version": 3, "apps": {"x": {}}}"#).unwrap();
+        let v: Value = serde_json::from_slice(&meta).unwrap();
+        assert_eq!(v, serde_json::json!({"version": 3, "apps": {"x": {}}}));
+        assert_eq!(set_meta(b"[]"), None);
     }
 
     #[test]

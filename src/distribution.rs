@@ -207,6 +207,8 @@ pub struct Keys {
     pub version: String,
     pub set: String,
     pub lease: String,
+    /// Large-set mode: the set without its tokens.
+    pub meta: String,
     /// Prefix of per-token records in large-set mode: `<prefix><hex digest>`.
     pub token_prefix: String,
 }
@@ -216,6 +218,7 @@ pub fn keys(name: &str) -> Keys {
         version: format!("s2s-guard/{name}/version"),
         set: format!("s2s-guard/{name}/set"),
         lease: format!("s2s-guard/{name}/lease"),
+        meta: format!("s2s-guard/{name}/meta"),
         token_prefix: format!("s2s-guard/{name}/t/"),
     }
 }

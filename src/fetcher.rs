@@ -350,6 +350,8 @@ impl Distribution {
                 if self.src.shared_lookup {
                     // Records first: a reader that sees the new version finds them.
                     self.publish_records(&policy);
+                    let meta = config::set_meta(&body).unwrap_or_default();
+                    let _ = hostcalls::set_shared_data(&self.keys.meta, Some(&meta), None);
                 }
                 let published = hostcalls::set_shared_data(&self.keys.set, Some(&body), None)
                     .is_ok()
@@ -392,6 +394,20 @@ impl Distribution {
         if self.in_force.is_some_and(|r| r.digest == record.digest) {
             return None;
         }
+        if self.src.shared_lookup {
+            // Large-set mode: never copy the whole set into a reader.
+            let Ok((Some(meta), _)) = hostcalls::get_shared_data(&self.keys.meta) else {
+                return None;
+            };
+            return match config::parse_with_set_without_tokens(config, &meta) {
+                Ok(policy) => Some(self.swap_in(record, policy, current)),
+                Err(e) => {
+                    warn!("s2s-guard: token source {}: published set refused: {e}", self.src.name);
+                    self.in_force = Some(record);
+                    None
+                }
+            };
+        }
         let Ok((Some(set), _)) = hostcalls::get_shared_data(&self.keys.set) else {
             return None;
         };
@@ -399,11 +415,7 @@ impl Distribution {
             // The set and its record are written one after the other: next tick.
             return None;
         }
-        let parsed = if self.src.shared_lookup {
-            config::parse_with_set_without_tokens(config, &set)
-        } else {
-            config::parse_with_set(config, Some(&set))
-        };
+        let parsed = config::parse_with_set(config, Some(&set));
         match parsed {
             Ok(policy) => Some(self.swap_in(record, policy, current)),
             Err(e) => {
