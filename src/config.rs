@@ -1740,7 +1740,10 @@ mod tests {
 
     #[test]
     fn set_meta_keeps_version_and_apps_only() {
-        let meta = set_meta(br#"{"tokens": [{"id": "a", "secret": "s"}], "version": 3, "apps": {"x": {}}}"#).unwrap();
+        let meta = set_meta(
+            br#"{"tokens": [{"id": "a", "secret": "s"}], "version": 3, "apps": {"x": {}}}"#,
+        )
+        .unwrap();
         let v: Value = serde_json::from_slice(&meta).unwrap();
         assert_eq!(v, serde_json::json!({"version": 3, "apps": {"x": {}}}));
         assert_eq!(set_meta(b"[]"), None);

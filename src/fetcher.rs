@@ -402,7 +402,10 @@ impl Distribution {
             return match config::parse_with_set_without_tokens(config, &meta) {
                 Ok(policy) => Some(self.swap_in(record, policy, current)),
                 Err(e) => {
-                    warn!("s2s-guard: token source {}: published set refused: {e}", self.src.name);
+                    warn!(
+                        "s2s-guard: token source {}: published set refused: {e}",
+                        self.src.name
+                    );
                     self.in_force = Some(record);
                     None
                 }

@@ -509,3 +509,32 @@ fn shared_lookup_mode() {
     assert_eq!(status_on_all(&mut h, "a2"), vec![200; 3]);
     assert_eq!(h.metric_record("s2s_guard.source.tokens").unwrap().value, 2);
 }
+
+/// An Envoy singleton bootstrap service (same `.wasm`, `role: fetcher`) fetches and
+/// publishes; the HTTP filter's workers (`role: reader`) only read.
+#[test]
+fn singleton_fetcher_and_reader_workers() {
+    let svc = service(&jitsu_set(&["from-singleton"]));
+    let singleton = host_with(&config(r#", "role": "fetcher""#), 1, &svc);
+    let compiled = load_dist("s2s-guard.wasm");
+    let mut filters = Host::join(
+        &compiled,
+        HostOptions {
+            workers: 3,
+            plugin_config: config(r#", "role": "reader""#).into_bytes(),
+            ..HostOptions::default()
+        },
+        &singleton,
+    )
+    .unwrap();
+    let mut singleton = singleton;
+    for _ in 0..4 {
+        singleton.advance(250);
+        filters.advance(0);
+    }
+    assert_eq!(status_on_all(&mut filters, "from-singleton"), vec![200; 3]);
+    assert_eq!(svc.lock().unwrap().calls, 1, "only the singleton fetched");
+    singleton.advance(30_000);
+    filters.advance(0);
+    assert!((10..=12).contains(&svc.lock().unwrap().calls));
+}

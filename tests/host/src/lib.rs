@@ -597,6 +597,26 @@ impl Host {
             clusters: opts.clusters.iter().cloned().collect(),
             ..Shared::default()
         }));
+        Host::with_shared(compiled, opts, shared)
+    }
+
+    /// More VMs in the same Envoy process as `other`: they share its shared data,
+    /// queues, metrics, logs and clock (e.g. an Envoy singleton bootstrap service
+    /// beside the HTTP filter's workers, with another configuration). Each host
+    /// fires its own VMs' ticks: advance both.
+    pub fn join(compiled: &Compiled, opts: HostOptions, other: &Host) -> Result<Host, HostError> {
+        {
+            let mut sh = other.shared();
+            sh.clusters.extend(opts.clusters.iter().cloned());
+        }
+        Host::with_shared(compiled, opts, other.shared.clone())
+    }
+
+    fn with_shared(
+        compiled: &Compiled,
+        opts: HostOptions,
+        shared: Arc<Mutex<Shared>>,
+    ) -> Result<Host, HostError> {
         let opts = Arc::new(opts);
         let mut linker: Linker<WorkerState> = Linker::new(&compiled.engine);
         abi::add_to_linker(&mut linker).map_err(|e| HostError::Load(format!("{e:#}")))?;
