@@ -6,7 +6,7 @@ CARGO ?= cargo
 HOST  := $(CARGO) run -q -p s2s-guard-host --
 WASM  := dist/s2s-guard.wasm
 
-.PHONY: all setup build test unit lint demo bench clean
+.PHONY: all setup build test lint check-deploy demo bench clean
 
 all: build
 
@@ -18,8 +18,13 @@ build: setup
 
 # The whole suite: format and lint checks, native unit tests, the host's own
 # tests, and the integration tests that load dist/*.wasm into the test host.
-test: build lint
+test: build lint check-deploy
 	$(CARGO) test --workspace
+
+# Deployment files (envoy/) against Envoy's API, the WasmPlugin CRD schema and the
+# compose specification, and their embedded configurations against the filter.
+check-deploy: build
+	@bash scripts/check-deploy.sh
 
 lint:
 	@bash scripts/lint.sh

@@ -87,6 +87,7 @@ fn main() -> ExitCode {
         "bench" => bench::run(&args),
         "bench-reload" => bench::run_reload(&args),
         "write-section" => bench::write_section_cmd(&args),
+        "check-config" => check_config(&args),
         _ => return usage(),
     };
     match result {
@@ -202,6 +203,31 @@ pub(crate) fn outcome_json(name: &str, req: &Request, o: &Outcome) -> Value {
         }
     }
     Value::Object(m)
+}
+
+/// `check-config --wasm F --config C.json`: loads a configuration into the filter,
+/// as Envoy's `on_configure` would, and reports whether it was accepted.
+fn check_config(args: &Args) -> Result<ExitCode, String> {
+    let wasm = args.need("wasm")?;
+    let path = args.need("config")?;
+    let config = std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    let compiled = Compiled::from_file(std::path::Path::new(wasm)).map_err(|e| e.to_string())?;
+    match Host::new(
+        &compiled,
+        HostOptions {
+            plugin_config: config,
+            ..HostOptions::default()
+        },
+    ) {
+        Ok(_) => {
+            println!("ok  {path}: accepted by s2s-guard");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("FAIL {path}: {e}");
+            Ok(ExitCode::from(1))
+        }
+    }
 }
 
 fn run(args: &Args) -> Result<ExitCode, String> {
