@@ -30,7 +30,7 @@ lint:
 	@bash scripts/lint.sh
 
 demo: build
-	$(HOST) run --wasm $(WASM) --config demo/config.json --requests demo/requests.jsonl --table
+	@bash scripts/demo.sh
 
 bench: build
 	@bash scripts/bench.sh

@@ -11,7 +11,7 @@ if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c "import envoy_data_pla
 fi
 "$VENV/bin/python" scripts/check-deploy.py
 status=0
-for cfg in target/deploy-configs/*.json; do
+for cfg in target/deploy-configs/*.json envoy/demo/filter-config.json; do
   cargo run -q -p s2s-guard-host -- check-config --wasm dist/s2s-guard.wasm --config "$cfg" || status=1
 done
 exit $status

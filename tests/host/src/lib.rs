@@ -23,6 +23,7 @@
 
 mod abi;
 pub mod pairs;
+pub mod serve;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -88,6 +88,7 @@ fn main() -> ExitCode {
         "bench-reload" => bench::run_reload(&args),
         "write-section" => bench::write_section_cmd(&args),
         "check-config" => check_config(&args),
+        "serve" => serve(&args),
         _ => return usage(),
     };
     match result {
@@ -203,6 +204,56 @@ pub(crate) fn outcome_json(name: &str, req: &Request, o: &Outcome) -> Value {
         }
     }
     Value::Object(m)
+}
+
+/// `serve --wasm F --config C.json [--listen 127.0.0.1:10000] [--workers N]
+/// [--upstream ADDR] [--tokens-file F] [--token-cluster NAME] [--max-requests N]`
+fn serve(args: &Args) -> Result<ExitCode, String> {
+    use s2s_guard_host::serve::{serve, ServeOptions};
+    let compiled =
+        Compiled::from_file(std::path::Path::new(args.need("wasm")?)).map_err(|e| e.to_string())?;
+    let config = std::fs::read(args.need("config")?).map_err(|e| format!("config: {e}"))?;
+    let listen = args.get("listen").unwrap_or("127.0.0.1:10000");
+    let listen: std::net::SocketAddr = listen
+        .parse()
+        .map_err(|_| format!("bad --listen {listen}"))?;
+    if !listen.ip().is_loopback() {
+        return Err("serve listens on loopback addresses only".into());
+    }
+    let upstream = match args.get("upstream") {
+        None | Some("builtin") => None,
+        Some(a) => Some(a.parse().map_err(|_| format!("bad --upstream {a}"))?),
+    };
+    let opts = ServeOptions {
+        listen,
+        workers: args
+            .get("workers")
+            .unwrap_or("2")
+            .parse()
+            .map_err(|_| "bad --workers")?,
+        config,
+        upstream,
+        tokens_file: args.get("tokens-file").map(Into::into),
+        token_cluster: args
+            .get("token-cluster")
+            .unwrap_or("token_service")
+            .to_string(),
+        max_requests: args
+            .get("max-requests")
+            .map(|m| m.parse())
+            .transpose()
+            .map_err(|_| "bad --max-requests")?,
+    };
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        if let Ok(addr) = rx.recv() {
+            eprintln!("s2s-guard-host: serving on http://{addr} (echo collector built in)");
+        }
+    });
+    let served = serve(&compiled, opts, stop, tx)?;
+    eprintln!("s2s-guard-host: served {served} requests");
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `check-config --wasm F --config C.json`: loads a configuration into the filter,
