@@ -235,24 +235,11 @@ fn token_decision(
     query: &[Param],
     form: Option<&[Param]>,
 ) -> Decision {
-    let owned = owned_headers(policy);
     let extracted = credential::extract(route, view, query, form);
-
-    let mut d = Decision {
-        outcome: Outcome::Allowed,
-        enforcement: Enforcement::Enforced,
-        action: Action::Forward(Forward::default()),
-        route: Some(route.name.clone()),
-        scope: route.scope,
-        token_id: None,
-        fingerprint: None,
-        counters: Vec::new(),
-        signature: None,
-        stats: Vec::new(),
-        replay: None,
-    };
+    // The decision's action is set below, from `forward` or a reply.
+    let mut d = passed(policy, route);
     let mut forward = Forward {
-        remove_headers: owned,
+        remove_headers: owned_headers(policy),
         ..Forward::default()
     };
     let origin = view.header_values("origin").next();

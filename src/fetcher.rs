@@ -399,17 +399,8 @@ impl Distribution {
             let Ok((Some(meta), _)) = hostcalls::get_shared_data(&self.keys.meta) else {
                 return None;
             };
-            return match config::parse_with_set_without_tokens(config, &meta) {
-                Ok(policy) => Some(self.swap_in(record, policy, current)),
-                Err(e) => {
-                    warn!(
-                        "s2s-guard: token source {}: published set refused: {e}",
-                        self.src.name
-                    );
-                    self.in_force = Some(record);
-                    None
-                }
-            };
+            let parsed = config::parse_with_set_without_tokens(config, &meta);
+            return self.accept_published(record, parsed, current);
         }
         let Ok((Some(set), _)) = hostcalls::get_shared_data(&self.keys.set) else {
             return None;
@@ -419,6 +410,17 @@ impl Distribution {
             return None;
         }
         let parsed = config::parse_with_set(config, Some(&set));
+        self.accept_published(record, parsed, current)
+    }
+
+    /// Swaps in a published set, or remembers a refused one so it is not re-read
+    /// on every tick.
+    fn accept_published(
+        &mut self,
+        record: VersionRecord,
+        parsed: Result<Policy, config::ConfigError>,
+        current: Option<&Policy>,
+    ) -> Option<Policy> {
         match parsed {
             Ok(policy) => Some(self.swap_in(record, policy, current)),
             Err(e) => {

@@ -87,10 +87,22 @@ pub enum Counter {
 }
 
 const OUTCOMES: usize = Outcome::ALL.len();
+
+/// The token-source counters other than failures, in index order.
+const SOURCE_COUNTERS: [Counter; 7] = [
+    Counter::SourceLoaded,
+    Counter::SourceNotModified,
+    Counter::SourceUnchanged,
+    Counter::SourceRollbackRefused,
+    Counter::SourceLeaseAcquired,
+    Counter::SourceNotReady,
+    Counter::SourceStale,
+];
 const SCOPES: usize = Scope::ALL.len() + 1;
 
 /// Number of counters.
-pub const COUNT: usize = OUTCOMES * SCOPES + 3 * OUTCOMES + 7 + 5 + REASONS + 7 + 10;
+pub const COUNT: usize =
+    OUTCOMES * SCOPES + 3 * OUTCOMES + 7 + 5 + REASONS + SOURCE_COUNTERS.len() + 10;
 
 const REASONS: usize = 2 + crate::signature::Field::ALL.len() + 9;
 
@@ -167,15 +179,7 @@ impl Counter {
             other => {
                 // The source counters follow, in `all()` order.
                 let base = fam + 3 * OUTCOMES + 7 + SigCounter::all().len();
-                let list = [
-                    Counter::SourceLoaded,
-                    Counter::SourceNotModified,
-                    Counter::SourceUnchanged,
-                    Counter::SourceRollbackRefused,
-                    Counter::SourceLeaseAcquired,
-                    Counter::SourceNotReady,
-                    Counter::SourceStale,
-                ];
+                let list = SOURCE_COUNTERS;
                 match other {
                     Counter::SourceFailed(f) => {
                         base + list.len()

@@ -904,3 +904,53 @@ fn signature_configuration_errors() {
         }
     }
 }
+
+/// A route may require a token and a signature together: both are checked, the
+/// token first (with the route's profile), then the signature.
+#[test]
+fn token_and_signature_compose() {
+    let cfg = r#"{"routes": [{"path": "/session", "profile": "swaarm", "credentials": ["header:x-api-key"],
+                   "app_param": "app_token", "checks": "token_and_signature"}],
+       "tokens": [{"id": "partner", "secret": "partner-key"}],
+       "apps": {"abc123": {"signature": {"enforce_signature": true, "secrets": [{"id": 2, "info": [1234, 5678, 9012, 3456]}]}}}}"#;
+    let mut h = host(cfg, 2);
+    let signed = |n: u64| {
+        app2().request(
+            "/session",
+            &[
+                ("app_token", "abc123"),
+                ("created_at", &*at(700 + n)),
+                ("gps_adid", GPS),
+            ],
+            &ORDER,
+        )
+    };
+    let o = h.send(signed(1).header("x-api-key", "partner-key"));
+    assert_eq!(o.status, 200, "{}", o.body_text());
+    assert_eq!(
+        o.upstream.unwrap().header("x-s2s-guard-token-id"),
+        Some(&b"partner"[..])
+    );
+    let o = h.send(signed(2));
+    assert_eq!(
+        (o.status, o.body_text().as_str()),
+        (401, "The s2s token is invalid"),
+        "token missing: the route's profile answers"
+    );
+    let unsigned = Request::post("/session")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-api-key", "partner-key")
+        .body(format!(
+            "app_token=abc123&created_at={}&gps_adid={GPS}",
+            form_encode(&at(703))
+        ));
+    let o = h.send(unsigned);
+    assert_eq!(
+        (o.status, o.body_text().as_str()),
+        (401, "Request signature rejected")
+    );
+    assert_eq!(
+        h.metric("s2s_guard.signature.outcome.missing_signature"),
+        Some(1)
+    );
+}

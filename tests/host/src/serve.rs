@@ -110,27 +110,7 @@ fn forward(addr: SocketAddr, request: &Request, up: &Upstream) -> UpstreamRespon
     out.extend_from_slice(b"host: ");
     out.extend_from_slice(authority);
     out.extend_from_slice(b"\r\n");
-    for (k, v) in &up.headers {
-        if k.starts_with(':')
-            || k == "content-length"
-            || k == "connection"
-            || k == "transfer-encoding"
-        {
-            continue;
-        }
-        out.extend_from_slice(k.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(v);
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(
-        format!(
-            "content-length: {}\r\nconnection: close\r\n\r\n",
-            up.body.len()
-        )
-        .as_bytes(),
-    );
-    out.extend_from_slice(&up.body);
+    write_head_and_body(&mut out, &up.headers, &up.body);
     if s.write_all(&out).is_err() {
         return fail("write".into());
     }
@@ -149,6 +129,31 @@ fn forward(addr: SocketAddr, request: &Request, up: &Upstream) -> UpstreamRespon
         }
         Err(e) => fail(e),
     }
+}
+
+/// Appends headers (without pseudo-headers and framing ones), our framing, the body.
+fn write_head_and_body(out: &mut Vec<u8>, headers: &Headers, body: &[u8]) {
+    for (k, v) in headers {
+        if k.starts_with(':')
+            || k == "content-length"
+            || k == "connection"
+            || k == "transfer-encoding"
+        {
+            continue;
+        }
+        out.extend_from_slice(k.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(v);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(
+        format!(
+            "content-length: {}\r\nconnection: close\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    out.extend_from_slice(body);
 }
 
 /// Reads a request or response: start line, headers (lower-cased), body.
@@ -231,23 +236,7 @@ fn reason(status: u16) -> &'static str {
 
 fn respond(s: &mut TcpStream, status: u16, headers: &Headers, body: &[u8]) {
     let mut out = format!("HTTP/1.1 {status} {}\r\n", reason(status)).into_bytes();
-    for (k, v) in headers {
-        if k == "content-length" || k == "connection" || k == "transfer-encoding" {
-            continue;
-        }
-        out.extend_from_slice(k.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(v);
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(
-        format!(
-            "content-length: {}\r\nconnection: close\r\n\r\n",
-            body.len()
-        )
-        .as_bytes(),
-    );
-    out.extend_from_slice(body);
+    write_head_and_body(&mut out, headers, body);
     let _ = s.write_all(&out);
 }
 
