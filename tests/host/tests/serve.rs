@@ -62,14 +62,15 @@ fn requests_over_loopback_and_token_rotation() {
                 upstream: None,
                 tokens_file: Some(tokens2),
                 token_cluster: "token_service".into(),
-                max_requests: Some(100),
+                max_requests: Some(1000),
             },
             stop2,
             tx,
         )
     });
     let addr = rx.recv_timeout(Duration::from_secs(60)).expect("server up");
-    std::thread::sleep(Duration::from_millis(600)); // the first token set
+    // Until the first token set arrives, configured routes answer 503.
+    wait_for(addr, "/postback?s2s_token=tok-1&user_id=u&event_id=e", 200);
 
     // Allowed: forwarded to the echo collector, credential stripped, identity set.
     let (status, _, body) = get(
