@@ -36,6 +36,18 @@ fn get(addr: SocketAddr, path: &str, extra: &str) -> (u16, String, String) {
     )
 }
 
+/// Polls until `path` answers `status` (the token set loads in real time), 20 s at
+/// most, every 100 ms.
+fn wait_for(addr: SocketAddr, path: &str, status: u16) {
+    for _ in 0..200 {
+        if get(addr, path, "").0 == status {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{path} never answered {status}");
+}
+
 #[test]
 fn requests_over_loopback_and_token_rotation() {
     let dir = std::env::temp_dir().join(format!("s2s-guard-serve-{}", std::process::id()));
