@@ -36,13 +36,19 @@ fn get(addr: SocketAddr, path: &str, extra: &str) -> (u16, String, String) {
     )
 }
 
-/// Polls until `path` answers `status` (the token set loads in real time), 20 s at
-/// most, every 100 ms.
+/// Polls until `path` answers `status` four times in a row, so on both workers (the
+/// token set loads in real time); 20 s at most, every 100 ms.
 fn wait_for(addr: SocketAddr, path: &str, status: u16) {
+    let mut in_a_row = 0;
     for _ in 0..200 {
         if get(addr, path, "").0 == status {
-            return;
+            in_a_row += 1;
+            if in_a_row == 4 {
+                return;
+            }
+            continue;
         }
+        in_a_row = 0;
         std::thread::sleep(Duration::from_millis(100));
     }
     panic!("{path} never answered {status}");
