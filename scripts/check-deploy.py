@@ -97,7 +97,13 @@ def main():
 
     import jsonschema
 
-    crd = json.loads((ROOT.parent / "shared" / "schemas" / "istio-wasmplugin-crd-schema.json").read_text())
+    # The project's shared schemas sit beside the checkout; a copy is vendored for
+    # checkouts without them (keep it in sync: the shared one wins when present).
+    shared = ROOT.parent / "shared" / "schemas" / "istio-wasmplugin-crd-schema.json"
+    vendored = ROOT / "envoy" / "istio" / "wasmplugin-crd-schema.json"
+    crd_path = shared if shared.exists() else vendored
+    crd = json.loads(crd_path.read_text())
+    print(f"    WasmPlugin CRD schema: {crd_path}")
     spec_schema = strict(crd["openAPIV3Schema"])
     for path in sorted((ROOT / "envoy" / "istio").glob("*.yaml")):
         for doc in yaml.safe_load_all(path.read_text()):
