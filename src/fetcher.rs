@@ -57,12 +57,17 @@ fn now_ns() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
+/// This VM's id for the fetcher lease: one per VM, shared by its root contexts, so
+/// a configuration update (a new root context in the same VM) keeps the lease.
 fn vm_id() -> u64 {
-    // Seeded from the host's randomness (WASI random_get): distinct per VM.
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(now_ns());
-    h.finish() | 1
+    static ID: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *ID.get_or_init(|| {
+        // Seeded from the host's randomness (WASI random_get): distinct per VM.
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(now_ns());
+        h.finish() | 1
+    })
 }
 
 impl Distribution {
@@ -171,20 +176,24 @@ impl Distribution {
             Role::Fetcher => true,
             Role::Reader => false,
             Role::Auto => {
-                let was = self.holder;
                 let ttl = self.src.period_ms * 3 * 1_000_000;
-                let held = match hostcalls::get_shared_data(&self.keys.lease) {
+                let (held, taken_over) = match hostcalls::get_shared_data(&self.keys.lease) {
                     Ok((value, cas)) => {
+                        // A takeover: the lease was free or another VM's (not a renewal,
+                        // nor a new root context of this VM after a configuration update).
+                        let mine = value.as_deref().and_then(|v| v.get(0..8))
+                            == Some(&self.me.to_le_bytes()[..]);
                         match distribution::lease_claim(value.as_deref(), self.me, now, ttl) {
-                            Some(v) => {
-                                hostcalls::set_shared_data(&self.keys.lease, Some(&v), cas).is_ok()
-                            }
-                            None => false,
+                            Some(v) => (
+                                hostcalls::set_shared_data(&self.keys.lease, Some(&v), cas).is_ok(),
+                                !mine,
+                            ),
+                            None => (false, false),
                         }
                     }
-                    Err(_) => false,
+                    Err(_) => (false, false),
                 };
-                if held && !was {
+                if held && taken_over {
                     count(Counter::SourceLeaseAcquired);
                     info!(
                         "s2s-guard: token source {}: this worker is now the fetcher",

@@ -538,3 +538,22 @@ fn singleton_fetcher_and_reader_workers() {
     filters.advance(0);
     assert!((10..=12).contains(&svc.lock().unwrap().calls));
 }
+
+/// A configuration update (a new root context in each VM) keeps fetching without
+/// waiting for the old lease to expire.
+#[test]
+fn reconfiguration_keeps_the_lease() {
+    let svc = service(&jitsu_set(&["t1"]));
+    let mut h = host_with(&config(""), 2, &svc);
+    h.advance(1000);
+    let before = svc.lock().unwrap().calls;
+    h.reconfigure(config(r#", "stale_after": "1h""#).as_bytes())
+        .unwrap();
+    h.advance(3500);
+    assert!(
+        svc.lock().unwrap().calls > before,
+        "fetching went on after the update"
+    );
+    assert_eq!(h.metric("s2s_guard.source.lease_acquired"), Some(1));
+    assert_eq!(status_on_all(&mut h, "t1"), vec![200; 2]);
+}
