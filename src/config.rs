@@ -471,6 +471,7 @@ fn compile(mut root: Obj, raw_tokens: Option<&RawValue>) -> Result<Policy, Confi
         }
     };
     let strip_credential = root.bool("strip_credential", true)?;
+    let hold_headers_for_body = root.bool("hold_headers_for_body", false)?;
     let origin_mismatch = match root.str("origin_mismatch")? {
         None | Some("reject") => OriginMismatch::Reject,
         Some("omit_cors") => OriginMismatch::OmitCors,
@@ -516,6 +517,7 @@ fn compile(mut root: Obj, raw_tokens: Option<&RawValue>) -> Result<Policy, Confi
         strip_credential,
         origin_mismatch,
         max_body_bytes,
+        hold_headers_for_body,
         signatures: apps.signatures,
         signature_reply,
         stat_names: apps.stat_names,
@@ -1699,7 +1701,7 @@ mod tests {
             "configuration: empty; s2s-guard needs a JSON object with at least one route or preset"
         );
         assert_eq!(e("[]"), "configuration: expected a JSON object");
-        assert_eq!(e(r#"{"presets":["adjust"],"bogus":1}"#), "bogus: unknown field (known fields: $schema, app_authentication_default, apps, max_body_bytes, max_stats_apps, mode, origin_mismatch, presets, profiles, routes, signature_reply, strip_credential, token_source, tokens, unknown_paths, unknown_paths_profile, upstream_headers)");
+        assert_eq!(e(r#"{"presets":["adjust"],"bogus":1}"#), "bogus: unknown field (known fields: $schema, app_authentication_default, apps, hold_headers_for_body, max_body_bytes, max_stats_apps, mode, origin_mismatch, presets, profiles, routes, signature_reply, strip_credential, token_source, tokens, unknown_paths, unknown_paths_profile, upstream_headers)");
         assert_eq!(
             e(r#"{"presets":["adjust"],"tokens":[{"id":"a","secret":"s","scopes":["event"]}]}"#),
             "tokens[0].scopes[0]: unknown scope \"event\" (expected one of: events, sessions, ad_revenue, gdpr)"

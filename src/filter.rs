@@ -402,6 +402,12 @@ impl HttpContext for Stream {
         let policy = &loaded.policy;
         let view = RequestView::from_headers(self.get_http_request_headers_bytes());
         let now = self.now();
+        if !end_of_stream && decision::needs_body(policy, &view) && policy.hold_headers_for_body {
+            // Envoy runs with allow_on_headers_stop_iteration: hold the headers, read
+            // the body, then decide and change everything at once.
+            self.view = Some(view);
+            return Action::Pause;
+        }
         if !end_of_stream && decision::needs_body(policy, &view) {
             // Make the header changes known now; decide when the body is complete.
             let partial = match &self.shared_lookup {
@@ -462,7 +468,12 @@ impl HttpContext for Stream {
                     self.respond(r);
                     Action::Pause
                 }
-                Act::Forward(_) => Action::Continue,
+                Act::Forward(f) => {
+                    if policy.hold_headers_for_body {
+                        self.apply_headers(f);
+                    }
+                    Action::Continue
+                }
             };
         }
         if !end_of_stream {
@@ -484,6 +495,16 @@ impl HttpContext for Stream {
             Act::Respond(r) => {
                 self.respond(r);
                 Action::Pause
+            }
+            Act::Forward(f) if policy.hold_headers_for_body => {
+                // The headers were held: every change, headers included, applies now.
+                self.apply_headers(f);
+                if let Some(b) = &f.body {
+                    self.set_http_request_body(0, size, b);
+                    self.set_http_request_header("content-length", Some(&b.len().to_string()));
+                }
+                self.response_headers = f.response_headers.clone();
+                Action::Continue
             }
             Act::Forward(f) => {
                 if policy.mode != Mode::DryRun {

@@ -322,6 +322,9 @@ pub struct Policy {
     pub origin_mismatch: OriginMismatch,
     /// Largest form body the filter buffers; above it the request is refused.
     pub max_body_bytes: usize,
+    /// Envoy runs the plugin with `allow_on_headers_stop_iteration`: hold request
+    /// headers while reading a form body, and decide before anything goes upstream.
+    pub hold_headers_for_body: bool,
     /// SDK signature settings per app.
     pub signatures: HashMap<String, SignatureSettings>,
     /// The answer to a rejected signature (the same for every reason).

@@ -954,3 +954,47 @@ fn token_and_signature_compose() {
         Some(1)
     );
 }
+
+/// With Envoy's allow_on_headers_stop_iteration (`hold_headers_for_body`), a signed
+/// form POST is decided before anything goes upstream, and a flag reason travels as
+/// a header, not a body field.
+#[test]
+fn held_headers_for_signed_posts() {
+    let cfg = config(r#","hold_headers_for_body": true, "mode": "flag""#);
+    let mut h = Host::new(
+        &load_dist("s2s-guard.wasm"),
+        HostOptions {
+            workers: 2,
+            plugin_config: cfg.into_bytes(),
+            allow_on_headers_stop_iteration: true,
+            ..HostOptions::default()
+        },
+    )
+    .unwrap();
+    let params = [
+        ("app_token", "abc123"),
+        ("created_at", &*at(800)),
+        ("gps_adid", GPS),
+    ];
+    let good = app2().request("/session", &params, &ORDER);
+    let o = h.send(good);
+    assert_eq!(o.status, 200);
+    let up = o.upstream.unwrap();
+    assert_eq!(up.header("x-s2s-guard-rejection"), None);
+    let bad = Signer::android(2, [0, 0, 0, 0]).request(
+        "/session",
+        &[
+            ("app_token", "abc123"),
+            ("created_at", &*at(801)),
+            ("gps_adid", GPS),
+        ],
+        &ORDER,
+    );
+    let o = h.send(bad);
+    let up = o.upstream.unwrap();
+    assert_eq!(
+        up.header("x-s2s-guard-rejection"),
+        Some(&b"invalid_signature"[..])
+    );
+    assert!(!String::from_utf8_lossy(&up.body).contains("s2s_guard_rejection"));
+}

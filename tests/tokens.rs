@@ -126,6 +126,13 @@ fn cases() -> Vec<Case> {
                 "required_params": ["user_id"]}]"#,
         )
     };
+    let hold_form = || {
+        config(
+            r#","hold_headers_for_body": true, "routes": [{"path": "/form", "profile": "swaarm", "credentials": ["form:s2s_token", "query:s2s_token"],
+                "required_params": ["user_id"]}]"#,
+        )
+    };
+    let hold_flag = || config(r#","hold_headers_for_body": true, "mode": "flag""#);
     let big = "x".repeat(5000);
     vec![
         // ---- Adjust profile --------------------------------------------------------
@@ -312,6 +319,26 @@ fn cases() -> Vec<Case> {
              Request::post(&format!("/form?s2s_token={SWAARM}&user_id=u")).header("content-type", "application/json").body("{\"s2s_token\":\"x\"}"))
             .up_body("{\"s2s_token\":\"x\"}")
             .counts(&["s2s_guard.requests.outcome.allowed.scope.none"]),
+        // ---- headers held while the body is read (allow_on_headers_stop_iteration) --
+        case("hold: a token in the form body names the token upstream", hold_form(),
+             Request::post("/form").header("content-type", "application/x-www-form-urlencoded")
+                .body(format!("user_id=u&s2s_token={SWAARM}&x=1")))
+            .allowed_as("swaarm")
+            .up("content-length", Some("13"))
+            .up_body("user_id=u&x=1")
+            .counts(&["s2s_guard.requests.outcome.allowed.scope.none"]),
+        case("hold: flag mode puts the reason in a header, not the body", hold_flag(),
+             Request::post("/event").header("authorization", "Bearer other-app-token")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(format!("app_token={APP}")))
+            .up("x-s2s-guard-rejection", Some("wrong"))
+            .up_body("app_token=abc123kuvada7")
+            .counts(&["s2s_guard.requests.outcome.wrong.scope.events", "s2s_guard.flagged.outcome.wrong"]),
+        case("hold: a rejected form POST never reaches the upstream", hold_form(),
+             Request::post("/form").header("content-type", "application/x-www-form-urlencoded")
+                .body("user_id=u&s2s_token=nope"))
+            .local(401, "The s2s token is invalid")
+            .counts(&["s2s_guard.requests.outcome.wrong.scope.none", "s2s_guard.rejected.outcome.wrong"]),
         // ---- Jitsu profile ---------------------------------------------------------
         case("jitsu: client secret, allowed origin gets CORS", c(),
              Request::post(&format!("/api/v1/event?token={JITSU_CLIENT}")).header("origin", "https://shop.abc.com"))

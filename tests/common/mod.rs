@@ -85,7 +85,15 @@ pub fn run_native_with(
     let mut headers = req.envoy_headers();
     let view = RequestView::from_headers(headers.clone());
     let body_phase = !req.body.is_empty() && decision::needs_body(&policy, &view);
-    let d = if body_phase {
+    let hold = body_phase && policy.hold_headers_for_body;
+    let d = if hold {
+        // Headers held (allow_on_headers_stop_iteration): decide with the body first.
+        if req.body.len() > policy.max_body_bytes {
+            decision::body_too_large(&policy, &view)
+        } else {
+            decision::decide(&policy, &view, Some(&req.body), now)
+        }
+    } else if body_phase {
         let partial = decision::decide_partial(&policy, &policy.tokens, &view, now);
         match &partial.action {
             Action::Forward(f) => apply(&mut headers, f),
@@ -132,7 +140,14 @@ pub fn run_native_with(
         }
         Action::Forward(f) => {
             let mut body = req.body.clone();
-            if body_phase {
+            if hold {
+                apply(&mut headers, &f);
+                if let Some(b) = &f.body {
+                    body = b.clone();
+                    headers.retain(|(k, _)| k != "content-length");
+                    headers.push(("content-length".into(), b.len().to_string().into_bytes()));
+                }
+            } else if body_phase {
                 if policy.mode != s2s_guard::policy::Mode::DryRun {
                     if let Some(b) = decision::final_body(&d, &req.body) {
                         body = b;
@@ -178,6 +193,8 @@ impl WasmRunner {
                 HostOptions {
                     workers: 2,
                     plugin_config: config.as_bytes().to_vec(),
+                    allow_on_headers_stop_iteration: config
+                        .contains(r#""hold_headers_for_body": true"#),
                     ..HostOptions::default()
                 },
             )

@@ -98,6 +98,10 @@ pub struct HostOptions {
     pub cluster_name: String,
     /// Envoy `fail_open`: after a trap the filter is skipped instead of answering 503.
     pub fail_open: bool,
+    /// Envoy's `PluginConfig.allow_on_headers_stop_iteration`: a pause in the
+    /// request headers is a plain StopIteration (the body still reaches the filter,
+    /// the headers stay writable) instead of StopAllIterationAndWatermark.
+    pub allow_on_headers_stop_iteration: bool,
     /// Clusters that exist from the start (as in an Envoy bootstrap), so calls made
     /// during start-up reach them; serve them with [`Host::set_cluster`].
     pub clusters: Vec<String>,
@@ -119,6 +123,7 @@ impl Default for HostOptions {
             route_name: "collector".into(),
             cluster_name: "collector".into(),
             fail_open: false,
+            allow_on_headers_stop_iteration: false,
             clusters: Vec::new(),
         }
     }
@@ -449,6 +454,10 @@ pub(crate) struct Stream {
     chunks: VecDeque<Vec<u8>>,
     /// Paused in the request headers: body held back until continue.
     headers_paused: bool,
+    /// Paused in the request headers with Envoy's `allow_on_headers_stop_iteration`:
+    /// plain StopIteration, the body still reaches the filter and the headers stay
+    /// writable until the filter continues.
+    headers_stopped: bool,
     /// Paused in the body (buffering) with this many bytes held.
     body_paused: bool,
     trailers_done: bool,
@@ -1067,7 +1076,11 @@ impl Host {
         if s.local_reply.is_some() {
             return Some(Step::Local);
         }
-        if s.phase == Phase::Other && !s.request_headers_sent && !s.headers_paused {
+        if s.phase == Phase::Other
+            && !s.request_headers_sent
+            && !s.headers_paused
+            && !s.headers_stopped
+        {
             let eos = s.chunks.is_empty() && s.request.trailers.is_empty();
             return Some(Step::RequestHeaders {
                 n: s.request_headers.len() as i32,
@@ -1121,6 +1134,16 @@ impl Host {
         if s.body_paused {
             return None;
         }
+        if s.headers_stopped {
+            // Headers (and no body) still stopped: wait for the filter to continue.
+            if !s.continue_requested {
+                return None;
+            }
+            s.continue_requested = false;
+            s.headers_stopped = false;
+            s.request_headers_sent = true;
+            s.upstream.headers = s.request_headers.clone();
+        }
         if !s.request.trailers.is_empty() && !s.trailers_done {
             s.request_trailers = s.request.trailers.clone();
             return Some(Step::RequestTrailers {
@@ -1131,11 +1154,14 @@ impl Host {
     }
 
     fn after_request_headers(&mut self, id: StreamId, action: i32) {
+        let stop_iteration = self.opts.allow_on_headers_stop_iteration;
         if let Some(s) = self.stream_mut(id) {
             if action == ACTION_CONTINUE || s.continue_requested {
                 s.continue_requested = false;
                 s.request_headers_sent = true;
                 s.upstream.headers = s.request_headers.clone();
+            } else if stop_iteration {
+                s.headers_stopped = true;
             } else {
                 s.headers_paused = true;
             }
@@ -1148,6 +1174,12 @@ impl Host {
             if action == ACTION_CONTINUE || s.continue_requested {
                 s.continue_requested = false;
                 s.body_paused = false;
+                if s.headers_stopped {
+                    // Continuing the body resumes the stopped headers first.
+                    s.headers_stopped = false;
+                    s.request_headers_sent = true;
+                    s.upstream.headers = s.request_headers.clone();
+                }
                 let body = std::mem::take(&mut s.request_body);
                 s.upstream.body.extend_from_slice(&body);
             } else {
@@ -1531,6 +1563,7 @@ impl Stream {
             continue_requested: false,
             chunks,
             headers_paused: false,
+            headers_stopped: false,
             body_paused: false,
             trailers_done: false,
             upstream: Upstream::default(),
