@@ -870,15 +870,7 @@ fn compile_token(i: usize, v: &Value, store: &mut TokenStore) -> Result<(), Conf
         if secret.is_empty() {
             return err(format!("tokens[{i}]"), "must not be empty");
         }
-        let token = Token {
-            id: format!("client-secret-{i}"),
-            app: None,
-            scopes: Scopes::NONE,
-            active: true,
-            not_before: None,
-            expires_at: None,
-            origins: Vec::new(),
-        };
+        let token = Token::new(format!("client-secret-{i}"));
         return store
             .insert(token, &[(token::digest(secret.as_bytes()), Kind::Client)])
             .or_else(|e| match e {

@@ -140,15 +140,7 @@ impl Counter {
             Counter::SignatureFlagged,
         ]);
         v.extend(SigCounter::all().into_iter().map(Counter::Signature));
-        v.extend([
-            Counter::SourceLoaded,
-            Counter::SourceNotModified,
-            Counter::SourceUnchanged,
-            Counter::SourceRollbackRefused,
-            Counter::SourceLeaseAcquired,
-            Counter::SourceNotReady,
-            Counter::SourceStale,
-        ]);
+        v.extend(SOURCE_COUNTERS);
         v.extend(
             crate::distribution::Failure::ALL
                 .into_iter()

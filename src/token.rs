@@ -190,6 +190,21 @@ pub struct Token {
     pub origins: Vec<OriginRule>,
 }
 
+impl Token {
+    /// An active token with no app, scopes (legacy), window or origins.
+    pub fn new(id: impl Into<String>) -> Token {
+        Token {
+            id: id.into(),
+            app: None,
+            scopes: Scopes::NONE,
+            active: true,
+            not_before: None,
+            expires_at: None,
+            origins: Vec::new(),
+        }
+    }
+}
+
 /// A token whose secret was presented and confirmed in constant time.
 #[derive(Debug, Clone)]
 pub struct Verified<'a> {
@@ -354,15 +369,7 @@ mod tests {
     use super::*;
 
     fn token(id: &str) -> Token {
-        Token {
-            id: id.into(),
-            app: None,
-            scopes: Scopes::NONE,
-            active: true,
-            not_before: None,
-            expires_at: None,
-            origins: Vec::new(),
-        }
+        Token::new(id)
     }
 
     #[test]
