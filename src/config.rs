@@ -9,9 +9,10 @@ use std::fmt;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use crate::path::PathOptions;
 use crate::policy::{
-    AppPlatform, AppSettings, Checks, LaterSdk, Mode, OriginMismatch, Outcome, PathMatch, Policy,
-    Profile, Reply, RequiredParam, Route, SignatureSettings, Source, UpstreamHeaders,
+    AppPlatform, AppSettings, BodyRule, Checks, LaterSdk, Mode, OriginMismatch, Outcome, PathMatch,
+    Policy, Profile, Reply, RequiredParam, Route, SignatureSettings, Source, UpstreamHeaders,
 };
 use crate::replay;
 use crate::signature::AppSecret;
@@ -363,6 +364,8 @@ fn compile(mut root: Obj, raw_tokens: Option<&RawValue>) -> Result<Policy, Confi
         }
     };
 
+    let paths = compile_paths(root)?;
+
     // Routes: presets first; a user route with the same path and match replaces one.
     let mut routes: Vec<Route> = Vec::new();
     if let Some(presets) = root.strings("presets")? {
@@ -395,7 +398,7 @@ fn compile(mut root: Obj, raw_tokens: Option<&RawValue>) -> Result<Policy, Confi
         for (i, v) in items.iter().enumerate() {
             let path = format!("routes[{i}]");
             let mut o = element(&path, v)?;
-            let route = compile_route(&mut o, &profile_index)?;
+            let route = compile_route(&mut o, &profile_index, &paths)?;
             o.finish()?;
             if let Some(dup) = routes[preset_count..]
                 .iter()
@@ -415,6 +418,7 @@ fn compile(mut root: Obj, raw_tokens: Option<&RawValue>) -> Result<Policy, Confi
     if routes.is_empty() {
         return err("routes", "no routes: configure routes or name a preset");
     }
+    let routes: Vec<Route> = routes.into_iter().map(Route::finish).collect();
 
     let reject_unknown_paths = match root.str("unknown_paths")? {
         None | Some("pass") => false,
@@ -506,6 +510,7 @@ fn compile(mut root: Obj, raw_tokens: Option<&RawValue>) -> Result<Policy, Confi
 
     Ok(Policy {
         mode,
+        paths,
         reject_unknown_paths,
         unknown_profile,
         routes,
@@ -524,6 +529,23 @@ fn compile(mut root: Obj, raw_tokens: Option<&RawValue>) -> Result<Policy, Confi
         source,
         set_version: None,
     })
+}
+
+/// `path_normalization`: each step of [`PathOptions`], on unless switched off.
+fn compile_paths(root: &mut Obj) -> Result<PathOptions, ConfigError> {
+    let d = PathOptions::default();
+    let Some(mut o) = root.object("path_normalization")? else {
+        return Ok(d);
+    };
+    let p = PathOptions {
+        decode_unreserved: o.bool("decode_unreserved", d.decode_unreserved)?,
+        remove_dot_segments: o.bool("remove_dot_segments", d.remove_dot_segments)?,
+        merge_slashes: o.bool("merge_slashes", d.merge_slashes)?,
+        ignore_trailing_slash: o.bool("ignore_trailing_slash", d.ignore_trailing_slash)?,
+        fold_case: o.bool("fold_case", d.fold_case)?,
+    };
+    o.finish()?;
+    Ok(p)
 }
 
 fn default_headers() -> UpstreamHeaders {
@@ -551,6 +573,7 @@ pub(crate) fn is_header_name(h: &str) -> bool {
 fn compile_route(
     o: &mut Obj,
     profile_index: &dyn Fn(&str, &str) -> Result<usize, ConfigError>,
+    paths: &PathOptions,
 ) -> Result<Route, ConfigError> {
     let path_text = o.required_str("path")?;
     if !path_text.starts_with('/') {
@@ -558,6 +581,25 @@ fn compile_route(
     }
     if path_text.contains('?') {
         return err(o.at("path"), "must not contain a query");
+    }
+    // Requests are routed by their canonical path: a route path must be one.
+    match crate::path::canonical(path_text.as_bytes(), paths) {
+        Ok(c) if c == path_text.as_bytes() => {}
+        Ok(c) => {
+            return err(
+                o.at("path"),
+                format!(
+                    "not canonical: requests for it are read as \"{}\" (write that)",
+                    String::from_utf8_lossy(&c)
+                ),
+            )
+        }
+        Err(e) => {
+            return err(
+                o.at("path"),
+                format!("cannot be made canonical ({})", e.name()),
+            )
+        }
     }
     let path = match o.str("match")? {
         None | Some("exact") => PathMatch::Exact(path_text.as_bytes().to_vec()),
@@ -676,8 +718,20 @@ fn compile_route(
             "signature checks need app_param (where the request names its app)",
         );
     }
+    let body = match o.str("body")? {
+        None | Some("form") => BodyRule::Form,
+        Some("ignore") => BodyRule::Ignore,
+        Some(other) => {
+            return err(
+                o.at("body"),
+                format!("unknown body \"{other}\" (expected form or ignore)"),
+            )
+        }
+    };
     Ok(Route {
         checks,
+        body,
+        fields: Default::default(),
         name,
         path,
         methods,
@@ -1410,9 +1464,12 @@ fn builtin_profiles() -> Vec<Profile> {
     use Outcome::*;
     let adjust = profile("adjust", |o| match o {
         Missing => text(202, "Missing authentication token"),
-        Wrong | Inactive | Expired | WrongKind | Ambiguous | OriginDenied => {
+        Wrong | Inactive | Expired | WrongKind | OriginDenied => {
             text(202, "Wrong authentication token")
         }
+        Ambiguous => text(400, "Ambiguous request"),
+        MethodNotAllowed => text(405, "Method not allowed"),
+        UnsupportedMediaType => text(415, "Unsupported request body"),
         InsufficientScope => text(401, "Session failed"),
         BadRequest => text(400, "Bad request"),
         UnknownEndpoint => text(404, "Not found"),
@@ -1421,6 +1478,9 @@ fn builtin_profiles() -> Vec<Profile> {
     });
     let swaarm = profile("swaarm", |o| match o {
         BadRequest => text(400, "The request is missing a required parameter"),
+        Ambiguous => text(400, "Ambiguous request"),
+        MethodNotAllowed => text(405, "Method not allowed"),
+        UnsupportedMediaType => text(415, "Unsupported request body"),
         UnknownEndpoint => text(404, "The endpoint being called is incorrect"),
         BodyTooLarge => text(413, "Request body too large"),
         OriginDenied => text(403, "Origin not allowed"),
@@ -1436,6 +1496,9 @@ fn builtin_profiles() -> Vec<Profile> {
         InsufficientScope => json(401, "The token is not allowed on this endpoint"),
         OriginDenied => json(403, "The request origin is not allowed for this token"),
         BadRequest => json(400, "The request is missing a required parameter"),
+        Ambiguous => json(400, "Ambiguous request"),
+        MethodNotAllowed => json(405, "Method not allowed"),
+        UnsupportedMediaType => json(415, "Unsupported request body"),
         UnknownEndpoint => json(404, "Not found"),
         BodyTooLarge => json(413, "Request body too large"),
         Allowed => json(200, "ok"),
@@ -1461,7 +1524,8 @@ fn custom_profile(path: &str, name: &str, v: &Value) -> Result<Profile, ConfigEr
                         p,
                         "unknown outcome (expected default, missing, wrong, inactive, expired, \
                          insufficient_scope, wrong_kind, origin_denied, bad_request, \
-                         unknown_endpoint, ambiguous or body_too_large)",
+                         unknown_endpoint, ambiguous, body_too_large, method_not_allowed or \
+                         unsupported_media_type)",
                     ),
                     Some(o) => Some(o),
                 }
@@ -1495,6 +1559,11 @@ fn custom_profile(path: &str, name: &str, v: &Value) -> Result<Profile, ConfigEr
             (Some(r), _) => r,
             (None, _) if o == Outcome::Allowed => text(200, "OK"),
             (None, Some(d)) => d.clone(),
+            // Outcomes added after custom profiles existed answer in HTTP's words.
+            (None, None) if o == Outcome::MethodNotAllowed => text(405, "Method not allowed"),
+            (None, None) if o == Outcome::UnsupportedMediaType => {
+                text(415, "Unsupported request body")
+            }
             (None, None) => {
                 return err(
                     path,
@@ -1537,6 +1606,8 @@ fn route(name: &str, path: &str) -> Route {
         per_app: false,
         cors: false,
         checks: Checks::Token,
+        body: BodyRule::Form,
+        fields: Default::default(),
     }
 }
 
@@ -1646,9 +1717,11 @@ fn jitsu_routes() -> Vec<Route> {
         Source::QueryPrefix(b"p_".to_vec()),
         Source::Basic,
     ];
+    // Jitsu reads events as JSON and its token from query and headers only.
     let client = |name: &str, path: &str| Route {
         methods: methods(&["POST", "GET", "OPTIONS"]),
         sources: sources.clone(),
+        body: BodyRule::Ignore,
         accept_server: false,
         accept_client: true,
         cors: true,
@@ -1657,6 +1730,7 @@ fn jitsu_routes() -> Vec<Route> {
     let server = |name: &str, path: &str| Route {
         methods: methods(&["POST"]),
         sources: sources.clone(),
+        body: BodyRule::Ignore,
         ..route(name, path)
     };
     vec![
@@ -1693,7 +1767,7 @@ mod tests {
             "configuration: empty; s2s-guard needs a JSON object with at least one route or preset"
         );
         assert_eq!(e("[]"), "configuration: expected a JSON object");
-        assert_eq!(e(r#"{"presets":["adjust"],"bogus":1}"#), "bogus: unknown field (known fields: $schema, app_authentication_default, apps, hold_headers_for_body, max_body_bytes, max_stats_apps, mode, origin_mismatch, presets, profiles, routes, signature_reply, strip_credential, token_source, tokens, unknown_paths, unknown_paths_profile, upstream_headers)");
+        assert_eq!(e(r#"{"presets":["adjust"],"bogus":1}"#), "bogus: unknown field (known fields: $schema, app_authentication_default, apps, hold_headers_for_body, max_body_bytes, max_stats_apps, mode, origin_mismatch, path_normalization, presets, profiles, routes, signature_reply, strip_credential, token_source, tokens, unknown_paths, unknown_paths_profile, upstream_headers)");
         assert_eq!(
             e(r#"{"presets":["adjust"],"tokens":[{"id":"a","secret":"s","scopes":["event"]}]}"#),
             "tokens[0].scopes[0]: unknown scope \"event\" (expected one of: events, sessions, ad_revenue, gdpr)"

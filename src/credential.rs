@@ -241,6 +241,8 @@ mod tests {
 
     fn view(headers: &[(&str, &[u8])], path: &str) -> RequestView {
         RequestView {
+            has_body: false,
+            trailers: Vec::new(),
             method: b"GET".to_vec(),
             path: path.as_bytes().to_vec(),
             headers: headers

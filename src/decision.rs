@@ -4,7 +4,11 @@
 
 use crate::credential::{self, Extracted, Location};
 use crate::metrics::{Counter, SigCounter};
-use crate::policy::{Checks, LaterSdk, Mode, OriginMismatch, Outcome, Policy, Route, Stat};
+use crate::path::{self, PathError};
+use crate::policy::{
+    Checks, LaterSdk, Mode, OriginMismatch, Outcome, Policy, Route, Routing, Stat,
+};
+use crate::reading::{self, Ambiguity, BodyPlan, BodyRefusal, Class};
 use crate::replay;
 use crate::request::{self, Param, RequestView};
 use crate::signature::{self, Header, Reason};
@@ -73,6 +77,11 @@ pub struct Decision {
     pub stats: Vec<usize>,
     /// A verified signature still to be checked against the replay memory.
     pub replay: Option<PendingReplay>,
+    /// The double reading that refused the request, for logs.
+    pub ambiguity: Option<Ambiguity>,
+    /// Final before the body is read (a refusal no body can change): the adapter
+    /// answers at the headers.
+    pub early: bool,
 }
 
 /// What the adapter must check in the replay memory before the decision stands.
@@ -92,17 +101,53 @@ pub enum ReplayResult {
     Full,
 }
 
-/// Does deciding this request need its form body? Only POSTs with a form content
-/// type on routes that read form fields.
-pub fn needs_body(policy: &Policy, view: &RequestView) -> bool {
-    view.method == b"POST"
-        && view.is_form()
-        && policy
-            .route(&view.method, view.url_path())
-            .is_some_and(Route::reads_form)
+/// Where a request lands, on its canonical path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved<'a> {
+    pub routing: Routing<'a>,
+    /// The canonical path (the raw path for unknown paths).
+    pub path: Vec<u8>,
 }
 
-/// Decides a request. `body` is the complete form body when [`needs_body`] said so.
+/// Resolves a request's route on its canonical path. `Err` when the path cannot be
+/// made canonical safely and some reading of it could reach a protected route.
+pub fn resolve<'a>(policy: &'a Policy, view: &RequestView) -> Result<Resolved<'a>, PathError> {
+    let raw = view.url_path();
+    match path::canonical(raw, &policy.paths) {
+        Ok(c) => Ok(Resolved {
+            routing: policy.routing(&view.method, &c),
+            path: c,
+        }),
+        Err(e) => {
+            // Refused only if the most permissive reading could be protected: the
+            // filter may front other traffic whose paths are not its business.
+            match path::lenient(raw, &policy.paths) {
+                Some(l) if policy.routing(&view.method, &l) == Routing::Unknown => Ok(Resolved {
+                    routing: Routing::Unknown,
+                    path: raw.to_vec(),
+                }),
+                _ => Err(e),
+            }
+        }
+    }
+}
+
+/// Does deciding this request need its body? Only when it has one and its route
+/// reads form bodies (and the body is one the filter can read: otherwise the
+/// decision is taken, as a refusal, at the headers).
+pub fn needs_body(policy: &Policy, view: &RequestView) -> bool {
+    let Ok(Resolved {
+        routing: Routing::Route(route),
+        ..
+    }) = resolve(policy, view)
+    else {
+        return false;
+    };
+    !(route.cors && view.method == b"OPTIONS")
+        && matches!(reading::body_plan(route, view), Ok(BodyPlan::Form))
+}
+
+/// Decides a request. `body` is the complete body when [`needs_body`] said so.
 pub fn decide(policy: &Policy, view: &RequestView, body: Option<&[u8]>, now: u64) -> Decision {
     decide_inner(policy, &policy.tokens, view, body, false, now)
 }
@@ -120,8 +165,10 @@ pub fn decide_with(
 
 /// The header-phase view of a request whose body is still to come: what can be
 /// decided from headers and query alone. A credential, app or parameter that may be
-/// in the body is not held against the request yet. Used only for the header
-/// changes; the decision that counts is [`decide`] with the body.
+/// in the body is not held against the request yet, and no identity header is set
+/// (they come only from the final decision). Its changes (owned headers removed,
+/// canonical path, credential stripped) apply to the headers; the decision that
+/// counts is [`decide`] with the body, unless this one is [`Decision::early`].
 pub fn decide_partial(
     policy: &Policy,
     tokens: &dyn Lookup,
@@ -131,31 +178,130 @@ pub fn decide_partial(
     decide_inner(policy, tokens, view, None, true, now)
 }
 
-/// The form body is larger than `max_body_bytes`.
-pub fn body_too_large(policy: &Policy, view: &RequestView) -> Decision {
-    let route = policy.route(&view.method, view.url_path());
+/// The body is larger than `max_body_bytes`. A body the filter cannot read is
+/// never forwarded as if read: refused, except in `dry_run`, and in `flag` mode
+/// only when the headers can still carry the marker (`headers_held`).
+pub fn body_too_large(policy: &Policy, view: &RequestView, headers_held: bool) -> Decision {
+    let route = match resolve(policy, view) {
+        Ok(Resolved {
+            routing: Routing::Route(r),
+            ..
+        }) => Some(r),
+        _ => None,
+    };
     let d = Decision {
-        outcome: Outcome::BodyTooLarge,
-        enforcement: Enforcement::Enforced,
-        action: Action::Forward(Forward::default()),
         route: route.map(|r| r.name.clone()),
         scope: route.and_then(|r| r.scope),
-        token_id: None,
-        fingerprint: None,
         counters: vec![Counter::Requests(
             Outcome::BodyTooLarge,
             route.and_then(|r| r.scope),
         )],
-        signature: None,
-        stats: Vec::new(),
-        replay: None,
+        ..Decision::new(Outcome::BodyTooLarge)
     };
     let profile = route.map_or(policy.unknown_profile, |r| r.profile);
     let forward = Forward {
-        remove_headers: owned_headers(policy),
+        remove_headers: owned_headers_in(policy, view),
         ..Forward::default()
     };
+    if policy.mode == Mode::Flag && !headers_held {
+        return respond(policy, profile, Outcome::BodyTooLarge, None, d);
+    }
     apply_mode(policy, profile, Outcome::BodyTooLarge, forward, None, d)
+}
+
+impl Decision {
+    fn new(outcome: Outcome) -> Decision {
+        Decision {
+            outcome,
+            enforcement: Enforcement::Enforced,
+            action: Action::Forward(Forward::default()),
+            route: None,
+            scope: None,
+            token_id: None,
+            fingerprint: None,
+            counters: Vec::new(),
+            signature: None,
+            stats: Vec::new(),
+            replay: None,
+            ambiguity: None,
+            early: false,
+        }
+    }
+}
+
+/// Refuses a request that cannot be read one way (ambiguity, method, media type):
+/// never shadow-passed, final even before the body.
+fn refuse(
+    policy: &Policy,
+    view: &RequestView,
+    route: Option<&Route>,
+    outcome: Outcome,
+    ambiguity: Option<Ambiguity>,
+) -> Decision {
+    let scope = route.and_then(|r| r.scope);
+    let mut d = Decision {
+        route: route.map(|r| r.name.clone()),
+        scope,
+        counters: vec![Counter::Requests(outcome, scope)],
+        early: true,
+        ..Decision::new(outcome)
+    };
+    if let Some(a) = &ambiguity {
+        d.counters.push(Counter::Ambiguity(a.class));
+    }
+    d.ambiguity = ambiguity;
+    let profile = route.map_or(policy.unknown_profile, |r| r.profile);
+    let forward = Forward {
+        remove_headers: owned_headers_in(policy, view),
+        ..Forward::default()
+    };
+    let origin = route
+        .filter(|r| r.cors)
+        .and_then(|_| view.header_values("origin").next());
+    apply_mode(policy, profile, outcome, forward, origin, d)
+}
+
+/// Every check that the request reads one way, before any credential is looked at.
+fn reading_check(
+    route: &Route,
+    view: &RequestView,
+    body: Option<&[u8]>,
+    pending: bool,
+) -> Result<BodyPlan, (Outcome, Option<Ambiguity>)> {
+    let amb = |a: Ambiguity| (Outcome::Ambiguous, Some(a));
+    reading::check_headers(&route.fields, &view.headers).map_err(amb)?;
+    reading::check_trailers(&route.fields, &view.trailers).map_err(amb)?;
+    let plan = match reading::body_plan(route, view) {
+        Ok(p) => p,
+        Err(BodyRefusal::Unsupported(_)) => return Err((Outcome::UnsupportedMediaType, None)),
+        Err(BodyRefusal::Ambiguous(a)) => return Err(amb(a)),
+    };
+    let form = match (plan, pending) {
+        (BodyPlan::Form, false) => {
+            let Some(b) = body else {
+                // The adapter decides a form only with its whole body.
+                return Err(amb(Ambiguity {
+                    class: Class::BodyLength,
+                    field: b"body".to_vec(),
+                }));
+            };
+            match reading::content_length(view) {
+                Err(a) => return Err(amb(a)),
+                // Envoy has handed Wasm filters incomplete buffers (envoy#35884).
+                Ok(Some(n)) if n != b.len() => {
+                    return Err(amb(Ambiguity {
+                        class: Class::BodyLength,
+                        field: b"body".to_vec(),
+                    }))
+                }
+                Ok(_) => {}
+            }
+            Some(b)
+        }
+        _ => None,
+    };
+    reading::check_params(&route.fields, view.raw_query(), form).map_err(amb)?;
+    Ok(plan)
 }
 
 fn decide_inner(
@@ -166,15 +312,125 @@ fn decide_inner(
     pending: bool,
     now: u64,
 ) -> Decision {
-    let owned = owned_headers(policy);
-    let Some(route) = policy.route(&view.method, view.url_path()) else {
-        return unknown_path(policy, owned);
+    let resolved = match resolve(policy, view) {
+        Ok(r) => r,
+        Err(e) => {
+            let a = Ambiguity {
+                class: Class::Path,
+                field: e.name().as_bytes().to_vec(),
+            };
+            return refuse(policy, view, None, Outcome::Ambiguous, Some(a));
+        }
+    };
+    let route = match resolved.routing {
+        Routing::Unknown => return unknown_path(policy, view),
+        Routing::MethodNotAllowed(r) => {
+            return refuse(policy, view, Some(r), Outcome::MethodNotAllowed, None)
+        }
+        Routing::Route(r) => r,
     };
     if route.cors && view.method == b"OPTIONS" {
         return preflight(route, view);
     }
+    let plan = match reading_check(route, view, body, pending) {
+        Ok(p) => p,
+        Err((outcome, a)) => return refuse(policy, view, Some(route), outcome, a),
+    };
+    // From here on, the request as the collector will route it.
+    let canonical_view;
+    let view = if resolved.path.as_slice() == view.url_path() {
+        view
+    } else {
+        let mut path = resolved.path.clone();
+        if view.path.contains(&b'?') {
+            path.push(b'?');
+            path.extend_from_slice(view.raw_query());
+        }
+        canonical_view = RequestView {
+            path,
+            ..view.clone()
+        };
+        &canonical_view
+    };
+    let body = body.filter(|_| plan == BodyPlan::Form);
+    let mut d = decide_route(policy, tokens, route, view, body, pending, now);
+    if pending && matches!(d.action, Action::Respond(_)) {
+        // Not final: the body may change it. Only the header changes apply now.
+        d.action = Action::Forward(Forward {
+            remove_headers: owned_headers_in(policy, view),
+            ..Forward::default()
+        });
+    }
+    if let (Action::Forward(f), false) = (&mut d.action, d.enforcement == Enforcement::DryRun) {
+        if pending {
+            // Identity headers come only from the final decision.
+            f.set_headers.clear();
+        }
+        finish_forward(policy, f, view, body);
+    }
+    d
+}
+
+/// Every forwarded request: the canonical path, and no client-sent copy of the
+/// flag marker in the query or body.
+fn finish_forward(policy: &Policy, f: &mut Forward, view: &RequestView, body: Option<&[u8]>) {
+    let _ = policy;
+    let query_base = f.path.clone().unwrap_or_else(|| view.path.clone());
+    let (p, q) = match query_base.iter().position(|&b| b == b'?') {
+        Some(i) => (query_base[..i].to_vec(), query_base[i + 1..].to_vec()),
+        None => (query_base.clone(), Vec::new()),
+    };
+    let spans = flag_field_spans(&q);
+    let q = request::remove_spans(&q, &spans);
+    let mut path = p;
+    if !q.is_empty() {
+        path.push(b'?');
+        path.extend_from_slice(&q);
+    }
+    if path != view.path || f.path.is_some() {
+        f.path = Some(path);
+    }
+    if let Some(b) = body {
+        let base = f.body.clone().unwrap_or_else(|| b.to_vec());
+        let spans = flag_field_spans(&base);
+        if !spans.is_empty() {
+            f.body = Some(request::remove_spans(&base, &spans));
+        }
+    }
+}
+
+/// The pairs of a raw query or form that any stack reads as the flag marker.
+fn flag_field_spans(raw: &[u8]) -> Vec<(usize, usize)> {
+    let marker = reading::Fields {
+        names: vec![FLAG_FIELD.as_bytes().to_vec()],
+        ..Default::default()
+    };
+    let mut spans = Vec::new();
+    let mut start = 0;
+    for seg in raw.split(|&b| b == b'&') {
+        let span = (start, start + seg.len());
+        start += seg.len() + 1;
+        if seg.is_empty() {
+            continue;
+        }
+        if reading::check_params(&marker, seg, None).is_err() || reading::touches(&marker, seg) {
+            spans.push(span);
+        }
+    }
+    spans
+}
+
+fn decide_route(
+    policy: &Policy,
+    tokens: &dyn Lookup,
+    route: &Route,
+    view: &RequestView,
+    body: Option<&[u8]>,
+    pending: bool,
+    now: u64,
+) -> Decision {
     let query = request::parse_params(view.raw_query());
-    let form = body.filter(|_| view.is_form()).map(request::parse_params);
+    let form = body.map(request::parse_params);
     let form = form.as_deref();
     let s2s = || {
         query
@@ -195,7 +451,7 @@ fn decide_inner(
             policy, tokens, route, view, body, pending, now, &query, form,
         )
     } else {
-        passed(policy, route)
+        passed(policy, route, view)
     };
     if !want_signature || pending || d.outcome != Outcome::Allowed {
         return d;
@@ -204,22 +460,15 @@ fn decide_inner(
 }
 
 /// A route's decision before any check: forward, without the headers the filter owns.
-fn passed(policy: &Policy, route: &Route) -> Decision {
+fn passed(policy: &Policy, route: &Route, view: &RequestView) -> Decision {
     Decision {
-        outcome: Outcome::Allowed,
-        enforcement: Enforcement::Enforced,
         action: Action::Forward(Forward {
-            remove_headers: owned_headers(policy),
+            remove_headers: owned_headers_in(policy, view),
             ..Forward::default()
         }),
         route: Some(route.name.clone()),
         scope: route.scope,
-        token_id: None,
-        fingerprint: None,
-        counters: Vec::new(),
-        signature: None,
-        stats: Vec::new(),
-        replay: None,
+        ..Decision::new(Outcome::Allowed)
     }
 }
 
@@ -237,9 +486,9 @@ fn token_decision(
 ) -> Decision {
     let extracted = credential::extract(route, view, query, form);
     // The decision's action is set below, from `forward` or a reply.
-    let mut d = passed(policy, route);
+    let mut d = passed(policy, route, view);
     let mut forward = Forward {
-        remove_headers: owned_headers(policy),
+        remove_headers: owned_headers_in(policy, view),
         ..Forward::default()
     };
     let origin = view.header_values("origin").next();
@@ -368,6 +617,22 @@ pub fn owned_headers(policy: &Policy) -> Vec<String> {
     ]
 }
 
+/// The headers to remove from this request: the owned ones, and every client
+/// header whose name folds onto one (case, `_` for `-`: CGI stacks merge them).
+pub fn owned_headers_in(policy: &Policy, view: &RequestView) -> Vec<String> {
+    let mut out = owned_headers(policy);
+    for (name, _) in &view.headers {
+        if !out.contains(name)
+            && owned_headers(policy)
+                .iter()
+                .any(|o| reading::folds_onto(name, o))
+        {
+            out.push(name.clone());
+        }
+    }
+    out
+}
+
 /// The SDK signature check, after any token check passed.
 fn signature_decision(
     policy: &Policy,
@@ -436,7 +701,9 @@ fn signature_decision(
                         .push(Counter::Signature(SigCounter::UnverifiablePassed));
                     d.signature = Some(format!(
                         "unverifiable_passed signing_id={}",
-                        signing_id.as_deref().unwrap_or("-")
+                        signing_id
+                            .as_deref()
+                            .map_or("-".into(), |s| log_safe(s.as_bytes()))
                     ));
                     d
                 }
@@ -492,6 +759,66 @@ fn signature_decision(
             }
         }
     }
+}
+
+/// Longest attacker-influenced value copied into a log line.
+pub const LOG_VALUE_MAX: usize = 64;
+
+/// A value for a log line: printable ASCII kept, anything else (control characters,
+/// quotes, backslash, `=`, space, bytes beyond ASCII) as `\xNN`, cut at
+/// [`LOG_VALUE_MAX`] bytes with `...`. An attacker cannot forge a field or a line.
+pub fn log_safe(v: &[u8]) -> String {
+    escape(v, LOG_VALUE_MAX, false)
+}
+
+fn escape(v: &[u8], max: usize, space_and_eq: bool) -> String {
+    let mut out = String::with_capacity(v.len().min(max) + 3);
+    for &b in v.iter().take(max) {
+        let plain = b.is_ascii_graphic() && !matches!(b, b'"' | b'\\' | b'=' | b'\'');
+        if plain || (space_and_eq && (b == b' ' || b == b'=')) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    if v.len() > max {
+        out.push_str("...");
+    }
+    out
+}
+
+/// The log line for a decision; `None` for a plain allowed request (not logged).
+pub fn log_line(d: &Decision) -> Option<String> {
+    let plain = d
+        .signature
+        .as_deref()
+        .is_none_or(|s| s.starts_with("verified"));
+    if d.outcome == Outcome::Allowed && d.enforcement == Enforcement::Enforced && plain {
+        return None;
+    }
+    let field = |v: Option<&str>| v.map_or("-".to_string(), |s| log_safe(s.as_bytes()));
+    let mut line = format!(
+        "s2s-guard: {} route={} token_id={} credential_fp={} signature={} enforcement={:?}",
+        d.outcome.name(),
+        field(d.route.as_deref()),
+        field(d.token_id.as_deref()),
+        field(d.fingerprint.as_deref()),
+        // Built from fixed words and escaped values; escaped again, keeping its spaces.
+        d.signature.as_deref().map_or("-".to_string(), |s| escape(
+            s.as_bytes(),
+            2 * LOG_VALUE_MAX,
+            true
+        )),
+        d.enforcement
+    );
+    if let Some(a) = &d.ambiguity {
+        line.push_str(&format!(
+            " reading={} field={}",
+            a.class.name(),
+            log_safe(&a.field)
+        ));
+    }
+    Some(line)
 }
 
 /// Completes a decision that verified a signature, with the replay memory's answer.
@@ -587,20 +914,17 @@ pub fn flag_reason(d: &Decision) -> Option<String> {
 }
 
 /// The body to forward after a decision taken at the end of a form body: the
-/// credential removed, any client-sent `s2s_guard_rejection` field removed, and the
-/// flag reason appended (headers can no longer change at that point).
-pub fn final_body(d: &Decision, body: &[u8]) -> Option<Vec<u8>> {
+/// credential removed, every client-sent copy of the `s2s_guard_rejection` field
+/// removed (any spelling a stack reads as it), and, when the headers already went
+/// upstream (`headers_held` false), the flag reason appended as that field.
+/// `None`: the body is unchanged.
+pub fn final_body(d: &Decision, body: &[u8], headers_held: bool) -> Option<Vec<u8>> {
     let Action::Forward(f) = &d.action else {
         return None;
     };
     let base = f.body.clone().unwrap_or_else(|| body.to_vec());
-    let params = request::parse_params(&base);
-    let spans: Vec<(usize, usize)> = params
-        .iter()
-        .filter(|p| p.name == FLAG_FIELD.as_bytes())
-        .map(|p| p.span)
-        .collect();
-    let reason = flag_reason(d);
+    let spans = flag_field_spans(&base);
+    let reason = flag_reason(d).filter(|_| !headers_held);
     if spans.is_empty() && reason.is_none() {
         return f.body.clone();
     }
@@ -619,6 +943,34 @@ pub fn final_body(d: &Decision, body: &[u8]) -> Option<Vec<u8>> {
 /// The form field that carries the flag reason when headers cannot.
 pub const FLAG_FIELD: &str = "s2s_guard_rejection";
 
+/// The profile's local answer to an outcome.
+fn respond(
+    policy: &Policy,
+    profile: usize,
+    outcome: Outcome,
+    cors_origin: Option<&[u8]>,
+    mut d: Decision,
+) -> Decision {
+    let reply = policy.profiles[profile].reply(outcome);
+    let mut headers = vec![(
+        "content-type".to_string(),
+        reply.content_type.clone().into_bytes(),
+    )];
+    if let Some(o) = cors_origin {
+        headers.push(("access-control-allow-origin".into(), o.to_vec()));
+        headers.push(("vary".into(), b"origin".to_vec()));
+    }
+    d.enforcement = Enforcement::Enforced;
+    d.counters.push(Counter::Rejected(outcome));
+    d.action = Action::Respond(Respond {
+        status: reply.status,
+        body: reply.body.clone(),
+        headers,
+        details: format!("s2s_guard_{}", outcome.name()),
+    });
+    d
+}
+
 fn apply_mode(
     policy: &Policy,
     profile: usize,
@@ -628,24 +980,7 @@ fn apply_mode(
     mut d: Decision,
 ) -> Decision {
     match policy.mode {
-        Mode::Enforce => {
-            let reply = policy.profiles[profile].reply(outcome);
-            let mut headers = vec![(
-                "content-type".to_string(),
-                reply.content_type.clone().into_bytes(),
-            )];
-            if let Some(o) = cors_origin {
-                headers.push(("access-control-allow-origin".into(), o.to_vec()));
-                headers.push(("vary".into(), b"origin".to_vec()));
-            }
-            d.counters.push(Counter::Rejected(outcome));
-            d.action = Action::Respond(Respond {
-                status: reply.status,
-                body: reply.body.clone(),
-                headers,
-                details: format!("s2s_guard_{}", outcome.name()),
-            });
-        }
+        Mode::Enforce => return respond(policy, profile, outcome, cors_origin, d),
         Mode::Flag => {
             d.enforcement = Enforcement::Flagged;
             d.counters.push(Counter::Flagged(outcome));
@@ -664,7 +999,11 @@ fn apply_mode(
                 remove_headers: forward
                     .remove_headers
                     .into_iter()
-                    .filter(|h| owned_headers(policy).contains(h))
+                    .filter(|h| {
+                        owned_headers(policy)
+                            .iter()
+                            .any(|o| reading::folds_onto(h, o))
+                    })
                     .collect(),
                 ..Forward::default()
             });
@@ -673,24 +1012,12 @@ fn apply_mode(
     d
 }
 
-fn unknown_path(policy: &Policy, owned: Vec<String>) -> Decision {
+fn unknown_path(policy: &Policy, view: &RequestView) -> Decision {
     let forward = Forward {
-        remove_headers: owned,
+        remove_headers: owned_headers_in(policy, view),
         ..Forward::default()
     };
-    let d = Decision {
-        outcome: Outcome::UnknownEndpoint,
-        enforcement: Enforcement::Enforced,
-        action: Action::Forward(Forward::default()),
-        route: None,
-        scope: None,
-        token_id: None,
-        fingerprint: None,
-        counters: Vec::new(),
-        signature: None,
-        stats: Vec::new(),
-        replay: None,
-    };
+    let d = Decision::new(Outcome::UnknownEndpoint);
     if !policy.reject_unknown_paths {
         return Decision {
             outcome: Outcome::Allowed,
@@ -715,8 +1042,6 @@ fn unknown_path(policy: &Policy, owned: Vec<String>) -> Decision {
 fn preflight(route: &Route, view: &RequestView) -> Decision {
     let origin = view.header_values("origin").next().unwrap_or(b"*").to_vec();
     Decision {
-        outcome: Outcome::Allowed,
-        enforcement: Enforcement::Enforced,
         action: Action::Respond(Respond {
             status: 204,
             body: Vec::new(),
@@ -737,12 +1062,8 @@ fn preflight(route: &Route, view: &RequestView) -> Decision {
         }),
         route: Some(route.name.clone()),
         scope: route.scope,
-        token_id: None,
-        fingerprint: None,
         counters: vec![Counter::Preflight],
-        signature: None,
-        stats: Vec::new(),
-        replay: None,
+        ..Decision::new(Outcome::Allowed)
     }
 }
 

@@ -205,6 +205,7 @@ impl RootContext for Root {
             shared_lookup,
             metrics: self.metrics.clone(),
             view: None,
+            body_size: 0,
             response_headers: Vec::new(),
         }))
     }
@@ -222,6 +223,8 @@ struct Stream {
     metrics: Rc<Metrics>,
     /// Kept when the decision waits for the body.
     view: Option<RequestView>,
+    /// Bytes of body buffered so far (Envoy reports the buffered total).
+    body_size: usize,
     /// Headers to add to the response (CORS).
     response_headers: Vec<(String, Vec<u8>)>,
 }
@@ -301,25 +304,9 @@ impl Stream {
     }
 
     fn log(&self, d: &Decision) {
-        let plain = d.signature.is_none()
-            || d.signature
-                .as_deref()
-                .is_some_and(|s| s.starts_with("verified"));
-        if d.outcome == crate::policy::Outcome::Allowed
-            && d.enforcement == decision::Enforcement::Enforced
-            && plain
-        {
-            return;
+        if let Some(line) = decision::log_line(d) {
+            info!("{line}");
         }
-        let route = d.route.as_deref().unwrap_or("-");
-        let token = d.token_id.as_deref().unwrap_or("-");
-        let fp = d.fingerprint.as_deref().unwrap_or("-");
-        let sig = d.signature.as_deref().unwrap_or("-");
-        info!(
-            "s2s-guard: {} route={route} token_id={token} credential_fp={fp} signature={sig} enforcement={:?}",
-            d.outcome.name(),
-            d.enforcement
-        );
     }
 
     /// Applies header-side changes (only valid in `on_http_request_headers`).
@@ -350,7 +337,11 @@ impl Stream {
     fn closed_gate(&self) -> Option<Action> {
         let inline = self.inline.as_ref()?;
         let view = RequestView::from_headers(self.get_http_request_headers_bytes());
-        inline.policy.route(&view.method, view.url_path())?;
+        if let Ok(r) = decision::resolve(&inline.policy, &view) {
+            if r.routing == crate::policy::Routing::Unknown {
+                return None;
+            }
+        }
         let (retry, counter, why) = match self.gate {
             Gate::NotReady { retry_after_s } => (
                 retry_after_s,
@@ -387,6 +378,65 @@ impl Stream {
     }
 }
 
+impl Stream {
+    /// Decides a request whose body (and trailers, if any) are complete: at the end
+    /// of the body, or in the trailers. `size` is the buffered body's length.
+    fn decide_buffered(&mut self, size: usize, trailers_phase: bool) -> Action {
+        let (Some(loaded), Some(view)) = (self.loaded.clone(), self.view.take()) else {
+            return Action::Continue;
+        };
+        let policy = &loaded.policy;
+        let body = self.get_http_request_body(0, size).unwrap_or_default();
+        let now = self.now();
+        let d = match &self.shared_lookup {
+            Some(prefix) => {
+                decision::decide_with(policy, &SharedLookup { prefix }, &view, Some(&body), now)
+            }
+            None => decision::decide(policy, &view, Some(&body), now),
+        };
+        let d = self.settle(policy, d);
+        self.count(&d);
+        self.log(&d);
+        match &d.action {
+            Act::Respond(r) => {
+                self.respond(r);
+                Action::Pause
+            }
+            Act::Forward(f) => {
+                if policy.hold_headers_for_body {
+                    // The headers were held: every change, headers included, applies now.
+                    self.apply_headers(f);
+                    if let Some(b) = decision::final_body(&d, &body, true) {
+                        self.set_http_request_body(0, size, &b);
+                        self.set_http_request_header("content-length", Some(&b.len().to_string()));
+                    }
+                } else if policy.mode != Mode::DryRun {
+                    if let Some(b) = decision::final_body(&d, &body, false) {
+                        self.set_http_request_body(0, size, &b);
+                    }
+                }
+                if trailers_phase {
+                    self.strip_owned_trailers(policy);
+                }
+                self.response_headers = f.response_headers.clone();
+                Action::Continue
+            }
+        }
+    }
+
+    /// Request trailers named like a header the filter owns never reach the collector.
+    fn strip_owned_trailers(&self, policy: &Policy) {
+        for (name, _) in self.get_http_request_trailers_bytes() {
+            if decision::owned_headers(policy)
+                .iter()
+                .any(|o| crate::reading::folds_onto(&name, o))
+            {
+                self.set_http_request_trailer(&name, None);
+            }
+        }
+    }
+}
+
 impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _n: usize, end_of_stream: bool) -> Action {
         if self.gate != Gate::Open {
@@ -400,35 +450,44 @@ impl HttpContext for Stream {
             return self.fail_unconfigured();
         };
         let policy = &loaded.policy;
-        let view = RequestView::from_headers(self.get_http_request_headers_bytes());
+        let mut view = RequestView::from_headers(self.get_http_request_headers_bytes());
+        view.has_body = !end_of_stream;
         let now = self.now();
-        if !end_of_stream && decision::needs_body(policy, &view) && policy.hold_headers_for_body {
-            // Envoy runs with allow_on_headers_stop_iteration: hold the headers, read
-            // the body, then decide and change everything at once.
-            self.view = Some(view);
-            return Action::Pause;
-        }
-        if !end_of_stream && decision::needs_body(policy, &view) {
-            // Make the header changes known now; decide when the body is complete.
+        if view.has_body && decision::needs_body(policy, &view) {
             let partial = match &self.shared_lookup {
                 Some(prefix) => {
                     decision::decide_partial(policy, &SharedLookup { prefix }, &view, now)
                 }
                 None => decision::decide_partial(policy, &policy.tokens, &view, now),
             };
+            if partial.early {
+                // Refused whatever the body holds: answer before anything goes upstream.
+                self.count(&partial);
+                self.log(&partial);
+                if let Act::Respond(r) = &partial.action {
+                    self.respond(r);
+                    return Action::Pause;
+                }
+                if let Act::Forward(f) = &partial.action {
+                    self.apply_headers(f);
+                }
+                return Action::Continue;
+            }
+            self.view = Some(view);
+            if policy.hold_headers_for_body {
+                // Envoy runs with allow_on_headers_stop_iteration: hold the headers,
+                // read the body, then decide and change everything at once.
+                return Action::Pause;
+            }
+            // Make the header changes known now (never identity headers: those come
+            // only from the final decision); decide when the body is complete.
             if let Act::Forward(f) = &partial.action {
                 self.apply_headers(f);
-                self.response_headers = f.response_headers.clone();
-            } else {
-                for h in decision::owned_headers(policy) {
-                    self.set_http_request_header(&h, None);
-                }
             }
             if policy.strip_credential || policy.mode != Mode::DryRun {
                 // The body may change length; Envoy then re-frames it.
                 self.set_http_request_header("content-length", None);
             }
-            self.view = Some(view);
             return Action::Continue;
         }
         let d = match &self.shared_lookup {
@@ -458,8 +517,9 @@ impl HttpContext for Stream {
             return Action::Continue;
         };
         let policy = &loaded.policy;
+        self.body_size = size;
         if size > policy.max_body_bytes {
-            let d = decision::body_too_large(policy, view);
+            let d = decision::body_too_large(policy, view, policy.hold_headers_for_body);
             self.view = None;
             self.count(&d);
             self.log(&d);
@@ -477,45 +537,27 @@ impl HttpContext for Stream {
             };
         }
         if !end_of_stream {
+            // Trailers may follow the last chunk (HTTP/2): the decision waits for
+            // the true end of the request.
             return Action::Pause;
         }
-        let body = self.get_http_request_body(0, size).unwrap_or_default();
-        let now = self.now();
-        let d = match &self.shared_lookup {
-            Some(prefix) => {
-                decision::decide_with(policy, &SharedLookup { prefix }, view, Some(&body), now)
-            }
-            None => decision::decide(policy, view, Some(&body), now),
+        self.decide_buffered(size, false)
+    }
+
+    fn on_http_request_trailers(&mut self, _n: usize) -> Action {
+        let Some(loaded) = self.loaded.clone() else {
+            return Action::Continue;
         };
-        self.view = None;
-        let d = self.settle(policy, d);
-        self.count(&d);
-        self.log(&d);
-        match &d.action {
-            Act::Respond(r) => {
-                self.respond(r);
-                Action::Pause
+        if self.view.is_some() {
+            let trailers = self.get_http_request_trailers_bytes();
+            if let Some(view) = self.view.as_mut() {
+                view.trailers = trailers;
             }
-            Act::Forward(f) if policy.hold_headers_for_body => {
-                // The headers were held: every change, headers included, applies now.
-                self.apply_headers(f);
-                if let Some(b) = &f.body {
-                    self.set_http_request_body(0, size, b);
-                    self.set_http_request_header("content-length", Some(&b.len().to_string()));
-                }
-                self.response_headers = f.response_headers.clone();
-                Action::Continue
-            }
-            Act::Forward(f) => {
-                if policy.mode != Mode::DryRun {
-                    if let Some(b) = decision::final_body(&d, &body) {
-                        self.set_http_request_body(0, size, &b);
-                    }
-                }
-                self.response_headers = f.response_headers.clone();
-                Action::Continue
-            }
+            let size = self.body_size;
+            return self.decide_buffered(size, true);
         }
+        self.strip_owned_trailers(&loaded.policy);
+        Action::Continue
     }
 
     fn on_http_response_headers(&mut self, _n: usize, _end_of_stream: bool) -> Action {

@@ -58,6 +58,8 @@ pub enum Counter {
     Shadow(Outcome),
     /// Would have been rejected, forwarded because of `flag` or `dry_run` mode.
     Flagged(Outcome),
+    /// Requests refused because they can be read more than one way, by class.
+    Ambiguity(crate::reading::Class),
     /// Requests on paths no route matches, passed through.
     Unmatched,
     /// CORS preflights answered.
@@ -101,8 +103,14 @@ const SOURCE_COUNTERS: [Counter; 7] = [
 const SCOPES: usize = Scope::ALL.len() + 1;
 
 /// Number of counters.
-pub const COUNT: usize =
-    OUTCOMES * SCOPES + 3 * OUTCOMES + 7 + 5 + REASONS + SOURCE_COUNTERS.len() + 10;
+pub const COUNT: usize = OUTCOMES * SCOPES
+    + 3 * OUTCOMES
+    + 7
+    + 5
+    + REASONS
+    + SOURCE_COUNTERS.len()
+    + 10
+    + crate::reading::Class::ALL.len();
 
 const REASONS: usize = 2 + crate::signature::Field::ALL.len() + 9;
 
@@ -146,6 +154,11 @@ impl Counter {
                 .into_iter()
                 .map(Counter::SourceFailed),
         );
+        v.extend(
+            crate::reading::Class::ALL
+                .into_iter()
+                .map(Counter::Ambiguity),
+        );
         v
     }
 
@@ -173,6 +186,9 @@ impl Counter {
                 let base = fam + 3 * OUTCOMES + 7 + SigCounter::all().len();
                 let list = SOURCE_COUNTERS;
                 match other {
+                    Counter::Ambiguity(c) => {
+                        base + list.len() + crate::distribution::Failure::ALL.len() + c.index()
+                    }
                     Counter::SourceFailed(f) => {
                         base + list.len()
                             + crate::distribution::Failure::ALL
@@ -215,6 +231,7 @@ impl Counter {
             Counter::SourceLeaseAcquired => "s2s_guard.source.lease_acquired".into(),
             Counter::SourceNotReady => "s2s_guard.source.not_ready_rejected".into(),
             Counter::SourceStale => "s2s_guard.source.stale_rejected".into(),
+            Counter::Ambiguity(c) => format!("s2s_guard.ambiguous.class.{}", c.name()),
         }
     }
 }

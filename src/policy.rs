@@ -34,10 +34,14 @@ pub enum Outcome {
     UnknownEndpoint,
     Ambiguous,
     BodyTooLarge,
+    /// A method the route does not list, on a protected path.
+    MethodNotAllowed,
+    /// A body the filter cannot read (media type or content coding).
+    UnsupportedMediaType,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 12] = [
+    pub const ALL: [Outcome; 14] = [
         Outcome::Allowed,
         Outcome::Missing,
         Outcome::Wrong,
@@ -50,6 +54,8 @@ impl Outcome {
         Outcome::UnknownEndpoint,
         Outcome::Ambiguous,
         Outcome::BodyTooLarge,
+        Outcome::MethodNotAllowed,
+        Outcome::UnsupportedMediaType,
     ];
 
     /// The name used in counters, logs and the flag header.
@@ -67,6 +73,8 @@ impl Outcome {
             Outcome::UnknownEndpoint => "unknown_endpoint",
             Outcome::Ambiguous => "ambiguous",
             Outcome::BodyTooLarge => "body_too_large",
+            Outcome::MethodNotAllowed => "method_not_allowed",
+            Outcome::UnsupportedMediaType => "unsupported_media_type",
         }
     }
 
@@ -159,6 +167,21 @@ pub struct Route {
     pub cors: bool,
     /// What the route checks: a token, an SDK signature, or both.
     pub checks: Checks,
+    /// What the route's body is to the collector.
+    pub body: BodyRule,
+    /// The fields the decision reads, derived from the above ([`Route::finish`]).
+    pub fields: crate::reading::Fields,
+}
+
+/// What a route's request body is to the collector behind it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyRule {
+    /// The collector may read parameters from a form body: the filter reads it
+    /// completely and refuses any other media type or content coding.
+    Form,
+    /// The collector reads no parameters from the body (a JSON event API whose
+    /// credential is in headers or query): the body is not read.
+    Ignore,
 }
 
 /// The checks a route makes.
@@ -173,12 +196,10 @@ pub enum Checks {
 }
 
 impl Route {
-    /// Does this route read the form body (credentials, params, app or signed fields)?
-    pub fn reads_form(&self) -> bool {
-        self.sources.iter().any(|s| matches!(s, Source::Form(_)))
-            || !self.required.is_empty()
-            || self.app_param.is_some()
-            || self.checks != Checks::Token
+    /// Derives what the decision reads; called once the route is complete.
+    pub fn finish(mut self) -> Route {
+        self.fields = crate::reading::Fields::of(&self);
+        self
     }
 }
 
@@ -308,6 +329,8 @@ pub struct UpstreamHeaders {
 #[derive(Debug)]
 pub struct Policy {
     pub mode: Mode,
+    /// How request paths are made canonical before routing.
+    pub paths: crate::path::PathOptions,
     pub reject_unknown_paths: bool,
     /// Profile answering unknown paths when they are rejected.
     pub unknown_profile: usize,
@@ -337,25 +360,57 @@ pub struct Policy {
     pub set_version: Option<u64>,
 }
 
+/// Where a request lands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Routing<'a> {
+    /// No route has this (canonical) path.
+    Unknown,
+    /// A protected path, but no route for this method there.
+    MethodNotAllowed(&'a Route),
+    Route(&'a Route),
+}
+
 impl Policy {
-    /// The route for a request: exact matches first, then the longest prefix.
-    /// A path that matches but with another method is not matched.
-    pub fn route(&self, method: &[u8], path: &[u8]) -> Option<&Route> {
+    /// The route for a canonical path and a method: exact matches first, then the
+    /// longest prefix. A protected path with another method is
+    /// [`Routing::MethodNotAllowed`], never unknown.
+    pub fn routing(&self, method: &[u8], path: &[u8]) -> Routing<'_> {
         let method_ok = |r: &Route| r.methods.is_empty() || r.methods.iter().any(|m| m == method);
-        let exact = self.routes.iter().find(|r| {
-            matches!(r.path, PathMatch::Exact(_)) && r.path.matches(path) && method_ok(r)
-        });
-        exact.or_else(|| {
+        let exact = |want_method: bool| {
+            self.routes.iter().find(|r| {
+                matches!(r.path, PathMatch::Exact(_))
+                    && r.path.matches(path)
+                    && (!want_method || method_ok(r))
+            })
+        };
+        let prefix = |want_method: bool| {
             self.routes
                 .iter()
                 .filter(|r| {
-                    matches!(r.path, PathMatch::Prefix(_)) && r.path.matches(path) && method_ok(r)
+                    matches!(r.path, PathMatch::Prefix(_))
+                        && r.path.matches(path)
+                        && (!want_method || method_ok(r))
                 })
                 .max_by_key(|r| match &r.path {
                     PathMatch::Prefix(p) => p.len(),
                     PathMatch::Exact(_) => 0,
                 })
-        })
+        };
+        if let Some(r) = exact(true).or_else(|| prefix(true)) {
+            return Routing::Route(r);
+        }
+        match exact(false).or_else(|| prefix(false)) {
+            Some(r) => Routing::MethodNotAllowed(r),
+            None => Routing::Unknown,
+        }
+    }
+
+    /// The route for a canonical path and a method, if there is one.
+    pub fn route(&self, method: &[u8], path: &[u8]) -> Option<&Route> {
+        match self.routing(method, path) {
+            Routing::Route(r) => Some(r),
+            _ => None,
+        }
     }
 
     /// Does the route accept a secret of this kind?

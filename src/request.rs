@@ -14,6 +14,10 @@ pub struct RequestView {
     /// Path with query, as on the request line (`:path`).
     pub path: Vec<u8>,
     pub headers: Vec<(String, Vec<u8>)>,
+    /// A body follows the headers (`end_of_stream` was false on them).
+    pub has_body: bool,
+    /// Request trailers, when the decision is taken after them (HTTP/2).
+    pub trailers: Vec<(String, Vec<u8>)>,
 }
 
 impl RequestView {
@@ -65,12 +69,11 @@ impl RequestView {
         Ok(first)
     }
 
-    /// Is the body a form (`application/x-www-form-urlencoded`, parameters ignored)?
+    /// Is the body a plain form ([`crate::reading::is_form_media_type`])?
     pub fn is_form(&self) -> bool {
-        self.header_values("content-type").next().is_some_and(|ct| {
-            let media = ct.split(|&b| b == b';').next().unwrap_or_default();
-            trim(media).eq_ignore_ascii_case(b"application/x-www-form-urlencoded")
-        })
+        self.header_values("content-type")
+            .next()
+            .is_some_and(crate::reading::is_form_media_type)
     }
 }
 

@@ -241,6 +241,11 @@ enum IdFormat {
     Hex(usize, usize),
 }
 
+/// The names of every device identifier a signature may cover.
+pub fn device_id_names() -> impl Iterator<Item = &'static str> {
+    DEVICE_IDS.iter().map(|(n, _)| *n)
+}
+
 fn is_device_id(name: &str) -> bool {
     DEVICE_IDS.iter().any(|(n, _)| *n == name)
 }

@@ -193,6 +193,12 @@ impl Case {
         self.status = 401;
         self
     }
+    /// Refused before any signature check: the request reads more than one way.
+    fn ambiguous(mut self) -> Case {
+        self.forwarded = false;
+        self.status = 400;
+        self
+    }
     fn counts(mut self, c: &[&'static str]) -> Case {
         self.counters = c.to_vec();
         self
@@ -669,8 +675,12 @@ fn cases() -> Vec<Case> {
     dup.path = format!("/session?gps_adid={GPS}");
     out.push(
         case("a parameter in both query and body", c(), dup)
-            .rejected()
-            .counts(&["s2s_guard.signature.outcome.duplicate_param", REJ, INVALID]),
+            .ambiguous()
+            .counts(&[
+                "s2s_guard.requests.outcome.ambiguous.scope.sessions",
+                "s2s_guard.rejected.outcome.ambiguous",
+                "s2s_guard.ambiguous.class.repeated",
+            ]),
     );
 
     // S2S traffic on the shared endpoints takes the token path.
@@ -707,9 +717,14 @@ fn check(c: &Case, o: &Observed, runner: &str) {
     assert_eq!(o.forwarded, c.forwarded, "{ctx}: forwarded? {o:?}");
     assert_eq!(o.status, c.status, "{ctx}: status; {o:?}");
     if !c.forwarded {
+        let want = if c.status == 400 {
+            "Ambiguous request"
+        } else {
+            "Request signature rejected"
+        };
         assert_eq!(
             String::from_utf8_lossy(&o.body),
-            "Request signature rejected",
+            want,
             "{ctx}: the body never says which check failed"
         );
     }
@@ -741,19 +756,39 @@ fn check(c: &Case, o: &Observed, runner: &str) {
 #[test]
 fn signatures_native() {
     let mut memory = ReplayMemory::default();
+    check_all(
+        |c| run_native_with(&c.config, &c.req, &mut memory, START),
+        "native",
+    );
+}
+
+/// Runs every case and reports every failing one, not only the first.
+fn check_all(mut run: impl FnMut(&Case) -> Observed, runner: &str) {
+    let mut failures = Vec::new();
     for c in cases() {
-        let o = run_native_with(&c.config, &c.req, &mut memory, START);
-        check(&c, &o, "native");
+        let o = run(&c);
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(&c, &o, runner)));
+        if let Err(e) = r {
+            let msg = e
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            failures.push(msg.chars().take(400).collect::<String>());
+        }
     }
+    assert!(
+        failures.is_empty(),
+        "{} failing cases:\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
 }
 
 #[test]
 fn signatures_through_the_wasm() {
     let mut runner = WasmRunner::new();
-    for c in cases() {
-        let o = runner.run(&c.config, &c.req);
-        check(&c, &o, "wasm");
-    }
+    check_all(|c| runner.run(&c.config, &c.req), "wasm");
     // Nothing secret in logs, and the reason (not the secret) is logged.
     let logs: Vec<String> = runner
         .host(&config(""))
@@ -774,6 +809,7 @@ fn host(config: &str, workers: usize) -> Host {
         HostOptions {
             workers,
             plugin_config: config.as_bytes().to_vec(),
+            allow_on_headers_stop_iteration: config.contains(r#""hold_headers_for_body": true"#),
             ..HostOptions::default()
         },
     )
@@ -909,7 +945,8 @@ fn signature_configuration_errors() {
 /// token first (with the route's profile), then the signature.
 #[test]
 fn token_and_signature_compose() {
-    let cfg = r#"{"routes": [{"path": "/session", "profile": "swaarm", "credentials": ["header:x-api-key"],
+    // Headers held while the body is read, so the verified identity can be set.
+    let cfg = r#"{"hold_headers_for_body": true, "routes": [{"path": "/session", "profile": "swaarm", "credentials": ["header:x-api-key"],
                    "app_param": "app_token", "checks": "token_and_signature"}],
        "tokens": [{"id": "partner", "secret": "partner-key"}],
        "apps": {"abc123": {"signature": {"enforce_signature": true, "secrets": [{"id": 2, "info": [1234, 5678, 9012, 3456]}]}}}}"#;

@@ -133,6 +133,13 @@ fn cases() -> Vec<Case> {
         )
     };
     let hold_flag = || config(r#","hold_headers_for_body": true, "mode": "flag""#);
+    let hold_flag_off = || config(r#","hold_headers_for_body": true"#);
+    let json_route = || {
+        config(
+            r#","routes": [{"path": "/json", "profile": "swaarm", "credentials": ["query:s2s_token"],
+                "required_params": ["user_id"], "body": "ignore"}]"#,
+        )
+    };
     let big = "x".repeat(5000);
     vec![
         // ---- Adjust profile --------------------------------------------------------
@@ -179,7 +186,7 @@ fn cases() -> Vec<Case> {
             .counts(&["s2s_guard.requests.outcome.allowed.scope.events"]),
         case("adjust: two Authorization headers are ambiguous", c(),
              adjust_event("").header("authorization", bearer(ADJUST_TOKEN)).header("authorization", "Bearer legacy-token"))
-            .local(202, "Wrong authentication token")
+            .local(400, "Ambiguous request")
             .counts(&["s2s_guard.requests.outcome.ambiguous.scope.events", "s2s_guard.rejected.outcome.ambiguous"]),
         case("adjust: app with authentication off passes (shadow)", c(),
              Request::get("/event?s2s=1&app_token=notlisted&event_token=x"))
@@ -196,7 +203,9 @@ fn cases() -> Vec<Case> {
              Request::post("/event").header("authorization", bearer(ADJUST_TOKEN))
                 .header("content-type", "application/x-www-form-urlencoded")
                 .body(format!("s2s=1&app_token={APP}&event_token=abc")))
-            .allowed_as("adj-events")
+            // Decided after the headers went upstream: identity headers come only
+            // from a final decision, so none (hold mode sets them, below).
+            .up("x-s2s-guard-token-id", None)
             .up("authorization", None)
             .up("content-length", None)
             .up_body("s2s=1&app_token=abc123kuvada7&event_token=abc")
@@ -223,8 +232,12 @@ fn cases() -> Vec<Case> {
              adjust_event("").header("authorization", r#"Signature secret_id="1",signature="ab",algorithm="sha256",headers="created_at""#))
             .local(202, "Missing authentication token")
             .counts(&["s2s_guard.requests.outcome.missing.scope.events", "s2s_guard.rejected.outcome.missing"]),
-        case("adjust: method not on the route is an unknown endpoint (passes)", c(), Request::new("DELETE", "/event"))
-            .counts(&["s2s_guard.unmatched"]),
+        case("adjust: a method the route does not list is refused (405)", c(), Request::new("DELETE", "/event"))
+            .local(405, "Method not allowed")
+            .counts(&["s2s_guard.requests.outcome.method_not_allowed.scope.events", "s2s_guard.rejected.outcome.method_not_allowed"]),
+        case("adjust: a lower-case method is not POST (405)", c(), Request::new("post", &format!("/event?s2s=1&app_token={APP}")))
+            .local(405, "Method not allowed")
+            .counts(&["s2s_guard.requests.outcome.method_not_allowed.scope.events", "s2s_guard.rejected.outcome.method_not_allowed"]),
         // ---- modes -----------------------------------------------------------------
         case("flag mode: wrong token forwarded with the reason", flag(), adjust_event("").header("authorization", "Bearer nope"))
             .up("x-s2s-guard-rejection", Some("wrong"))
@@ -267,17 +280,17 @@ fn cases() -> Vec<Case> {
              Request::get("/postback?s2s_token=s2sTokenFor%54he%53toreApp&user_id=u&event_id=e"))
             .allowed_as("swaarm")
             .counts(&["s2s_guard.requests.outcome.allowed.scope.none"]),
-        case("swaarm: the same token repeated is one", c(),
+        case("swaarm: a decision field given twice is ambiguous, even with one value", c(),
              Request::get(&format!("/postback?s2s_token={SWAARM}&user_id=u&event_id=e&s2s_token={SWAARM}")))
-            .up(":path", Some("/postback?user_id=u&event_id=e"))
-            .counts(&["s2s_guard.requests.outcome.allowed.scope.none"]),
+            .local(400, "Ambiguous request")
+            .counts(&["s2s_guard.requests.outcome.ambiguous.scope.none", "s2s_guard.rejected.outcome.ambiguous", "s2s_guard.ambiguous.class.repeated"]),
         case("swaarm: two different s2s_token values are ambiguous", c(),
              Request::get(&format!("/postback?s2s_token={SWAARM}&user_id=u&event_id=e&s2s_token=x")))
-            .local(401, "The s2s token is invalid")
-            .counts(&["s2s_guard.requests.outcome.ambiguous.scope.none", "s2s_guard.rejected.outcome.ambiguous"]),
+            .local(400, "Ambiguous request")
+            .counts(&["s2s_guard.requests.outcome.ambiguous.scope.none", "s2s_guard.rejected.outcome.ambiguous", "s2s_guard.ambiguous.class.repeated"]),
         case("swaarm: header and query disagree", c(),
              Request::get(&format!("/postback?s2s_token={SWAARM}&user_id=u&event_id=e")).header("authorization", "other"))
-            .local(401, "The s2s token is invalid")
+            .local(400, "Ambiguous request")
             .counts(&["s2s_guard.requests.outcome.ambiguous.scope.none", "s2s_guard.rejected.outcome.ambiguous"]),
         case("swaarm: missing event_id is a 400", c(), Request::get(&format!("/postback?s2s_token={SWAARM}&user_id=u")))
             .local(400, "The request is missing a required parameter")
@@ -308,17 +321,30 @@ fn cases() -> Vec<Case> {
         case("form: body and query disagree", form(),
              Request::post("/form?s2s_token=other").header("content-type", "application/x-www-form-urlencoded")
                 .body(format!("user_id=u&s2s_token={SWAARM}")))
-            .local(401, "The s2s token is invalid")
-            .counts(&["s2s_guard.requests.outcome.ambiguous.scope.none", "s2s_guard.rejected.outcome.ambiguous"]),
+            .local(400, "Ambiguous request")
+            .counts(&["s2s_guard.requests.outcome.ambiguous.scope.none", "s2s_guard.rejected.outcome.ambiguous", "s2s_guard.ambiguous.class.repeated"]),
         case("form: body over the limit", form(),
              Request::post("/form").header("content-type", "application/x-www-form-urlencoded")
                 .body(format!("user_id=u&s2s_token={SWAARM}&pad={}", "p".repeat(70_000))))
             .local(413, "Request body too large")
             .counts(&["s2s_guard.requests.outcome.body_too_large.scope.none", "s2s_guard.rejected.outcome.body_too_large"]),
-        case("form: a JSON body is not read", form(),
+        case("form: a body the filter cannot read is refused (415)", form(),
              Request::post(&format!("/form?s2s_token={SWAARM}&user_id=u")).header("content-type", "application/json").body("{\"s2s_token\":\"x\"}"))
+            .local(415, "Unsupported request body")
+            .counts(&["s2s_guard.requests.outcome.unsupported_media_type.scope.none", "s2s_guard.rejected.outcome.unsupported_media_type"]),
+        case("form: a route whose body is ignored forwards JSON unread", json_route(),
+             Request::post(&format!("/json?s2s_token={SWAARM}&user_id=u")).header("content-type", "application/json").body("{\"s2s_token\":\"x\"}"))
+            .allowed_as("swaarm")
             .up_body("{\"s2s_token\":\"x\"}")
             .counts(&["s2s_guard.requests.outcome.allowed.scope.none"]),
+        case("hold: form POST, token in header, app in body: identity from the final decision", hold_flag_off(),
+             Request::post("/event").header("authorization", bearer(ADJUST_TOKEN))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(format!("s2s=1&app_token={APP}&event_token=abc")))
+            .allowed_as("adj-events")
+            .up("x-s2s-guard-app", Some(APP))
+            .up_body("s2s=1&app_token=abc123kuvada7&event_token=abc")
+            .counts(&["s2s_guard.requests.outcome.allowed.scope.events"]),
         // ---- headers held while the body is read (allow_on_headers_stop_iteration) --
         case("hold: a token in the form body names the token upstream", hold_form(),
              Request::post("/form").header("content-type", "application/x-www-form-urlencoded")
@@ -447,21 +473,38 @@ fn check(case: &Case, o: &Observed, runner: &str) {
     );
 }
 
+/// Runs every case and reports every failing one, not only the first.
+fn check_all(mut run: impl FnMut(&Case) -> Observed, runner: &str) {
+    let mut failures = Vec::new();
+    for c in cases() {
+        let o = run(&c);
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(&c, &o, runner)));
+        if let Err(e) = r {
+            let msg = e
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            failures.push(msg);
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failing cases:\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
+}
+
 #[test]
 fn scenarios_native() {
-    for c in cases() {
-        let o = run_native(&c.config, &c.req);
-        check(&c, &o, "native");
-    }
+    check_all(|c| run_native(&c.config, &c.req), "native");
 }
 
 #[test]
 fn scenarios_through_the_wasm() {
     let mut runner = WasmRunner::new();
-    for c in cases() {
-        let o = runner.run(&c.config, &c.req);
-        check(&c, &o, "wasm");
-    }
+    check_all(|c| runner.run(&c.config, &c.req), "wasm");
 }
 
 /// Logs name the token id, and a wrong credential by fingerprint only.

@@ -83,31 +83,33 @@ pub fn run_native_with(
 ) -> Observed {
     let policy = s2s_guard::config::parse(config.as_bytes()).expect("config");
     let mut headers = req.envoy_headers();
-    let view = RequestView::from_headers(headers.clone());
-    let body_phase = !req.body.is_empty() && decision::needs_body(&policy, &view);
+    let mut view = RequestView::from_headers(headers.clone());
+    // HTTP/1.1 (the host's default): Envoy's codec drops request trailers.
+    let trailers = delivered_trailers(req);
+    view.has_body = !req.body.is_empty() || !trailers.is_empty();
+    let mut body_phase = view.has_body && decision::needs_body(&policy, &view);
     let hold = body_phase && policy.hold_headers_for_body;
-    let d = if hold {
-        // Headers held (allow_on_headers_stop_iteration): decide with the body first.
-        if req.body.len() > policy.max_body_bytes {
-            decision::body_too_large(&policy, &view)
-        } else {
-            decision::decide(&policy, &view, Some(&req.body), now)
-        }
-    } else if body_phase {
+    let mut early = None;
+    if body_phase {
         let partial = decision::decide_partial(&policy, &policy.tokens, &view, now);
-        match &partial.action {
-            Action::Forward(f) => apply(&mut headers, f),
-            Action::Respond(_) => {
-                for h in decision::owned_headers(&policy) {
-                    headers.retain(|(k, _)| *k != h);
-                }
+        if partial.early {
+            body_phase = false;
+            early = Some(partial);
+        } else if !hold {
+            if let Action::Forward(f) = &partial.action {
+                apply(&mut headers, f);
+            }
+            if policy.strip_credential || policy.mode != s2s_guard::policy::Mode::DryRun {
+                headers.retain(|(k, _)| k != "content-length");
             }
         }
-        if policy.strip_credential || policy.mode != s2s_guard::policy::Mode::DryRun {
-            headers.retain(|(k, _)| k != "content-length");
-        }
+    }
+    view.trailers = trailers;
+    let d = if let Some(d) = early {
+        d
+    } else if body_phase {
         if req.body.len() > policy.max_body_bytes {
-            decision::body_too_large(&policy, &view)
+            decision::body_too_large(&policy, &view, hold)
         } else {
             decision::decide(&policy, &view, Some(&req.body), now)
         }
@@ -142,14 +144,14 @@ pub fn run_native_with(
             let mut body = req.body.clone();
             if hold {
                 apply(&mut headers, &f);
-                if let Some(b) = &f.body {
-                    body = b.clone();
+                if let Some(b) = decision::final_body(&d, &req.body, true) {
+                    body = b;
                     headers.retain(|(k, _)| k != "content-length");
-                    headers.push(("content-length".into(), b.len().to_string().into_bytes()));
+                    headers.push(("content-length".into(), body.len().to_string().into_bytes()));
                 }
             } else if body_phase {
                 if policy.mode != s2s_guard::policy::Mode::DryRun {
-                    if let Some(b) = decision::final_body(&d, &req.body) {
+                    if let Some(b) = decision::final_body(&d, &req.body, false) {
                         body = b;
                     }
                 }
@@ -237,4 +239,10 @@ impl Default for WasmRunner {
     fn default() -> Self {
         WasmRunner::new()
     }
+}
+
+/// The request trailers Envoy hands the filter: none over HTTP/1.1 (the codec drops
+/// them), all of them over HTTP/2.
+pub fn delivered_trailers(req: &Request) -> Headers {
+    req.trailers.clone()
 }

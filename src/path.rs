@@ -1,0 +1,382 @@
+//! The canonical request path: routes match it, and the request goes upstream with
+//! it, so the collector routes exactly what was authenticated.
+//!
+//! Collectors route `/event/`, `//event`, `/./event`, `/x/../event`, `/%65vent` and
+//! (case-insensitive routers) `/EVENT` to the `/event` handler. The filter reads every
+//! one of them as `/event`. A path that cannot be made canonical safely, because
+//! stacks disagree on what it means, is refused ([`PathError`]).
+
+/// How paths are made canonical. Every step is on by default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PathOptions {
+    /// `%XX` of an unreserved character (`A-Z a-z 0-9 - . _ ~`) is that character.
+    pub decode_unreserved: bool,
+    /// `.` and `..` segments are removed (RFC 3986 §5.2.4).
+    pub remove_dot_segments: bool,
+    /// Runs of `/` are one `/`.
+    pub merge_slashes: bool,
+    /// `/event/` is `/event`.
+    pub ignore_trailing_slash: bool,
+    /// ASCII letters are folded to lower case (Express, ASP.NET and others route
+    /// case-insensitively).
+    pub fold_case: bool,
+}
+
+impl Default for PathOptions {
+    fn default() -> Self {
+        PathOptions {
+            decode_unreserved: true,
+            remove_dot_segments: true,
+            merge_slashes: true,
+            ignore_trailing_slash: true,
+            fold_case: true,
+        }
+    }
+}
+
+/// Why a path cannot be made canonical safely.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathError {
+    /// Does not start with `/` (`*`, an absolute URI).
+    NotOriginForm,
+    /// `%2F` or `%5C`: one stack sees a separator, another a character.
+    EncodedSeparator,
+    /// `\`: some stacks read it as `/`.
+    Backslash,
+    /// NUL, another control character, a space or `#`.
+    Control,
+    /// `%` not followed by two hex digits, or `%25` (double encoding).
+    BadEscape,
+    /// `;` path parameters (Java stacks strip them before routing).
+    Parameters,
+}
+
+impl PathError {
+    pub fn name(self) -> &'static str {
+        match self {
+            PathError::NotOriginForm => "not_origin_form",
+            PathError::EncodedSeparator => "encoded_separator",
+            PathError::Backslash => "backslash",
+            PathError::Control => "control",
+            PathError::BadEscape => "bad_escape",
+            PathError::Parameters => "parameters",
+        }
+    }
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+fn unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+/// Makes `raw` (the path without the query) canonical.
+///
+/// Contract: the result starts with `/`, holds no control character, no `\`, no
+/// encoded separator, and is a fixed point (`canonical(canonical(p)) == canonical(p)`).
+/// `;` is refused only by [`canonical`]'s caller when it matters (see
+/// [`without_parameters`]); here it is an error too, so that a protected path never
+/// carries one.
+pub fn canonical(raw: &[u8], opts: &PathOptions) -> Result<Vec<u8>, PathError> {
+    if raw.first() != Some(&b'/') {
+        return Err(PathError::NotOriginForm);
+    }
+    // Pass 1: escapes and forbidden bytes.
+    let mut decoded = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        let b = raw[i];
+        match b {
+            b'%' => {
+                let (Some(h), Some(l)) = (
+                    raw.get(i + 1).copied().and_then(hex),
+                    raw.get(i + 2).copied().and_then(hex),
+                ) else {
+                    return Err(PathError::BadEscape);
+                };
+                let c = h << 4 | l;
+                match c {
+                    b'/' | b'\\' => return Err(PathError::EncodedSeparator),
+                    b'%' => return Err(PathError::BadEscape),
+                    0..=0x1f | 0x7f => return Err(PathError::Control),
+                    _ if opts.decode_unreserved && unreserved(c) => decoded.push(c),
+                    _ => {
+                        // Kept encoded, hex upper-cased (RFC 3986 §6.2.2.1).
+                        decoded.push(b'%');
+                        decoded.extend_from_slice(&[
+                            b"0123456789ABCDEF"[(c >> 4) as usize],
+                            b"0123456789ABCDEF"[(c & 15) as usize],
+                        ]);
+                    }
+                }
+                i += 3;
+                continue;
+            }
+            b'\\' => return Err(PathError::Backslash),
+            0..=0x20 | 0x7f | b'#' => return Err(PathError::Control),
+            b';' => return Err(PathError::Parameters),
+            _ => decoded.push(b),
+        }
+        i += 1;
+    }
+    if opts.fold_case {
+        // Only letters outside escapes: escapes are upper-case hex already, and
+        // lower-casing them would change nothing a stack reads.
+        let mut j = 0;
+        while j < decoded.len() {
+            if decoded[j] == b'%' {
+                j += 3;
+                continue;
+            }
+            decoded[j] = decoded[j].to_ascii_lowercase();
+            j += 1;
+        }
+    }
+    // Pass 2: segments.
+    let mut segments: Vec<&[u8]> = Vec::new();
+    let parts: Vec<&[u8]> = decoded[1..].split(|&b| b == b'/').collect();
+    let last = parts.len() - 1;
+    let mut trailing = false;
+    for (k, seg) in parts.iter().enumerate() {
+        match *seg {
+            b"." if opts.remove_dot_segments => trailing = k == last,
+            b".." if opts.remove_dot_segments => {
+                segments.pop();
+                trailing = k == last;
+            }
+            b"" if opts.merge_slashes || k == last => trailing = k == last,
+            s => {
+                segments.push(s);
+                trailing = false;
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(decoded.len());
+    for s in &segments {
+        out.push(b'/');
+        out.extend_from_slice(s);
+    }
+    if out.is_empty() || (trailing && !opts.ignore_trailing_slash) {
+        out.push(b'/');
+    }
+    Ok(out)
+}
+
+/// The path with `;` parameters removed from every segment, as Java stacks route
+/// it; `None` when there are none.
+pub fn without_parameters(raw: &[u8]) -> Option<Vec<u8>> {
+    if !raw.contains(&b';') {
+        return None;
+    }
+    let mut out = Vec::with_capacity(raw.len());
+    for (k, seg) in raw.split(|&b| b == b'/').enumerate() {
+        if k > 0 {
+            out.push(b'/');
+        }
+        let end = seg.iter().position(|&b| b == b';').unwrap_or(seg.len());
+        out.extend_from_slice(&seg[..end]);
+    }
+    Some(out)
+}
+
+/// A lenient reading of a path that [`canonical`] refuses: what the most
+/// permissive stack could route it as (encoded and back slashes as separators, cut
+/// at a control character, `;` parameters and broken escapes dropped). Used to tell
+/// whether a refused path could reach a protected route.
+pub fn lenient(raw: &[u8], opts: &PathOptions) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(raw.len() + 1);
+    if raw.first() != Some(&b'/') {
+        out.push(b'/');
+    }
+    let mut i = 0;
+    while i < raw.len() {
+        let b = raw[i];
+        match b {
+            b'%' => {
+                match (
+                    raw.get(i + 1).copied().and_then(hex),
+                    raw.get(i + 2).copied().and_then(hex),
+                ) {
+                    (Some(h), Some(l)) => {
+                        let c = h << 4 | l;
+                        match c {
+                            b'/' | b'\\' => out.push(b'/'),
+                            0..=0x20 | 0x7f => break,
+                            // Double encoding: read as the escape it encodes.
+                            b'%' => out.push(b'%'),
+                            _ if unreserved(c) => out.push(c),
+                            _ => out.extend_from_slice(&raw[i..i + 3]),
+                        }
+                        i += 3;
+                    }
+                    _ => i += 1,
+                }
+                continue;
+            }
+            b'\\' => out.push(b'/'),
+            0..=0x20 | 0x7f | b'#' => break,
+            _ => out.push(b),
+        }
+        i += 1;
+    }
+    let out = without_parameters(&out).unwrap_or(out);
+    // A double-encoded escape may decode to a separator: read once more.
+    let again = lenient_once_more(&out);
+    canonical(&again, opts).ok()
+}
+
+fn lenient_once_more(p: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(p.len());
+    let mut i = 0;
+    while i < p.len() {
+        if p[i] == b'%' {
+            if let (Some(h), Some(l)) = (
+                p.get(i + 1).copied().and_then(hex),
+                p.get(i + 2).copied().and_then(hex),
+            ) {
+                let c = h << 4 | l;
+                if c == b'/' || c == b'\\' {
+                    out.push(b'/');
+                    i += 3;
+                    continue;
+                }
+                if unreserved(c) {
+                    out.push(c);
+                    i += 3;
+                    continue;
+                }
+                if c < 0x21 || c == 0x7f || c == b'%' || c == b';' || c == b'#' {
+                    break;
+                }
+            } else {
+                i += 1;
+                continue;
+            }
+        }
+        if p[i] == b';' {
+            // Parameters introduced by the second decoding.
+            while i < p.len() && p[i] != b'/' {
+                i += 1;
+            }
+            continue;
+        }
+        out.push(p[i]);
+        i += 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(p: &str) -> Result<String, PathError> {
+        canonical(p.as_bytes(), &PathOptions::default()).map(|v| String::from_utf8(v).unwrap())
+    }
+
+    #[test]
+    fn variants_of_one_path_are_one_path() {
+        for p in [
+            "/event",
+            "/event/",
+            "//event",
+            "/./event",
+            "/x/../event",
+            "/%65vent",
+            "/EVENT",
+            "/Event//",
+            "/../event",
+            "/event/.",
+            "/a/b/../../event",
+            "/%45%56ENT",
+        ] {
+            assert_eq!(c(p), Ok("/event".into()), "{p}");
+        }
+        assert_eq!(c("/"), Ok("/".into()));
+        assert_eq!(c("//"), Ok("/".into()));
+        assert_eq!(c("/.."), Ok("/".into()));
+        assert_eq!(c("/api/v1/s2s/event"), Ok("/api/v1/s2s/event".into()));
+        assert_eq!(c("/a%20b"), Ok("/a%20b".into()));
+        assert_eq!(c("/a%c3%a9"), Ok("/a%C3%A9".into()));
+    }
+
+    #[test]
+    fn unsafe_paths_are_refused() {
+        assert_eq!(c("/event%2F"), Err(PathError::EncodedSeparator));
+        assert_eq!(c("/event%2f"), Err(PathError::EncodedSeparator));
+        assert_eq!(c("/x%5C..%5Cevent"), Err(PathError::EncodedSeparator));
+        assert_eq!(c("/x\\event"), Err(PathError::Backslash));
+        assert_eq!(c("/event%00"), Err(PathError::Control));
+        assert_eq!(c("/event\0"), Err(PathError::Control));
+        assert_eq!(c("/event#x"), Err(PathError::Control));
+        assert_eq!(c("/event%0a"), Err(PathError::Control));
+        assert_eq!(c("/event%"), Err(PathError::BadEscape));
+        assert_eq!(c("/event%zz"), Err(PathError::BadEscape));
+        assert_eq!(c("/%2565vent"), Err(PathError::BadEscape));
+        assert_eq!(c("/event;a=b"), Err(PathError::Parameters));
+        assert_eq!(c("event"), Err(PathError::NotOriginForm));
+        assert_eq!(c("*"), Err(PathError::NotOriginForm));
+    }
+
+    #[test]
+    fn options_switch_steps_off() {
+        let none = PathOptions {
+            decode_unreserved: false,
+            remove_dot_segments: false,
+            merge_slashes: false,
+            ignore_trailing_slash: false,
+            fold_case: false,
+        };
+        let c = |p: &str| String::from_utf8(canonical(p.as_bytes(), &none).unwrap()).unwrap();
+        assert_eq!(c("/EVENT/"), "/EVENT/");
+        assert_eq!(c("/%65vent"), "/%65vent");
+        assert_eq!(c("/./x"), "/./x");
+    }
+
+    #[test]
+    fn canonical_is_a_fixed_point() {
+        for p in ["/a/./b/../c//d/", "/%7e%41", "/X/Y/..", "/a%2d"] {
+            let once = canonical(p.as_bytes(), &PathOptions::default()).unwrap();
+            assert_eq!(canonical(&once, &PathOptions::default()).unwrap(), once);
+        }
+    }
+
+    #[test]
+    fn lenient_readings_find_the_protected_path() {
+        let l = |p: &str| {
+            lenient(p.as_bytes(), &PathOptions::default()).map(|v| String::from_utf8(v).unwrap())
+        };
+        for p in [
+            "/event%2F",
+            "/x%2F..%2Fevent",
+            "/x\\..\\event",
+            "/event%00.css",
+            "/event;a=b",
+            "/event#frag",
+            "/%2565vent",
+            "/x%252F..%252Fevent",
+            "/event%",
+            "event",
+        ] {
+            assert_eq!(l(p).as_deref(), Some("/event"), "{p}");
+        }
+        assert_eq!(l("/static/a%2Fb").as_deref(), Some("/static/a/b"));
+    }
+
+    #[test]
+    fn java_parameters_are_removed() {
+        assert_eq!(without_parameters(b"/event;a=b"), Some(b"/event".to_vec()));
+        assert_eq!(
+            without_parameters(b"/ev;x/ent;y"),
+            Some(b"/ev/ent".to_vec())
+        );
+        assert_eq!(without_parameters(b"/event"), None);
+    }
+}

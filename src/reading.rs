@@ -1,0 +1,629 @@
+//! One reading of every decision input, or a refusal.
+//!
+//! Collectors read requests in different ways: Go's `FormValue` takes the first
+//! value (form body before query), PHP and Rack the last; PHP folds `app.token`,
+//! `app token` and an unclosed `app[token` onto `app_token`; old Rack and Python
+//! split on `;` as well as `&`; a collector written in C stops at NUL; CGI stacks
+//! merge `x_a` with `x-a`. The filter forwards a request only when every such
+//! reading of every field its decision depends on agrees: each field appears at
+//! most once, under its own spelling, with a clean value. Anything else is an
+//! [`Ambiguity`], refused by the caller.
+
+use crate::policy::{BodyRule, Checks, Route, Source};
+use crate::request::{trim, RequestView};
+
+/// Which kind of double reading was found (counted per class).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Class {
+    /// A decision field given more than once (query, form body or both).
+    Repeated,
+    /// A name another stack folds onto a decision field (`app.token`, `app[token`,
+    /// `app_token[]`).
+    Spelling,
+    /// `;` inside a pair that touches a decision field (split by old Rack/Python).
+    Separator,
+    /// NUL, CR, LF or another control character, leading or trailing white space,
+    /// or bytes that are not UTF-8 in a decision field's value.
+    BadValue,
+    /// A `%` escape that is not two hex digits (Go drops the pair, PHP keeps it).
+    BadEscape,
+    /// A header the decision reads, sent twice or under another spelling
+    /// (`x_auth_token` beside `x-auth-token`).
+    Header,
+    /// A body on a method that must not carry one (Express and Rack read it).
+    BodyOnMethod,
+    /// The buffered body is not the length `Content-Length` announced.
+    BodyLength,
+    /// A path that cannot be made canonical safely.
+    Path,
+    /// A request trailer that names a header the decision reads.
+    Trailer,
+}
+
+impl Class {
+    pub const ALL: [Class; 10] = [
+        Class::Repeated,
+        Class::Spelling,
+        Class::Separator,
+        Class::BadValue,
+        Class::BadEscape,
+        Class::Header,
+        Class::BodyOnMethod,
+        Class::BodyLength,
+        Class::Path,
+        Class::Trailer,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Class::Repeated => "repeated",
+            Class::Spelling => "spelling",
+            Class::Separator => "separator",
+            Class::BadValue => "bad_value",
+            Class::BadEscape => "bad_escape",
+            Class::Header => "header",
+            Class::BodyOnMethod => "body_on_method",
+            Class::BodyLength => "body_length",
+            Class::Path => "path",
+            Class::Trailer => "trailer",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        Class::ALL.iter().position(|c| *c == self).unwrap_or(0)
+    }
+}
+
+/// A request with more than one reading: the class and the field (for logs; the
+/// logger escapes it, it is attacker-chosen).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ambiguity {
+    pub class: Class,
+    pub field: Vec<u8>,
+}
+
+fn ambiguous<T>(class: Class, field: &[u8]) -> Result<T, Ambiguity> {
+    Err(Ambiguity {
+        class,
+        field: field.to_vec(),
+    })
+}
+
+/// Why a body cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyRefusal {
+    /// A media type or content coding the filter does not read (415).
+    Unsupported(&'static str),
+    Ambiguous(Ambiguity),
+}
+
+/// What to do with the request body on a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyPlan {
+    /// No body.
+    None,
+    /// Read it completely as a form before deciding.
+    Form,
+    /// The collector reads no parameters from it: not read.
+    Ignore,
+}
+
+/// The fields a route's decision depends on, fixed when the configuration is
+/// compiled.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Fields {
+    /// Parameter names (query and form body).
+    pub names: Vec<Vec<u8>>,
+    /// Parameter name prefixes (Jitsu's `p_`).
+    pub prefixes: Vec<Vec<u8>>,
+    /// Header names (lower case), beside `authorization` and the body headers.
+    pub headers: Vec<String>,
+}
+
+/// Parameters an SDK signature decision reads, beside the device identifiers.
+const SIGNATURE_FIELDS: [&str; 8] = [
+    "created_at",
+    "activity_kind",
+    "source",
+    "payload",
+    "app_secret",
+    "secret_id",
+    "environment",
+    "s2s",
+];
+
+/// Headers every decision reads or that decide how the body is read.
+const HEADERS: [&str; 7] = [
+    "authorization",
+    "content-type",
+    "content-encoding",
+    "content-length",
+    "transfer-encoding",
+    "origin",
+    "client-sdk",
+];
+
+impl Fields {
+    /// The decision fields of a route.
+    pub fn of(route: &Route) -> Fields {
+        let mut f = Fields::default();
+        let mut add = |n: &[u8]| {
+            if !f.names.iter().any(|x| x == n) {
+                f.names.push(n.to_vec());
+            }
+        };
+        for s in &route.sources {
+            match s {
+                Source::Query(n) | Source::Form(n) => add(n),
+                _ => {}
+            }
+        }
+        if let Some(a) = &route.app_param {
+            add(a);
+        }
+        for r in &route.required {
+            add(&r.name);
+        }
+        if route.checks != Checks::Token {
+            for n in SIGNATURE_FIELDS {
+                add(n.as_bytes());
+            }
+            for n in crate::signature::device_id_names() {
+                add(n.as_bytes());
+            }
+        }
+        for s in &route.sources {
+            match s {
+                Source::QueryPrefix(p) => f.prefixes.push(p.clone()),
+                Source::Header(h) => f.headers.push(h.to_ascii_lowercase()),
+                _ => {}
+            }
+        }
+        f
+    }
+
+    fn touches(&self, name: &[u8]) -> Option<Vec<u8>> {
+        for v in variants(name) {
+            if let Some(n) = self.names.iter().find(|n| **n == v) {
+                return Some(n.clone());
+            }
+            if let Some(p) = self.prefixes.iter().find(|p| v.starts_with(p)) {
+                // A prefix field is identified by the prefix: at most one.
+                return Some(p.clone());
+            }
+        }
+        None
+    }
+}
+
+/// Strict form decoding: `+` is a space, `%XX` a byte; `Err` on a broken escape.
+fn decode(raw: &[u8]) -> Result<Vec<u8>, ()> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        match raw[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let h = raw.get(i + 1).and_then(|b| (*b as char).to_digit(16));
+                let l = raw.get(i + 2).and_then(|b| (*b as char).to_digit(16));
+                match (h, l) {
+                    (Some(h), Some(l)) => out.push((h * 16 + l) as u8),
+                    _ => return Err(()),
+                }
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    Ok(out)
+}
+
+/// Every name a stack may read a (decoded) parameter name as.
+fn variants(name: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = vec![name.to_vec()];
+    let mut push = |v: Vec<u8>| {
+        if !out.contains(&v) {
+            out.push(v);
+        }
+    };
+    // C stacks stop at NUL.
+    let name = match name.iter().position(|&b| b == 0) {
+        Some(i) => {
+            push(name[..i].to_vec());
+            &name[..i]
+        }
+        None => name,
+    };
+    // Rack and qs: leading brackets dropped, `a[...]` is (a hash or array under) `a`.
+    let unbracketed: &[u8] = {
+        let start = name
+            .iter()
+            .position(|&b| b != b'[' && b != b']')
+            .unwrap_or(name.len());
+        &name[start..]
+    };
+    if let Some(i) = unbracketed.iter().position(|&b| b == b'[' || b == b']') {
+        push(unbracketed[..i].to_vec());
+    } else if unbracketed.len() != name.len() {
+        push(unbracketed.to_vec());
+    }
+    // PHP (php_register_variable_ex): leading spaces dropped; ' ' and '.' become
+    // '_'; `a[..]` is an array under `a`; an unclosed '[' becomes '_' and the rest
+    // is kept as it is (both readings kept, as versions differ).
+    let php = {
+        let start = name.iter().position(|&b| b != b' ').unwrap_or(name.len());
+        &name[start..]
+    };
+    let mut folded = Vec::with_capacity(php.len());
+    let mut i = 0;
+    while i < php.len() {
+        match php[i] {
+            b' ' | b'.' => folded.push(b'_'),
+            b'[' => {
+                if php[i + 1..].contains(&b']') {
+                    push(folded.clone());
+                } else {
+                    let mut a = folded.clone();
+                    a.push(b'_');
+                    a.extend_from_slice(&php[i + 1..]);
+                    push(a);
+                    let mut b = folded.clone();
+                    b.push(b'_');
+                    b.extend(php[i + 1..].iter().map(|&c| match c {
+                        b' ' | b'.' | b'[' => b'_',
+                        c => c,
+                    }));
+                    push(b);
+                }
+                break;
+            }
+            c => folded.push(c),
+        }
+        i += 1;
+    }
+    if i == php.len() {
+        push(folded);
+    }
+    out
+}
+
+/// A value every stack reads the same: UTF-8, no control character, no leading or
+/// trailing white space.
+fn clean_value(v: &[u8]) -> bool {
+    std::str::from_utf8(v).is_ok()
+        && !v.iter().any(|&b| b < 0x20 || b == 0x7f)
+        && trim(v).len() == v.len()
+}
+
+/// Checks the decision fields of a query and (when read) a form body: each at most
+/// once across both, under its own spelling, with a clean value.
+pub fn check_params(fields: &Fields, query: &[u8], form: Option<&[u8]>) -> Result<(), Ambiguity> {
+    let mut seen: Vec<Vec<u8>> = Vec::new();
+    for raw in std::iter::once(query).chain(form) {
+        for seg in raw.split(|&b| b == b'&') {
+            if seg.is_empty() {
+                continue;
+            }
+            if seg.contains(&b';') {
+                // Old Rack and Python split here too: no decision field may be in
+                // a pair that one stack splits and another does not.
+                for sub in seg.split(|&b| b == b';').chain(std::iter::once(seg)) {
+                    let name = sub.split(|&b| b == b'=').next().unwrap_or_default();
+                    let decoded = decode(name).unwrap_or_else(|_| name.to_vec());
+                    if let Some(f) = fields.touches(&decoded) {
+                        return ambiguous(Class::Separator, &f);
+                    }
+                }
+                continue;
+            }
+            let (raw_name, raw_value) = match seg.iter().position(|&b| b == b'=') {
+                Some(i) => (&seg[..i], &seg[i + 1..]),
+                None => (seg, &[][..]),
+            };
+            let (name, bad_name) = match decode(raw_name) {
+                Ok(n) => (n, false),
+                Err(()) => (crate::request::form_decode(raw_name), true),
+            };
+            let Some(field) = fields.touches(&name) else {
+                continue;
+            };
+            if bad_name {
+                return ambiguous(Class::BadEscape, &field);
+            }
+            let exact = name == field || fields.prefixes.iter().any(|p| name.starts_with(p));
+            if !exact || name.contains(&b'[') || name.contains(&0) {
+                return ambiguous(Class::Spelling, &field);
+            }
+            if seen.contains(&field) {
+                return ambiguous(Class::Repeated, &field);
+            }
+            seen.push(field.clone());
+            match decode(raw_value) {
+                Err(()) => return ambiguous(Class::BadEscape, &field),
+                Ok(v) if !clean_value(&v) => return ambiguous(Class::BadValue, &field),
+                Ok(_) => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Does any reading of one raw `name=value` pair (or of its `;` parts) name one
+/// of the fields?
+pub fn touches(fields: &Fields, seg: &[u8]) -> bool {
+    seg.split(|&b| b == b';')
+        .chain(std::iter::once(seg))
+        .any(|sub| {
+            let name = sub.split(|&b| b == b'=').next().unwrap_or_default();
+            let decoded = decode(name).unwrap_or_else(|_| crate::request::form_decode(name));
+            fields.touches(&decoded).is_some()
+        })
+}
+
+fn fold_header(name: &str) -> String {
+    name.to_ascii_lowercase().replace('_', "-")
+}
+
+/// Checks the headers the decision reads: each at most once, under its own
+/// spelling (CGI stacks merge `x_auth_token` with `x-auth-token`).
+pub fn check_headers(fields: &Fields, headers: &[(String, Vec<u8>)]) -> Result<(), Ambiguity> {
+    let wanted = HEADERS
+        .iter()
+        .map(|h| h.to_string())
+        .chain(fields.headers.iter().cloned());
+    for h in wanted {
+        let folded = fold_header(&h);
+        let mut count = 0;
+        for (name, _) in headers {
+            if fold_header(name) != folded {
+                continue;
+            }
+            if !name.eq_ignore_ascii_case(&h) {
+                return ambiguous(Class::Header, h.as_bytes());
+            }
+            count += 1;
+        }
+        if count > 1 {
+            return ambiguous(Class::Header, h.as_bytes());
+        }
+    }
+    Ok(())
+}
+
+/// Checks request trailers: none may name a header the decision reads.
+pub fn check_trailers(fields: &Fields, trailers: &[(String, Vec<u8>)]) -> Result<(), Ambiguity> {
+    for (name, _) in trailers {
+        let folded = fold_header(name);
+        let hit = HEADERS
+            .iter()
+            .map(|h| h.to_string())
+            .chain(fields.headers.iter().cloned())
+            .find(|h| fold_header(h) == folded);
+        if let Some(h) = hit {
+            return ambiguous(Class::Trailer, h.as_bytes());
+        }
+    }
+    Ok(())
+}
+
+/// Does a header name fold (case, `_` → `-`) onto one of `owned`?
+pub fn folds_onto(name: &str, owned: &str) -> bool {
+    fold_header(name) == fold_header(owned)
+}
+
+/// Methods that carry a body a form may be read from.
+fn body_method(m: &[u8]) -> bool {
+    matches!(m, b"POST" | b"PUT" | b"PATCH")
+}
+
+/// How a request's body is to be read on a route, or why it cannot be.
+pub fn body_plan(route: &Route, view: &RequestView) -> Result<BodyPlan, BodyRefusal> {
+    if !view.has_body {
+        return Ok(BodyPlan::None);
+    }
+    if route.body == BodyRule::Ignore {
+        return Ok(BodyPlan::Ignore);
+    }
+    if !body_method(&view.method) {
+        return Err(BodyRefusal::Ambiguous(Ambiguity {
+            class: Class::BodyOnMethod,
+            field: view.method.clone(),
+        }));
+    }
+    for v in view.header_values("content-encoding") {
+        if !trim(v).eq_ignore_ascii_case(b"identity") {
+            return Err(BodyRefusal::Unsupported("content-encoding"));
+        }
+    }
+    let ct = match view.header_once("content-type") {
+        Err(_) => {
+            return Err(BodyRefusal::Ambiguous(Ambiguity {
+                class: Class::Header,
+                field: b"content-type".to_vec(),
+            }))
+        }
+        Ok(None) => return Err(BodyRefusal::Unsupported("no content-type")),
+        Ok(Some(ct)) => ct,
+    };
+    if is_form_media_type(ct) {
+        Ok(BodyPlan::Form)
+    } else {
+        Err(BodyRefusal::Unsupported("content-type"))
+    }
+}
+
+fn is_token(s: &[u8]) -> bool {
+    !s.is_empty()
+        && s.iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// `application/x-www-form-urlencoded`, optionally with a UTF-8 (or US-ASCII)
+/// `charset`, and nothing else: no list (`,`, which PHP and Rack cut at), no other
+/// parameter, no other charset.
+pub fn is_form_media_type(ct: &[u8]) -> bool {
+    if ct.contains(&b',') || ct.iter().any(|&b| b < 0x20 && b != b'\t' || b == 0x7f) {
+        return false;
+    }
+    let mut parts = ct.split(|&b| b == b';');
+    let media = trim(parts.next().unwrap_or_default());
+    if !media.eq_ignore_ascii_case(b"application/x-www-form-urlencoded") {
+        return false;
+    }
+    for p in parts {
+        let p = trim(p);
+        let Some(eq) = p.iter().position(|&b| b == b'=') else {
+            return false;
+        };
+        let (name, value) = (&p[..eq], &p[eq + 1..]);
+        if !is_token(name) || !name.eq_ignore_ascii_case(b"charset") {
+            return false;
+        }
+        let value = value
+            .strip_prefix(b"\"")
+            .and_then(|v| v.strip_suffix(b"\""))
+            .unwrap_or(value);
+        if !(value.eq_ignore_ascii_case(b"utf-8") || value.eq_ignore_ascii_case(b"us-ascii")) {
+            return false;
+        }
+    }
+    true
+}
+
+/// The announced body length: `Ok(None)` when not given; an ambiguity when it is
+/// given twice or cannot be read as one number.
+pub fn content_length(view: &RequestView) -> Result<Option<usize>, Ambiguity> {
+    let bad = || Ambiguity {
+        class: Class::Header,
+        field: b"content-length".to_vec(),
+    };
+    match view.header_once("content-length") {
+        Err(_) => Err(bad()),
+        Ok(None) => Ok(None),
+        Ok(Some(v)) => {
+            let v = trim(v);
+            if v.is_empty() || v.len() > 15 || !v.iter().all(u8::is_ascii_digit) {
+                return Err(bad());
+            }
+            std::str::from_utf8(v)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .map(Some)
+                .ok_or_else(bad)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(names: &[&str]) -> Fields {
+        Fields {
+            names: names.iter().map(|n| n.as_bytes().to_vec()).collect(),
+            prefixes: vec![b"p_".to_vec()],
+            headers: vec!["x-auth-token".into(), "api_key".into()],
+        }
+    }
+
+    fn class(q: &str, form: Option<&str>) -> Option<Class> {
+        check_params(
+            &fields(&["app_token", "s2s"]),
+            q.as_bytes(),
+            form.map(str::as_bytes),
+        )
+        .err()
+        .map(|a| a.class)
+    }
+
+    #[test]
+    fn one_clean_value_passes() {
+        assert_eq!(class("s2s=1&app_token=abc&x=1&x=2", None), None);
+        assert_eq!(class("app%5Ftoken=abc", Some("s2s=1")), None);
+        assert_eq!(class("app_token=a%20b", None), None);
+        assert_eq!(class("p_x=1&other=%zz&q=a;b", None), None);
+    }
+
+    #[test]
+    fn every_second_reading_is_refused() {
+        use Class::*;
+        let cases = [
+            ("app_token=a&app_token=b", None, Repeated),
+            ("app_token=a&app_token=", None, Repeated),
+            ("app_token=a&app_token=a", None, Repeated),
+            ("app_token=a", Some("app_token=b"), Repeated),
+            ("app_token=a&app%5Ftoken=b", None, Repeated),
+            ("app.token=a", None, Spelling),
+            ("app+token=a", None, Spelling),
+            ("app%20token=a", None, Spelling),
+            ("app[token=a", None, Spelling),
+            ("app_token[]=a", None, Spelling),
+            ("app_token[x]=a", None, Spelling),
+            ("[app_token]=a", None, Spelling),
+            ("+app_token=a", None, Spelling),
+            ("app_token%00x=a", None, Spelling),
+            ("x=1;app_token=a", None, Separator),
+            ("app_token=a;b", None, Separator),
+            ("app_token=a%00b", None, BadValue),
+            ("app_token=a%0d%0a", None, BadValue),
+            ("app_token=+a", None, BadValue),
+            ("app_token=a%09", None, BadValue),
+            ("app_token=%ff", None, BadValue),
+            ("app_token=%zz", None, BadEscape),
+            ("app_token=%2", None, BadEscape),
+            ("app%5Ftoken=a%zz", None, BadEscape),
+            ("p_a=1&p_b=2", None, Repeated),
+            ("p.a=1", None, Spelling),
+        ];
+        for (q, f, c) in cases {
+            assert_eq!(class(q, f), Some(c), "{q} {f:?}");
+        }
+    }
+
+    #[test]
+    fn headers_are_single_and_spelt_one_way() {
+        let f = fields(&[]);
+        let h = |pairs: &[(&str, &str)]| {
+            let v: Vec<(String, Vec<u8>)> = pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+                .collect();
+            check_headers(&f, &v).err().map(|a| a.class)
+        };
+        assert_eq!(h(&[("x-auth-token", "a"), ("api_key", "b")]), None);
+        assert_eq!(h(&[("x_auth_token", "a")]), Some(Class::Header));
+        assert_eq!(h(&[("api-key", "a")]), Some(Class::Header));
+        assert_eq!(h(&[("content_type", "a")]), Some(Class::Header));
+        assert_eq!(h(&[("origin", "a"), ("origin", "b")]), Some(Class::Header));
+        assert_eq!(
+            h(&[("client-sdk", "a"), ("client_sdk", "b")]),
+            Some(Class::Header)
+        );
+        assert!(folds_onto("X_S2S_Guard_App", "x-s2s-guard-app"));
+    }
+
+    #[test]
+    fn only_plain_forms_are_read() {
+        for ok in [
+            "application/x-www-form-urlencoded",
+            "Application/X-WWW-Form-Urlencoded; charset=UTF-8",
+            "application/x-www-form-urlencoded;charset=\"utf-8\"",
+        ] {
+            assert!(is_form_media_type(ok.as_bytes()), "{ok}");
+        }
+        for bad in [
+            "application/x-www-form-urlencoded, text/plain",
+            "application/x-www-form-urlencoded,",
+            "application/x-www-form-urlencoded text/plain",
+            "application/x-www-form-urlencoded; charset=utf-16",
+            "application/x-www-form-urlencoded; boundary=x",
+            "application/x-www-form-urlencoded; charset",
+            "multipart/form-data; boundary=x",
+            "text/plain",
+            "",
+        ] {
+            assert!(!is_form_media_type(bad.as_bytes()), "{bad}");
+        }
+    }
+}
