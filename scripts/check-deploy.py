@@ -51,6 +51,38 @@ def embedded_configs(node, found):
             embedded_configs(v, found)
 
 
+def connection_managers(node, found):
+    """Collects HttpConnectionManager configurations."""
+    if isinstance(node, dict):
+        if node.get("@type", "").endswith("http_connection_manager.v3.HttpConnectionManager"):
+            found.append(node)
+        for v in node.values():
+            connection_managers(v, found)
+    elif isinstance(node, list):
+        for v in node:
+            connection_managers(v, found)
+
+
+def check_path_handling(path, doc):
+    """Every listener in front of s2s-guard reads paths one way (docs/security.md):
+    RFC 3986 normalization, merged slashes, escaped slashes refused, and an explicit
+    choice for header names with underscores."""
+    hcms = []
+    connection_managers(doc, hcms)
+    if not hcms:
+        fail(path, "no HttpConnectionManager")
+    for h in hcms:
+        if h.get("normalize_path") is not True:
+            fail(path, "HttpConnectionManager: normalize_path must be true")
+        if h.get("merge_slashes") is not True:
+            fail(path, "HttpConnectionManager: merge_slashes must be true")
+        if h.get("path_with_escaped_slashes_action") not in ("REJECT_REQUEST", "UNESCAPE_AND_REDIRECT"):
+            fail(path, "HttpConnectionManager: path_with_escaped_slashes_action must be REJECT_REQUEST")
+        action = h.get("common_http_protocol_options", {}).get("headers_with_underscores_action")
+        if action not in ("ALLOW", "REJECT_REQUEST", "DROP_HEADER"):
+            fail(path, "HttpConnectionManager: common_http_protocol_options.headers_with_underscores_action must be set")
+
+
 def strict(schema):
     """The CRD schema with additionalProperties: false wherever properties are listed."""
     s = copy.deepcopy(schema)
@@ -86,6 +118,7 @@ def main():
             Bootstrap.from_dict(doc)
         except Exception as e:  # noqa: BLE001 - report whatever the parser says
             fail(path.relative_to(ROOT), f"not a valid Envoy bootstrap: {type(e).__name__}: {e}")
+        check_path_handling(path.relative_to(ROOT), doc)
         found = []
         embedded_configs(doc, found)
         if not found:
