@@ -728,9 +728,17 @@ fn compile_route(
             )
         }
     };
+    let mut single_params = Vec::new();
+    for (p, n) in o.strings("single_params")?.unwrap_or_default() {
+        if n.is_empty() {
+            return err(p, "must not be empty");
+        }
+        single_params.push(n.as_bytes().to_vec());
+    }
     Ok(Route {
         checks,
         body,
+        single_params,
         fields: Default::default(),
         name,
         path,
@@ -1607,6 +1615,7 @@ fn route(name: &str, path: &str) -> Route {
         cors: false,
         checks: Checks::Token,
         body: BodyRule::Form,
+        single_params: Vec::new(),
         fields: Default::default(),
     }
 }
@@ -1632,6 +1641,8 @@ fn adjust_routes() -> Vec<Route> {
         methods: methods(&["GET", "POST"]),
         scope: Some(scope),
         app_param: Some(b"app_token".to_vec()),
+        // The collector tells S2S from SDK traffic by `s2s=1`.
+        single_params: vec![b"s2s".to_vec()],
         per_app: true,
         ..route(name, path)
     })

@@ -337,6 +337,7 @@ fn decide_inner(
         Err((outcome, a)) => return refuse(policy, view, Some(route), outcome, a),
     };
     // From here on, the request as the collector will route it.
+    let raw_path = view.path.clone();
     let canonical_view;
     let view = if resolved.path.as_slice() == view.url_path() {
         view
@@ -366,15 +367,14 @@ fn decide_inner(
             // Identity headers come only from the final decision.
             f.set_headers.clear();
         }
-        finish_forward(policy, f, view, body);
+        finish_forward(f, &raw_path, view, body);
     }
     d
 }
 
 /// Every forwarded request: the canonical path, and no client-sent copy of the
 /// flag marker in the query or body.
-fn finish_forward(policy: &Policy, f: &mut Forward, view: &RequestView, body: Option<&[u8]>) {
-    let _ = policy;
+fn finish_forward(f: &mut Forward, raw_path: &[u8], view: &RequestView, body: Option<&[u8]>) {
     let query_base = f.path.clone().unwrap_or_else(|| view.path.clone());
     let (p, q) = match query_base.iter().position(|&b| b == b'?') {
         Some(i) => (query_base[..i].to_vec(), query_base[i + 1..].to_vec()),
@@ -387,7 +387,7 @@ fn finish_forward(policy: &Policy, f: &mut Forward, view: &RequestView, body: Op
         path.push(b'?');
         path.extend_from_slice(&q);
     }
-    if path != view.path || f.path.is_some() {
+    if path != raw_path || f.path.is_some() {
         f.path = Some(path);
     }
     if let Some(b) = body {
@@ -775,7 +775,9 @@ fn escape(v: &[u8], max: usize, space_and_eq: bool) -> String {
     let mut out = String::with_capacity(v.len().min(max) + 3);
     for &b in v.iter().take(max) {
         let plain = b.is_ascii_graphic() && !matches!(b, b'"' | b'\\' | b'=' | b'\'');
-        if plain || (space_and_eq && (b == b' ' || b == b'=')) {
+        // The second pass over a string built from escaped values keeps their
+        // escapes (backslashes) and the words' spaces and `=`.
+        if plain || (space_and_eq && matches!(b, b' ' | b'=' | b'\\')) {
             out.push(b as char);
         } else {
             out.push_str(&format!("\\x{b:02x}"));
@@ -1148,5 +1150,23 @@ fn strip(forward: &mut Forward, view: &RequestView, body: Option<&[u8]>, locatio
     }
     if let (false, Some(body)) = (form_spans.is_empty(), body) {
         forward.body = Some(request::remove_spans(body, &form_spans));
+    }
+}
+
+#[cfg(test)]
+mod log_tests {
+    use super::*;
+
+    #[test]
+    fn logged_values_cannot_forge_fields_or_lines() {
+        assert_eq!(log_safe(b"abc-1_2"), "abc-1_2");
+        assert_eq!(
+            log_safe(b"a b=c\"\n\\'"),
+            "a\\x20b\\x3dc\\x22\\x0a\\x5c\\x27"
+        );
+        assert_eq!(log_safe("é".as_bytes()), "\\xc3\\xa9");
+        let long = log_safe(&[b'A'; 100]);
+        assert_eq!(long.len(), LOG_VALUE_MAX + 3);
+        assert!(long.ends_with("..."));
     }
 }

@@ -169,6 +169,9 @@ pub struct Route {
     pub checks: Checks,
     /// What the route's body is to the collector.
     pub body: BodyRule,
+    /// Further parameters the collector decides on (Adjust's `s2s`): like every
+    /// decision field, given at most once, spelt one way, with a clean value.
+    pub single_params: Vec<Vec<u8>>,
     /// The fields the decision reads, derived from the above ([`Route::finish`]).
     pub fields: crate::reading::Fields,
 }

@@ -164,6 +164,9 @@ impl Fields {
         for r in &route.required {
             add(&r.name);
         }
+        for n in &route.single_params {
+            add(n);
+        }
         if route.checks != Checks::Token {
             for n in SIGNATURE_FIELDS {
                 add(n.as_bytes());

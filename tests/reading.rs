@@ -1,0 +1,400 @@
+//! One reading of every request, or a refusal (docs/security.md): each class of
+//! double reading found by attacking the filter, as a scenario table run natively
+//! against the core and through `dist/s2s-guard.wasm` in the test host.
+
+mod common;
+
+use common::{run_native, Observed, WasmRunner};
+use s2s_guard_host::{header_value, Request};
+
+const TOKEN: &str = "v8s5opi0zs45607l8h8c48wak2vxb5oe";
+const DIGEST: &str = "599c0d6d86efe0f5743bcd0ba688471c3ff4b0b0ed336bc9efdd3a52493c2283";
+const APP: &str = "abc123kuvada7";
+const SWAARM: &str = "s2sTokenForTheStoreApp";
+const JITSU_SERVER: &str = "5f15eba2-db58-11ea-87d0-0242ac130003";
+const FORM: &str = "application/x-www-form-urlencoded";
+
+fn config(extra: &str) -> String {
+    format!(
+        r#"{{
+  "presets": ["adjust", "swaarm", "jitsu"],
+  "tokens": [
+    {{"id": "adj-events", "sha256": "{DIGEST}", "app": "{APP}", "scopes": ["events", "ad_revenue"]}},
+    {{"id": "swaarm", "secret": "{SWAARM}"}},
+    {{"id": "jitsu", "server_secret": "{JITSU_SERVER}"}}
+  ],
+  "apps": {{"{APP}": {{"authentication": true}}}}{extra}
+}}"#
+    )
+}
+
+fn c() -> String {
+    config("")
+}
+
+fn flag() -> String {
+    config(r#", "mode": "flag""#)
+}
+
+fn sdk() -> String {
+    format!(
+        r#"{{"presets": ["adjust_sdk"],
+  "apps": {{"{APP}": {{"authentication": true, "signature": {{"enforce_signature": true,
+     "secrets": [{{"id": 1, "info": [1, 2, 3, 4]}}]}}}}}}}}"#
+    )
+}
+
+struct Case {
+    name: String,
+    config: String,
+    req: Request,
+    forwarded: bool,
+    status: u16,
+    body: Option<&'static str>,
+    up: Vec<(&'static str, Option<String>)>,
+    up_body: Option<String>,
+    /// Counters that must have moved (others may too).
+    counts: Vec<&'static str>,
+}
+
+fn case(name: impl Into<String>, config: String, req: Request) -> Case {
+    Case {
+        name: name.into(),
+        config,
+        req,
+        forwarded: true,
+        status: 200,
+        body: None,
+        up: Vec::new(),
+        up_body: None,
+        counts: Vec::new(),
+    }
+}
+
+impl Case {
+    fn local(mut self, status: u16, body: &'static str) -> Case {
+        self.forwarded = false;
+        self.status = status;
+        self.body = Some(body);
+        self
+    }
+    fn ambiguous(self, class: &'static str) -> Case {
+        let class = Box::leak(format!("s2s_guard.ambiguous.class.{class}").into_boxed_str());
+        self.local(400, "Ambiguous request")
+            .counts(&["s2s_guard.rejected.outcome.ambiguous", class])
+    }
+    fn up(mut self, name: &'static str, v: Option<&str>) -> Case {
+        self.up.push((name, v.map(str::to_string)));
+        self
+    }
+    fn up_body(mut self, b: &str) -> Case {
+        self.up_body = Some(b.to_string());
+        self
+    }
+    fn counts(mut self, c: &[&'static str]) -> Case {
+        self.counts.extend_from_slice(c);
+        self
+    }
+}
+
+fn bearer() -> String {
+    format!("Bearer {TOKEN}")
+}
+
+fn form_post(path: &str, body: impl AsRef<[u8]>) -> Request {
+    Request::post(path).header("content-type", FORM).body(body)
+}
+
+fn cases() -> Vec<Case> {
+    let mut out = vec![
+        // ---- A. decision inputs with more than one reading -------------------------
+        case("A: control: one app, one token", c(),
+             Request::post(&format!("/event?s2s=1&app_token={APP}&event_token=e")).header("authorization", bearer()))
+            .up("x-s2s-guard-token-id", Some("adj-events")),
+        case("A: the reported request: a protected app then another, no token", c(),
+             Request::post(&format!("/event?s2s=1&app_token={APP}&app_token=zzz")))
+            .ambiguous("repeated"),
+        case("A: reverse order", c(), Request::post(&format!("/event?s2s=1&app_token=zzz&app_token={APP}")))
+            .ambiguous("repeated"),
+        case("A: an empty second value", c(), Request::post(&format!("/event?s2s=1&app_token={APP}&app_token=")))
+            .ambiguous("repeated"),
+        case("A: one in the query, one in the form body", c(),
+             form_post(&format!("/event?s2s=1&app_token={APP}"), "app_token=zzz"))
+            .ambiguous("repeated"),
+        case("A: a name that decodes to the same name", c(),
+             Request::post(&format!("/event?s2s=1&app%5Ftoken={APP}&app_token=zzz")))
+            .ambiguous("repeated"),
+        case("A: PHP folds a dot", c(), Request::post(&format!("/event?s2s=1&app.token={APP}&app_token=zzz")))
+            .ambiguous("spelling"),
+        case("A: PHP folds a space", c(), Request::post(&format!("/event?s2s=1&app+token={APP}")))
+            .ambiguous("spelling"),
+        case("A: PHP folds an open bracket", c(), Request::post(&format!("/event?s2s=1&app[token={APP}")))
+            .ambiguous("spelling"),
+        case("A: an array spelling", c(), Request::post(&format!("/event?s2s=1&app_token[]={APP}")))
+            .ambiguous("spelling"),
+        case("A: ';' as a separator (old Rack, Python)", c(),
+             Request::post(&format!("/event?s2s=1&x=1;app_token={APP}&app_token=zzz")))
+            .ambiguous("separator"),
+        case("A: s2s itself twice", c(), Request::post(&format!("/event?s2s=1&s2s=0&app_token={APP}")))
+            .ambiguous("repeated"),
+        case("A: NUL in the app (a C collector stops there)", c(),
+             Request::post(&format!("/event?s2s=1&app_token={APP}%00zzz")))
+            .ambiguous("bad_value"),
+        case("A: CR LF in a value", c(), Request::post(&format!("/event?s2s=1&app_token=zzz%0d%0a{APP}")))
+            .ambiguous("bad_value"),
+        case("A: trailing white space", c(), Request::post(&format!("/event?s2s=1&app_token={APP}+")))
+            .ambiguous("bad_value"),
+        case("A: a broken escape (Go drops the pair, PHP keeps it)", c(),
+             Request::post(&format!("/event?s2s=1&app_token={APP}%zz")))
+            .ambiguous("bad_escape"),
+        case("A: a repeated credential parameter, same value", c(),
+             Request::get(&format!("/postback?s2s_token={SWAARM}&s2s_token={SWAARM}&user_id=u&event_id=e")))
+            .local(400, "Ambiguous request"),
+        case("A: a required parameter given twice", c(),
+             Request::get(&format!("/postback?s2s_token={SWAARM}&user_id=u&user_id=v&event_id=e")))
+            .local(400, "Ambiguous request"),
+        case("A: the shadow pass needs an unambiguous app", c(),
+             Request::post(&format!("/event?s2s=1&app_token=unlisted&app_token={APP}")))
+            .ambiguous("repeated"),
+        case("A: an app that is not protected, named once, is shadow-passed", c(),
+             Request::post("/event?s2s=1&app_token=unlisted"))
+            .counts(&["s2s_guard.shadow.outcome.missing"]),
+        case("A: signature route: the app twice", sdk(),
+             Request::post(&format!("/session?app_token={APP}&app_token=zzz")))
+            .ambiguous("repeated"),
+        case("A: signature route: a device id in query and body", sdk(),
+             form_post("/session?gps_adid=38400000-8cf0-11bd-b23e-10b96e40000d", &format!("app_token={APP}&gps_adid=38400000-8cf0-11bd-b23e-10b96e40000e")))
+            .ambiguous("repeated"),
+        case("A: a credential header under a second spelling", c(),
+             Request::post("/api/v1/s2s/event").header("x-auth-token", JITSU_SERVER).header("x_auth_token", "other"))
+            .local(400, r#"{"message":"Ambiguous request"}"#),
+        // ---- B. bodies the filter does not read --------------------------------------
+        case("B: multipart/form-data", c(),
+             Request::post("/event?s2s=1").header("content-type", "multipart/form-data; boundary=x")
+                .body(format!("--x\r\nContent-Disposition: form-data; name=\"app_token\"\r\n\r\n{APP}\r\n--x--\r\n")))
+            .local(415, "Unsupported request body")
+            .counts(&["s2s_guard.rejected.outcome.unsupported_media_type"]),
+        case("B: a media type list", c(),
+             Request::post("/event?s2s=1").header("content-type", "application/x-www-form-urlencoded, text/plain").body(format!("app_token={APP}")))
+            .local(415, "Unsupported request body"),
+        case("B: a trailing comma", c(),
+             Request::post("/event?s2s=1").header("content-type", "application/x-www-form-urlencoded,").body(format!("app_token={APP}")))
+            .local(415, "Unsupported request body"),
+        case("B: a space-separated list", c(),
+             Request::post("/event?s2s=1").header("content-type", "application/x-www-form-urlencoded text/plain").body(format!("app_token={APP}")))
+            .local(415, "Unsupported request body"),
+        case("B: a body without Content-Type (Rack reads it as a form)", c(),
+             Request::post("/event?s2s=1").body(format!("app_token={APP}")))
+            .local(415, "Unsupported request body"),
+        case("B: another charset", c(),
+             Request::post("/event?s2s=1").header("content-type", "application/x-www-form-urlencoded; charset=utf-16").body(format!("app_token={APP}")))
+            .local(415, "Unsupported request body"),
+        case("B: a gzip form body (Express inflates it)", c(),
+             form_post("/event?s2s=1", b"\x1f\x8b\x08\0").header("content-encoding", "gzip"))
+            .local(415, "Unsupported request body"),
+        case("B: a GET with a form body (Express and Rack read it)", c(),
+             Request::get("/event?s2s=1").header("content-type", FORM).body(format!("app_token={APP}")))
+            .ambiguous("body_on_method"),
+        case("B: a form body is read and decided", c(),
+             form_post("/event?s2s=1", &format!("app_token={APP}")))
+            .local(202, "Missing authentication token"),
+        case("B: a JSON API route ignores its body (Jitsu)", c(),
+             Request::post("/api/v1/s2s/event").header("x-auth-token", JITSU_SERVER)
+                .header("content-type", "application/json").header("content-encoding", "gzip").body("{\"token\":\"x\"}"))
+            .up("x-s2s-guard-token-id", Some("jitsu"))
+            .up_body("{\"token\":\"x\"}"),
+        case("B: a body shorter than its Content-Length is not decided", c(),
+             form_post("/event?s2s=1", &format!("app_token={APP}")).header("content-length", "99").header("authorization", bearer()))
+            .ambiguous("body_length"),
+        // ---- D. paths and methods ----------------------------------------------------
+        case("D: PUT", c(), Request::new("PUT", &format!("/event?s2s=1&app_token={APP}")))
+            .local(405, "Method not allowed"),
+        case("D: PATCH", c(), Request::new("PATCH", &format!("/event?s2s=1&app_token={APP}")))
+            .local(405, "Method not allowed"),
+        case("D: lower-case post", c(), Request::new("post", &format!("/event?s2s=1&app_token={APP}")))
+            .local(405, "Method not allowed"),
+        case("D: method on a path variant", c(), Request::new("DELETE", &format!("/EVENT/?s2s=1&app_token={APP}")))
+            .local(405, "Method not allowed"),
+        case("D: ';' parameters on a protected path", c(), Request::post(&format!("/event;a=b?s2s=1&app_token={APP}")))
+            .ambiguous("path"),
+        case("D: an encoded slash", c(), Request::post(&format!("/event%2F?s2s=1&app_token={APP}")))
+            .ambiguous("path"),
+        case("D: an encoded backslash", c(), Request::post(&format!("/x%5C..%5Cevent?s2s=1&app_token={APP}")))
+            .ambiguous("path"),
+        case("D: NUL in the path", c(), Request::post(&format!("/event%00.css?s2s=1&app_token={APP}")))
+            .ambiguous("path"),
+        case("D: double encoding", c(), Request::post(&format!("/%2565vent?s2s=1&app_token={APP}")))
+            .ambiguous("path"),
+        case("D: an unknown path with an encoded slash is not ours", c(), Request::get("/static/a%2Fb"))
+            .up(":path", Some("/static/a%2Fb"))
+            .counts(&["s2s_guard.unmatched"]),
+        case("D: an unknown path keeps its spelling", c(), Request::get("/Static/Logo.PNG"))
+            .up(":path", Some("/Static/Logo.PNG")),
+        case("D: the canonical path goes upstream", c(),
+             Request::post(&format!("/x/../EVENT/?s2s=1&app_token={APP}")).header("authorization", bearer()))
+            .up(":path", Some(&format!("/event?s2s=1&app_token={APP}")))
+            .up("x-s2s-guard-token-id", Some("adj-events")),
+        // ---- E. headers and fields the filter owns ------------------------------------
+        case("E: owned headers under any spelling are removed (allowed)", c(),
+             Request::post(&format!("/event?s2s=1&app_token={APP}")).header("authorization", bearer())
+                .header("x_s2s_guard_app", "spoof").header("X_S2S_GUARD_TOKEN_ID", "admin").header("x-s2s-guard_rejection", "none"))
+            .up("x_s2s_guard_app", None)
+            .up("x_s2s_guard_token_id", None)
+            .up("x-s2s-guard_rejection", None)
+            .up("x-s2s-guard-app", Some(APP)),
+        case("E: ... on a shadow-passed request", c(),
+             Request::post("/event?s2s=1&app_token=unlisted").header("x_s2s_guard_token_id", "admin"))
+            .up("x_s2s_guard_token_id", None),
+        case("E: ... on an unknown path", c(), Request::get("/healthz").header("x_s2s_guard_token_id", "admin"))
+            .up("x_s2s_guard_token_id", None),
+        case("E: a client-sent flag marker is removed from the body", c(),
+             form_post("/event?s2s=1", &format!("app_token={APP}&s2s_guard_rejection=none&s2s_guard.rejection=none")).header("authorization", bearer()))
+            .up_body(&format!("app_token={APP}")),
+        case("E: ... and from the query", c(),
+             Request::post(&format!("/event?s2s=1&app_token={APP}&s2s_guard_rejection=none")).header("authorization", bearer()))
+            .up(":path", Some(&format!("/event?s2s=1&app_token={APP}"))),
+        case("E: flag mode: the filter's marker, never the client's", flag(),
+             form_post("/event?s2s=1", &format!("app_token={APP}&s2s_guard_rejection=none")))
+            .up_body(&format!("app_token={APP}&s2s_guard_rejection=missing")),
+        // ---- F. what goes upstream before the decision --------------------------------
+        case("F: flag mode: an unread body is refused, not forwarded unmarked", flag(),
+             form_post("/event?s2s=1", &format!("app_token={APP}&pad={}", "p".repeat(70_000))).header("authorization", "Bearer other"))
+            .local(413, "Request body too large"),
+        case("F: identity headers come only from the final decision", c(),
+             form_post("/event?s2s=1", &format!("app_token={APP}")).header("authorization", bearer()))
+            .up("x-s2s-guard-token-id", None)
+            .up_body(&format!("app_token={APP}")),
+    ];
+    // Every path variant of a protected path is that path: no token, not forwarded.
+    for p in [
+        "/event/",
+        "//event",
+        "/./event",
+        "/x/../event",
+        "/%65vent",
+        "/EVENT",
+        "/Event//",
+    ] {
+        out.push(
+            case(
+                format!("D: {p} is /event"),
+                c(),
+                Request::post(&format!("{p}?s2s=1&app_token={APP}")),
+            )
+            .local(202, "Missing authentication token"),
+        );
+    }
+    out
+}
+
+fn check(c: &Case, o: &Observed, runner: &str) -> Result<(), String> {
+    let ctx = format!("[{runner}] {}", c.name);
+    let err = |what: String| Err(format!("{ctx}: {what}"));
+    if o.forwarded != c.forwarded || o.status != c.status {
+        return err(format!(
+            "forwarded={} status={} body={:?}, want forwarded={} status={}",
+            o.forwarded,
+            o.status,
+            String::from_utf8_lossy(&o.body),
+            c.forwarded,
+            c.status
+        ));
+    }
+    if let Some(b) = c.body {
+        if String::from_utf8_lossy(&o.body) != b {
+            return err(format!("body {:?}", String::from_utf8_lossy(&o.body)));
+        }
+    }
+    for (name, want) in &c.up {
+        let Some(up) = &o.upstream else {
+            return err("not forwarded".into());
+        };
+        let got = header_value(up, name).map(|v| String::from_utf8_lossy(v).into_owned());
+        if got != *want {
+            return err(format!("upstream {name}: {got:?}, want {want:?}"));
+        }
+    }
+    if let Some(b) = &c.up_body {
+        let got = o
+            .upstream_body
+            .as_ref()
+            .map(|b| String::from_utf8_lossy(b).into_owned());
+        if got.as_deref() != Some(b.as_str()) {
+            return err(format!("upstream body {got:?}"));
+        }
+    }
+    for name in &c.counts {
+        if o.counters.get(*name).copied().unwrap_or(0) != 1 {
+            return err(format!("counter {name} not moved: {:?}", o.counters));
+        }
+    }
+    if !o.forwarded
+        && !o
+            .counters
+            .keys()
+            .any(|k| k.starts_with("s2s_guard.rejected."))
+    {
+        return err(format!(
+            "refused without a rejection counter: {:?}",
+            o.counters
+        ));
+    }
+    Ok(())
+}
+
+fn check_all(mut run: impl FnMut(&Case) -> Observed, runner: &str) {
+    let failures: Vec<String> = cases()
+        .iter()
+        .filter_map(|c| check(c, &run(c), runner).err())
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} failing:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn reading_scenarios_native() {
+    check_all(|c| run_native(&c.config, &c.req), "native");
+}
+
+#[test]
+fn reading_scenarios_through_the_wasm() {
+    let mut runner = WasmRunner::new();
+    check_all(|c| runner.run(&c.config, &c.req), "wasm");
+}
+
+/// An attacker-chosen signing id cannot forge a field of the log line.
+#[test]
+fn logged_values_are_escaped_and_capped() {
+    let cfg = format!(
+        r#"{{"presets": ["adjust_sdk"],
+  "apps": {{"{APP}": {{"signature": {{"secrets": [{{"id": 1, "info": [1, 2, 3, 4]}}], "later_sdk": "pass"}}}}}}}}"#
+    );
+    let mut runner = WasmRunner::new();
+    let forged = format!("x token_id=admin {}", "A".repeat(300));
+    let req = form_post("/session", &format!("app_token={APP}")).header(
+        "authorization",
+        format!(
+            r#"Signature signature="abc",adj_signing_id="{forged}",algorithm="adj2",headers_id="1""#
+        ),
+    );
+    let o = runner.run(&cfg, &req);
+    assert!(o.forwarded, "{o:?}");
+    let all: Vec<String> = runner
+        .host(&cfg)
+        .logs()
+        .into_iter()
+        .map(|l| l.message)
+        .collect();
+    let line = all
+        .iter()
+        .find(|l| l.contains("unverifiable_passed"))
+        .unwrap_or_else(|| panic!("no log line: {all:?}"));
+    assert!(!line.contains("token_id=admin"), "{line}");
+    assert!(line.contains("token_id=-"), "{line}");
+    assert!(line.contains("\\x3d") && line.contains("..."), "{line}");
+    assert!(line.len() < 400, "{line}");
+}
