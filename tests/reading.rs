@@ -163,7 +163,7 @@ fn cases() -> Vec<Case> {
              Request::post(&format!("/session?app_token={APP}&app_token=zzz")))
             .ambiguous("repeated"),
         case("A: signature route: a device id in query and body", sdk(),
-             form_post("/session?gps_adid=38400000-8cf0-11bd-b23e-10b96e40000d", &format!("app_token={APP}&gps_adid=38400000-8cf0-11bd-b23e-10b96e40000e")))
+             form_post("/session?gps_adid=38400000-8cf0-11bd-b23e-10b96e40000d", format!("app_token={APP}&gps_adid=38400000-8cf0-11bd-b23e-10b96e40000e")))
             .ambiguous("repeated"),
         case("A: a credential header under a second spelling", c(),
              Request::post("/api/v1/s2s/event").header("x-auth-token", JITSU_SERVER).header("x_auth_token", "other"))
@@ -196,7 +196,7 @@ fn cases() -> Vec<Case> {
              Request::get("/event?s2s=1").header("content-type", FORM).body(format!("app_token={APP}")))
             .ambiguous("body_on_method"),
         case("B: a form body is read and decided", c(),
-             form_post("/event?s2s=1", &format!("app_token={APP}")))
+             form_post("/event?s2s=1", format!("app_token={APP}")))
             .local(202, "Missing authentication token"),
         case("B: a JSON API route ignores its body (Jitsu)", c(),
              Request::post("/api/v1/s2s/event").header("x-auth-token", JITSU_SERVER)
@@ -204,7 +204,7 @@ fn cases() -> Vec<Case> {
             .up("x-s2s-guard-token-id", Some("jitsu"))
             .up_body("{\"token\":\"x\"}"),
         case("B: a body shorter than its Content-Length is not decided", c(),
-             form_post("/event?s2s=1", &format!("app_token={APP}")).header("content-length", "99").header("authorization", bearer()))
+             form_post("/event?s2s=1", format!("app_token={APP}")).header("content-length", "99").header("authorization", bearer()))
             .ambiguous("body_length"),
         // ---- D. paths and methods ----------------------------------------------------
         case("D: PUT", c(), Request::new("PUT", &format!("/event?s2s=1&app_token={APP}")))
@@ -248,20 +248,20 @@ fn cases() -> Vec<Case> {
         case("E: ... on an unknown path", c(), Request::get("/healthz").header("x_s2s_guard_token_id", "admin"))
             .up("x_s2s_guard_token_id", None),
         case("E: a client-sent flag marker is removed from the body", c(),
-             form_post("/event?s2s=1", &format!("app_token={APP}&s2s_guard_rejection=none&s2s_guard.rejection=none")).header("authorization", bearer()))
+             form_post("/event?s2s=1", format!("app_token={APP}&s2s_guard_rejection=none&s2s_guard.rejection=none")).header("authorization", bearer()))
             .up_body(&format!("app_token={APP}")),
         case("E: ... and from the query", c(),
              Request::post(&format!("/event?s2s=1&app_token={APP}&s2s_guard_rejection=none")).header("authorization", bearer()))
             .up(":path", Some(&format!("/event?s2s=1&app_token={APP}"))),
         case("E: flag mode: the filter's marker, never the client's", flag(),
-             form_post("/event?s2s=1", &format!("app_token={APP}&s2s_guard_rejection=none")))
+             form_post("/event?s2s=1", format!("app_token={APP}&s2s_guard_rejection=none")))
             .up_body(&format!("app_token={APP}&s2s_guard_rejection=missing")),
         // ---- F. what goes upstream before the decision --------------------------------
         case("F: flag mode: an unread body is refused, not forwarded unmarked", flag(),
-             form_post("/event?s2s=1", &format!("app_token={APP}&pad={}", "p".repeat(70_000))).header("authorization", "Bearer other"))
+             form_post("/event?s2s=1", format!("app_token={APP}&pad={}", "p".repeat(70_000))).header("authorization", "Bearer other"))
             .local(413, "Request body too large"),
         case("F: identity headers come only from the final decision", c(),
-             form_post("/event?s2s=1", &format!("app_token={APP}")).header("authorization", bearer()))
+             form_post("/event?s2s=1", format!("app_token={APP}")).header("authorization", bearer()))
             .up("x-s2s-guard-token-id", None)
             .up_body(&format!("app_token={APP}")),
     ];
@@ -375,7 +375,7 @@ fn logged_values_are_escaped_and_capped() {
     );
     let mut runner = WasmRunner::new();
     let forged = format!("x token_id=admin {}", "A".repeat(300));
-    let req = form_post("/session", &format!("app_token={APP}")).header(
+    let req = form_post("/session", format!("app_token={APP}")).header(
         "authorization",
         format!(
             r#"Signature signature="abc",adj_signing_id="{forged}",algorithm="adj2",headers_id="1""#
