@@ -389,7 +389,9 @@ fn compile(mut root: Obj, raw_tokens: Option<&RawValue>) -> Result<Policy, Confi
                     return err(path, format!("preset \"{name}\" repeats route {}", r.name));
                 }
                 let profile = profile_index(&path, preset_profile(name))?;
-                routes.push(Route { profile, ..r });
+                // Each system's routes are its own realm: its tokens open only them.
+                let realm = preset_profile(name).to_string();
+                routes.push(Route { profile, realm, ..r });
             }
         }
     }
@@ -435,8 +437,34 @@ fn compile(mut root: Obj, raw_tokens: Option<&RawValue>) -> Result<Policy, Confi
         None => routes[0].profile,
     };
 
+    // Realms: every route's; tokens name theirs, or take the default.
+    let mut realms: Vec<String> = Vec::new();
+    for r in &routes {
+        if !realms.contains(&r.realm) {
+            realms.push(r.realm.clone());
+        }
+    }
+    realms.sort();
+    let default_realm = match root.str("default_realm")? {
+        Some(r) if realms.iter().any(|x| x == r) => Some(r.to_string()),
+        Some(r) => {
+            return err(
+                "default_realm",
+                format!(
+                    "unknown realm \"{r}\" (the routes' realms: {})",
+                    realms.join(", ")
+                ),
+            )
+        }
+        None if realms.len() == 1 => Some(realms[0].clone()),
+        None => None,
+    };
+    let realm_ctx = Realms {
+        known: realms.clone(),
+        default: default_realm,
+    };
     root.seen.push("tokens");
-    let tokens = compile_tokens(raw_tokens)?;
+    let tokens = compile_tokens(raw_tokens, &realm_ctx)?;
     let apps = compile_apps(root)?;
     let signature_reply = match root.object("signature_reply")? {
         None => text(401, "Request signature rejected"),
@@ -735,10 +763,21 @@ fn compile_route(
         }
         single_params.push(n.as_bytes().to_vec());
     }
+    let realm = match o.str("realm")? {
+        None => "default".to_string(),
+        Some(r) if valid_realm(r) => r.to_string(),
+        Some(r) => {
+            return err(
+                o.at("realm"),
+                format!("not a realm name: \"{r}\" (letters, digits, - and _)"),
+            )
+        }
+    };
     Ok(Route {
         checks,
         body,
         single_params,
+        realm,
         fields: Default::default(),
         name,
         path,
@@ -753,6 +792,12 @@ fn compile_route(
         per_app,
         cors,
     })
+}
+
+fn valid_realm(r: &str) -> bool {
+    !r.is_empty()
+        && r.len() <= 64
+        && r.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 fn parse_scope(path: &str, s: &str) -> Result<Scope, ConfigError> {
@@ -863,7 +908,36 @@ fn parse_time(o: &mut Obj, key: &'static str) -> Result<Option<u64>, ConfigError
     }
 }
 
-fn compile_tokens(raw: Option<&RawValue>) -> Result<TokenStore, ConfigError> {
+/// The realms tokens may name, and the one a token that names none belongs to.
+struct Realms {
+    known: Vec<String>,
+    default: Option<String>,
+}
+
+impl Realms {
+    fn resolve(&self, path: &str, named: Option<&str>) -> Result<String, ConfigError> {
+        match (named, &self.default) {
+            (Some(r), _) if self.known.iter().any(|k| k == r) => Ok(r.to_string()),
+            (Some(r), _) => err(
+                format!("{path}.realm"),
+                format!(
+                    "unknown realm \"{r}\" (the routes' realms: {})",
+                    self.known.join(", ")
+                ),
+            ),
+            (None, Some(d)) => Ok(d.clone()),
+            (None, None) => err(
+                format!("{path}.realm"),
+                format!(
+                    "is required: the routes belong to several realms ({}); or set default_realm",
+                    self.known.join(", ")
+                ),
+            ),
+        }
+    }
+}
+
+fn compile_tokens(raw: Option<&RawValue>, realms: &Realms) -> Result<TokenStore, ConfigError> {
     let mut store = TokenStore::default();
     let Some(raw) = raw.filter(|r| r.get().trim() != "null") else {
         return Ok(store);
@@ -871,13 +945,14 @@ fn compile_tokens(raw: Option<&RawValue>) -> Result<TokenStore, ConfigError> {
     // Jitsu's shorthand: a plain string is one client secret.
     if let Ok(secret) = serde_json::from_str::<String>(raw.get()) {
         let v = serde_json::json!([secret]);
-        compile_token(0, &v[0], &mut store)?;
+        compile_token(0, &v[0], &mut store, realms)?;
         return Ok(store);
     }
     let mut failure: Option<ConfigError> = None;
     let seed = TokenSeq {
         store: &mut store,
         failure: &mut failure,
+        realms,
     };
     let mut de = serde_json::Deserializer::from_str(raw.get());
     let result = serde::de::DeserializeSeed::deserialize(seed, &mut de);
@@ -898,6 +973,7 @@ fn compile_tokens(raw: Option<&RawValue>) -> Result<TokenStore, ConfigError> {
 struct TokenSeq<'s> {
     store: &'s mut TokenStore,
     failure: &'s mut Option<ConfigError>,
+    realms: &'s Realms,
 }
 
 impl<'de> serde::de::DeserializeSeed<'de> for TokenSeq<'_> {
@@ -915,7 +991,7 @@ impl<'de> serde::de::Visitor<'de> for TokenSeq<'_> {
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         let mut i = 0;
         while let Some(v) = seq.next_element::<Value>()? {
-            if let Err(e) = compile_token(i, &v, self.store) {
+            if let Err(e) = compile_token(i, &v, self.store, self.realms) {
                 *self.failure = Some(e);
                 return Err(serde::de::Error::custom("invalid token"));
             }
@@ -925,14 +1001,22 @@ impl<'de> serde::de::Visitor<'de> for TokenSeq<'_> {
     }
 }
 
-fn compile_token(i: usize, v: &Value, store: &mut TokenStore) -> Result<(), ConfigError> {
+fn compile_token(
+    i: usize,
+    v: &Value,
+    store: &mut TokenStore,
+    realms: &Realms,
+) -> Result<(), ConfigError> {
     // Jitsu's shorthand: a string in the list is a client secret; its id is its
     // position (never the secret).
     if let Value::String(secret) = v {
         if secret.is_empty() {
             return err(format!("tokens[{i}]"), "must not be empty");
         }
-        let token = Token::new(format!("client-secret-{i}"));
+        let token = Token {
+            realm: realms.resolve(&format!("tokens[{i}]"), None)?,
+            ..Token::new(format!("client-secret-{i}"))
+        };
         return store
             .insert(token, &[(token::digest(secret.as_bytes()), Kind::Client)])
             .or_else(|e| match e {
@@ -1014,6 +1098,11 @@ fn compile_token(i: usize, v: &Value, store: &mut TokenStore) -> Result<(), Conf
                 }
             }
         }
+        let realm = realms.resolve(&path, o.str("realm")?)?;
+        let all_apps = o.bool("all_apps", false)?;
+        if all_apps && app.is_some() {
+            return err(o.at("all_apps"), "contradicts app (a token of one app)");
+        }
         o.finish()?;
         let token = Token {
             id,
@@ -1023,6 +1112,8 @@ fn compile_token(i: usize, v: &Value, store: &mut TokenStore) -> Result<(), Conf
             not_before,
             expires_at,
             origins,
+            realm,
+            all_apps,
         };
         match store.insert(token, &secrets) {
             Ok(()) => {}
@@ -1616,6 +1707,7 @@ fn route(name: &str, path: &str) -> Route {
         checks: Checks::Token,
         body: BodyRule::Form,
         single_params: Vec::new(),
+        realm: "default".into(),
         fields: Default::default(),
     }
 }
@@ -1778,7 +1870,7 @@ mod tests {
             "configuration: empty; s2s-guard needs a JSON object with at least one route or preset"
         );
         assert_eq!(e("[]"), "configuration: expected a JSON object");
-        assert_eq!(e(r#"{"presets":["adjust"],"bogus":1}"#), "bogus: unknown field (known fields: $schema, app_authentication_default, apps, hold_headers_for_body, max_body_bytes, max_stats_apps, mode, origin_mismatch, path_normalization, presets, profiles, routes, signature_reply, strip_credential, token_source, tokens, unknown_paths, unknown_paths_profile, upstream_headers)");
+        assert_eq!(e(r#"{"presets":["adjust"],"bogus":1}"#), "bogus: unknown field (known fields: $schema, app_authentication_default, apps, default_realm, hold_headers_for_body, max_body_bytes, max_stats_apps, mode, origin_mismatch, path_normalization, presets, profiles, routes, signature_reply, strip_credential, token_source, tokens, unknown_paths, unknown_paths_profile, upstream_headers)");
         assert_eq!(
             e(r#"{"presets":["adjust"],"tokens":[{"id":"a","secret":"s","scopes":["event"]}]}"#),
             "tokens[0].scopes[0]: unknown scope \"event\" (expected one of: events, sessions, ad_revenue, gdpr)"
@@ -1815,6 +1907,32 @@ mod tests {
             e(r#"{}"#),
             "routes: no routes: configure routes or name a preset"
         );
+    }
+
+    #[test]
+    fn realm_errors_name_the_field() {
+        assert_eq!(
+            e(r#"{"presets":["adjust","swaarm"],"tokens":[{"id":"a","secret":"s"}]}"#),
+            "tokens[0].realm: is required: the routes belong to several realms (adjust, swaarm); or set default_realm"
+        );
+        assert_eq!(
+            e(r#"{"presets":["adjust","swaarm"],"tokens":[{"id":"a","secret":"s","realm":"jitsu"}]}"#),
+            "tokens[0].realm: unknown realm \"jitsu\" (the routes' realms: adjust, swaarm)"
+        );
+        assert_eq!(
+            e(r#"{"presets":["adjust","swaarm"],"default_realm":"x"}"#),
+            "default_realm: unknown realm \"x\" (the routes' realms: adjust, swaarm)"
+        );
+        assert_eq!(
+            e(r#"{"presets":["adjust"],"tokens":[{"id":"a","secret":"s","app":"x","all_apps":true}]}"#),
+            "tokens[0].all_apps: contradicts app (a token of one app)"
+        );
+        assert_eq!(
+            e(r#"{"routes":[{"path":"/a","profile":"swaarm","realm":"a b"}]}"#),
+            "routes[0].realm: not a realm name: \"a b\" (letters, digits, - and _)"
+        );
+        let p = parse(br#"{"presets":["adjust","swaarm"],"default_realm":"swaarm","tokens":[{"id":"a","secret":"s"}]}"#).unwrap();
+        assert_eq!(p.routes.iter().filter(|r| r.realm == "adjust").count(), 4);
     }
 
     #[test]

@@ -510,7 +510,10 @@ fn token_decision(
             Some(v) => {
                 let t = v.token.as_ref();
                 d.token_id = Some(t.id.clone());
-                let outcome = if !t.active {
+                let outcome = if t.realm != route.realm {
+                    // Another system's token is unknown here, whatever it grants there.
+                    Outcome::Wrong
+                } else if !t.active {
                     Outcome::Inactive
                 } else if t.not_before.is_some_and(|nb| now < nb)
                     || t.expires_at.is_some_and(|ea| now >= ea)
@@ -524,11 +527,15 @@ fn token_decision(
                         Kind::Server => Outcome::Wrong,
                     }
                 } else if route.app_param.is_some()
-                    && t.app.is_some()
                     && !(pending && app.is_none())
-                    && app.as_deref() != t.app.as_ref().map(|a| a.as_bytes())
+                    && match &t.app {
+                        // A token belongs to one app: another app's token is wrong.
+                        Some(a) => app.as_deref() != Some(a.as_bytes()),
+                        // A token with no app opens an app-checked route only if it
+                        // says it is valid for every app of its realm.
+                        None => !t.all_apps,
+                    }
                 {
-                    // A token belongs to one app: another app's token is a wrong token.
                     Outcome::Wrong
                 } else if route
                     .scope

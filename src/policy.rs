@@ -169,6 +169,8 @@ pub struct Route {
     pub checks: Checks,
     /// What the route's body is to the collector.
     pub body: BodyRule,
+    /// The system or tenant the route belongs to: only its tokens open it.
+    pub realm: String,
     /// Further parameters the collector decides on (Adjust's `s2s`): like every
     /// decision field, given at most once, spelt one way, with a clean value.
     pub single_params: Vec<Vec<u8>>,

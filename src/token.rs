@@ -188,6 +188,12 @@ pub struct Token {
     pub expires_at: Option<u64>,
     /// Allowed origins for client secrets; empty means any.
     pub origins: Vec<OriginRule>,
+    /// The system (or tenant) the token belongs to: it opens only routes of this
+    /// realm. Resolved when the configuration is compiled.
+    pub realm: String,
+    /// A token with no app is valid on routes that check the app only if it says
+    /// it is valid for every app of its realm.
+    pub all_apps: bool,
 }
 
 impl Token {
@@ -201,6 +207,8 @@ impl Token {
             not_before: None,
             expires_at: None,
             origins: Vec::new(),
+            realm: String::new(),
+            all_apps: false,
         }
     }
 }
@@ -249,6 +257,7 @@ pub fn encode_record(t: &Token, kind: Kind) -> Vec<u8> {
         "id": t.id, "app": t.app, "scopes": scopes, "active": t.active,
         "not_before": t.not_before, "expires_at": t.expires_at,
         "kind": kind.name(), "origins": origins,
+        "realm": t.realm, "all_apps": t.all_apps,
     })
     .to_string()
     .into_bytes()
@@ -282,6 +291,8 @@ pub fn decode_record(v: &[u8]) -> Option<(Token, Kind)> {
             not_before: j.get("not_before").and_then(|v| v.as_u64()),
             expires_at: j.get("expires_at").and_then(|v| v.as_u64()),
             origins,
+            realm: j.get("realm")?.as_str()?.to_string(),
+            all_apps: j.get("all_apps")?.as_bool()?,
         },
         kind,
     ))

@@ -19,9 +19,9 @@ fn config(extra: &str) -> String {
         r#"{{
   "presets": ["adjust", "swaarm", "jitsu"],
   "tokens": [
-    {{"id": "adj-events", "sha256": "{DIGEST}", "app": "{APP}", "scopes": ["events", "ad_revenue"]}},
-    {{"id": "swaarm", "secret": "{SWAARM}"}},
-    {{"id": "jitsu", "server_secret": "{JITSU_SERVER}"}}
+    {{"id": "adj-events", "realm": "adjust", "sha256": "{DIGEST}", "app": "{APP}", "scopes": ["events", "ad_revenue"]}},
+    {{"id": "swaarm", "realm": "swaarm", "secret": "{SWAARM}"}},
+    {{"id": "jitsu", "realm": "jitsu", "server_secret": "{JITSU_SERVER}"}}
   ],
   "apps": {{"{APP}": {{"authentication": true}}}}{extra}
 }}"#

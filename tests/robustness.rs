@@ -110,7 +110,7 @@ fn no_input_traps_the_vm() {
     let config = r#"{"presets": ["adjust", "swaarm", "jitsu"],
       "routes": [{"path": "/form", "profile": "swaarm", "credentials": ["form:t", "query:t", "bearer", "basic"],
                   "required_params": ["a"], "app_param": "app"}],
-      "tokens": [{"id": "t", "secret": "tok", "app": "app1"}, {"id": "j", "client_secret": "c", "origins": ["*.x.com"]}]}"#;
+      "tokens": [{"id": "t", "realm": "default", "secret": "tok", "app": "app1"}, {"id": "j", "realm": "jitsu", "client_secret": "c", "origins": ["*.x.com"]}]}"#;
     let mut h = host(config, 2).unwrap();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let paths = [

@@ -948,7 +948,7 @@ fn token_and_signature_compose() {
     // Headers held while the body is read, so the verified identity can be set.
     let cfg = r#"{"hold_headers_for_body": true, "routes": [{"path": "/session", "profile": "swaarm", "credentials": ["header:x-api-key"],
                    "app_param": "app_token", "checks": "token_and_signature"}],
-       "tokens": [{"id": "partner", "secret": "partner-key"}],
+       "tokens": [{"id": "partner", "secret": "partner-key", "all_apps": true}],
        "apps": {"abc123": {"signature": {"enforce_signature": true, "secrets": [{"id": 2, "info": [1234, 5678, 9012, 3456]}]}}}}"#;
     let mut h = host(cfg, 2);
     let signed = |n: u64| {

@@ -20,16 +20,16 @@ fn config(extra: &str) -> String {
         r#"{{
   "presets": ["adjust", "swaarm", "jitsu"],
   "tokens": [
-    {{"id": "adj-events", "sha256": "{ADJUST_DIGEST}", "app": "{APP}", "scopes": ["events", "ad_revenue"]}},
-    {{"id": "adj-legacy", "secret": "legacy-token", "app": "{APP}"}},
-    {{"id": "adj-off", "secret": "inactive-token", "app": "{APP}", "active": false}},
-    {{"id": "adj-old", "secret": "expired-token", "app": "{APP}", "expires_at": {expired}}},
-    {{"id": "adj-next", "secret": "future-token", "app": "{APP}", "not_before": "2026-06-01T00:00:00Z"}},
-    {{"id": "adj-gdpr", "secret": "gdpr-token", "app": "{APP}", "scopes": ["gdpr"]}},
-    {{"id": "adj-other-app", "secret": "other-app-token", "app": "otherapp1", "scopes": ["events"]}},
-    {{"id": "swaarm", "secret": "{SWAARM}"}},
-    {{"id": "jitsu", "client_secret": "{JITSU_CLIENT}", "server_secret": "{JITSU_SERVER}", "origins": ["*.abc.com", "efg.com"]}},
-    {{"id": "jitsu-any-origin", "client_secret": "open-client"}}
+    {{"id": "adj-events", "realm": "adjust", "sha256": "{ADJUST_DIGEST}", "app": "{APP}", "scopes": ["events", "ad_revenue"]}},
+    {{"id": "adj-legacy", "realm": "adjust", "secret": "legacy-token", "app": "{APP}"}},
+    {{"id": "adj-off", "realm": "adjust", "secret": "inactive-token", "app": "{APP}", "active": false}},
+    {{"id": "adj-old", "realm": "adjust", "secret": "expired-token", "app": "{APP}", "expires_at": {expired}}},
+    {{"id": "adj-next", "realm": "adjust", "secret": "future-token", "app": "{APP}", "not_before": "2026-06-01T00:00:00Z"}},
+    {{"id": "adj-gdpr", "realm": "adjust", "secret": "gdpr-token", "app": "{APP}", "scopes": ["gdpr"]}},
+    {{"id": "adj-other-app", "realm": "adjust", "secret": "other-app-token", "app": "otherapp1", "scopes": ["events"]}},
+    {{"id": "swaarm", "realm": "swaarm", "secret": "{SWAARM}"}},
+    {{"id": "jitsu", "realm": "jitsu", "client_secret": "{JITSU_CLIENT}", "server_secret": "{JITSU_SERVER}", "origins": ["*.abc.com", "efg.com"]}},
+    {{"id": "jitsu-any-origin", "realm": "jitsu", "client_secret": "open-client"}}
   ],
   "apps": {{"{APP}": {{"authentication": true}}, "otherapp1": {{"authentication": true}},
            "eventsonly": {{"authentication": true, "authentication_scopes": ["events"]}}}}
@@ -117,18 +117,18 @@ fn cases() -> Vec<Case> {
         config(
             r#","profiles": {"mine": {"missing": {"status": 401, "body": "need a token"},
                "default": {"status": 403, "body": "{\"error\":\"denied\"}", "content_type": "application/json"}}},
-               "routes": [{"path": "/custom", "profile": "mine", "credentials": ["header:x-api-key"], "scope": "events"}]"#,
+               "routes": [{"path": "/custom", "realm": "adjust", "profile": "mine", "credentials": ["header:x-api-key"], "scope": "events"}]"#,
         )
     };
     let form = || {
         config(
-            r#","routes": [{"path": "/form", "profile": "swaarm", "credentials": ["form:s2s_token", "query:s2s_token"],
+            r#","routes": [{"path": "/form", "realm": "swaarm", "profile": "swaarm", "credentials": ["form:s2s_token", "query:s2s_token"],
                 "required_params": ["user_id"]}]"#,
         )
     };
     let hold_form = || {
         config(
-            r#","hold_headers_for_body": true, "routes": [{"path": "/form", "profile": "swaarm", "credentials": ["form:s2s_token", "query:s2s_token"],
+            r#","hold_headers_for_body": true, "routes": [{"path": "/form", "realm": "swaarm", "profile": "swaarm", "credentials": ["form:s2s_token", "query:s2s_token"],
                 "required_params": ["user_id"]}]"#,
         )
     };
@@ -136,7 +136,7 @@ fn cases() -> Vec<Case> {
     let hold_flag_off = || config(r#","hold_headers_for_body": true"#);
     let json_route = || {
         config(
-            r#","routes": [{"path": "/json", "profile": "swaarm", "credentials": ["query:s2s_token"],
+            r#","routes": [{"path": "/json", "realm": "swaarm", "profile": "swaarm", "credentials": ["query:s2s_token"],
                 "required_params": ["user_id"], "body": "ignore"}]"#,
         )
     };

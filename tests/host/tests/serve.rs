@@ -12,7 +12,7 @@ use s2s_guard_host::load_dist;
 use s2s_guard_host::serve::{serve, ServeOptions};
 
 fn config() -> String {
-    r#"{"presets": ["swaarm", "jitsu"],
+    r#"{"presets": ["swaarm", "jitsu"], "default_realm": "swaarm",
         "token_source": {"cluster": "token_service", "path": "/tokens.json", "period": "200ms", "timeout": "1s"}}"#
         .into()
 }
@@ -61,7 +61,7 @@ fn requests_over_loopback_and_token_rotation() {
     let tokens = dir.join("tokens.json");
     std::fs::write(
         &tokens,
-        r#"{"tokens": [{"id": "store", "server_secret": "tok-1"}]}"#,
+        r#"{"tokens": [{"id": "store", "server_secret": "tok-1"}, {"id": "web", "realm": "jitsu", "server_secret": "tok-j"}]}"#,
     )
     .unwrap();
 
@@ -109,9 +109,15 @@ fn requests_over_loopback_and_token_rotation() {
     assert_eq!(status, 400);
     let (status, _, body) = http(
         addr,
-        "POST /api/v1/s2s/event HTTP/1.1\r\nhost: x\r\nx-auth-token: tok-1\r\ncontent-length: 2\r\n\r\n{}",
+        "POST /api/v1/s2s/event HTTP/1.1\r\nhost: x\r\nx-auth-token: tok-j\r\ncontent-length: 2\r\n\r\n{}",
     );
     assert_eq!(status, 200, "{body}");
+    // The Swaarm token (default realm) does not open Jitsu's routes.
+    let (status, _, _) = http(
+        addr,
+        "POST /api/v1/s2s/event HTTP/1.1\r\nhost: x\r\nx-auth-token: tok-1\r\ncontent-length: 2\r\n\r\n{}",
+    );
+    assert_eq!(status, 401);
     assert!(body.contains("\"body\":\"{}\""), "{body}");
     let (status, _, body) = get(addr, "/healthz", "");
     assert_eq!(status, 200);
