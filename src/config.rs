@@ -288,15 +288,37 @@ impl<'a> Obj<'a> {
         }
     }
 
-    pub(crate) fn usize(&mut self, key: &'static str) -> Result<Option<usize>, ConfigError> {
+    /// An integer in `lo..=hi`, checked before any narrowing (the filter runs on
+    /// wasm32, where `usize` is 32 bits: 4294967297 must not become 1).
+    pub(crate) fn int(
+        &mut self,
+        key: &'static str,
+        lo: u64,
+        hi: u64,
+        what: &str,
+    ) -> Result<Option<u64>, ConfigError> {
+        let range = || format!("{what} between {lo} and {hi}");
         match self.get(key) {
             None => Ok(None),
             Some(Value::Number(n)) => match n.as_u64() {
-                Some(v) => Ok(Some(v as usize)),
-                None => err(self.at(key), "expected a non-negative integer"),
+                Some(v) if (lo..=hi).contains(&v) => Ok(Some(v)),
+                _ => err(self.at(key), format!("must be {}", range())),
             },
-            Some(_) => err(self.at(key), "expected a non-negative integer"),
+            Some(_) => err(self.at(key), format!("expected {}", range())),
         }
+    }
+
+    /// [`Obj::int`] narrowed to `usize` (the range fits 32 bits).
+    pub(crate) fn size(
+        &mut self,
+        key: &'static str,
+        lo: u32,
+        hi: u32,
+        what: &str,
+    ) -> Result<Option<usize>, ConfigError> {
+        Ok(self
+            .int(key, lo.into(), hi.into(), what)?
+            .and_then(|v| usize::try_from(v).ok()))
     }
 
     /// Reports the first key that was never read.
@@ -391,7 +413,11 @@ fn compile(mut root: Obj, raw_tokens: Option<&RawValue>) -> Result<Policy, Confi
                 let profile = profile_index(&path, preset_profile(name))?;
                 // Each system's routes are its own realm: its tokens open only them.
                 let realm = preset_profile(name).to_string();
-                routes.push(Route { profile, realm, ..r });
+                routes.push(Route {
+                    profile,
+                    realm,
+                    ..r
+                });
             }
         }
     }
@@ -469,11 +495,9 @@ fn compile(mut root: Obj, raw_tokens: Option<&RawValue>) -> Result<Policy, Confi
     let signature_reply = match root.object("signature_reply")? {
         None => text(401, "Request signature rejected"),
         Some(mut r) => {
-            let status = match r.usize("status")? {
-                Some(s) if (200..=599).contains(&s) => s as u16,
-                Some(_) => {
-                    return err(r.at("status"), "must be an HTTP status between 200 and 599")
-                }
+            // A rejection never answers 2xx or 3xx.
+            let status = match r.int("status", 400, 599, "an HTTP error status")? {
+                Some(s) => s as u16,
                 None => return err(r.at("status"), "is required"),
             };
             let reply = Reply {
@@ -514,17 +538,14 @@ fn compile(mut root: Obj, raw_tokens: Option<&RawValue>) -> Result<Policy, Confi
             )
         }
     };
-    let max_body_bytes = match root.usize("max_body_bytes")? {
-        None => DEFAULT_MAX_BODY_BYTES,
-        Some(0) => return err("max_body_bytes", "must be at least 1"),
-        Some(n) if n > MAX_BODY_CEILING => {
-            return err(
-                "max_body_bytes",
-                format!("must be at most {MAX_BODY_CEILING} (Envoy's default buffer limit)"),
-            )
-        }
-        Some(n) => n,
-    };
+    let max_body_bytes = root
+        .size(
+            "max_body_bytes",
+            1,
+            MAX_BODY_CEILING as u32,
+            "a size in bytes (at most Envoy's default buffer limit)",
+        )?
+        .unwrap_or(DEFAULT_MAX_BODY_BYTES);
     let source = match root.object("token_source")? {
         None => None,
         Some(mut o) => {
@@ -797,7 +818,8 @@ fn compile_route(
 fn valid_realm(r: &str) -> bool {
     !r.is_empty()
         && r.len() <= 64
-        && r.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && r.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 fn parse_scope(path: &str, s: &str) -> Result<Scope, ConfigError> {
@@ -1147,7 +1169,7 @@ pub const DEFAULT_MAX_STATS_APPS: usize = 100;
 fn compile_apps(root: &mut Obj) -> Result<Apps, ConfigError> {
     let default = root.bool("app_authentication_default", false)?;
     let max_stats_apps = root
-        .usize("max_stats_apps")?
+        .size("max_stats_apps", 0, 100_000, "a number of apps")?
         .unwrap_or(DEFAULT_MAX_STATS_APPS);
     let mut apps = HashMap::new();
     let mut raw_sigs: Vec<(String, String, Option<String>, &Value)> = Vec::new();
@@ -1215,14 +1237,26 @@ struct RawSignature {
     replay_enabled: Option<bool>,
 }
 
+/// Longest duration accepted anywhere (ten years): beyond it, arithmetic on
+/// times could overflow and no window is meaningful.
+pub const MAX_DURATION_S: u64 = 10 * 365 * 86_400;
+
 pub(crate) fn duration(o: &mut Obj, key: &'static str) -> Result<Option<u64>, ConfigError> {
+    let too_long = |o: &Obj| {
+        err(
+            o.at(key),
+            format!("must be at most {MAX_DURATION_S} seconds (ten years)"),
+        )
+    };
     match o.get(key) {
         None => Ok(None),
-        Some(Value::Number(n)) => n.as_u64().map(Some).map_or_else(
-            || err(o.at(key), "expected seconds or a duration like \"7d\""),
-            Ok,
-        ),
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(v) if v > MAX_DURATION_S => too_long(o),
+            Some(v) => Ok(Some(v)),
+            None => err(o.at(key), "expected seconds or a duration like \"7d\""),
+        },
         Some(Value::String(s)) => match humantime::parse_duration(s) {
+            Ok(d) if d.as_secs() > MAX_DURATION_S => too_long(o),
             Ok(d) => Ok(Some(d.as_secs())),
             Err(_) => err(
                 o.at(key),
@@ -1302,9 +1336,8 @@ fn parse_signature(path: &str, v: &Value) -> Result<RawSignature, ConfigError> {
         for (i, v) in items.iter().enumerate() {
             let p = format!("{base}[{i}]");
             let mut s = element(&p, v)?;
-            let id = match s.usize("id")? {
-                Some(n) if (1..=u32::MAX as usize).contains(&n) => n as u32,
-                Some(_) => return err(s.at("id"), "Secret IDs are numbered from 1"),
+            let id = match s.int("id", 1, u32::MAX.into(), "a Secret ID")? {
+                Some(n) => n as u32,
                 None => return err(s.at("id"), "is required"),
             };
             let info = s.array("info")?;
@@ -1377,10 +1410,7 @@ fn parse_signature(path: &str, v: &Value) -> Result<RawSignature, ConfigError> {
             Some(Value::Bool(b)) => Some(*b),
             Some(_) => return err(rp.at("enabled"), "expected true or false"),
         };
-        r.replay_capacity = match rp.usize("capacity")? {
-            Some(0) => return err(rp.at("capacity"), "must be at least 1"),
-            other => other,
-        };
+        r.replay_capacity = rp.size("capacity", 1, 10_000_000, "a number of signatures")?;
         r.replay_full_rejects = match rp.str("when_full")? {
             None => None,
             Some("reject") => Some(true),
@@ -1630,9 +1660,8 @@ fn custom_profile(path: &str, name: &str, v: &Value) -> Result<Profile, ConfigEr
                 }
             };
         let mut r = element(&p, rv)?;
-        let status = match r.usize("status")? {
-            Some(s) if (200..=599).contains(&s) => s as u16,
-            Some(_) => return err(r.at("status"), "must be an HTTP status between 200 and 599"),
+        let status = match r.int("status", 200, 599, "an HTTP status")? {
+            Some(s) => s as u16,
             None => return err(r.at("status"), "is required"),
         };
         let body = r.str("body")?.unwrap_or("").as_bytes().to_vec();
@@ -1916,7 +1945,9 @@ mod tests {
             "tokens[0].realm: is required: the routes belong to several realms (adjust, swaarm); or set default_realm"
         );
         assert_eq!(
-            e(r#"{"presets":["adjust","swaarm"],"tokens":[{"id":"a","secret":"s","realm":"jitsu"}]}"#),
+            e(
+                r#"{"presets":["adjust","swaarm"],"tokens":[{"id":"a","secret":"s","realm":"jitsu"}]}"#
+            ),
             "tokens[0].realm: unknown realm \"jitsu\" (the routes' realms: adjust, swaarm)"
         );
         assert_eq!(
@@ -1924,7 +1955,9 @@ mod tests {
             "default_realm: unknown realm \"x\" (the routes' realms: adjust, swaarm)"
         );
         assert_eq!(
-            e(r#"{"presets":["adjust"],"tokens":[{"id":"a","secret":"s","app":"x","all_apps":true}]}"#),
+            e(
+                r#"{"presets":["adjust"],"tokens":[{"id":"a","secret":"s","app":"x","all_apps":true}]}"#
+            ),
             "tokens[0].all_apps: contradicts app (a token of one app)"
         );
         assert_eq!(

@@ -78,6 +78,9 @@ fn ms(o: &mut Obj, key: &'static str, default: u64) -> Result<u64, ConfigError> 
     match o.get(key) {
         Some(serde_json::Value::String(s)) if s.ends_with("ms") => {
             match s.trim_end_matches("ms").trim().parse::<u64>() {
+                Ok(v) if v > crate::config::MAX_DURATION_S * 1000 => {
+                    err(o.at(key), format!("not a duration: \"{s}\""))
+                }
                 Ok(v) => Ok(v),
                 Err(_) => err(o.at(key), format!("not a duration: \"{s}\"")),
             }
@@ -121,7 +124,9 @@ pub(crate) fn compile_source(o: &mut Obj) -> Result<Source, ConfigError> {
     if timeout_ms == 0 {
         return err(o.at("timeout"), "must be more than 0");
     }
-    let max_bytes = o.usize("max_bytes")?.unwrap_or(DEFAULT_MAX_BYTES);
+    let max_bytes = o
+        .size("max_bytes", 1, 256 << 20, "a size in bytes")?
+        .unwrap_or(DEFAULT_MAX_BYTES);
     let bundle_key = match o.str("bundle_key")? {
         None => None,
         Some(k) => match hex::decode(k) {

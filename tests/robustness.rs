@@ -48,10 +48,56 @@ fn configuration_errors_through_the_wasm() {
         ),
         (
             r#"{"presets": ["adjust"], "max_body_bytes": 5000000}"#,
-            "max_body_bytes: must be at most 1048576 (Envoy's default buffer limit)",
+            "max_body_bytes: must be a size in bytes (at most Envoy's default buffer limit) between 1 and 1048576",
+        ),
+        // Numbers of 2^32 and more would wrap on wasm32: each is range-checked first.
+        (
+            r#"{"presets": ["adjust"], "max_body_bytes": 4294967297}"#,
+            "max_body_bytes: must be a size in bytes (at most Envoy's default buffer limit) between 1 and 1048576",
+        ),
+        (
+            r#"{"presets": ["adjust"], "signature_reply": {"status": 4294967496}}"#,
+            "signature_reply.status: must be an HTTP error status between 400 and 599",
+        ),
+        (
+            r#"{"presets": ["adjust"], "signature_reply": {"status": 200}}"#,
+            "signature_reply.status: must be an HTTP error status between 400 and 599",
+        ),
+        (
+            r#"{"presets": ["adjust"], "profiles": {"p": {"default": {"status": 4294967496}}}}"#,
+            "profiles.p.default.status: must be an HTTP status between 200 and 599",
+        ),
+        (
+            r#"{"presets": ["adjust_sdk"], "apps": {"a": {"signature": {"secrets": [{"id": 4294967299, "info": [1, 2, 3, 4]}]}}}}"#,
+            "apps.a.signature.secrets[0].id: must be a Secret ID between 1 and 4294967295",
+        ),
+        (
+            r#"{"presets": ["adjust"], "max_stats_apps": 4294967396}"#,
+            "max_stats_apps: must be a number of apps between 0 and 100000",
+        ),
+        (
+            r#"{"presets": ["adjust_sdk"], "apps": {"a": {"signature": {"secrets": [{"id": 1, "info": [1, 2, 3, 4]}], "replay": {"capacity": 4294967297}}}}}"#,
+            "apps.a.signature.replay.capacity: must be a number of signatures between 1 and 10000000",
+        ),
+        (
+            r#"{"presets": ["adjust_sdk"], "apps": {"a": {"signature": {"secrets": [{"id": 1, "info": [1, 2, 3, 4]}], "max_age": 18446744073709551615}}}}"#,
+            "apps.a.signature.max_age: must be at most 315360000 seconds (ten years)",
+        ),
+        (
+            r#"{"presets": ["swaarm"], "token_source": {"cluster": "c", "path": "/t", "max_bytes": 4294967297}}"#,
+            "token_source.max_bytes: must be a size in bytes between 1 and 268435456",
+        ),
+        (
+            r#"{"presets": ["swaarm"], "token_source": {"cluster": "c", "path": "/t", "period": "99999999999999ms"}}"#,
+            "token_source.period: not a duration: \"99999999999999ms\"",
         ),
     ];
     for (config, message) in cases {
+        // The same words natively, from the pure core.
+        match s2s_guard::config::parse(config.as_bytes()) {
+            Err(e) => assert_eq!(e.to_string(), message, "native: {config}"),
+            Ok(_) => panic!("native: {config}: accepted"),
+        }
         match host(config, 1) {
             Err(HostError::ConfigRejected { logs, .. }) => {
                 assert_eq!(

@@ -929,7 +929,7 @@ fn signature_configuration_errors() {
         (r#"{"presets": ["adjust_sdk"], "apps": {"a": {"template": "nope"}}}"#, "apps.a.template: unknown template app \"nope\" (it needs a signature object in apps)"),
         (r#"{"presets": ["adjust_sdk"], "apps": {"a": {"signature": {"secrets": [{"id": 1, "info": [1, 2, 3, 4]}, {"id": 1, "secret": "5"}]}}}}"#, "apps.a.signature.secrets[1].id: duplicate Secret ID 1"),
         (r#"{"presets": ["adjust_sdk"], "apps": {"a": {"signature": {"android_signature_hash": "AA:BB"}}}}"#, "apps.a.signature.android_signature_hash: not a certificate fingerprint (AA:BB:... with 20 or 32 bytes): \"AA:BB\""),
-        (r#"{"presets": ["adjust_sdk"], "apps": {"a": {"signature": {"secrets": [{"id": 0, "info": [1, 2, 3, 4]}]}}}}"#, "apps.a.signature.secrets[0].id: Secret IDs are numbered from 1"),
+        (r#"{"presets": ["adjust_sdk"], "apps": {"a": {"signature": {"secrets": [{"id": 0, "info": [1, 2, 3, 4]}]}}}}"#, "apps.a.signature.secrets[0].id: must be a Secret ID between 1 and 4294967295"),
         (r#"{"presets": ["adjust_sdk"], "apps": {"a": {"signature": {"later_sdk": "maybe"}}}}"#, "apps.a.signature.later_sdk: unknown policy \"maybe\" (expected pass, flag or reject)"),
         (r#"{"routes": [{"path": "/session", "profile": "adjust", "checks": "signature"}]}"#, "routes[0].checks: signature checks need app_param (where the request names its app)"),
     ];
