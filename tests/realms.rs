@@ -122,7 +122,9 @@ fn check(mut run: impl FnMut(&str, &Request) -> Observed, runner: &str) {
         // simply closed): at least one of its requests is forwarded.
         let own = requests(owner, tokens(owner).last().unwrap());
         if !own.iter().any(|(_, r)| run(&cfg, r).forwarded) {
-            failures.push(format!("[{runner}] {owner:?} token opens none of its routes"));
+            failures.push(format!(
+                "[{runner}] {owner:?} token opens none of its routes"
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -130,7 +132,7 @@ fn check(mut run: impl FnMut(&str, &Request) -> Observed, runner: &str) {
 
 #[test]
 fn tokens_are_refused_on_other_systems_routes_native() {
-    check(|cfg, r| run_native(cfg, r), "native");
+    check(run_native, "native");
 }
 
 #[test]
@@ -154,7 +156,15 @@ fn a_token_without_app_needs_all_apps() {
     let mut runner = WasmRunner::new();
     for (all, forwarded) in [(false, false), (true, true)] {
         let c = cfg(all);
-        assert_eq!(run_native(&c, &req).forwarded, forwarded, "native all_apps={all}");
-        assert_eq!(runner.run(&c, &req).forwarded, forwarded, "wasm all_apps={all}");
+        assert_eq!(
+            run_native(&c, &req).forwarded,
+            forwarded,
+            "native all_apps={all}"
+        );
+        assert_eq!(
+            runner.run(&c, &req).forwarded,
+            forwarded,
+            "wasm all_apps={all}"
+        );
     }
 }
