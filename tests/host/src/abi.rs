@@ -172,7 +172,7 @@ fn with_map<T>(
     };
     match map_type {
         0 if !s.request_headers_sent => Ok(f(&mut s.request_headers)),
-        1 if s.phase == Phase::RequestTrailers => Ok(f(&mut s.request_trailers)),
+        1 if s.request_trailers_available() => Ok(f(&mut s.request_trailers)),
         2 if s.phase == Phase::ResponseHeaders => Ok(f(&mut s.response_headers)),
         3 if s.phase == Phase::ResponseHeaders || s.phase == Phase::ResponseBody => {
             Ok(f(&mut s.response_trailers))
@@ -211,7 +211,7 @@ fn property(state: &WorkerState, path: &[&str]) -> Option<Vec<u8>> {
         ["request", "method"] => text(&r.method),
         ["request", "host"] => text(&r.authority),
         ["request", "scheme"] => text(&r.scheme),
-        ["request", "protocol"] => text("HTTP/1.1"),
+        ["request", "protocol"] => text(r.protocol.name()),
         ["request", "size"] => int(r.body.len() as i64),
         ["request", "headers"] => Some(pairs::encode(&r.envoy_headers())),
         ["request", "headers", name] => {
@@ -305,9 +305,16 @@ pub(crate) fn add_to_linker(l: &mut Linker<WorkerState>) -> wasmtime::Result<()>
                 let s = c.data();
                 let stream = s.streams.get(&s.effective_context);
                 match kind {
-                    0 => stream
-                        .filter(|st| st.phase == Phase::RequestBody)
-                        .map(|st| st.request_body.clone()),
+                    // Envoy's getBuffer: the whole buffered body while the filter
+                    // buffers it (any callback, the trailers' included), else the
+                    // current chunk in a body callback, else an empty buffer.
+                    0 => stream.map(|st| {
+                        if st.request_body_available() {
+                            st.request_body.clone()
+                        } else {
+                            Vec::new()
+                        }
+                    }),
                     1 => stream
                         .filter(|st| st.phase == Phase::ResponseBody)
                         .map(|st| st.response_body.clone()),
@@ -344,9 +351,11 @@ pub(crate) fn add_to_linker(l: &mut Linker<WorkerState>) -> wasmtime::Result<()>
                 return Ok(NOT_FOUND);
             };
             let buf = match kind {
-                0 if st.phase == Phase::RequestBody => &mut st.request_body,
+                0 if st.request_body_available() => &mut st.request_body,
+                // No body buffer to write to: Envoy's BufferBase::copyFrom refuses.
+                0 => return Ok(BAD_ARGUMENT),
                 1 if st.phase == Phase::ResponseBody => &mut st.response_body,
-                0 | 1 => return Ok(NOT_FOUND),
+                1 => return Ok(NOT_FOUND),
                 _ => return Ok(BAD_ARGUMENT),
             };
             let (start, size) = (start as u32 as usize, size as u32 as usize);
@@ -367,8 +376,17 @@ pub(crate) fn add_to_linker(l: &mut Linker<WorkerState>) -> wasmtime::Result<()>
         "env",
         "proxy_get_header_map_pairs",
         |mut c: C, kind: i32, ret_ptr: i32, ret_size: i32| -> R {
-            let enc = match with_map(c.data_mut(), kind, |m| pairs::encode(m)) {
+            // Envoy's getHeaderMapPairs reads getConstMap: a map not available now
+            // is an empty map (Ok), not an error; an empty map comes back as null.
+            let enc = match with_map(c.data_mut(), kind, |m| {
+                if m.is_empty() {
+                    Vec::new()
+                } else {
+                    pairs::encode(m)
+                }
+            }) {
                 Ok(e) => e,
+                Err(_) if (0..=7).contains(&kind) => Vec::new(),
                 Err(st) => return Ok(st),
             };
             Ok(status(return_bytes(&mut c, &enc, ret_ptr, ret_size)?))

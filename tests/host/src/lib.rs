@@ -7,12 +7,23 @@
 //! - the VM and plugin lifecycle (`_initialize`, `proxy_on_vm_start`,
 //!   `proxy_on_configure` whose `false` rejects the configuration, `proxy_on_done`,
 //!   `proxy_on_delete`);
-//! - HTTP streams: header/body/trailer callbacks with `end_of_stream`; a pause in the
-//!   request headers holds the body back until `proxy_continue_stream`
-//!   (`StopAllIterationAndWatermark`); a pause in the body buffers it, up to the
-//!   connection buffer limit, beyond which Envoy answers 413; request headers are
-//!   no longer accessible once they were continued (a `BadArgument`, on which the
-//!   Rust SDK panics, as it does in Envoy);
+//! - HTTP streams: header/body/trailer callbacks with `end_of_stream`, framed as the
+//!   downstream codec frames them ([`Protocol`]): over HTTP/1.1 the body arrives in
+//!   chunks with `end_of_stream` false and the end of the request as one more, empty,
+//!   body callback with `end_of_stream` true, and request trailers are dropped by the
+//!   codec (Envoy's default `enable_trailers: false`); over HTTP/2 the last DATA frame
+//!   carries `end_of_stream` unless trailers follow, which are then delivered to
+//!   `proxy_on_request_trailers`;
+//! - a pause in the request headers holds the body and the trailers back until
+//!   `proxy_continue_stream` (`StopAllIterationAndWatermark`); a pause in the body
+//!   buffers it, up to the connection buffer limit, beyond which Envoy answers 413,
+//!   and later body and trailer callbacks still reach the filter, which sees (and
+//!   may replace) the whole buffered body; a pause in the trailers holds the buffered
+//!   body and the trailers until `proxy_continue_stream` or a local reply; request
+//!   headers are no longer accessible once they were continued (a `BadArgument`, on
+//!   which the Rust SDK panics, as it does in Envoy; the pairs call answers an empty
+//!   map, as Envoy's does); docs/envoy-model-notes.md has the Envoy sources behind
+//!   these rules;
 //! - local replies, followed by the filter's own response callbacks;
 //! - `proxy_http_call` to named clusters served by test handlers, with delays,
 //!   resets and timeouts; ticks and time from a virtual clock;
@@ -129,6 +140,32 @@ impl Default for HostOptions {
     }
 }
 
+/// The protocol a downstream client speaks to Envoy; it decides how the request's
+/// body and trailers reach the filter (see docs/envoy-model-notes.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub enum Protocol {
+    /// Envoy's HTTP/1 codec with its defaults: each body chunk is a body callback
+    /// with `end_of_stream` false, the end of the request one more empty body
+    /// callback with `end_of_stream` true; trailers are dropped by the codec
+    /// (`Http1ProtocolOptions.enable_trailers` is false by default).
+    #[default]
+    Http11,
+    /// Envoy's HTTP/2 codec: each chunk is a DATA frame, the last one carries
+    /// `end_of_stream` unless trailers follow; trailers reach
+    /// `proxy_on_request_trailers` and go upstream.
+    Http2,
+}
+
+impl Protocol {
+    /// The name Envoy gives it (the `request.protocol` attribute).
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Http11 => "HTTP/1.1",
+            Protocol::Http2 => "HTTP/2",
+        }
+    }
+}
+
 /// An HTTP request from a downstream client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
@@ -139,11 +176,15 @@ pub struct Request {
     pub scheme: String,
     pub headers: Headers,
     pub body: Vec<u8>,
+    /// Trailers the client sends; over HTTP/1.1 Envoy's codec drops them.
     pub trailers: Headers,
-    /// Deliver the body in chunks of this size (the whole body at once if `None`).
+    /// Deliver the body in chunks of this size (the whole body at once if `None`):
+    /// HTTP/2 DATA frames, or what one read of an HTTP/1.1 connection brings.
     pub chunk_size: Option<usize>,
     pub source_address: String,
     pub mtls: bool,
+    /// The downstream protocol (HTTP/1.1 unless set).
+    pub protocol: Protocol,
 }
 
 impl Request {
@@ -159,6 +200,7 @@ impl Request {
             chunk_size: None,
             source_address: "203.0.113.7:41234".into(),
             mtls: false,
+            protocol: Protocol::Http11,
         }
     }
 
@@ -191,6 +233,73 @@ impl Request {
     pub fn chunked(mut self, size: usize) -> Request {
         self.chunk_size = Some(size.max(1));
         self
+    }
+
+    /// Sends the request over HTTP/2 (trailers reach the filter and the upstream).
+    pub fn http2(mut self) -> Request {
+        self.protocol = Protocol::Http2;
+        self
+    }
+
+    /// The trailers that reach Envoy's filter chain: none over HTTP/1.1, whose codec
+    /// drops them (`enable_trailers` is false by default).
+    pub fn delivered_trailers(&self) -> Headers {
+        match self.protocol {
+            Protocol::Http11 => Vec::new(),
+            Protocol::Http2 => self.trailers.clone(),
+        }
+    }
+
+    /// The body and trailer frames the filter chain receives after the headers, in
+    /// order, as Envoy's codec for [`Request::protocol`] raises them.
+    fn frames(&self) -> VecDeque<Frame> {
+        let mut chunks: Vec<Vec<u8>> = Vec::new();
+        if !self.body.is_empty() {
+            match self.chunk_size {
+                Some(n) => chunks.extend(self.body.chunks(n).map(|c| c.to_vec())),
+                None => chunks.push(self.body.clone()),
+            }
+        }
+        let mut frames = VecDeque::new();
+        match self.protocol {
+            Protocol::Http11 => {
+                // ServerConnectionImpl::onBody: decodeData(data, false) per read;
+                // onMessageCompleteBase: decodeData(empty, true). Trailers are ignored
+                // by the parser (enable_trailers false).
+                for c in chunks {
+                    frames.push_back(Frame::Data {
+                        bytes: c,
+                        eos: false,
+                    });
+                }
+                if !self.headers_end_stream() {
+                    frames.push_back(Frame::Data {
+                        bytes: Vec::new(),
+                        eos: true,
+                    });
+                }
+            }
+            Protocol::Http2 => {
+                // DATA frames: decodeData(data, END_STREAM); trailers: decodeTrailers.
+                let n = chunks.len();
+                for (i, c) in chunks.into_iter().enumerate() {
+                    frames.push_back(Frame::Data {
+                        bytes: c,
+                        eos: i + 1 == n && self.trailers.is_empty(),
+                    });
+                }
+                if !self.trailers.is_empty() {
+                    frames.push_back(Frame::Trailers(self.trailers.clone()));
+                }
+            }
+        }
+        frames
+    }
+
+    /// Whether the request headers end the stream (no body, no trailers; over
+    /// HTTP/1.1 trailers need chunked framing, so a body follows).
+    fn headers_end_stream(&self) -> bool {
+        self.body.is_empty() && self.trailers.is_empty()
     }
 
     /// The header map Envoy hands the filter: pseudo-headers first, then the request's
@@ -450,19 +559,33 @@ pub(crate) struct Stream {
     response_trailers: Headers,
     local_reply: Option<LocalReply>,
     continue_requested: bool,
-    /// Body chunks not yet delivered to the filter.
-    chunks: VecDeque<Vec<u8>>,
-    /// Paused in the request headers: body held back until continue.
+    /// The request headers were handed to the filter.
+    headers_delivered: bool,
+    /// Body and trailer frames not yet delivered to the filter.
+    frames: VecDeque<Frame>,
+    /// Paused in the request headers: body and trailers held back until continue.
     headers_paused: bool,
     /// Paused in the request headers with Envoy's `allow_on_headers_stop_iteration`:
-    /// plain StopIteration, the body still reaches the filter and the headers stay
-    /// writable until the filter continues.
+    /// plain StopIteration, the body and trailers still reach the filter and the
+    /// headers stay writable until the filter continues.
     headers_stopped: bool,
-    /// Paused in the body (buffering) with this many bytes held.
+    /// Paused in the body (StopIterationAndBuffer): `request_body` holds the buffered
+    /// body, which the filter may read and replace until it continues.
     body_paused: bool,
-    trailers_done: bool,
+    /// Paused in the trailers (StopIteration): the buffered body and the trailers
+    /// wait for `proxy_continue_stream` or a local reply.
+    trailers_paused: bool,
     upstream: Upstream,
     outcome: Option<Outcome>,
+}
+
+/// What the downstream codec raises after the request headers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Frame {
+    /// `decodeData(bytes, eos)`.
+    Data { bytes: Vec<u8>, eos: bool },
+    /// `decodeTrailers(trailers)` (ends the stream).
+    Trailers(Headers),
 }
 
 struct PendingCall {
@@ -760,7 +883,7 @@ impl Host {
                 let upstream = Upstream {
                     headers: request.envoy_headers(),
                     body: request.body.clone(),
-                    trailers: request.trailers.clone(),
+                    trailers: request.delivered_trailers(),
                 };
                 let resp = (self.upstream)(&request, &upstream);
                 Outcome {
@@ -1037,11 +1160,7 @@ impl Host {
                 Step::RequestTrailers { n } => {
                     set_phase(w, id, Phase::RequestTrailers);
                     w.call(|e, s| e.on_request_trailers.call(s, (ctx, n)))
-                        .map(|_| {
-                            if let Some(s) = self.stream_mut(id) {
-                                s.trailers_done = true;
-                            }
-                        })
+                        .map(|a| self.after_request_trailers(id, a))
                 }
                 Step::Upstream => {
                     self.forward(id);
@@ -1067,6 +1186,8 @@ impl Host {
             .get_mut(&id.context)
     }
 
+    /// What happens next on a stream, following Envoy's FilterManager: which frame
+    /// the filter gets, whether the stream waits, or leaves for the upstream.
     fn next_step(&mut self, id: StreamId) -> Option<Step> {
         let limit = self.opts.request_body_limit;
         let s = self.stream_mut(id)?;
@@ -1076,21 +1197,25 @@ impl Host {
         if s.local_reply.is_some() {
             return Some(Step::Local);
         }
-        if s.phase == Phase::Other
-            && !s.request_headers_sent
-            && !s.headers_paused
-            && !s.headers_stopped
-        {
-            let eos = s.chunks.is_empty() && s.request.trailers.is_empty();
+        if !s.headers_delivered {
+            s.headers_delivered = true;
             return Some(Step::RequestHeaders {
                 n: s.request_headers.len() as i32,
-                eos: eos as i32,
+                eos: s.request.headers_end_stream() as i32,
             });
         }
         if s.headers_paused {
             if !s.continue_requested {
-                // Envoy holds the body back (StopAllIterationAndWatermark), up to the limit.
-                let held: usize = s.chunks.iter().map(|c| c.len()).sum();
+                // Envoy holds the body back (StopAllIterationAndWatermark), up to the
+                // limit; the trailers wait too (decodeTrailers returns on stoppedAll).
+                let held: usize = s
+                    .frames
+                    .iter()
+                    .map(|f| match f {
+                        Frame::Data { bytes, .. } => bytes.len(),
+                        Frame::Trailers(_) => 0,
+                    })
+                    .sum();
                 if held > limit {
                     s.local_reply = Some(payload_too_large());
                     return Some(Step::Local);
@@ -1101,38 +1226,68 @@ impl Host {
             s.headers_paused = false;
             s.request_headers_sent = true;
             s.upstream.headers = s.request_headers.clone();
-            // Everything held back arrives as one buffer.
-            let all: Vec<u8> = s.chunks.drain(..).flatten().collect();
-            if !all.is_empty() {
-                s.chunks.push_back(all);
+            // commonContinue: everything held back arrives as one buffer, ending the
+            // stream unless trailers follow (doData(complete() && !had_trailers)),
+            // then the trailers, both starting with this filter.
+            let mut merged: Option<(Vec<u8>, bool)> = None;
+            let mut trailers = None;
+            for f in s.frames.drain(..) {
+                match f {
+                    Frame::Data { bytes, eos } => {
+                        let m = merged.get_or_insert((Vec::new(), false));
+                        m.0.extend_from_slice(&bytes);
+                        m.1 |= eos;
+                    }
+                    Frame::Trailers(t) => trailers = Some(t),
+                }
+            }
+            if let Some((bytes, eos)) = merged {
+                s.frames.push_back(Frame::Data { bytes, eos });
+            }
+            if let Some(t) = trailers {
+                s.frames.push_back(Frame::Trailers(t));
             }
         }
-        if s.body_paused {
+        if s.trailers_paused {
             if !s.continue_requested {
+                return None;
+            }
+            // commonContinue: stopped headers, the buffered body and the trailers go on.
+            s.continue_requested = false;
+            s.trailers_paused = false;
+            s.release_held();
+        }
+        if s.body_paused {
+            if s.continue_requested {
+                s.continue_requested = false;
+                s.release_held();
+            } else {
                 if s.request_body.len() > limit {
                     s.local_reply = Some(payload_too_large());
                     return Some(Step::Local);
                 }
-                if s.chunks.is_empty() {
+                if s.frames.is_empty() {
                     return None;
                 }
-            } else {
-                s.continue_requested = false;
-                s.body_paused = false;
-                let body = std::mem::take(&mut s.request_body);
-                s.upstream.body.extend_from_slice(&body);
+                // Later frames still reach the filter (decodeData adds them to the
+                // buffer; decodeTrailers is called with the body still buffered).
             }
         }
-        if let Some(chunk) = s.chunks.pop_front() {
-            s.request_body.extend_from_slice(&chunk);
-            let eos = s.chunks.is_empty() && s.request.trailers.is_empty();
-            return Some(Step::RequestBody {
-                len: s.request_body.len() as i32,
-                eos: eos as i32,
-            });
-        }
-        if s.body_paused {
-            return None;
+        match s.frames.pop_front() {
+            Some(Frame::Data { bytes, eos }) => {
+                s.request_body.extend_from_slice(&bytes);
+                return Some(Step::RequestBody {
+                    len: s.request_body.len() as i32,
+                    eos: eos as i32,
+                });
+            }
+            Some(Frame::Trailers(t)) => {
+                s.request_trailers = t;
+                return Some(Step::RequestTrailers {
+                    n: s.request_trailers.len() as i32,
+                });
+            }
+            None => {}
         }
         if s.headers_stopped {
             // Headers (and no body) still stopped: wait for the filter to continue.
@@ -1140,15 +1295,7 @@ impl Host {
                 return None;
             }
             s.continue_requested = false;
-            s.headers_stopped = false;
-            s.request_headers_sent = true;
-            s.upstream.headers = s.request_headers.clone();
-        }
-        if !s.request.trailers.is_empty() && !s.trailers_done {
-            s.request_trailers = s.request.trailers.clone();
-            return Some(Step::RequestTrailers {
-                n: s.request_trailers.len() as i32,
-            });
+            s.release_held();
         }
         Some(Step::Upstream)
     }
@@ -1173,17 +1320,25 @@ impl Host {
         if let Some(s) = self.stream_mut(id) {
             if action == ACTION_CONTINUE || s.continue_requested {
                 s.continue_requested = false;
-                s.body_paused = false;
-                if s.headers_stopped {
-                    // Continuing the body resumes the stopped headers first.
-                    s.headers_stopped = false;
-                    s.request_headers_sent = true;
-                    s.upstream.headers = s.request_headers.clone();
-                }
-                let body = std::mem::take(&mut s.request_body);
-                s.upstream.body.extend_from_slice(&body);
+                // Continuing the body resumes the stopped headers first.
+                s.release_held();
             } else {
                 s.body_paused = true;
+            }
+            s.phase = Phase::Other;
+        }
+    }
+
+    fn after_request_trailers(&mut self, id: StreamId, action: i32) {
+        if let Some(s) = self.stream_mut(id) {
+            if action == ACTION_CONTINUE || s.continue_requested {
+                // commonHandleAfterTrailersCallback: Continue after a stop continues
+                // everything held (headers, buffered body), then the trailers.
+                s.continue_requested = false;
+                s.release_held();
+            } else {
+                // StopIteration: nothing goes upstream until proxy_continue_stream.
+                s.trailers_paused = true;
             }
             s.phase = Phase::Other;
         }
@@ -1542,14 +1697,8 @@ fn fail_closed_outcome() -> Outcome {
 
 impl Stream {
     fn new(request: Request) -> Stream {
-        let mut chunks = VecDeque::new();
-        if !request.body.is_empty() {
-            match request.chunk_size {
-                Some(n) => chunks.extend(request.body.chunks(n).map(|c| c.to_vec())),
-                None => chunks.push_back(request.body.clone()),
-            }
-        }
         Stream {
+            frames: request.frames(),
             request_headers: request.envoy_headers(),
             request,
             phase: Phase::Other,
@@ -1561,14 +1710,40 @@ impl Stream {
             response_trailers: Vec::new(),
             local_reply: None,
             continue_requested: false,
-            chunks,
+            headers_delivered: false,
             headers_paused: false,
             headers_stopped: false,
             body_paused: false,
-            trailers_done: false,
+            trailers_paused: false,
             upstream: Upstream::default(),
             outcome: None,
         }
+    }
+
+    /// Envoy's commonContinue for a filter stopped in its headers (StopIteration) or
+    /// its body: the headers go on, then the body it held; the filter no longer
+    /// holds anything.
+    fn release_held(&mut self) {
+        if self.headers_stopped {
+            self.headers_stopped = false;
+            self.request_headers_sent = true;
+            self.upstream.headers = self.request_headers.clone();
+        }
+        self.body_paused = false;
+        let body = std::mem::take(&mut self.request_body);
+        self.upstream.body.extend_from_slice(&body);
+    }
+
+    /// Whether the filter can see the request body now (`HttpRequestBody`): in a body
+    /// callback, or while it buffers the body (Envoy's `buffering_request_body_`).
+    pub(crate) fn request_body_available(&self) -> bool {
+        self.phase == Phase::RequestBody || self.body_paused
+    }
+
+    /// Whether the request trailers are accessible (Envoy's `request_trailers_`):
+    /// in the trailers callback, and while the filter holds them paused.
+    pub(crate) fn request_trailers_available(&self) -> bool {
+        self.phase == Phase::RequestTrailers || self.trailers_paused
     }
 
     fn finished(request: Request, outcome: Outcome) -> Stream {

@@ -1,8 +1,12 @@
 //! The test host's own tests, through real guests: the probe filter (an SDK guest
 //! that exercises host calls on request) and small WAT modules.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
 use s2s_guard_host::{
-    load_dist, CallReply, Compiled, Host, HostError, HostOptions, LogLevel, Request, Verdict,
+    load_dist, CallReply, Compiled, Host, HostError, HostOptions, LogLevel, Protocol, Request,
+    UpstreamResponse, Verdict,
 };
 
 fn probe(workers: usize, config: &str) -> Host {
@@ -392,4 +396,345 @@ fn a_module_without_the_abi_export_is_refused() {
         Err(HostError::Load(m)) => assert!(m.contains("proxy_on_context_create"), "{m}"),
         other => panic!("{:?}", other.err()),
     }
+}
+
+// ---- request bodies in chunks, and request trailers -------------------------------
+
+/// A probe whose `tokens` cluster answers after 100 ms, and whose upstream counts
+/// the requests that reach it.
+fn trailers_probe(allow_on_headers_stop_iteration: bool) -> (Host, Arc<AtomicUsize>) {
+    let mut h = Host::new(
+        &load_dist("probe-filter.wasm"),
+        HostOptions {
+            allow_on_headers_stop_iteration,
+            ..HostOptions::default()
+        },
+    )
+    .expect("probe loads");
+    h.set_cluster("tokens", |_| CallReply::Response {
+        status: 200,
+        headers: vec![],
+        body: b"ok".to_vec(),
+        delay_ms: 100,
+    });
+    let reached = Arc::new(AtomicUsize::new(0));
+    let seen = reached.clone();
+    h.set_upstream(move |_, _| {
+        seen.fetch_add(1, Ordering::SeqCst);
+        UpstreamResponse {
+            status: 200,
+            headers: vec![],
+            body: b"OK".to_vec(),
+        }
+    });
+    (h, reached)
+}
+
+/// What the probe logged about body and trailer callbacks since the last call.
+fn callbacks(h: &Host) -> Vec<String> {
+    let lines = h
+        .logs_at(LogLevel::Info)
+        .into_iter()
+        .filter(|l| l.starts_with("body ") || l.starts_with("trailers ") || l == "call answered")
+        .collect();
+    h.clear_logs();
+    lines
+}
+
+fn trailed(mode: &str) -> Request {
+    Request::post("/p")
+        .header("x-probe-trailers", mode)
+        .body("hello world")
+        .chunked(4)
+        .trailer("x-sum", "42")
+        .trailer("x-probe-remove-me", "secret")
+}
+
+fn pairs(list: &[(&str, &str)]) -> Vec<(String, Vec<u8>)> {
+    list.iter()
+        .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+        .collect()
+}
+
+/// Envoy's HTTP/1 codec (enable_trailers false by default) ignores the trailers; each
+/// read is a body callback with end_of_stream false, the end of the message one more,
+/// empty, body callback with end_of_stream true.
+#[test]
+fn http11_drops_trailers_and_ends_the_body_with_an_empty_callback() {
+    let (mut h, _) = trailers_probe(false);
+    let o = h.send(trailed("log"));
+    assert_eq!(o.verdict, Verdict::Forwarded);
+    assert_eq!(
+        callbacks(&h),
+        [
+            "body size=4 eos=false",
+            "body size=4 eos=false",
+            "body size=3 eos=false",
+            "body size=0 eos=true"
+        ]
+    );
+    let up = o.upstream.unwrap();
+    assert_eq!(up.body, b"hello world");
+    assert!(up.trailers.is_empty(), "{:?}", up.trailers);
+
+    // Buffered (Pause until the end of stream), the last callback sees the whole body.
+    let o = h.send(trailed("read-body"));
+    assert_eq!(
+        callbacks(&h),
+        [
+            "body size=4 eos=false",
+            "body size=8 eos=false",
+            "body size=11 eos=false",
+            "body size=11 eos=true"
+        ]
+    );
+    assert_eq!(o.upstream.unwrap().body, b"hello world");
+
+    // Without a body, the headers end the stream: no body callback at all.
+    let o = h.send(Request::get("/p").header("x-probe-trailers", "log"));
+    assert_eq!(o.verdict, Verdict::Forwarded);
+    assert!(callbacks(&h).is_empty());
+}
+
+/// Over HTTP/2 each DATA frame is a body callback; with trailers the last one does
+/// not end the stream, the trailers callback does, and its changes go upstream.
+#[test]
+fn http2_delivers_the_body_then_the_trailers() {
+    let (mut h, _) = trailers_probe(false);
+    let o = h.send(trailed("log").http2());
+    assert_eq!(o.verdict, Verdict::Forwarded);
+    assert_eq!(
+        callbacks(&h),
+        [
+            "body size=4 eos=false",
+            "body size=4 eos=false",
+            "body size=3 eos=false",
+            "trailers n=2 x-sum=42,x-probe-remove-me=secret",
+            // The body was not buffered: the trailers callback sees no body.
+            "trailers body=none"
+        ]
+    );
+    let up = o.upstream.unwrap();
+    assert_eq!(up.body, b"hello world");
+    assert_eq!(
+        up.trailers,
+        pairs(&[("x-sum", "42"), ("x-probe-trailer-seen", "1")])
+    );
+
+    // Without trailers the last DATA frame ends the stream.
+    let o = h.send(
+        Request::post("/p")
+            .header("x-probe-trailers", "log")
+            .body("hello world")
+            .chunked(4)
+            .http2(),
+    );
+    assert_eq!(
+        callbacks(&h),
+        [
+            "body size=4 eos=false",
+            "body size=4 eos=false",
+            "body size=3 eos=true"
+        ]
+    );
+    assert!(o.upstream.unwrap().trailers.is_empty());
+
+    // Trailers without a body: no body callback, the trailers end the stream.
+    let o = h.send(
+        Request::post("/p")
+            .header("x-probe-trailers", "log")
+            .trailer("x-sum", "0")
+            .http2(),
+    );
+    assert_eq!(
+        callbacks(&h),
+        ["trailers n=1 x-sum=0", "trailers body=none"]
+    );
+    assert_eq!(
+        o.upstream.unwrap().trailers,
+        pairs(&[("x-sum", "0"), ("x-probe-trailer-seen", "1")])
+    );
+}
+
+/// While the body is buffered, the trailers callback reads the whole of it and may
+/// replace it: what it leaves is what goes upstream.
+#[test]
+fn the_trailers_callback_reads_and_replaces_the_buffered_body() {
+    let (mut h, _) = trailers_probe(false);
+    let o = h.send(trailed("read-body").http2());
+    assert_eq!(
+        callbacks(&h),
+        [
+            "body size=4 eos=false",
+            "body size=8 eos=false",
+            "body size=11 eos=false",
+            "trailers n=2 x-sum=42,x-probe-remove-me=secret",
+            "trailers body=hello world"
+        ]
+    );
+    let up = o.upstream.unwrap();
+    assert_eq!(up.body, b"hello world");
+    assert_eq!(
+        up.trailers,
+        pairs(&[
+            ("x-sum", "42"),
+            ("x-probe-trailer-seen", "1"),
+            ("x-probe-body-len", "11")
+        ])
+    );
+
+    let o = h.send(trailed("replace-body").http2());
+    let up = o.upstream.unwrap();
+    assert_eq!(up.body, b"HELLO WORLD!");
+    assert_eq!(
+        up.trailers,
+        pairs(&[("x-sum", "42"), ("x-probe-trailer-seen", "1")])
+    );
+}
+
+/// A pause in the trailers holds the buffered body and the trailers: nothing goes
+/// upstream until the filter continues, or a local reply ends the stream.
+#[test]
+fn a_pause_in_the_trailers_holds_the_request() {
+    let (mut h, reached) = trailers_probe(false);
+    let id = h.start(0, trailed("pause-then-reply").http2());
+    h.pump();
+    assert_eq!(h.outcome(id).verdict, Verdict::Pending);
+    h.advance(99);
+    assert_eq!(h.outcome(id).verdict, Verdict::Pending);
+    assert_eq!(reached.load(Ordering::SeqCst), 0);
+    h.advance(1);
+    let o = h.take_outcome(id);
+    assert_eq!(
+        (o.status, o.body_text().as_str()),
+        (403, "denied in trailers")
+    );
+    assert!(o.is_local());
+    assert_eq!(o.upstream, None);
+    assert_eq!(reached.load(Ordering::SeqCst), 0, "nothing went upstream");
+
+    h.clear_logs();
+    let id = h.start(0, trailed("pause-then-continue").http2());
+    h.advance(99);
+    assert_eq!(h.outcome(id).verdict, Verdict::Pending);
+    assert_eq!(reached.load(Ordering::SeqCst), 0);
+    h.advance(1);
+    let o = h.take_outcome(id);
+    assert_eq!(o.verdict, Verdict::Forwarded);
+    assert_eq!(reached.load(Ordering::SeqCst), 1);
+    let up = o.upstream.unwrap();
+    assert_eq!(up.body, b"hello world");
+    assert_eq!(
+        up.trailers,
+        pairs(&[("x-sum", "42"), ("x-probe-trailer-seen", "1")])
+    );
+    assert_eq!(
+        callbacks(&h).last().map(String::as_str),
+        Some("call answered"),
+        "no callback after the continue"
+    );
+}
+
+/// Paused in the headers (StopAllIterationAndWatermark, the default), the filter gets
+/// neither body nor trailers until it continues; then the held body comes as one
+/// callback (not ending the stream) and the trailers follow.
+#[test]
+fn paused_headers_hold_the_body_and_the_trailers_back() {
+    let (mut h, reached) = trailers_probe(false);
+    let id = h.start(0, trailed("pause-headers").http2());
+    h.advance(99);
+    assert_eq!(h.outcome(id).verdict, Verdict::Pending);
+    assert!(callbacks(&h).is_empty());
+    h.advance(1);
+    assert_eq!(
+        callbacks(&h),
+        [
+            "call answered",
+            "body size=11 eos=false",
+            "trailers n=2 x-sum=42,x-probe-remove-me=secret",
+            "trailers body=hello world"
+        ]
+    );
+    let o = h.take_outcome(id);
+    assert_eq!(o.verdict, Verdict::Forwarded);
+    assert_eq!(reached.load(Ordering::SeqCst), 1);
+    let up = o.upstream.unwrap();
+    assert_eq!(up.header("x-probe-trailers"), Some(&b"pause-headers"[..]));
+    assert_eq!(up.body, b"hello world");
+    assert_eq!(
+        up.trailers,
+        pairs(&[("x-sum", "42"), ("x-probe-trailer-seen", "1")])
+    );
+}
+
+/// With `allow_on_headers_stop_iteration`, a pause in the headers is a plain
+/// StopIteration: the body and the trailers still reach the filter, and nothing goes
+/// upstream until it continues.
+#[test]
+fn stopped_headers_still_deliver_the_body_and_the_trailers() {
+    let (mut h, reached) = trailers_probe(true);
+    let id = h.start(0, trailed("pause-headers").http2());
+    h.pump();
+    assert_eq!(
+        callbacks(&h),
+        [
+            "body size=4 eos=false",
+            "body size=8 eos=false",
+            "body size=11 eos=false",
+            "trailers n=2 x-sum=42,x-probe-remove-me=secret",
+            "trailers body=hello world"
+        ]
+    );
+    h.advance(99);
+    assert_eq!(h.outcome(id).verdict, Verdict::Pending);
+    assert_eq!(reached.load(Ordering::SeqCst), 0);
+    h.advance(1);
+    assert_eq!(callbacks(&h), ["call answered"]);
+    let o = h.take_outcome(id);
+    assert_eq!(o.verdict, Verdict::Forwarded);
+    let up = o.upstream.unwrap();
+    assert_eq!(up.header("x-probe-trailers"), Some(&b"pause-headers"[..]));
+    assert_eq!(up.body, b"hello world");
+    assert_eq!(
+        up.trailers,
+        pairs(&[("x-sum", "42"), ("x-probe-trailer-seen", "1")])
+    );
+}
+
+#[test]
+fn the_protocol_shows_in_the_request_attributes() {
+    let mut h = probe(1, "");
+    let ask = |h: &mut Host, r: Request| {
+        h.send(r.header("x-probe-property", "request.protocol"))
+            .body_text()
+    };
+    assert_eq!(ask(&mut h, Request::get("/p")), "HTTP/1.1");
+    assert_eq!(ask(&mut h, Request::get("/p").http2()), "HTTP/2");
+    assert_eq!(Request::get("/p").protocol, Protocol::Http11);
+}
+
+/// Envoy's getHeaderMapPairs reads a map that is not available (request headers
+/// already continued, trailers outside their callback) as empty, where the single
+/// value calls answer BadArgument.
+#[test]
+fn maps_not_available_read_as_empty_pairs() {
+    let (mut h, _) = trailers_probe(false);
+    let o = h.send(
+        Request::post("/p")
+            .header("x-probe-trailers", "maps")
+            .body("abc")
+            .trailer("x-sum", "1")
+            .http2(),
+    );
+    assert_eq!(o.verdict, Verdict::Forwarded);
+    assert_eq!(
+        callbacks(&h),
+        [
+            "body size=3 eos=false",
+            "body maps headers=0 trailers=0",
+            "trailers n=1 x-sum=1",
+            "trailers body=none"
+        ]
+    );
+    assert!(h.worker_failure(0).is_none());
 }

@@ -2,6 +2,23 @@
 //! test host's own tests can check Envoy's semantics through a real SDK guest.
 //! Each `x-probe-*` request header names one action; the answer is a local reply
 //! whose body reports what the host returned.
+//!
+//! `x-probe-trailers: MODE` follows the request body and trailers instead, logging
+//! (at info) every body callback as `body size=N eos=B` and the trailers callback as
+//! `trailers n=N k=v,...` and `trailers body=TEXT|none` (what `HttpRequestBody` holds
+//! then). In the trailers callback it always sets `x-probe-trailer-seen: 1` and
+//! removes `x-probe-remove-me`. MODE:
+//! - `log`: continues every callback;
+//! - `maps`: as `log`, and logs how many request headers and trailers a body
+//!   callback can read (`body maps headers=N trailers=N`);
+//! - `read-body`: buffers the body (Pause until end of stream), then in the trailers
+//!   adds the trailer `x-probe-body-len` and continues;
+//! - `replace-body`: buffers, then in the trailers replaces the body with its upper
+//!   case plus `!` and continues;
+//! - `pause-then-reply` / `pause-then-continue`: buffers, then pauses in the trailers
+//!   and calls the cluster `tokens`; its answer brings a local 403 or a continue;
+//! - `pause-headers`: pauses in the headers while calling `tokens`, buffers the body,
+//!   pauses in the trailers until the call answered; the answer continues.
 use std::time::Duration;
 
 use proxy_wasm::hostcalls;
@@ -69,12 +86,20 @@ impl RootContext for ProbeRoot {
     }
 
     fn create_http_context(&self, _id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Probe { body_mode: false }))
+        Some(Box::new(Probe {
+            body_mode: false,
+            trailers_mode: None,
+            call_done: false,
+        }))
     }
 }
 
 struct Probe {
     body_mode: bool,
+    /// `x-probe-trailers`: how to treat the body and the trailers.
+    trailers_mode: Option<String>,
+    /// The call made in `pause-*` modes has answered.
+    call_done: bool,
 }
 
 impl Probe {
@@ -87,10 +112,39 @@ impl Probe {
         self.get_http_request_header_bytes(name)
             .map(|v| String::from_utf8_lossy(&v).into_owned())
     }
+
+    fn mode_is(&self, mode: &str) -> bool {
+        self.trailers_mode.as_deref() == Some(mode)
+    }
+
+    /// Calls the `tokens` cluster (answered later in `on_http_call_response`).
+    fn call_tokens(&self) -> Result<u32, Status> {
+        self.dispatch_http_call(
+            "tokens",
+            vec![
+                (":method", "GET"),
+                (":path", "/tokens"),
+                (":authority", "tokens"),
+            ],
+            None,
+            vec![],
+            Duration::from_millis(5000),
+        )
+    }
 }
 
 impl Context for Probe {
     fn on_http_call_response(&mut self, _token: u32, _h: usize, body: usize, _t: usize) {
+        if self.trailers_mode.is_some() {
+            self.call_done = true;
+            log::info!("call answered");
+            if self.mode_is("pause-then-reply") {
+                self.send_http_response(403, vec![("x-probe", "1")], Some(b"denied in trailers"));
+            } else {
+                self.resume_http_request();
+            }
+            return;
+        }
         let headers = self.get_http_call_response_headers_bytes();
         let status = headers
             .iter()
@@ -194,6 +248,16 @@ impl HttpContext for Probe {
             self.body_mode = true;
             return Action::Continue;
         }
+        if let Some(mode) = self.header("x-probe-trailers") {
+            self.trailers_mode = Some(mode);
+            if self.mode_is("pause-headers") {
+                return match self.call_tokens() {
+                    Ok(_) => Action::Pause,
+                    Err(s) => self.reply(500, format!("call failed: {s:?}")),
+                };
+            }
+            return Action::Continue;
+        }
         if self.header("x-probe-pause").is_some() {
             // Held until something continues the stream (never, here).
             return Action::Pause;
@@ -204,6 +268,20 @@ impl HttpContext for Probe {
     }
 
     fn on_http_request_body(&mut self, size: usize, eos: bool) -> Action {
+        if self.trailers_mode.is_some() {
+            log::info!("body size={size} eos={eos}");
+            if self.mode_is("maps") {
+                // Maps not available now read as empty (Envoy), they do not trap.
+                let headers = self.get_http_request_headers().len();
+                let trailers = self.get_http_request_trailers().len();
+                log::info!("body maps headers={headers} trailers={trailers}");
+            }
+            if self.mode_is("log") || self.mode_is("maps") || eos {
+                return Action::Continue;
+            }
+            // Buffer the body until the end of the stream or the trailers.
+            return Action::Pause;
+        }
         if !self.body_mode {
             return Action::Continue;
         }
@@ -215,6 +293,46 @@ impl HttpContext for Probe {
         upper.extend_from_slice(b"!");
         self.set_http_request_body(0, size, &upper);
         Action::Continue
+    }
+
+    fn on_http_request_trailers(&mut self, n: usize) -> Action {
+        if self.trailers_mode.is_none() {
+            return Action::Continue;
+        }
+        let pairs: Vec<String> = self
+            .get_http_request_trailers()
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        log::info!("trailers n={n} {}", pairs.join(","));
+        let body = self.get_http_request_body(0, usize::MAX);
+        log::info!(
+            "trailers body={}",
+            body.as_deref()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_else(|| "none".into())
+        );
+        self.set_http_request_trailer("x-probe-trailer-seen", Some("1"));
+        self.set_http_request_trailer("x-probe-remove-me", None);
+        let body = body.unwrap_or_default();
+        match self.trailers_mode.as_deref().unwrap_or_default() {
+            "read-body" => {
+                self.set_http_request_trailer("x-probe-body-len", Some(&body.len().to_string()));
+                Action::Continue
+            }
+            "replace-body" => {
+                let mut upper = body.to_ascii_uppercase();
+                upper.extend_from_slice(b"!");
+                self.set_http_request_body(0, body.len(), &upper);
+                Action::Continue
+            }
+            "pause-then-reply" | "pause-then-continue" => match self.call_tokens() {
+                Ok(_) => Action::Pause,
+                Err(s) => self.reply(500, format!("call failed: {s:?}")),
+            },
+            "pause-headers" if !self.call_done => Action::Pause,
+            _ => Action::Continue,
+        }
     }
 
     fn on_http_response_headers(&mut self, _n: usize, _eos: bool) -> Action {
