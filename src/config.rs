@@ -572,6 +572,7 @@ fn compile(mut root: Obj, raw_tokens: Option<&RawValue>) -> Result<Policy, Confi
         origin_mismatch,
         max_body_bytes,
         hold_headers_for_body,
+        warnings: signature_warnings(&apps.signatures),
         signatures: apps.signatures,
         signature_reply,
         stat_names: apps.stat_names,
@@ -1163,6 +1164,27 @@ struct Apps {
     stat_names: Vec<String>,
 }
 
+/// What an operator should hear about a configuration that is valid but weakens
+/// enforcement: an app that enforces signatures yet passes shapes the filter
+/// cannot verify. Sorted by app.
+fn signature_warnings(sigs: &HashMap<String, SignatureSettings>) -> Vec<String> {
+    let mut out: Vec<String> = sigs
+        .iter()
+        .filter(|(_, s)| {
+            s.enforce_signature && s.later_sdk != LaterSdk::Reject && !s.signing_ids.is_empty()
+        })
+        .map(|(app, s)| {
+            format!(
+                "apps.{app}.signature: enforce_signature is on, but unverifiable signatures of signing ids {} are {} (later_sdk)",
+                s.signing_ids.join(", "),
+                if s.later_sdk == LaterSdk::Pass { "passed" } else { "flagged and forwarded" }
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
 /// Apps beyond this many get no statistics series of their own.
 pub const DEFAULT_MAX_STATS_APPS: usize = 100;
 
@@ -1222,6 +1244,29 @@ fn compile_apps(root: &mut Obj) -> Result<Apps, ConfigError> {
 }
 
 /// One app's `signature` object, before its template is applied.
+/// Oldest SDK versions accepted: (android, ios), each (major, minor).
+type MinSdk = (Option<(u32, u32)>, Option<(u32, u32)>);
+
+fn sdk_version(m: &mut Obj, key: &'static str) -> Result<Option<(u32, u32)>, ConfigError> {
+    let Some(v) = m.str(key)? else {
+        return Ok(None);
+    };
+    let ok = |s: &str| !s.is_empty() && s.len() <= 4 && s.bytes().all(|c| c.is_ascii_digit());
+    match v.split_once('.') {
+        Some((a, b)) if ok(a) && ok(b) => match (a.parse(), b.parse()) {
+            (Ok(a), Ok(b)) => Ok(Some((a, b))),
+            _ => err(
+                m.at(key),
+                format!("expected a version like \"4.18\", not \"{v}\""),
+            ),
+        },
+        _ => err(
+            m.at(key),
+            format!("expected a version like \"4.18\", not \"{v}\""),
+        ),
+    }
+}
+
 #[derive(Default)]
 struct RawSignature {
     enforce_signature: Option<bool>,
@@ -1232,6 +1277,8 @@ struct RawSignature {
     max_future: Option<u64>,
     later_sdk: Option<LaterSdk>,
     signing_ids: Option<Vec<String>>,
+    require_device_id: Option<bool>,
+    min_sdk: Option<MinSdk>,
     replay_capacity: Option<usize>,
     replay_full_rejects: Option<bool>,
     replay_enabled: Option<bool>,
@@ -1404,6 +1451,17 @@ fn parse_signature(path: &str, v: &Value) -> Result<RawSignature, ConfigError> {
     r.signing_ids = o
         .strings("signing_ids")?
         .map(|l| l.into_iter().map(|(_, s)| s.to_string()).collect());
+    r.require_device_id = match o.get("require_device_id") {
+        None => None,
+        Some(Value::Bool(b)) => Some(*b),
+        Some(_) => return err(o.at("require_device_id"), "expected true or false"),
+    };
+    if let Some(mut m) = o.object("min_sdk")? {
+        let android = sdk_version(&mut m, "android")?;
+        let ios = sdk_version(&mut m, "ios")?;
+        m.finish()?;
+        r.min_sdk = Some((android, ios));
+    }
     if let Some(mut rp) = o.object("replay")? {
         r.replay_enabled = match rp.get("enabled") {
             None => None,
@@ -1541,6 +1599,18 @@ fn compile_signatures(
                     .clone()
                     .or(base.and_then(|b| b.signing_ids.clone()))
                     .unwrap_or_default(),
+                require_device_id: own
+                    .require_device_id
+                    .or(base.and_then(|b| b.require_device_id))
+                    .unwrap_or(false),
+                min_sdk_android: own
+                    .min_sdk
+                    .or(base.and_then(|b| b.min_sdk))
+                    .and_then(|m| m.0),
+                min_sdk_ios: own
+                    .min_sdk
+                    .or(base.and_then(|b| b.min_sdk))
+                    .and_then(|m| m.1),
                 replay: replay::Shape::new(
                     max_age + pick(|r| r.max_future, DEFAULT_MAX_FUTURE),
                     capacity,

@@ -91,6 +91,8 @@ pub struct PendingReplay {
     pub full_rejects: bool,
     /// Statistics series for a rejection of this secret.
     pub reject_stat: Option<usize>,
+    /// The signature covers no device id (counted apart once accepted).
+    pub without_device_id: bool,
 }
 
 /// What the replay memory said.
@@ -695,12 +697,19 @@ fn signature_decision(
         }
         Some(Err(reason)) => reject(d, reason, stat(Stat::InvalidSecret)),
         Some(Ok(Header::Later { signing_id, .. })) => {
-            let allowed = settings.signing_ids.is_empty()
-                || signing_id
-                    .as_ref()
-                    .is_some_and(|id| settings.signing_ids.contains(id));
+            // Enforcing: a shape the filter cannot verify passes only when the app
+            // allows its signing id explicitly. Not enforcing: any, unless listed.
+            let listed = settings.signing_ids.contains(&signing_id);
+            let allowed =
+                listed || (settings.signing_ids.is_empty() && !settings.enforce_signature);
             if !allowed {
-                return reject(d, Reason::SigningIdNotAllowed, None);
+                // Enforcing with no allow-list: nothing unverifiable is accepted.
+                let reason = if settings.signing_ids.is_empty() {
+                    Reason::Unverifiable
+                } else {
+                    Reason::SigningIdNotAllowed
+                };
+                return reject(d, reason, None);
             }
             match settings.later_sdk {
                 LaterSdk::Pass => {
@@ -708,9 +717,7 @@ fn signature_decision(
                         .push(Counter::Signature(SigCounter::UnverifiablePassed));
                     d.signature = Some(format!(
                         "unverifiable_passed signing_id={}",
-                        signing_id
-                            .as_deref()
-                            .map_or("-".into(), |s| log_safe(s.as_bytes()))
+                        log_safe(signing_id.as_bytes())
                     ));
                     d
                 }
@@ -730,6 +737,9 @@ fn signature_decision(
                 now,
                 max_age: settings.max_age,
                 max_future: settings.max_future,
+                require_device_id: settings.require_device_id,
+                min_sdk_android: settings.min_sdk_android,
+                min_sdk_ios: settings.min_sdk_ios,
             };
             let known = settings.secrets.iter().any(|s| s.id == secret_id);
             // A request naming an unknown Secret ID is an "Invalid Secret"; any other
@@ -748,6 +758,10 @@ fn signature_decision(
                     d.signature = Some(format!("verified secret_id={secret_id}"));
                     if !settings.replay_enabled {
                         d.counters.push(Counter::Signature(SigCounter::Verified));
+                        if v.without_device_id {
+                            d.counters
+                                .push(Counter::Signature(SigCounter::VerifiedWithoutDeviceId));
+                        }
                         return d;
                     }
                     d.replay = Some(PendingReplay {
@@ -760,6 +774,7 @@ fn signature_decision(
                         ),
                         full_rejects: settings.replay_full_rejects,
                         reject_stat: stat(Stat::Rejected(secret_id)),
+                        without_device_id: v.without_device_id,
                     });
                     d
                 }
@@ -835,6 +850,13 @@ pub fn settle_replay(policy: &Policy, mut d: Decision, result: ReplayResult) -> 
     let Some(pending) = d.replay.take() else {
         return d;
     };
+    if pending.without_device_id
+        && (result == ReplayResult::Recorded
+            || !pending.full_rejects && result == ReplayResult::Full)
+    {
+        d.counters
+            .push(Counter::Signature(SigCounter::VerifiedWithoutDeviceId));
+    }
     match result {
         ReplayResult::Recorded => {
             d.counters.push(Counter::Signature(SigCounter::Verified));

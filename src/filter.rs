@@ -146,6 +146,9 @@ impl RootContext for Root {
                     policy.tokens.len(),
                     policy.mode
                 );
+                for w in &policy.warnings {
+                    warn!("s2s-guard: {w}");
+                }
                 let source = policy.source.clone();
                 let inline = Loaded::new(policy);
                 self.config = bytes;

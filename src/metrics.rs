@@ -10,6 +10,8 @@ use crate::token::Scope;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SigCounter {
     Verified,
+    /// Verified, and the signature covers no device id (counted beside `Verified`).
+    VerifiedWithoutDeviceId,
     /// No signature, accepted because the app does not enforce signatures.
     NoSignature,
     /// A later signature shape passed by the app's policy.
@@ -25,6 +27,7 @@ impl SigCounter {
     fn all() -> Vec<SigCounter> {
         let mut v = vec![
             SigCounter::Verified,
+            SigCounter::VerifiedWithoutDeviceId,
             SigCounter::NoSignature,
             SigCounter::UnverifiablePassed,
             SigCounter::UnconfiguredApp,
@@ -37,6 +40,7 @@ impl SigCounter {
     fn name(self) -> String {
         let o = match self {
             SigCounter::Verified => "verified".to_string(),
+            SigCounter::VerifiedWithoutDeviceId => "verified_without_device_id".into(),
             SigCounter::NoSignature => "no_signature".into(),
             SigCounter::UnverifiablePassed => "unverifiable_passed".into(),
             SigCounter::UnconfiguredApp => "unconfigured_app".into(),
@@ -106,13 +110,13 @@ const SCOPES: usize = Scope::ALL.len() + 1;
 pub const COUNT: usize = OUTCOMES * SCOPES
     + 3 * OUTCOMES
     + 7
-    + 5
+    + 6
     + REASONS
     + SOURCE_COUNTERS.len()
     + 10
     + crate::reading::Class::ALL.len();
 
-const REASONS: usize = 2 + crate::signature::Field::ALL.len() + 9;
+const REASONS: usize = 2 + crate::signature::Field::ALL.len() + 11;
 
 fn scope_index(s: Option<Scope>) -> usize {
     match s {

@@ -266,8 +266,16 @@ pub struct SignatureSettings {
     /// Clock skew tolerated for `created_at` in the future, seconds.
     pub max_future: u64,
     pub later_sdk: LaterSdk,
-    /// Allowed signing ids of later shapes; empty: any.
+    /// Allowed signing ids of later shapes. Empty: any when not enforcing, none
+    /// when enforcing.
     pub signing_ids: Vec<String>,
+    /// Refuse signatures that cover no device id (default: accepted when the
+    /// request carries none, as iOS sends without tracking consent).
+    pub require_device_id: bool,
+    /// Oldest SDK accepted per platform (major, minor): older `Client-SDK`s, or
+    /// none, are refused (`sdk_too_old`).
+    pub min_sdk_android: Option<(u32, u32)>,
+    pub min_sdk_ios: Option<(u32, u32)>,
     pub replay: replay::Shape,
     /// Remember accepted signatures (off only where something downstream dedups).
     pub replay_enabled: bool,
@@ -363,6 +371,8 @@ pub struct Policy {
     pub source: Option<crate::distribution::Source>,
     /// The version of the token set this policy was built with (`None`: inline).
     pub set_version: Option<u64>,
+    /// Valid but weakening settings, logged when the configuration loads.
+    pub warnings: Vec<String>,
 }
 
 /// Where a request lands.

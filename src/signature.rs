@@ -24,6 +24,10 @@ pub enum Reason {
     ReplayMemoryFull,
     Unverifiable,
     SigningIdNotAllowed,
+    /// The app requires a signed device id and the signature covers none.
+    DeviceIdRequired,
+    /// `Client-SDK` is missing, unreadable or older than the app's minimum.
+    SdkTooOld,
 }
 
 /// The field a `bad_format` reason names.
@@ -83,6 +87,8 @@ impl Reason {
             Reason::ReplayMemoryFull,
             Reason::Unverifiable,
             Reason::SigningIdNotAllowed,
+            Reason::DeviceIdRequired,
+            Reason::SdkTooOld,
         ]);
         v
     }
@@ -102,6 +108,8 @@ impl Reason {
             Reason::ReplayMemoryFull => "replay_memory_full".into(),
             Reason::Unverifiable => "unverifiable_signature".into(),
             Reason::SigningIdNotAllowed => "signing_id_not_allowed".into(),
+            Reason::DeviceIdRequired => "device_id_required".into(),
+            Reason::SdkTooOld => "sdk_too_old".into(),
         }
     }
 
@@ -122,11 +130,12 @@ pub enum Header {
         /// Field names in the order their values were concatenated.
         headers: Vec<String>,
     },
-    /// A later shape (closed signature library, SDK v5): not verifiable here.
+    /// A later shape (closed signature library, SDK v5): not verifiable here, but
+    /// complete: `signature`, `algorithm`, `headers_id` and a signing id.
     Later {
         algorithm: String,
-        /// `adj_signing_id`, else `secret_id`, if given.
-        signing_id: Option<String>,
+        /// `adj_signing_id`, else `secret_id`.
+        signing_id: String,
     },
 }
 
@@ -175,17 +184,39 @@ pub fn parse_header(value: &[u8]) -> Option<Result<Header, Reason>> {
         return Some(bad);
     };
     let later = headers_id.is_some() || adj_signing_id.is_some() || native_version.is_some();
-    if algorithm != "sha256" || later {
-        return Some(Ok(Header::Later {
-            algorithm: algorithm.to_string(),
-            signing_id: adj_signing_id.or(secret_id).map(str::to_string),
-        }));
+    // `SHA256` is the legacy scheme spelt otherwise, never a later shape.
+    let legacy = algorithm.eq_ignore_ascii_case("sha256");
+    if legacy && (later || algorithm != "sha256") {
+        return Some(bad);
+    }
+    if !legacy {
+        // A later shape must be complete to be recognised at all.
+        let signing_id = adj_signing_id.or(secret_id).filter(|s| !s.is_empty());
+        let complete = signature.is_some_and(|s| !s.is_empty())
+            && headers_id.is_some_and(|h| !h.is_empty())
+            && headers.is_none()
+            && !algorithm.is_empty()
+            && algorithm.bytes().all(|b| b.is_ascii_alphanumeric());
+        return Some(match (signing_id, complete) {
+            (Some(id), true) => Ok(Header::Later {
+                algorithm: algorithm.to_string(),
+                signing_id: id.to_string(),
+            }),
+            _ => bad,
+        });
     }
     let (Some(secret_id), Some(signature), Some(headers)) = (secret_id, signature, headers) else {
         return Some(bad);
     };
+    // Digits only: `+2` is not Secret ID 2.
     let secret_id = match secret_id.parse::<u32>() {
-        Ok(n) if n >= 1 && !secret_id.starts_with('0') => n,
+        Ok(n)
+            if n >= 1
+                && !secret_id.starts_with('0')
+                && secret_id.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            n
+        }
         _ => return Some(Err(Reason::BadFormat(Field::SecretId))),
     };
     if signature.len() != 64 || !signature.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -432,6 +463,11 @@ pub struct Input<'a> {
     pub now: u64,
     pub max_age: u64,
     pub max_future: u64,
+    /// Refuse a signature that covers no device id.
+    pub require_device_id: bool,
+    /// Oldest SDK accepted per platform, (major, minor).
+    pub min_sdk_android: Option<(u32, u32)>,
+    pub min_sdk_ios: Option<(u32, u32)>,
 }
 
 /// A verified legacy signature.
@@ -440,6 +476,8 @@ pub struct Verified {
     pub secret_id: u32,
     pub created_at: i64,
     pub signature: String,
+    /// The signature covers no device id (iOS without tracking consent).
+    pub without_device_id: bool,
 }
 
 /// Failure with the Secret ID it concerned, if one was read (for statistics).
@@ -490,19 +528,21 @@ pub fn verify(
             return Err(fail(Reason::BadFormat(Field::Headers)));
         }
     }
-    let Some(device) = device else {
-        return Err(fail(Reason::BadFormat(Field::Headers)));
-    };
+    if device.is_none() && input.require_device_id {
+        return Err(fail(Reason::DeviceIdRequired));
+    }
 
     // Strict formats close the missing delimiters.
     let created_raw =
         param(input.params, "created_at").ok_or(fail(Reason::BadFormat(Field::CreatedAt)))?;
     let created_at =
         parse_created_at(created_raw).ok_or(fail(Reason::BadFormat(Field::CreatedAt)))?;
-    let device_value =
-        param(input.params, device).ok_or(fail(Reason::BadFormat(Field::DeviceId)))?;
-    if !valid_id(device, device_value) {
-        return Err(fail(Reason::BadFormat(Field::DeviceId)));
+    if let Some(device) = device {
+        let device_value =
+            param(input.params, device).ok_or(fail(Reason::BadFormat(Field::DeviceId)))?;
+        if !valid_id(device, device_value) {
+            return Err(fail(Reason::BadFormat(Field::DeviceId)));
+        }
     }
     // Every device id present must be well-formed, or precedence could be dodged.
     for (name, _) in DEVICE_IDS {
@@ -513,18 +553,68 @@ pub fn verify(
         }
     }
     let activity = activity_kind(input.path).ok_or(fail(Reason::BadFormat(Field::ActivityKind)))?;
+    // The kind comes from the path; an unsigned parameter saying otherwise is refused.
+    if param(input.params, "activity_kind").is_some_and(|v| v != activity.as_bytes()) {
+        return Err(fail(Reason::BadFormat(Field::ActivityKind)));
+    }
 
-    // The signed id must be the one the SDK would have picked.
-    let sdk = input.client_sdk.and_then(parse_client_sdk).unwrap_or(Sdk {
-        platform: platform_of(device),
+    // The signed id must be the one the SDK would have picked; with none signed,
+    // the request must carry none the SDK would have signed.
+    let parsed_sdk = input.client_sdk.and_then(parse_client_sdk);
+    let min = |p: Platform| match p {
+        Platform::Android => input.min_sdk_android,
+        Platform::Ios => input.min_sdk_ios,
+    };
+    let first_present = |sdk: Sdk| {
+        precedence(sdk)
+            .iter()
+            .find(|n| param(input.params, n).is_some_and(|v| !v.is_empty()))
+            .copied()
+    };
+    match device {
+        Some(device) => {
+            let sdk = parsed_sdk.unwrap_or(Sdk {
+                platform: platform_of(device),
+                version: None,
+            });
+            if first_present(sdk) != Some(device) {
+                return Err(fail(Reason::WrongDeviceId));
+            }
+        }
+        None => {
+            // Unknown platform: no id of either platform may be present.
+            let platforms: &[Platform] = match parsed_sdk {
+                Some(s) => &[s.platform][..],
+                None => &[Platform::Android, Platform::Ios][..],
+            };
+            for p in platforms {
+                let version = parsed_sdk.and_then(|s| s.version);
+                let sdk = Sdk {
+                    platform: *p,
+                    version,
+                };
+                if first_present(sdk).is_some() {
+                    return Err(fail(Reason::WrongDeviceId));
+                }
+            }
+        }
+    }
+    // The app's minimum SDK: Client-SDK is unsigned, so an old version could be
+    // claimed to use the old rules; once installs moved on, refuse them.
+    let platform = parsed_sdk.map(|s| s.platform).or(device.map(platform_of));
+    let needs_min = match platform {
+        Some(p) => min(p),
+        None => input.min_sdk_android.or(input.min_sdk_ios),
+    };
+    if let Some(m) = needs_min {
+        if parsed_sdk.and_then(|s| s.version).is_none_or(|v| v < m) {
+            return Err(fail(Reason::SdkTooOld));
+        }
+    }
+    let sdk = parsed_sdk.unwrap_or(Sdk {
+        platform: platform.unwrap_or(Platform::Ios),
         version: None,
     });
-    let first = precedence(sdk)
-        .iter()
-        .find(|n| param(input.params, n).is_some_and(|v| !v.is_empty()));
-    if first != Some(&device) {
-        return Err(fail(Reason::WrongDeviceId));
-    }
     // SDK 4.18+ signs source and payload when present; unknown version: same.
     let signs_extra = sdk.version.is_none_or(|v| v >= (4, 18));
     for (name, field) in [("source", Field::Source), ("payload", Field::Payload)] {
@@ -563,6 +653,7 @@ pub fn verify(
         secret_id,
         created_at,
         signature: signature.to_string(),
+        without_device_id: device.is_none(),
     })
 }
 
@@ -590,9 +681,26 @@ mod tests {
             parse_header(later),
             Some(Ok(Header::Later {
                 algorithm: "adj1".into(),
-                signing_id: Some("3".into())
+                signing_id: "3".into()
             }))
         );
+        // Later shapes must be complete; SHA256 is the legacy scheme, never later.
+        for incomplete in [
+            &br#"Signature algorithm="adj1""#[..],
+            br#"Signature adj_signing_id="7",algorithm="adj1""#,
+            br#"Signature signature="x",algorithm="adj1",headers_id="1""#,
+            br#"Signature signature="",adj_signing_id="7",algorithm="adj1",headers_id="1""#,
+            br#"Signature signature="x",adj_signing_id="7",algorithm="a-b",headers_id="1""#,
+            br#"Signature secret_id="1",signature="x",algorithm="SHA256",headers="created_at""#,
+            br#"Signature secret_id="1",signature="x",algorithm="sha256",headers_id="1""#,
+        ] {
+            assert_eq!(
+                parse_header(incomplete),
+                Some(Err(Reason::BadFormat(Field::Authorization))),
+                "{}",
+                String::from_utf8_lossy(incomplete)
+            );
+        }
         let bad = Some(Err(Reason::BadFormat(Field::Authorization)));
         assert_eq!(
             parse_header(br#"Signature secret_id="1",secret_id="2",algorithm="sha256""#),
@@ -611,6 +719,17 @@ mod tests {
             ),
             Some(Err(Reason::BadFormat(Field::SecretId)))
         );
+        for id in ["+2", "-2", " 2", "2 ", "0x2"] {
+            let h = format!(
+                r#"Signature secret_id="{id}",signature="{}",algorithm="sha256",headers="created_at""#,
+                "a".repeat(64)
+            );
+            assert_eq!(
+                parse_header(h.as_bytes()),
+                Some(Err(Reason::BadFormat(Field::SecretId))),
+                "{id}"
+            );
+        }
     }
 
     #[test]

@@ -26,7 +26,11 @@ fn config(extra: &str) -> String {
       "secrets": [{{"id": 2, "info": [1234, 5678, 9012, 3456], "name": "v2.3-Play Store"}},
                   {{"id": 3, "secret": "1112223334", "active": false}}]}}}},
     "loose": {{"signature": {{"secrets": [{{"id": 1, "info": [1, 2, 3, 4]}}], "later_sdk": "pass", "signing_ids": ["sid-ok"]}}}},
-    "flagger": {{"signature": {{"secrets": [{{"id": 1, "info": [1, 2, 3, 4]}}], "later_sdk": "flag"}}}}
+    "flagger": {{"signature": {{"secrets": [{{"id": 1, "info": [1, 2, 3, 4]}}], "later_sdk": "flag"}}}},
+    "strict": {{"signature": {{"secrets": [{{"id": 1, "info": [1, 2, 3, 4]}}], "require_device_id": true,
+      "min_sdk": {{"android": "4.18", "ios": "4.29"}}}}}},
+    "allowlisted": {{"signature": {{"enforce_signature": true, "secrets": [{{"id": 1, "info": [1, 2, 3, 4]}}],
+      "later_sdk": "pass", "signing_ids": ["sid-ok"]}}}}
   }}
   {extra}
 }}"#
@@ -709,6 +713,204 @@ fn cases() -> Vec<Case> {
             R2,
         ]),
     );
+    // iOS 4.29+ without tracking consent: no idfa, no random_token, nothing signed
+    // but created_at, app_secret and activity_kind (FACTS.md §1).
+    let ios_att = |n: u64, extra: &[(&'static str, &'static str)]| {
+        let created = base(500 + n);
+        let mut params: Vec<(String, String)> = vec![
+            ("app_token".into(), "abc123".into()),
+            ("created_at".into(), created),
+        ];
+        params.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        Signer::ios(2, [1234, 5678, 9012, 3456]).request(
+            "/session",
+            &refs(&params),
+            &["created_at", "app_secret", "activity_kind"],
+        )
+    };
+    out.push(
+        case(
+            "ios without tracking consent: no device id signed",
+            c(),
+            ios_att(0, &[]),
+        )
+        .counts(&[
+            V,
+            "s2s_guard.signature.outcome.verified_without_device_id",
+            A2,
+        ]),
+    );
+    out.push(
+        case(
+            "ios without tracking consent: idfv is never the signed id",
+            c(),
+            ios_att(1, &[("idfv", "EA7583CD-A667-48BC-B806-42ECB2B48607")]),
+        )
+        .counts(&[
+            V,
+            "s2s_guard.signature.outcome.verified_without_device_id",
+            A2,
+        ]),
+    );
+    out.push(
+        case(
+            "no device id signed, but an idfa present unsigned",
+            c(),
+            ios_att(2, &[("idfa", IDFA)]),
+        )
+        .rejected()
+        .counts(&["s2s_guard.signature.outcome.wrong_device_id", REJ, R2]),
+    );
+    out.push(
+        case(
+            "an unsigned activity_kind that disagrees with the path",
+            c(),
+            {
+                let params = p(&base(510));
+                let mut params = params;
+                params.push(("activity_kind".into(), "event".into()));
+                app2().request("/session", &refs(&params), &ORDER)
+            },
+        )
+        .rejected()
+        .counts(&[
+            "s2s_guard.signature.outcome.bad_format_activity_kind",
+            REJ,
+            R2,
+        ]),
+    );
+    let strict = |n: u64, sdk: &'static str, device: bool| {
+        let mut params: Vec<(String, String)> = vec![
+            ("app_token".into(), "strict".into()),
+            ("created_at".into(), base(520 + n)),
+        ];
+        let mut order = vec!["created_at", "app_secret", "activity_kind"];
+        if device {
+            params.push(("gps_adid".into(), GPS.into()));
+            order.push("gps_adid");
+        }
+        let signer = Signer {
+            secret_id: 1,
+            info: [1, 2, 3, 4],
+            client_sdk: sdk,
+        };
+        signer.request("/session", &refs(&params), &order)
+    };
+    const S1R: &str = "s2s_guard.sdk.app.strict.secret.1.rejected";
+    const S1A: &str = "s2s_guard.sdk.app.strict.secret.1.accepted";
+    out.push(
+        case(
+            "require_device_id: none signed is refused",
+            c(),
+            strict(0, "ios4.33.0", false),
+        )
+        .rejected()
+        .counts(&["s2s_guard.signature.outcome.device_id_required", REJ, S1R]),
+    );
+    out.push(
+        case(
+            "min_sdk: a current SDK passes",
+            c(),
+            strict(1, "android4.38.0", true),
+        )
+        .counts(&[V, S1A]),
+    );
+    out.push(
+        case(
+            "min_sdk: an older Client-SDK is refused",
+            c(),
+            strict(2, "android4.17.0", true),
+        )
+        .rejected()
+        .counts(&["s2s_guard.signature.outcome.sdk_too_old", REJ, S1R]),
+    );
+    out.push(
+        case(
+            "min_sdk: an older native SDK inside a wrapper is refused",
+            c(),
+            strict(3, "unity4.38.0@android4.17.0", true),
+        )
+        .rejected()
+        .counts(&["s2s_guard.signature.outcome.sdk_too_old", REJ, S1R]),
+    );
+    out.push(
+        case(
+            "min_sdk: no Client-SDK at all is refused",
+            c(),
+            strict(4, "", true),
+        )
+        .rejected()
+        .counts(&["s2s_guard.signature.outcome.sdk_too_old", REJ, S1R]),
+    );
+    // Enforcing apps: shapes that cannot be verified are refused unless allow-listed.
+    let shape = |app: &str, header: &str| {
+        Request::post("/session")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!(
+                "app_token={app}&created_at={}&gps_adid={GPS}",
+                form_encode(&base(540))
+            ))
+            .header("authorization", header)
+    };
+    const BAD_AUTH: &str = "s2s_guard.signature.outcome.bad_format_authorization";
+    for (name, header) in [
+        (
+            "enforcing: algorithm adj1 and nothing else",
+            r#"Signature algorithm="adj1""#,
+        ),
+        (
+            "enforcing: a bare adj_signing_id",
+            r#"Signature adj_signing_id="7",algorithm="adj1""#,
+        ),
+        (
+            "enforcing: SHA256 is the legacy scheme, verified",
+            r#"Signature secret_id="2",signature="0000000000000000000000000000000000000000000000000000000000000000",algorithm="SHA256",headers="created_at gps_adid app_secret activity_kind""#,
+        ),
+    ] {
+        out.push(
+            case(name, c(), shape("abc123", header))
+                .rejected()
+                .counts(&[BAD_AUTH, REJ, INVALID]),
+        );
+    }
+    out.push(
+        case(
+            "enforcing: a GET to /attribution with a later shape",
+            c(),
+            Request::get(&format!("/attribution?app_token=abc123&gps_adid={GPS}")).header(
+                "authorization",
+                r#"Signature signature="abc",adj_signing_id="x",algorithm="adj2",headers_id="1""#,
+            ),
+        )
+        .rejected()
+        .counts(&["s2s_guard.signature.outcome.unverifiable_signature", REJ]),
+    );
+    let later_for = |app: &str, id: &str| {
+        shape(
+            app,
+            &format!(
+                r#"Signature signature="abc",adj_signing_id="{id}",algorithm="adj2",headers_id="1""#
+            ),
+        )
+    };
+    out.push(
+        case(
+            "enforcing with an allow-list: a listed signing id passes",
+            c(),
+            later_for("allowlisted", "sid-ok"),
+        )
+        .counts(&["s2s_guard.signature.outcome.unverifiable_passed"]),
+    );
+    out.push(
+        case(
+            "enforcing with an allow-list: another signing id is refused",
+            c(),
+            later_for("allowlisted", "sid-x"),
+        )
+        .rejected()
+        .counts(&["s2s_guard.signature.outcome.signing_id_not_allowed", REJ]),
+    );
+
     out
 }
 

@@ -244,5 +244,5 @@ impl Default for WasmRunner {
 /// The request trailers Envoy hands the filter: none over HTTP/1.1 (the codec drops
 /// them), all of them over HTTP/2.
 pub fn delivered_trailers(req: &Request) -> Headers {
-    req.trailers.clone()
+    req.delivered_trailers()
 }
