@@ -206,6 +206,29 @@ fn cases() -> Vec<Case> {
         case("B: a body shorter than its Content-Length is not decided", c(),
              form_post("/event?s2s=1", format!("app_token={APP}")).header("content-length", "99").header("authorization", bearer()))
             .ambiguous("body_length"),
+        // ---- C. the end of the request -------------------------------------------------
+        case("C: HTTP/2 form POST with trailers and no token is decided, not forwarded", c(),
+             form_post("/event?s2s=1", format!("app_token={APP}")).http2().trailer("x-checksum", "1"))
+            .local(202, "Missing authentication token")
+            .counts(&["s2s_guard.rejected.outcome.missing"]),
+        case("C: ... in several chunks", c(),
+             form_post("/event?s2s=1", format!("app_token={APP}&event_token=e")).http2().chunked(3).trailer("x-checksum", "1"))
+            .local(202, "Missing authentication token"),
+        case("C: ... with a valid token it is forwarded whole", c(),
+             form_post("/event?s2s=1", format!("app_token={APP}&event_token=e")).http2().chunked(4)
+                .trailer("x-checksum", "1").header("authorization", bearer()))
+            .up_body(&format!("app_token={APP}&event_token=e")),
+        case("C: a second app in the body is found at the true end", c(),
+             form_post(&format!("/event?s2s=1&app_token={APP}"), "app_token=zzz").http2().trailer("x-checksum", "1")
+                .header("authorization", bearer()))
+            .ambiguous("repeated"),
+        case("C: a trailer naming a header the decision reads", c(),
+             form_post("/event?s2s=1", format!("app_token={APP}")).http2().header("authorization", bearer())
+                .trailer("authorization", "Bearer other"))
+            .ambiguous("trailer"),
+        case("C: HTTP/1.1 trailers never reach filters or the collector", c(),
+             form_post("/event?s2s=1", format!("app_token={APP}")).trailer("authorization", "Bearer other"))
+            .local(202, "Missing authentication token"),
         // ---- D. paths and methods ----------------------------------------------------
         case("D: PUT", c(), Request::new("PUT", &format!("/event?s2s=1&app_token={APP}")))
             .local(405, "Method not allowed"),
@@ -397,4 +420,47 @@ fn logged_values_are_escaped_and_capped() {
     assert!(line.contains("token_id=-"), "{line}");
     assert!(line.contains("\\x3d") && line.contains("..."), "{line}");
     assert!(line.len() < 400, "{line}");
+}
+
+/// Trailers (HTTP/2): the decision waits for them, trailers named like an owned
+/// header never reach the collector, and with held headers a spoofed identity is
+/// replaced by the verified one.
+#[test]
+fn trailers_end_the_request_through_the_wasm() {
+    let mut runner = WasmRunner::new();
+    let cfg = c();
+    let host = runner.host(&cfg);
+    let req = form_post("/event?s2s=1", format!("app_token={APP}"))
+        .http2()
+        .chunked(5)
+        .header("authorization", bearer())
+        .trailer("x-s2s-guard-token-id", "admin")
+        .trailer("x_s2s_guard_app", "spoof")
+        .trailer("x-checksum", "1");
+    let o = host.send(req);
+    let up = o.upstream.expect("forwarded");
+    assert_eq!(up.body, format!("app_token={APP}").into_bytes());
+    let names: Vec<&str> = up.trailers.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(names, vec!["x-checksum"], "owned trailers removed");
+
+    // Held headers: decided in the trailers, identity from the decision only.
+    let hold = config(r#", "hold_headers_for_body": true"#);
+    let host = runner.host(&hold);
+    let spoof = |token: Option<String>| {
+        let r = form_post("/event?s2s=1", format!("app_token={APP}"))
+            .http2()
+            .header("x-s2s-guard-token-id", "admin")
+            .trailer("x-checksum", "1");
+        match token {
+            Some(t) => r.header("authorization", t),
+            None => r,
+        }
+    };
+    let o = host.send(spoof(None));
+    assert!(o.upstream.is_none(), "no token: never upstream");
+    assert_eq!(o.status, 202);
+    let o = host.send(spoof(Some(bearer())));
+    let up = o.upstream.expect("forwarded");
+    assert_eq!(up.header("x-s2s-guard-token-id"), Some(&b"adj-events"[..]));
+    assert_eq!(up.trailers.len(), 1);
 }
