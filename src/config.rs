@@ -1428,9 +1428,13 @@ fn parse_signature(path: &str, v: &Value) -> Result<RawSignature, ConfigError> {
             }
             r.secrets.push(AppSecret {
                 id,
+                replay_tag: replay::secret_tag(id, &secret),
                 secret,
                 active,
                 name,
+                // Set once every app using the secret is known.
+                replay_window: 0,
+                replay_per_key: 1,
             });
         }
     }
@@ -1611,22 +1615,42 @@ fn compile_signatures(
                     .min_sdk
                     .or(base.and_then(|b| b.min_sdk))
                     .and_then(|m| m.1),
-                replay: replay::Shape::new(
-                    max_age + pick(|r| r.max_future, DEFAULT_MAX_FUTURE),
-                    capacity,
-                ),
+                replay_window: max_age + pick(|r| r.max_future, DEFAULT_MAX_FUTURE),
+                replay_capacity: capacity,
                 replay_enabled: own
                     .replay_enabled
                     .or(base.and_then(|b| b.replay_enabled))
                     .unwrap_or(true),
+                // Accept (counted) when full: only genuine traffic or the holder of
+                // the secret fills it, and neither may deny genuine signatures.
                 replay_full_rejects: own
                     .replay_full_rejects
                     .or(base.and_then(|b| b.replay_full_rejects))
-                    .unwrap_or(true),
+                    .unwrap_or(false),
                 stats_base,
                 own_series,
             },
         );
+    }
+    // The replay memory is per App Secret: every app using one secret shares it,
+    // with the longest window and the largest capacity among them.
+    let mut shared: HashMap<String, (u64, usize)> = HashMap::new();
+    for s in out.values().filter(|s| s.replay_enabled) {
+        for sec in &s.secrets {
+            let e = shared.entry(sec.replay_tag.clone()).or_insert((0, 0));
+            e.0 = e.0.max(s.replay_window);
+            e.1 = e.1.max(s.replay_capacity);
+        }
+    }
+    for s in out.values_mut() {
+        for sec in &mut s.secrets {
+            let (window, capacity) = shared
+                .get(&sec.replay_tag)
+                .copied()
+                .unwrap_or((s.replay_window, s.replay_capacity));
+            sec.replay_window = window;
+            sec.replay_per_key = replay::per_key(capacity);
+        }
     }
     Ok((out, names))
 }

@@ -654,7 +654,7 @@ fn signature_decision(
 ) -> Decision {
     let app = single_param(&route.app_param, query, form);
     let app = app.as_deref().and_then(|a| std::str::from_utf8(a).ok());
-    let Some((app, settings)) = app.and_then(|a| policy.signatures.get_key_value(a)) else {
+    let Some(settings) = app.and_then(|a| policy.signatures.get(a)) else {
         // No signature settings for this app: nothing to verify against.
         d.counters
             .push(Counter::Signature(SigCounter::UnconfiguredApp));
@@ -764,13 +764,22 @@ fn signature_decision(
                         }
                         return d;
                     }
+                    // Verified against this secret: it exists.
+                    let Some(secret) = settings.secrets.iter().find(|s| s.id == v.secret_id) else {
+                        return reject(
+                            d,
+                            Reason::InvalidSignature,
+                            failed_stat(Reason::InvalidSignature),
+                        );
+                    };
                     d.replay = Some(PendingReplay {
                         check: replay::check(
-                            settings.replay,
-                            app,
-                            v.secret_id,
+                            &secret.replay_tag,
+                            secret.replay_per_key,
+                            secret.replay_window,
                             &v.signature,
                             v.created_at,
+                            now,
                         ),
                         full_rejects: settings.replay_full_rejects,
                         reject_stat: stat(Stat::Rejected(secret_id)),

@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 
-use crate::replay;
 use crate::signature::AppSecret;
 use crate::token::{Kind, Scope, Scopes, TokenStore};
 
@@ -276,7 +275,9 @@ pub struct SignatureSettings {
     /// none, are refused (`sdk_too_old`).
     pub min_sdk_android: Option<(u32, u32)>,
     pub min_sdk_ios: Option<(u32, u32)>,
-    pub replay: replay::Shape,
+    /// Freshness window (max age + future skew) and replay capacity of this app.
+    pub replay_window: u64,
+    pub replay_capacity: usize,
     /// Remember accepted signatures (off only where something downstream dedups).
     pub replay_enabled: bool,
     /// When the replay memory is full: reject (true) or accept unrecorded (false).

@@ -2,77 +2,78 @@
 //! worker sees it. Pure: this module computes keys and new values; the adapter does
 //! the get / compare-and-swap set.
 //!
-//! Layout: the freshness window is cut into `SLOTS_PER_WINDOW` time buckets by the
-//! request's `created_at` (not arrival time), each split into `SHARDS` keys by the
-//! entry's first byte. A ring of `slots` keys per shard is reused as buckets age out,
-//! so memory is bounded by the window: an entry is forgotten only when its bucket is
-//! older than the window, and a request that old is already refused as stale.
-//! Entries are 16-byte hashes of (app, Secret ID, signature): no secret in clear.
+//! Keyed by the **App Secret** (its Secret ID and a digest of its value), not by the
+//! app: every app that signs with one secret (a template's) shares its protection, so
+//! a signature accepted for one app is refused for another. A secret's memory is
+//! [`SHARDS`] keys, chosen by the entry's hash (so load spreads evenly whatever the
+//! traffic's timing); each key holds entries `(expires_at, hash)`. An entry is dropped
+//! once expired: by then a replay of it is refused as stale by the freshness check
+//! (`expires_at` is `created_at` plus the longest freshness window of any app using
+//! the secret). Entries are 16-byte hashes: no secret or signature in clear.
 
 use sha2::{Digest as _, Sha256};
 
-pub const SHARDS: u64 = 16;
-pub const SLOTS_PER_WINDOW: u64 = 32;
-const ENTRY: usize = 16;
+/// Keys per App Secret.
+pub const SHARDS: u64 = 1024;
+const HASH: usize = 16;
+const RECORD: usize = 8 + HASH;
 
-/// The memory's shape for one app.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Shape {
-    /// Seconds per bucket.
-    pub bucket_secs: u64,
-    /// Buckets in the ring (the window plus two, for the edges).
-    pub slots: u64,
-    /// Entries one key holds.
-    pub per_key: usize,
+/// Entries one key may hold for a memory that must hold `capacity` entries: the
+/// mean per key plus a margin for the uneven spread of hashes (binomial: the
+/// largest of [`SHARDS`] keys stays below mean + 5·√mean + 8 with overwhelming
+/// probability), so the memory holds at least the advertised number.
+pub fn per_key(capacity: usize) -> usize {
+    let mean = capacity.div_ceil(SHARDS as usize).max(1);
+    mean + 5 * (mean as f64).sqrt().ceil() as usize + 8
 }
 
-impl Shape {
-    /// A shape for a freshness window and a total capacity per window.
-    pub fn new(window_secs: u64, capacity: usize) -> Shape {
-        let bucket_secs = window_secs.div_ceil(SLOTS_PER_WINDOW).max(1);
-        let slots = window_secs.div_ceil(bucket_secs) + 2;
-        let per_key = capacity
-            .div_ceil((SLOTS_PER_WINDOW * SHARDS) as usize)
-            .max(1);
-        Shape {
-            bucket_secs,
-            slots,
-            per_key,
-        }
-    }
+/// The tag of an App Secret in key names: a domain-separated digest of its Secret
+/// ID and value, so no secret appears in shared data.
+pub fn secret_tag(secret_id: u32, secret: &[u8]) -> String {
+    let mut h = Sha256::new();
+    h.update(b"s2s-guard/replay-secret\0");
+    h.update(secret_id.to_le_bytes());
+    h.update(secret);
+    hex::encode(&h.finalize()[..8])
 }
 
 /// What to remember for one accepted request, and where.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Check {
     pub key: String,
-    pub bucket: u64,
-    pub entry: [u8; ENTRY],
+    pub entry: [u8; HASH],
+    /// When the entry may be forgotten (Unix seconds).
+    pub expires_at: u64,
+    /// The time of the check: expired entries are dropped.
+    pub now: u64,
     pub per_key: usize,
 }
 
-/// Builds the check for an accepted signature.
-pub fn check(shape: Shape, app: &str, secret_id: u32, signature: &str, created_at: i64) -> Check {
+/// Builds the check for a signature accepted under the secret `tag`.
+pub fn check(
+    tag: &str,
+    per_key: usize,
+    window_secs: u64,
+    signature: &str,
+    created_at: i64,
+    now: u64,
+) -> Check {
     let mut h = Sha256::new();
     h.update(b"s2s-guard/replay\0");
-    h.update(app.as_bytes());
+    h.update(tag.as_bytes());
     h.update([0]);
-    h.update(secret_id.to_le_bytes());
     h.update(signature.as_bytes());
     let d = h.finalize();
-    let mut entry = [0u8; ENTRY];
-    entry.copy_from_slice(&d[..ENTRY]);
-    let bucket = (created_at.max(0) as u64) / shape.bucket_secs;
-    let shard = u64::from(entry[0]) % SHARDS;
+    let mut entry = [0u8; HASH];
+    entry.copy_from_slice(&d[..HASH]);
+    let shard =
+        u64::from_le_bytes([d[16], d[17], d[18], d[19], d[20], d[21], d[22], d[23]]) % SHARDS;
     Check {
-        key: format!(
-            "s2s-guard/replay/v1/{}/{}/{shard}",
-            hex::encode(&Sha256::digest(app.as_bytes())[..8]),
-            bucket % shape.slots
-        ),
-        bucket,
+        key: format!("s2s-guard/replay/v2/{tag}/{shard}"),
         entry,
-        per_key: shape.per_key,
+        expires_at: (created_at.max(0) as u64).saturating_add(window_secs),
+        now,
+        per_key,
     }
 }
 
@@ -83,33 +84,30 @@ pub enum Insert {
     Write(Vec<u8>),
     /// Already accepted once.
     Seen,
-    /// The key holds its maximum.
+    /// The key holds its maximum of live entries.
     Full,
 }
 
-/// Adds `c.entry` to a key's value (`None`: the key does not exist yet). A value
-/// from an older bucket of the ring is discarded; one from a newer bucket means the
-/// request is older than the window, which the freshness check already refuses, so
-/// it is treated as seen.
+/// Adds `c.entry` to a key's value (`None`: the key does not exist yet), dropping
+/// expired entries. A malformed value is treated as empty.
 pub fn insert(value: Option<&[u8]>, c: &Check) -> Insert {
-    let current = value.and_then(|v| {
-        let stamp = u64::from_le_bytes(v.get(..8)?.try_into().ok()?);
-        Some((stamp, &v[8..]))
-    });
-    let entries: &[u8] = match current {
-        Some((stamp, rest)) if stamp == c.bucket => rest,
-        Some((stamp, _)) if stamp > c.bucket => return Insert::Seen,
-        _ => &[],
-    };
-    if entries.chunks_exact(ENTRY).any(|e| e == c.entry) {
-        return Insert::Seen;
+    let value = value.filter(|v| v.len() % RECORD == 0).unwrap_or_default();
+    let mut out = Vec::with_capacity(value.len() + RECORD);
+    let mut live = 0;
+    for r in value.chunks_exact(RECORD) {
+        let expires = u64::from_le_bytes(r[..8].try_into().unwrap_or_default());
+        if r[8..] == c.entry {
+            return Insert::Seen;
+        }
+        if expires >= c.now {
+            out.extend_from_slice(r);
+            live += 1;
+        }
     }
-    if entries.len() / ENTRY >= c.per_key {
+    if live >= c.per_key {
         return Insert::Full;
     }
-    let mut out = Vec::with_capacity(8 + entries.len() + ENTRY);
-    out.extend_from_slice(&c.bucket.to_le_bytes());
-    out.extend_from_slice(entries);
+    out.extend_from_slice(&c.expires_at.to_le_bytes());
     out.extend_from_slice(&c.entry);
     Insert::Write(out)
 }
@@ -117,12 +115,12 @@ pub fn insert(value: Option<&[u8]>, c: &Check) -> Insert {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
 
     #[test]
-    fn remembers_within_the_bucket_and_refuses_repeats() {
-        let shape = Shape::new(3600, 32 * 16 * 2);
-        assert_eq!(shape.per_key, 2);
-        let a = check(shape, "app", 1, "aa", 1000);
+    fn remembers_refuses_repeats_and_forgets_when_expired() {
+        let tag = secret_tag(1, b"1234");
+        let a = check(&tag, 2, 3600, "aa", 1000, 1000);
         let Insert::Write(v) = insert(None, &a) else {
             panic!()
         };
@@ -139,29 +137,48 @@ mod tests {
             ..a.clone()
         };
         assert_eq!(insert(Some(&v2), &c), Insert::Full);
-        // The same key reused by a later bucket starts empty.
+        // Once the window has passed, the old entries make room.
         let later = Check {
-            bucket: a.bucket + shape.slots,
+            now: 1000 + 3601,
             ..c.clone()
         };
-        assert!(matches!(insert(Some(&v2), &later), Insert::Write(_)));
-        // An older bucket than the one stored: beyond the window.
-        let older = Check {
-            bucket: a.bucket - 1,
-            ..c
+        let Insert::Write(v3) = insert(Some(&v2), &later) else {
+            panic!()
         };
-        assert_eq!(insert(Some(&v2), &older), Insert::Seen);
+        assert_eq!(v3.len(), RECORD);
+        assert_eq!(insert(Some(b"garbage"), &a), insert(None, &a));
     }
 
     #[test]
-    fn keys_hold_no_secret_and_spread_over_shards() {
-        let shape = Shape::new(7 * 86400, 100_000);
-        let k = check(shape, "abc123", 1, "deadbeef", 1_767_225_600);
-        assert!(k.key.starts_with("s2s-guard/replay/v1/"));
-        assert!(!k.key.contains("abc123"));
-        let shards: std::collections::HashSet<String> = (0..200)
-            .map(|i| check(shape, "abc123", 1, &format!("sig{i}"), 1_767_225_600).key)
-            .collect();
-        assert_eq!(shards.len(), SHARDS as usize);
+    fn keys_name_the_secret_not_the_app_and_hold_no_secret() {
+        let t1 = secret_tag(1, b"11223344");
+        assert_ne!(t1, secret_tag(2, b"11223344"));
+        assert_ne!(t1, secret_tag(1, b"11223345"));
+        let k = check(&t1, 10, 60, "deadbeef", 1_767_225_600, 1_767_225_600);
+        assert!(k.key.starts_with("s2s-guard/replay/v2/"));
+        assert!(!k.key.contains("11223344") && !k.key.contains("deadbeef"));
+    }
+
+    /// The documented capacity holds: 100,000 distinct signatures of one secret,
+    /// all created in the same second, are all remembered.
+    #[test]
+    fn the_advertised_capacity_is_held() {
+        let capacity = 100_000;
+        let pk = per_key(capacity);
+        let tag = secret_tag(2, b"1234567890123456");
+        let mut memory: HashMap<String, Vec<u8>> = HashMap::new();
+        let now = 1_767_225_600;
+        for i in 0..capacity {
+            let c = check(&tag, pk, 30 * 86400, &format!("{i:064x}"), now as i64, now);
+            match insert(memory.get(&c.key).map(Vec::as_slice), &c) {
+                Insert::Write(v) => {
+                    memory.insert(c.key, v);
+                }
+                other => panic!("signature {i} of {capacity}: {other:?}"),
+            }
+        }
+        let largest = memory.values().map(|v| v.len() / RECORD).max().unwrap_or(0);
+        assert!(largest < pk, "largest key {largest} of {pk}");
+        assert_eq!(memory.len(), SHARDS as usize);
     }
 }

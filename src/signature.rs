@@ -441,6 +441,13 @@ pub struct AppSecret {
     pub secret: Vec<u8>,
     pub active: bool,
     pub name: Option<String>,
+    /// The secret's name in the replay memory ([`crate::replay::secret_tag`]).
+    pub replay_tag: String,
+    /// Longest freshness window (max age + future skew) of the apps using this
+    /// secret: how long its accepted signatures are remembered.
+    pub replay_window: u64,
+    /// Entries per replay key, from the largest capacity of the apps using it.
+    pub replay_per_key: usize,
 }
 
 impl std::fmt::Debug for AppSecret {

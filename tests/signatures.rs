@@ -1056,37 +1056,43 @@ fn replay_memory_full() {
         );
         let mut h = host(&cfg, 1);
         let mut statuses = Vec::new();
-        // Same bucket, same shard: craft requests until two share a key.
+        // The memory of a secret is per key: craft genuine requests until one key
+        // gets one more than it holds, then send them.
+        let per_key = s2s_guard::replay::per_key(1);
+        let tag = s2s_guard::replay::secret_tag(2, b"1234567890123456");
         let mut by_key: BTreeMap<String, Vec<Request>> = BTreeMap::new();
-        for n in 0..400u64 {
-            let created = created_at(START - 60, n % 1000);
-            let device = format!("38400000-8cf0-11bd-b23e-{:012x}", n);
+        let mut same = None;
+        for n in 0..200_000u64 {
+            let created = created_at(START - 60 - n / 1000, n % 1000);
             let params = [
                 ("app_token", "abc123"),
                 ("created_at", created.as_str()),
-                ("gps_adid", device.as_str()),
+                ("gps_adid", GPS),
             ];
-            let r = app2().request("/session", &params, &ORDER);
-            let auth =
-                String::from_utf8(header_value(&r.headers, "authorization").unwrap().to_vec())
-                    .unwrap();
+            let auth = app2().authorization("/session", &params, &ORDER);
             let sig = auth
                 .split("signature=\"")
                 .nth(1)
                 .unwrap()
                 .split('"')
                 .next()
-                .unwrap()
-                .to_string();
-            let shape = s2s_guard::replay::Shape::new(3600 + 300, 1);
-            let k = s2s_guard::replay::check(shape, "abc123", 2, &sig, (START - 60) as i64).key;
-            by_key.entry(k).or_default().push(r);
+                .unwrap();
+            let k = s2s_guard::replay::check(&tag, per_key, 3900, sig, 0, 0).key;
+            let list = by_key.entry(k).or_default();
+            list.push(app2().request("/session", &params, &ORDER));
+            if list.len() > per_key {
+                same = Some(list.clone());
+                break;
+            }
         }
-        let same: Vec<Request> = by_key.into_values().find(|v| v.len() >= 2).unwrap();
-        for r in same.iter().take(2) {
+        let same = same.expect("a key filled");
+        for r in &same {
             statuses.push(h.send(r.clone()).status);
         }
-        assert_eq!(statuses, vec![200, third_status], "{when_full}");
+        let third_status = std::iter::repeat_n(200, per_key)
+            .chain([third_status])
+            .collect::<Vec<_>>();
+        assert_eq!(statuses, third_status, "{when_full}");
         assert_eq!(h.metric(counter), Some(1), "{when_full}");
     }
 }
@@ -1236,4 +1242,62 @@ fn held_headers_for_signed_posts() {
         Some(&b"invalid_signature"[..])
     );
     assert!(!String::from_utf8_lossy(&up.body).contains("s2s_guard_rejection"));
+}
+
+/// The replay memory is per App Secret: a signature accepted for one app is refused
+/// for another app, and for the template, that sign with the template's secret.
+#[test]
+fn apps_sharing_a_template_secret_share_its_replay_memory() {
+    let mut h = host(&config(""), 2);
+    let created = at(950);
+    let params = [
+        ("app_token", "abc123"),
+        ("created_at", created.as_str()),
+        ("gps_adid", GPS),
+    ];
+    let signed = Signer::android(1, [11, 22, 33, 44]).request("/session", &params, &ORDER);
+    assert_eq!(h.send_on(0, signed.clone()).status, 200);
+    // The same signature, the app_token (unsigned) changed to the template app.
+    let body = String::from_utf8(signed.body.clone())
+        .unwrap()
+        .replace("app_token=abc123", "app_token=tmpl");
+    let replayed = signed.clone().body(body);
+    let o = h.send_on(1, replayed);
+    assert_eq!(o.status, 401, "{}", o.body_text());
+    assert_eq!(h.metric("s2s_guard.signature.outcome.replayed"), Some(1));
+}
+
+/// The memory holds the number it advertises: `capacity` genuine signatures of one
+/// secret inside one window are all accepted, through the .wasm.
+#[test]
+fn the_replay_memory_holds_its_capacity() {
+    let capacity = 3000;
+    let cfg = format!(
+        r#"{{"presets": ["adjust_sdk"], "apps": {{"abc123": {{"signature": {{"max_age": "1d",
+          "secrets": [{{"id": 2, "info": [1234, 5678, 9012, 3456]}}], "replay": {{"capacity": {capacity}, "when_full": "reject"}}}}}}}}}}"#
+    );
+    let mut h = host(&cfg, 1);
+    for n in 0..capacity as u64 {
+        let created = created_at(START - 600 - n / 1000, n % 1000);
+        let params = [
+            ("app_token", "abc123"),
+            ("created_at", created.as_str()),
+            ("gps_adid", GPS),
+        ];
+        let o = h.send(app2().request("/session", &params, &ORDER));
+        assert_eq!(
+            o.status,
+            200,
+            "signature {n} of {capacity}: {}",
+            o.body_text()
+        );
+    }
+    assert_eq!(
+        h.metric("s2s_guard.signature.outcome.verified"),
+        Some(capacity)
+    );
+    assert_eq!(
+        h.metric("s2s_guard.signature.outcome.replay_memory_full"),
+        Some(0)
+    );
 }
