@@ -90,14 +90,28 @@ fn parse_set_inner(
             message: e.message,
         })?;
         for k in s.map.keys() {
-            if !matches!(k.as_str(), "version" | "apps" | "tokens") {
+            if !matches!(k.as_str(), "version" | "epoch" | "apps" | "tokens") {
                 return err(
                     format!("token set: {k}"),
-                    "unknown field (known fields: apps, tokens, version)",
+                    "unknown field (known fields: apps, epoch, tokens, version)",
                 );
             }
         }
         if let Some(apps) = s.map.remove("apps") {
+            // App settings switch authentication on and off: a set may change them
+            // only when the plugin configuration says so.
+            let allowed = top
+                .map
+                .get("token_source")
+                .and_then(|t| t.get("apps_from_set"))
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            if !allowed {
+                return err(
+                    "token set: apps",
+                    "this configuration does not let token sets change app settings (token_source.apps_from_set)",
+                );
+            }
             top.map.insert("apps".into(), apps);
         }
         tokens = s.raw_tokens.take().filter(|_| !skip_tokens);
@@ -109,6 +123,18 @@ fn parse_set_inner(
             None => None,
             Some(Value::Number(n)) if n.as_u64().is_some() => n.as_u64(),
             Some(_) => return err("token set: version", "expected a non-negative integer"),
+        };
+        policy.set_epoch = match s.map.get("epoch") {
+            None => 0,
+            Some(Value::Number(n)) if n.as_u64().is_some_and(|e| e <= 1 << 32) => {
+                n.as_u64().unwrap_or(0)
+            }
+            Some(_) => {
+                return err(
+                    "token set: epoch",
+                    "expected an integer between 0 and 4294967296",
+                )
+            }
         };
         return Ok(policy);
     }
@@ -578,6 +604,7 @@ fn compile(mut root: Obj, raw_tokens: Option<&RawValue>) -> Result<Policy, Confi
         stat_names: apps.stat_names,
         source,
         set_version: None,
+        set_epoch: 0,
     })
 }
 

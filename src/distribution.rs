@@ -54,6 +54,9 @@ pub struct Source {
     /// Large sets: workers look tokens up in shared data by digest instead of each
     /// holding a copy.
     pub shared_lookup: bool,
+    /// Sets may carry `apps` (app settings, authentication switches). Off: a set
+    /// with `apps` is refused.
+    pub apps_from_set: bool,
 }
 
 impl std::fmt::Debug for Source {
@@ -178,6 +181,7 @@ pub(crate) fn compile_source(o: &mut Obj) -> Result<Source, ConfigError> {
         }
     };
     let retry_after_s = duration(o, "retry_after")?.unwrap_or(period_ms.div_ceil(1000));
+    let apps_from_set = o.bool("apps_from_set", false)?;
     let shared_lookup = match o.str("lookup")? {
         None | Some("copy") => false,
         Some("shared") => true,
@@ -189,6 +193,7 @@ pub(crate) fn compile_source(o: &mut Obj) -> Result<Source, ConfigError> {
         }
     };
     Ok(Source {
+        apps_from_set,
         name,
         cluster,
         path,
@@ -216,6 +221,9 @@ pub struct Keys {
     pub meta: String,
     /// Prefix of per-token records in large-set mode: `<prefix><hex digest>`.
     pub token_prefix: String,
+    /// With a bundle key: the set's bundle signature, and the meta's tag.
+    pub sig: String,
+    pub meta_sig: String,
 }
 
 pub fn keys(name: &str) -> Keys {
@@ -225,13 +233,15 @@ pub fn keys(name: &str) -> Keys {
         lease: format!("s2s-guard/{name}/lease"),
         meta: format!("s2s-guard/{name}/meta"),
         token_prefix: format!("s2s-guard/{name}/t/"),
+        sig: format!("s2s-guard/{name}/sig"),
+        meta_sig: format!("s2s-guard/{name}/meta-sig"),
     }
 }
 
 /// The small record every worker polls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VersionRecord {
-    pub version: u64,
+    pub version: SetVersion,
     /// When the source last confirmed the set (200 or 304), ns.
     pub confirmed_ns: u64,
     pub digest: [u8; 32],
@@ -239,23 +249,224 @@ pub struct VersionRecord {
 
 impl VersionRecord {
     pub fn encode(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(48);
-        v.extend_from_slice(&self.version.to_le_bytes());
+        let mut v = Vec::with_capacity(RECORD_LEN);
+        v.extend_from_slice(&self.version.version.to_le_bytes());
         v.extend_from_slice(&self.confirmed_ns.to_le_bytes());
         v.extend_from_slice(&self.digest);
+        v.extend_from_slice(&self.version.epoch.to_le_bytes());
+        v.push(u8::from(self.version.explicit));
         v
     }
 
     pub fn decode(v: &[u8]) -> Option<VersionRecord> {
-        if v.len() != 48 {
+        if v.len() != RECORD_LEN {
             return None;
         }
         Some(VersionRecord {
-            version: u64::from_le_bytes(v[0..8].try_into().ok()?),
+            version: SetVersion {
+                version: u64::from_le_bytes(v[0..8].try_into().ok()?),
+                epoch: u64::from_le_bytes(v[48..56].try_into().ok()?),
+                explicit: v[56] == 1,
+            },
             confirmed_ns: u64::from_le_bytes(v[8..16].try_into().ok()?),
             digest: v[16..48].try_into().ok()?,
         })
     }
+}
+
+const RECORD_LEN: usize = 57;
+
+/// Where a set stands in the order of sets: `(epoch, version)`, compared in that
+/// order. `explicit`: the version came from the set's body (signed, if the source
+/// signs); otherwise it was derived from `Last-Modified` or arrival.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SetVersion {
+    pub epoch: u64,
+    pub version: u64,
+    pub explicit: bool,
+}
+
+/// Largest version a set may carry (JSON's exact integers).
+pub const MAX_SET_VERSION: u64 = 1 << 53;
+/// Largest step between two versions of one epoch: beyond it a version could pin
+/// the order for good (recovery: a set with a higher `epoch`).
+pub const MAX_VERSION_JUMP: u64 = 1 << 32;
+
+/// Why a fetched set is not put in force.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionRefusal {
+    /// A signed source's set without `version`: its order would come from an
+    /// unsigned header.
+    Unversioned,
+    /// Older than the set in force (a rollback).
+    Older { version: u64, in_force: u64 },
+    /// The version in force, with other content.
+    SameVersion { version: u64 },
+    /// Beyond `MAX_SET_VERSION`, or more than `MAX_VERSION_JUMP` ahead.
+    Absurd { version: u64, in_force: u64 },
+}
+
+impl std::fmt::Display for VersionRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            VersionRefusal::Unversioned => write!(f, "a signed set must carry its version"),
+            VersionRefusal::Older { version, in_force } => {
+                write!(f, "set version {version} is older than {in_force} in force")
+            }
+            VersionRefusal::SameVersion { version } => {
+                write!(f, "set version {version} is in force with other content")
+            }
+            VersionRefusal::Absurd { version, in_force } => write!(
+                f,
+                "set version {version} is an absurd jump from {in_force} (at most {MAX_VERSION_JUMP} ahead; publish a higher epoch to reset)"
+            ),
+        }
+    }
+}
+
+/// Orders a fetched set against the one in force. `set_version`/`set_epoch` come
+/// from the set's body; `last_modified_s` from the response header.
+pub fn order(
+    signed: bool,
+    set_version: Option<u64>,
+    set_epoch: u64,
+    in_force: Option<SetVersion>,
+    last_modified_s: Option<u64>,
+) -> Result<SetVersion, VersionRefusal> {
+    let Some(v) = set_version else {
+        if signed {
+            return Err(VersionRefusal::Unversioned);
+        }
+        // Jitsu's format: order by Last-Modified, else by arrival; never backwards.
+        let f = in_force.unwrap_or_default();
+        let next = f.version.saturating_add(1);
+        return Ok(SetVersion {
+            epoch: f.epoch,
+            version: last_modified_s.unwrap_or(next).max(next),
+            explicit: false,
+        });
+    };
+    let f = in_force.unwrap_or_default();
+    if v > MAX_SET_VERSION {
+        return Err(VersionRefusal::Absurd {
+            version: v,
+            in_force: f.version,
+        });
+    }
+    let new = SetVersion {
+        epoch: set_epoch,
+        version: v,
+        explicit: true,
+    };
+    let Some(f) = in_force else {
+        return Ok(new);
+    };
+    if set_epoch > f.epoch {
+        return Ok(new);
+    }
+    if set_epoch < f.epoch {
+        return Err(VersionRefusal::Older {
+            version: v,
+            in_force: f.version,
+        });
+    }
+    if !f.explicit {
+        // From derived versions (Last-Modified) to the set's own: not comparable.
+        return Ok(new);
+    }
+    if v < f.version {
+        return Err(VersionRefusal::Older {
+            version: v,
+            in_force: f.version,
+        });
+    }
+    if v == f.version {
+        return Err(VersionRefusal::SameVersion { version: v });
+    }
+    if v - f.version > MAX_VERSION_JUMP {
+        return Err(VersionRefusal::Absurd {
+            version: v,
+            in_force: f.version,
+        });
+    }
+    Ok(new)
+}
+
+/// Apps whose authentication a new policy switches off (Adjust's per-app switch, or
+/// signature enforcement), sorted.
+pub fn switched_off(old: &crate::policy::Policy, new: &crate::policy::Policy) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for (app, s) in &old.apps {
+        let now_on = new
+            .apps
+            .get(app)
+            .map_or(new.app_authentication_default, |n| n.authentication);
+        if s.authentication && !now_on {
+            out.push(app.clone());
+        }
+    }
+    for (app, s) in &old.signatures {
+        let now_on = new.signatures.get(app).is_some_and(|n| n.enforce_signature);
+        if s.enforce_signature && !now_on && !out.contains(app) {
+            out.push(app.clone());
+        }
+    }
+    if old.app_authentication_default && !new.app_authentication_default {
+        out.push("(default)".into());
+    }
+    out.sort();
+    out
+}
+
+/// The key that signs what a fetcher publishes in shared data (set, meta and token
+/// records), derived from the bundle key so that a plugin sharing the namespace
+/// (Istio) cannot forge what workers load.
+pub fn publish_key(bundle_key: &[u8]) -> Vec<u8> {
+    // HMAC accepts keys of any length: the error case cannot happen.
+    let Ok(mut mac) = <Hmac<Sha256> as Mac>::new_from_slice(bundle_key) else {
+        return Vec::new();
+    };
+    mac.update(b"s2s-guard/publish");
+    mac.finalize().into_bytes().to_vec()
+}
+
+/// A token record as published in shared data: with a publish key, prefixed by
+/// its tag over the key name and the record, and a NUL.
+pub fn seal_record(key: Option<&[u8]>, name: &str, record: &[u8]) -> Vec<u8> {
+    let Some(k) = key else {
+        return record.to_vec();
+    };
+    let mut data = name.as_bytes().to_vec();
+    data.push(0);
+    data.extend_from_slice(record);
+    let mut out = tag(k, &data);
+    out.push(0);
+    out.extend_from_slice(record);
+    out
+}
+
+/// The record inside a published value, if its tag verifies (constant time).
+pub fn open_record<'a>(key: Option<&[u8]>, name: &str, value: &'a [u8]) -> Option<&'a [u8]> {
+    let Some(k) = key else {
+        return Some(value);
+    };
+    let i = value.iter().position(|&b| b == 0)?;
+    let (t, record) = (&value[..i], &value[i + 1..]);
+    let mut data = name.as_bytes().to_vec();
+    data.push(0);
+    data.extend_from_slice(record);
+    let want = tag(k, &data);
+    (t.len() == want.len() && bool::from(subtle::ConstantTimeEq::ct_eq(t, &want[..])))
+        .then_some(record)
+}
+
+/// `sha256=<hex>` HMAC of `data` under `key`.
+pub fn tag(key: &[u8], data: &[u8]) -> Vec<u8> {
+    let Ok(mut mac) = <Hmac<Sha256> as Mac>::new_from_slice(key) else {
+        return Vec::new();
+    };
+    mac.update(data);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes())).into_bytes()
 }
 
 pub fn digest(body: &[u8]) -> [u8; 32] {
@@ -296,10 +507,15 @@ pub enum Failure {
     BadSignature,
     Malformed,
     Invalid,
+    /// The set's version is refused (unversioned signed set, same version with
+    /// other content, absurd jump).
+    Version,
+    /// What a worker found in shared data does not carry the fetcher's signature.
+    PublishedSignature,
 }
 
 impl Failure {
-    pub const ALL: [Failure; 10] = [
+    pub const ALL: [Failure; 12] = [
         Failure::Dispatch,
         Failure::Reset,
         Failure::Timeout,
@@ -310,6 +526,8 @@ impl Failure {
         Failure::BadSignature,
         Failure::Malformed,
         Failure::Invalid,
+        Failure::Version,
+        Failure::PublishedSignature,
     ];
 
     pub fn name(self) -> &'static str {
@@ -323,6 +541,8 @@ impl Failure {
             Failure::TooLarge => "too_large",
             Failure::BadSignature => "bad_signature",
             Failure::Malformed => "malformed",
+            Failure::Version => "version",
+            Failure::PublishedSignature => "published_signature",
             Failure::Invalid => "invalid",
         }
     }
@@ -469,12 +689,88 @@ mod tests {
     #[test]
     fn version_record_round_trip() {
         let r = VersionRecord {
-            version: 7,
+            version: SetVersion {
+                epoch: 2,
+                version: 7,
+                explicit: true,
+            },
             confirmed_ns: 9,
             digest: [3; 32],
         };
         assert_eq!(VersionRecord::decode(&r.encode()), Some(r));
         assert_eq!(VersionRecord::decode(b"short"), None);
+    }
+
+    #[test]
+    fn published_records_carry_a_tag_that_binds_their_key() {
+        let k = publish_key(b"0123456789abcdef");
+        let sealed = seal_record(Some(&k), "s2s-guard/x/t/aa", b"{\"id\":\"a\"}");
+        assert_eq!(
+            open_record(Some(&k), "s2s-guard/x/t/aa", &sealed),
+            Some(&b"{\"id\":\"a\"}"[..])
+        );
+        // Moved under another digest, forged, or unsealed: refused.
+        assert_eq!(open_record(Some(&k), "s2s-guard/x/t/bb", &sealed), None);
+        assert_eq!(
+            open_record(Some(&k), "s2s-guard/x/t/aa", b"{\"id\":\"a\"}"),
+            None
+        );
+        let other = publish_key(b"another key 0123");
+        assert_eq!(open_record(Some(&other), "s2s-guard/x/t/aa", &sealed), None);
+        assert_eq!(open_record(None, "n", b"raw"), Some(&b"raw"[..]));
+    }
+
+    #[test]
+    fn sets_are_ordered_by_their_signed_version() {
+        let v = |epoch, version, explicit| SetVersion {
+            epoch,
+            version,
+            explicit,
+        };
+        use VersionRefusal::*;
+        // A signed source: the version must be in the body.
+        assert_eq!(
+            order(true, None, 0, None, Some(1_700_000_000)),
+            Err(Unversioned)
+        );
+        // Replaying an old signed set with its old date: refused.
+        let f = Some(v(0, 10, true));
+        assert_eq!(
+            order(true, Some(9), 0, f, Some(u64::MAX)),
+            Err(Older {
+                version: 9,
+                in_force: 10
+            })
+        );
+        assert_eq!(
+            order(true, Some(10), 0, f, None),
+            Err(SameVersion { version: 10 })
+        );
+        assert_eq!(order(true, Some(11), 0, f, None), Ok(v(0, 11, true)));
+        // Absurd versions cannot pin the order.
+        assert!(matches!(
+            order(true, Some(u64::MAX), 0, f, None),
+            Err(Absurd { .. })
+        ));
+        assert!(matches!(
+            order(true, Some(10 + (1 << 32) + 1), 0, f, None),
+            Err(Absurd { .. })
+        ));
+        // Recovery: a higher epoch resets the order; a lower one is a rollback.
+        let pinned = Some(v(0, 1 << 40, true));
+        assert_eq!(order(true, Some(1), 1, pinned, None), Ok(v(1, 1, true)));
+        assert!(matches!(
+            order(true, Some(5), 0, Some(v(1, 1, true)), None),
+            Err(Older { .. })
+        ));
+        // Unsigned, versionless (Jitsu): Last-Modified, never backwards.
+        assert_eq!(order(false, None, 0, f, Some(5)), Ok(v(0, 11, false)));
+        assert_eq!(order(false, None, 0, f, Some(50)), Ok(v(0, 50, false)));
+        // From derived versions to explicit ones: the set's own version counts.
+        assert_eq!(
+            order(false, Some(2), 0, Some(v(0, 1_700_000_000, false)), None),
+            Ok(v(0, 2, true))
+        );
     }
 
     #[test]

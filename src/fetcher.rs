@@ -2,6 +2,7 @@
 //! source when this VM is the fetcher, publish into shared data, and notice and
 //! load new sets on every worker. The decisions are in `distribution.rs`.
 
+use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use log::{info, warn};
@@ -48,6 +49,15 @@ pub struct Distribution {
     published: Option<std::collections::HashSet<[u8; 32]>>,
     /// Tokens in the set in force (readers in large-set mode do not hold them).
     token_count: u64,
+    /// With a bundle key: the key that signs what this source publishes.
+    publish_key: Option<Rc<Vec<u8>>>,
+    /// The digest of a published set this VM refused: not re-read every tick, and
+    /// never taken for a set in force.
+    refused: Option<[u8; 32]>,
+}
+
+fn constant_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && bool::from(subtle::ConstantTimeEq::ct_eq(a, b))
 }
 
 fn now_ns() -> u64 {
@@ -73,6 +83,10 @@ fn vm_id() -> u64 {
 impl Distribution {
     pub fn new(src: Source) -> Distribution {
         let keys = distribution::keys(&src.name);
+        let src_publish_key = src
+            .bundle_key
+            .as_deref()
+            .map(|k| Rc::new(distribution::publish_key(k)));
         let gauges = ["version", "age_seconds", "tokens"].map(|g| {
             hostcalls::define_metric(MetricType::Gauge, &format!("s2s_guard.source.{g}"))
                 .unwrap_or(0)
@@ -92,7 +106,14 @@ impl Distribution {
             gauges,
             published: None,
             token_count: 0,
+            publish_key: src_publish_key,
+            refused: None,
         }
+    }
+
+    /// Large-set mode: the key that seals token records, if the source signs.
+    pub fn publish_key(&self) -> Option<Rc<Vec<u8>>> {
+        self.publish_key.clone()
     }
 
     pub fn set_in_force(&self) -> bool {
@@ -128,11 +149,12 @@ impl Distribution {
         let mut now_published = std::collections::HashSet::with_capacity(policy.tokens.len());
         for (digest, token, kind) in policy.tokens.entries() {
             let key = format!("{}{}", self.keys.token_prefix, hex::encode(digest));
-            let _ = hostcalls::set_shared_data(
+            let sealed = distribution::seal_record(
+                self.publish_key.as_deref().map(Vec::as_slice),
                 &key,
-                Some(&crate::token::encode_record(token, kind)),
-                None,
+                &crate::token::encode_record(token, kind),
             );
+            let _ = hostcalls::set_shared_data(&key, Some(&sealed), None);
             previous.remove(digest);
             now_published.insert(*digest);
         }
@@ -206,7 +228,7 @@ impl Distribution {
         if self.holder && self.pending.is_none() && now >= self.next_fetch_ns {
             self.fetch(now, count);
         }
-        let loaded = self.load(config, current);
+        let loaded = self.load(config, current, count);
         self.record_gauges(current, loaded.as_ref());
         loaded
     }
@@ -330,25 +352,32 @@ impl Distribution {
                         return None;
                     }
                 };
-                let in_force = stored.map_or(0, |r| r.version);
-                let version = policy.set_version.unwrap_or_else(|| {
-                    // No version in the set (Jitsu's format): order by Last-Modified,
-                    // else by arrival.
-                    header("last-modified")
-                        .and_then(|v| String::from_utf8(v).ok())
-                        .and_then(|v| httpdate_secs(&v))
-                        .unwrap_or(in_force + 1)
-                        .max(in_force + 1)
-                });
-                if stored.is_some() && version < in_force {
-                    count(Counter::SourceRollbackRefused);
-                    warn!(
-                        "s2s-guard: token source {}: set version {version} is older than {in_force} in force; refused",
-                        self.src.name
-                    );
-                    self.confirmed(now, stored);
-                    return None;
-                }
+                let last_modified = header("last-modified")
+                    .and_then(|v| String::from_utf8(v).ok())
+                    .and_then(|v| httpdate_secs(&v));
+                // The order comes from the signed body when the source signs.
+                let version = match distribution::order(
+                    self.src.bundle_key.is_some(),
+                    policy.set_version,
+                    policy.set_epoch,
+                    stored.map(|r| r.version),
+                    last_modified,
+                ) {
+                    Ok(v) => v,
+                    Err(refusal) => {
+                        warn!(
+                            "s2s-guard: token source {}: set refused: {refusal}",
+                            self.src.name
+                        );
+                        if matches!(refusal, distribution::VersionRefusal::Older { .. }) {
+                            count(Counter::SourceRollbackRefused);
+                            self.confirmed(now, stored);
+                        } else {
+                            self.failed(now, Failure::Version, count);
+                        }
+                        return None;
+                    }
+                };
                 self.last_modified = header("last-modified");
                 self.etag = header("etag");
                 let record = VersionRecord {
@@ -360,7 +389,20 @@ impl Distribution {
                     // Records first: a reader that sees the new version finds them.
                     self.publish_records(&policy);
                     let meta = config::set_meta(&body).unwrap_or_default();
+                    if let Some(k) = &self.publish_key {
+                        let _ = hostcalls::set_shared_data(
+                            &self.keys.meta_sig,
+                            Some(&distribution::tag(k, &meta)),
+                            None,
+                        );
+                    }
                     let _ = hostcalls::set_shared_data(&self.keys.meta, Some(&meta), None);
+                }
+                if self.src.bundle_key.is_some() {
+                    // Workers verify what they load: in Istio every plugin of the
+                    // proxy shares the shared-data namespace.
+                    let sig = header("x-s2s-guard-bundle-signature").unwrap_or_default();
+                    let _ = hostcalls::set_shared_data(&self.keys.sig, Some(&sig), None);
                 }
                 let published = hostcalls::set_shared_data(&self.keys.set, Some(&body), None)
                     .is_ok()
@@ -374,7 +416,7 @@ impl Distribution {
                 }
                 self.failures = 0;
                 count(Counter::SourceLoaded);
-                Some(self.swap_in(record, policy, current))
+                Some(self.swap_in(record, policy, current, count))
             }
         }
     }
@@ -397,10 +439,17 @@ impl Distribution {
     }
 
     /// Loads the published set if it is newer than the one in force here.
-    fn load(&mut self, config: &[u8], current: Option<&Policy>) -> Option<Policy> {
+    fn load(
+        &mut self,
+        config: &[u8],
+        current: Option<&Policy>,
+        count: &dyn Fn(Counter),
+    ) -> Option<Policy> {
         let record = self.stored()?;
         self.seen = Some(record);
-        if self.in_force.is_some_and(|r| r.digest == record.digest) {
+        if self.in_force.is_some_and(|r| r.digest == record.digest)
+            || self.refused == Some(record.digest)
+        {
             return None;
         }
         if self.src.shared_lookup {
@@ -408,8 +457,17 @@ impl Distribution {
             let Ok((Some(meta), _)) = hostcalls::get_shared_data(&self.keys.meta) else {
                 return None;
             };
+            if let Some(k) = &self.publish_key {
+                let sig = hostcalls::get_shared_data(&self.keys.meta_sig)
+                    .ok()
+                    .and_then(|(v, _)| v)
+                    .unwrap_or_default();
+                if !constant_eq(&sig, &distribution::tag(k, &meta)) {
+                    return self.refuse_published(record, "meta signature does not verify", count);
+                }
+            }
             let parsed = config::parse_with_set_without_tokens(config, &meta);
-            return self.accept_published(record, parsed, current);
+            return self.accept_published(record, parsed, current, count);
         }
         let Ok((Some(set), _)) = hostcalls::get_shared_data(&self.keys.set) else {
             return None;
@@ -418,8 +476,33 @@ impl Distribution {
             // The set and its record are written one after the other: next tick.
             return None;
         }
+        if let Some(key) = &self.src.bundle_key {
+            let sig = hostcalls::get_shared_data(&self.keys.sig)
+                .ok()
+                .and_then(|(v, _)| v);
+            if !distribution::bundle_ok(key, &set, sig.as_deref()) {
+                return self.refuse_published(record, "set signature does not verify", count);
+            }
+        }
         let parsed = config::parse_with_set(config, Some(&set));
-        self.accept_published(record, parsed, current)
+        self.accept_published(record, parsed, current, count)
+    }
+
+    /// A published set that does not verify: never loaded, remembered so it is not
+    /// re-read on every tick, logged and counted.
+    fn refuse_published(
+        &mut self,
+        record: VersionRecord,
+        why: &str,
+        count: &dyn Fn(Counter),
+    ) -> Option<Policy> {
+        warn!(
+            "s2s-guard: token source {}: published set refused: {why}",
+            self.src.name
+        );
+        count(Counter::SourceFailed(Failure::PublishedSignature));
+        self.refused = Some(record.digest);
+        None
     }
 
     /// Swaps in a published set, or remembers a refused one so it is not re-read
@@ -429,15 +512,16 @@ impl Distribution {
         record: VersionRecord,
         parsed: Result<Policy, config::ConfigError>,
         current: Option<&Policy>,
+        count: &dyn Fn(Counter),
     ) -> Option<Policy> {
         match parsed {
-            Ok(policy) => Some(self.swap_in(record, policy, current)),
+            Ok(policy) => Some(self.swap_in(record, policy, current, count)),
             Err(e) => {
                 warn!(
                     "s2s-guard: token source {}: published set refused: {e}",
                     self.src.name
                 );
-                self.in_force = Some(record);
+                self.refused = Some(record.digest);
                 None
             }
         }
@@ -448,10 +532,23 @@ impl Distribution {
         record: VersionRecord,
         policy: Policy,
         current: Option<&Policy>,
+        count: &dyn Fn(Counter),
     ) -> Policy {
         let d = current
             .map(|c| distribution::diff(&c.tokens, &policy.tokens))
             .unwrap_or_default();
+        let off = current
+            .map(|c| distribution::switched_off(c, &policy))
+            .unwrap_or_default();
+        if !off.is_empty() {
+            warn!(
+                "s2s-guard: token set {} version {} switches authentication OFF for apps [{}]",
+                self.src.name,
+                record.version.version,
+                off.join(", ")
+            );
+            count(Counter::SourceAppsSwitchedOff);
+        }
         // Readers in large-set mode hold no tokens: the fetcher's count stands.
         if !(self.src.shared_lookup && policy.tokens.is_empty()) {
             self.token_count = policy.tokens.len() as u64;
@@ -459,7 +556,7 @@ impl Distribution {
         info!(
             "s2s-guard: token set {} version {} loaded: {} tokens (+{} added, -{} removed, {} deactivated) ids [{}]",
             self.src.name,
-            record.version,
+            record.version.version,
             self.token_count,
             d.added,
             d.removed,
@@ -473,7 +570,7 @@ impl Distribution {
 
     fn record_gauges(&self, _current: Option<&Policy>, _loaded: Option<&Policy>) {
         let tokens = self.token_count;
-        let version = self.in_force.map_or(0, |r| r.version);
+        let version = self.in_force.map_or(0, |r| r.version.version);
         let age = self.seen.map_or(0, |r| {
             now_ns().saturating_sub(r.confirmed_ns) / 1_000_000_000
         });

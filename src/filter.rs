@@ -199,8 +199,7 @@ impl RootContext for Root {
             .distribution
             .as_ref()
             .filter(|d| d.set_in_force())
-            .and_then(Distribution::shared_prefix)
-            .map(str::to_string);
+            .and_then(|d| d.shared_prefix().map(|p| (p.to_string(), d.publish_key())));
         Some(Box::new(Stream {
             loaded: self.loaded.clone(),
             inline: self.inline.clone(),
@@ -221,8 +220,9 @@ struct Stream {
     /// Routes, for requests that arrive while no token set can be used.
     inline: Option<Rc<Loaded>>,
     gate: Gate,
-    /// Large-set mode: look tokens up in shared data under this prefix.
-    shared_lookup: Option<String>,
+    /// Large-set mode: look tokens up in shared data under this prefix (records
+    /// sealed with this key when the source signs).
+    shared_lookup: Option<(String, Option<Rc<Vec<u8>>>)>,
     metrics: Rc<Metrics>,
     /// Kept when the decision waits for the body.
     view: Option<RequestView>,
@@ -235,15 +235,20 @@ struct Stream {
 /// Tokens looked up in shared data by digest (large-set mode).
 struct SharedLookup<'a> {
     prefix: &'a str,
+    /// With a bundle key: records must carry the fetcher's tag.
+    key: Option<&'a [u8]>,
 }
 
 impl Lookup for SharedLookup<'_> {
     fn verify(&self, presented: &[u8]) -> Option<Verified<'_>> {
         let key = format!("{}{}", self.prefix, hex::encode(token::digest(presented)));
         let (value, _) = hostcalls::get_shared_data(&key).ok()?;
+        let value = value?;
+        // A record another plugin wrote into the shared namespace is not ours.
+        let record = crate::distribution::open_record(self.key, &key, &value)?;
         // The key is the digest of the presented secret: finding a record is the
         // match (the lookup's timing depends only on that digest).
-        let (t, kind) = token::decode_record(&value?)?;
+        let (t, kind) = token::decode_record(record)?;
         Some(Verified {
             token: std::borrow::Cow::Owned(t),
             kind,
@@ -392,9 +397,16 @@ impl Stream {
         let body = self.get_http_request_body(0, size).unwrap_or_default();
         let now = self.now();
         let d = match &self.shared_lookup {
-            Some(prefix) => {
-                decision::decide_with(policy, &SharedLookup { prefix }, &view, Some(&body), now)
-            }
+            Some((prefix, key)) => decision::decide_with(
+                policy,
+                &SharedLookup {
+                    prefix,
+                    key: key.as_deref().map(Vec::as_slice),
+                },
+                &view,
+                Some(&body),
+                now,
+            ),
             None => decision::decide(policy, &view, Some(&body), now),
         };
         let d = self.settle(policy, d);
@@ -458,9 +470,15 @@ impl HttpContext for Stream {
         let now = self.now();
         if view.has_body && decision::needs_body(policy, &view) {
             let partial = match &self.shared_lookup {
-                Some(prefix) => {
-                    decision::decide_partial(policy, &SharedLookup { prefix }, &view, now)
-                }
+                Some((prefix, key)) => decision::decide_partial(
+                    policy,
+                    &SharedLookup {
+                        prefix,
+                        key: key.as_deref().map(Vec::as_slice),
+                    },
+                    &view,
+                    now,
+                ),
                 None => decision::decide_partial(policy, &policy.tokens, &view, now),
             };
             if partial.early {
@@ -494,9 +512,16 @@ impl HttpContext for Stream {
             return Action::Continue;
         }
         let d = match &self.shared_lookup {
-            Some(prefix) => {
-                decision::decide_with(policy, &SharedLookup { prefix }, &view, None, now)
-            }
+            Some((prefix, key)) => decision::decide_with(
+                policy,
+                &SharedLookup {
+                    prefix,
+                    key: key.as_deref().map(Vec::as_slice),
+                },
+                &view,
+                None,
+                now,
+            ),
             None => decision::decide(policy, &view, None, now),
         };
         let d = self.settle(policy, d);

@@ -85,6 +85,8 @@ pub enum Counter {
     SourceFailed(crate::distribution::Failure),
     /// A set older than the one in force, ignored.
     SourceRollbackRefused,
+    /// A loaded set switched authentication off for at least one app.
+    SourceAppsSwitchedOff,
     /// This VM took the fetcher lease.
     SourceLeaseAcquired,
     /// Requests answered 503: no set yet / the set is stale.
@@ -95,8 +97,9 @@ pub enum Counter {
 const OUTCOMES: usize = Outcome::ALL.len();
 
 /// The token-source counters other than failures, in index order.
-const SOURCE_COUNTERS: [Counter; 7] = [
+const SOURCE_COUNTERS: [Counter; 8] = [
     Counter::SourceLoaded,
+    Counter::SourceAppsSwitchedOff,
     Counter::SourceNotModified,
     Counter::SourceUnchanged,
     Counter::SourceRollbackRefused,
@@ -113,7 +116,7 @@ pub const COUNT: usize = OUTCOMES * SCOPES
     + 6
     + REASONS
     + SOURCE_COUNTERS.len()
-    + 10
+    + crate::distribution::Failure::ALL.len()
     + crate::reading::Class::ALL.len();
 
 const REASONS: usize = 2 + crate::signature::Field::ALL.len() + 11;
@@ -232,6 +235,7 @@ impl Counter {
             Counter::SourceUnchanged => "s2s_guard.source.unchanged".into(),
             Counter::SourceFailed(f) => format!("s2s_guard.source.failure.{}", f.name()),
             Counter::SourceRollbackRefused => "s2s_guard.source.rollback_refused".into(),
+            Counter::SourceAppsSwitchedOff => "s2s_guard.source.apps_switched_off".into(),
             Counter::SourceLeaseAcquired => "s2s_guard.source.lease_acquired".into(),
             Counter::SourceNotReady => "s2s_guard.source.not_ready_rejected".into(),
             Counter::SourceStale => "s2s_guard.source.stale_rejected".into(),

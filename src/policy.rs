@@ -372,6 +372,8 @@ pub struct Policy {
     pub source: Option<crate::distribution::Source>,
     /// The version of the token set this policy was built with (`None`: inline).
     pub set_version: Option<u64>,
+    /// The set's `epoch` (0 if none): a higher epoch resets the version order.
+    pub set_epoch: u64,
     /// Valid but weakening settings, logged when the configuration loads.
     pub warnings: Vec<String>,
 }

@@ -358,24 +358,184 @@ fn rollback_is_refused() {
     );
 }
 
+/// A set with a version, in the set's body.
+fn versioned_set(version: u64, tokens: &[&str]) -> String {
+    let t: Vec<String> = tokens
+        .iter()
+        .map(|t| format!(r#"{{"id": "id-{t}", "server_secret": "{t}"}}"#))
+        .collect();
+    format!(r#"{{"version": {version}, "tokens": [{}]}}"#, t.join(","))
+}
+
+const BUNDLE_KEY: &str = "000102030405060708090a0b0c0d0e0f";
+
+fn signed_source(body: &str) -> (Shared, Host) {
+    let svc = service(body);
+    svc.lock().unwrap().bundle_key = Some(hex::decode(BUNDLE_KEY).unwrap());
+    let h = host_with(
+        &config(&format!(r#", "bundle_key": "{BUNDLE_KEY}""#)),
+        2,
+        &svc,
+    );
+    (svc, h)
+}
+
 #[test]
 fn bundle_signatures() {
-    let key = "000102030405060708090a0b0c0d0e0f";
-    let svc = service(&jitsu_set(&["signed"]));
-    svc.lock().unwrap().bundle_key = Some(hex::decode(key).unwrap());
-    let mut h = host_with(&config(&format!(r#", "bundle_key": "{key}""#)), 2, &svc);
+    let (svc, mut h) = signed_source(&versioned_set(1, &["signed"]));
     h.advance(1000);
     assert_eq!(status_on_all(&mut h, "signed"), vec![200; 2]);
     svc.lock().unwrap().tamper = true;
     serve(
         &svc,
-        &jitsu_set(&["injected"]),
+        &versioned_set(2, &["injected"]),
         "Thu, 01 Jan 2026 00:03:00 GMT",
     );
     h.advance(4000);
     assert!(h.metric("s2s_guard.source.failure.bad_signature").unwrap() >= 1);
     assert_eq!(status_on_all(&mut h, "injected"), vec![401; 2]);
     assert_eq!(status_on_all(&mut h, "signed"), vec![200; 2]);
+}
+
+/// A signed source orders sets by the version in the signed body: an old signed set
+/// replayed with a newer date is refused (the revoked token stays revoked), and a
+/// signed set without a version is refused.
+#[test]
+fn signed_sets_are_ordered_by_their_signed_version() {
+    let (svc, mut h) = signed_source(&versioned_set(1, &["old", "revoked"]));
+    h.advance(1000);
+    assert_eq!(status_on_all(&mut h, "revoked"), vec![200; 2]);
+    serve(
+        &svc,
+        &versioned_set(2, &["new"]),
+        "Thu, 01 Jan 2026 00:05:00 GMT",
+    );
+    h.advance(4000);
+    assert_eq!(status_on_all(&mut h, "revoked"), vec![401; 2]);
+    assert_eq!(status_on_all(&mut h, "new"), vec![200; 2]);
+    // The attacker replays version 1, signed, with a fresher Last-Modified.
+    serve(
+        &svc,
+        &versioned_set(1, &["old", "revoked"]),
+        "Thu, 01 Jan 2026 09:00:00 GMT",
+    );
+    h.advance(4000);
+    assert!(h.metric("s2s_guard.source.rollback_refused").unwrap() >= 1);
+    assert_eq!(status_on_all(&mut h, "revoked"), vec![401; 2]);
+    assert_eq!(status_on_all(&mut h, "new"), vec![200; 2]);
+    // A signed set without a version: its order would come from an unsigned header.
+    serve(
+        &svc,
+        &jitsu_set(&["unversioned"]),
+        "Thu, 01 Jan 2026 10:00:00 GMT",
+    );
+    h.advance(4000);
+    assert!(h.metric("s2s_guard.source.failure.version").unwrap() >= 1);
+    assert_eq!(status_on_all(&mut h, "unversioned"), vec![401; 2]);
+    // An absurd version cannot pin the order; a higher epoch resets it.
+    serve(
+        &svc,
+        &versioned_set(u64::MAX >> 1, &["pin"]),
+        "Thu, 01 Jan 2026 11:00:00 GMT",
+    );
+    h.advance(4000);
+    assert_eq!(status_on_all(&mut h, "pin"), vec![401; 2]);
+    serve(
+        &svc,
+        r#"{"epoch": 1, "version": 1, "tokens": [{"id": "id-reset", "server_secret": "reset"}]}"#,
+        "Thu, 01 Jan 2026 12:00:00 GMT",
+    );
+    // Two refusals in a row: the fetcher backs off (period × 4).
+    h.advance(15_000);
+    assert_eq!(status_on_all(&mut h, "reset"), vec![200; 2]);
+    assert_eq!(status_on_all(&mut h, "new"), vec![401; 2]);
+}
+
+/// A set may change app settings only when the configuration allows it; a set that
+/// switches an app's authentication off is logged as such and counted.
+#[test]
+fn sets_change_app_settings_only_when_allowed() {
+    let cfg = |extra: &str| {
+        format!(
+            r#"{{"presets": ["adjust"], "apps": {{"app1": {{"authentication": true}}}},
+  "tokens": [{{"id": "boot", "secret": "boot-token", "app": "app1"}}],
+  "token_source": {{"cluster": "token_service", "path": "/tokens.json", "period": "3s",
+                   "headers": {{"authorization": "Bearer source-credential"}} {extra}}}}}"#
+        )
+    };
+    let event = || Request::get("/event?s2s=1&app_token=app1&event_token=e");
+    let off = r#"{"version": 99, "tokens": [], "apps": {}}"#;
+    // Not allowed: the set is refused, app1 stays protected.
+    let svc = service(off);
+    let mut h = host_with(&cfg(""), 2, &svc);
+    h.advance(1000);
+    assert!(h.metric("s2s_guard.source.failure.invalid").unwrap() >= 1);
+    assert_eq!(
+        h.send(event()).status,
+        503,
+        "no set in force yet: cannot verify"
+    );
+    // Allowed: loaded, and the switch-off is logged and counted.
+    let svc = service(off);
+    let mut h = host_with(
+        &cfg(r#", "apps_from_set": true, "before_first": "inline""#),
+        2,
+        &svc,
+    );
+    assert_eq!(h.send(event()).status, 202, "inline: app1 is protected");
+    h.advance(1000);
+    assert!(h.metric("s2s_guard.source.apps_switched_off").unwrap() >= 1);
+    let logs = h.logs_at(s2s_guard_host::LogLevel::Warn).join("\n");
+    assert!(
+        logs.contains("switches authentication OFF for apps [app1]"),
+        "{logs}"
+    );
+}
+
+/// With a bundle key, workers verify what they load from shared data: a set written
+/// there by another plugin of the proxy (Istio shares one namespace) is refused.
+#[test]
+fn forged_shared_data_is_refused_with_a_bundle_key() {
+    let cfg = format!(
+        r#"{{"presets": ["swaarm"], "token_source": {{"cluster": "token_service", "path": "/tokens.json", "role": "reader", "name": "ops", "bundle_key": "{BUNDLE_KEY}"}}}}"#
+    );
+    let mut h = Host::new(
+        &load_dist("s2s-guard.wasm"),
+        HostOptions {
+            workers: 2,
+            plugin_config: cfg.as_bytes().to_vec(),
+            ..HostOptions::default()
+        },
+    )
+    .unwrap();
+    let set = versioned_set(7, &["forged"]);
+    h.set_shared_data("s2s-guard/ops/set", set.as_bytes());
+    h.set_shared_data(
+        "s2s-guard/ops/version",
+        &version_record(&h, 7, set.as_bytes()),
+    );
+    h.set_shared_data("s2s-guard/ops/sig", b"sha256=00");
+    h.advance(1000);
+    assert_eq!(status_on_all(&mut h, "forged"), vec![503; 2]);
+    assert!(
+        h.metric("s2s_guard.source.failure.published_signature")
+            .unwrap()
+            >= 1
+    );
+}
+
+/// The version record a fetcher publishes (see src/distribution.rs).
+fn version_record(h: &Host, version: u64, set: &[u8]) -> Vec<u8> {
+    let digest: [u8; 32] = {
+        use sha2::Digest;
+        Sha256::digest(set).into()
+    };
+    let mut record = version.to_le_bytes().to_vec();
+    record.extend_from_slice(&h.now_ns().to_le_bytes());
+    record.extend_from_slice(&digest);
+    record.extend_from_slice(&0u64.to_le_bytes());
+    record.push(1);
+    record
 }
 
 /// Requests keep flowing on every worker while the set changes every period; each
@@ -437,14 +597,8 @@ fn readers_load_what_someone_else_published() {
     .unwrap();
     assert_eq!(h.send(postback("from-ops")).status, 503);
     let set = jitsu_set(&["from-ops"]);
-    let digest: [u8; 32] = {
-        use sha2::Digest;
-        Sha256::digest(set.as_bytes()).into()
-    };
-    let mut record = 1u64.to_le_bytes().to_vec();
-    record.extend_from_slice(&h.now_ns().to_le_bytes());
-    record.extend_from_slice(&digest);
     h.set_shared_data("s2s-guard/ops/set", set.as_bytes());
+    let record = version_record(&h, 1, set.as_bytes());
     h.set_shared_data("s2s-guard/ops/version", &record);
     h.advance(1000);
     assert_eq!(status_on_all(&mut h, "from-ops"), vec![200; 2]);
@@ -556,4 +710,32 @@ fn reconfiguration_keeps_the_lease() {
     );
     assert_eq!(h.metric("s2s_guard.source.lease_acquired"), Some(1));
     assert_eq!(status_on_all(&mut h, "t1"), vec![200; 2]);
+}
+
+/// Large-set mode with a bundle key: token records in shared data carry the
+/// fetcher's tag; a record written there by anything else is not a token.
+#[test]
+fn shared_lookup_records_are_sealed_with_a_bundle_key() {
+    let svc = service(&versioned_set(1, &["a1"]));
+    svc.lock().unwrap().bundle_key = Some(hex::decode(BUNDLE_KEY).unwrap());
+    let mut h = host_with(
+        &config(&format!(
+            r#", "lookup": "shared", "bundle_key": "{BUNDLE_KEY}""#
+        )),
+        2,
+        &svc,
+    );
+    h.advance(1000);
+    assert_eq!(status_on_all(&mut h, "a1"), vec![200; 2]);
+    // Another plugin of the proxy writes a record for a secret of its choosing.
+    let digest = {
+        use sha2::Digest;
+        hex::encode(Sha256::digest(b"forged"))
+    };
+    h.set_shared_data(
+        &format!("s2s-guard/default/t/{digest}"),
+        br#"{"id":"admin","app":null,"scopes":[],"active":true,"not_before":null,"expires_at":null,"kind":"server","origins":[],"realm":"swaarm","all_apps":true}"#,
+    );
+    assert_eq!(status_on_all(&mut h, "forged"), vec![401; 2]);
+    assert_eq!(status_on_all(&mut h, "a1"), vec![200; 2]);
 }
