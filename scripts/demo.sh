@@ -19,11 +19,13 @@ fi
 echo "== no Docker engine here: the local HTTP demo (test host 'serve', 2 workers)"
 echo "== token set from envoy/demo/tokens.json via the built-in token service"
 PORT=${S2S_DEMO_PORT:-18000}
+echo "== building the test host (wasmtime; about 4 minutes the first time, seconds after)"
 cargo build -q -p s2s-guard-host
 target/debug/s2s-guard-host serve --wasm dist/s2s-guard.wasm --config envoy/demo/filter-config.json \
   --listen "127.0.0.1:$PORT" --tokens-file envoy/demo/tokens.json &
 pid=$!
-trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null' EXIT
+# Keep the script's own status: the server we kill ends with 143, which is not ours.
+trap 'rc=$?; kill $pid 2>/dev/null; wait $pid 2>/dev/null || true; exit $rc' EXIT
 for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$PORT/healthz" && break; sleep 0.2; done
 sleep 1 # the first token set
 bash envoy/demo/requests.sh "http://127.0.0.1:$PORT"
