@@ -180,6 +180,27 @@ pub fn decide_partial(
     decide_inner(policy, tokens, view, None, true, now)
 }
 
+/// Request trailers of a request decided (and forwarded) at its headers: a trailer
+/// naming a header the route's decision reads refuses it, even now (the upstream
+/// request is then reset before it completes). `view.trailers` holds them.
+pub fn trailers_refusal(policy: &Policy, view: &RequestView) -> Option<Decision> {
+    let Ok(Resolved {
+        routing: Routing::Route(route),
+        ..
+    }) = resolve(policy, view)
+    else {
+        return None;
+    };
+    let a = reading::check_trailers(&route.fields, &view.trailers).err()?;
+    Some(refuse(
+        policy,
+        view,
+        Some(route),
+        Outcome::Ambiguous,
+        Some(a),
+    ))
+}
+
 /// The body is larger than `max_body_bytes`. A body the filter cannot read is
 /// never forwarded as if read: refused, except in `dry_run`, and in `flag` mode
 /// only when the headers can still carry the marker (`headers_held`).

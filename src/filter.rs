@@ -207,6 +207,7 @@ impl RootContext for Root {
             shared_lookup,
             metrics: self.metrics.clone(),
             view: None,
+            decided: None,
             body_size: 0,
             response_headers: Vec::new(),
         }))
@@ -226,6 +227,8 @@ struct Stream {
     metrics: Rc<Metrics>,
     /// Kept when the decision waits for the body.
     view: Option<RequestView>,
+    /// A request with a body decided at its headers, kept for its trailers.
+    decided: Option<RequestView>,
     /// Bytes of body buffered so far (Envoy reports the buffered total).
     body_size: usize,
     /// Headers to add to the response (CORS).
@@ -535,6 +538,10 @@ impl HttpContext for Stream {
             Act::Forward(f) => {
                 self.apply_headers(f);
                 self.response_headers = f.response_headers.clone();
+                if view.has_body {
+                    // Trailers may still come (HTTP/2): they are checked then.
+                    self.decided = Some(view);
+                }
                 Action::Continue
             }
         }
@@ -573,9 +580,20 @@ impl HttpContext for Stream {
     }
 
     fn on_http_request_trailers(&mut self, _n: usize) -> Action {
-        let Some(loaded) = self.loaded.clone() else {
+        let Some(loaded) = self.loaded.clone().or_else(|| self.inline.clone()) else {
             return Action::Continue;
         };
+        if let Some(mut view) = self.decided.take() {
+            view.trailers = self.get_http_request_trailers_bytes();
+            if let Some(d) = decision::trailers_refusal(&loaded.policy, &view) {
+                self.count(&d);
+                self.log(&d);
+                if let Act::Respond(r) = &d.action {
+                    self.respond(r);
+                    return Action::Pause;
+                }
+            }
+        }
         if self.view.is_some() {
             let trailers = self.get_http_request_trailers_bytes();
             if let Some(view) = self.view.as_mut() {

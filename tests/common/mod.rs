@@ -86,7 +86,9 @@ pub fn run_native_with(
     let mut view = RequestView::from_headers(headers.clone());
     // HTTP/1.1 (the host's default): Envoy's codec drops request trailers.
     let trailers = delivered_trailers(req);
-    view.has_body = !req.body.is_empty() || !trailers.is_empty();
+    // Envoy raises the headers without end_of_stream when a body or trailers follow
+    // (trailers dropped by the HTTP/1.1 codec still make a chunked request).
+    view.has_body = !req.body.is_empty() || !req.trailers.is_empty();
     let mut body_phase = view.has_body && decision::needs_body(&policy, &view);
     let hold = body_phase && policy.hold_headers_for_body;
     let mut early = None;
@@ -104,17 +106,37 @@ pub fn run_native_with(
             }
         }
     }
-    view.trailers = trailers;
     let d = if let Some(d) = early {
         d
     } else if body_phase {
         if req.body.len() > policy.max_body_bytes {
             decision::body_too_large(&policy, &view, hold)
         } else {
+            // Decided at the true end of the request: the trailers are known.
+            view.trailers = trailers;
             decision::decide(&policy, &view, Some(&req.body), now)
         }
     } else {
-        decision::decide(&policy, &view, None, now)
+        let d = decision::decide(&policy, &view, None, now);
+        // Decided at the headers; trailers, if any, are checked when they come.
+        view.trailers = trailers;
+        match (&d.action, view.trailers.is_empty()) {
+            (Action::Forward(_), false) => {
+                let settled = memory.settle(&policy, d);
+                match decision::trailers_refusal(&policy, &view) {
+                    // The adapter counted the header decision, then the refusal.
+                    Some(mut r) => {
+                        let mut counters = settled.counters.clone();
+                        counters.append(&mut r.counters);
+                        r.counters = counters;
+                        r.stats = settled.stats.clone();
+                        r
+                    }
+                    None => settled,
+                }
+            }
+            _ => d,
+        }
     };
     let d = memory.settle(&policy, d);
     let mut counters: BTreeMap<String, i64> = d.counters.iter().map(|c| (c.name(), 1)).collect();
