@@ -1301,3 +1301,21 @@ fn the_replay_memory_holds_its_capacity() {
         Some(0)
     );
 }
+
+/// An enforcing app that passes (or flags) unverifiable shapes is valid, but said at
+/// load, naming the app and its signing ids.
+#[test]
+fn enforcing_apps_passing_unverifiable_shapes_are_warned_about() {
+    let h = host(&config(""), 1);
+    let warnings = h.logs_at(s2s_guard_host::LogLevel::Warn).join("\n");
+    assert!(
+        warnings.contains(
+            "apps.allowlisted.signature: enforce_signature is on, but unverifiable signatures of signing ids sid-ok are passed (later_sdk)"
+        ),
+        "{warnings}"
+    );
+    assert!(
+        !warnings.contains("apps.loose"),
+        "not enforcing: {warnings}"
+    );
+}
