@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod collectors;
+
 use std::collections::BTreeMap;
 
 use s2s_guard::decision::{self, Action, Forward};
