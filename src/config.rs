@@ -472,7 +472,26 @@ fn compile(mut root: Obj, raw_tokens: Option<&RawValue>) -> Result<Policy, Confi
     if routes.is_empty() {
         return err("routes", "no routes: configure routes or name a preset");
     }
-    let routes: Vec<Route> = routes.into_iter().map(Route::finish).collect();
+    let mut routes: Vec<Route> = routes.into_iter().map(Route::finish).collect();
+    // A credential parameter another route of the realm reads is a decision field
+    // everywhere in the realm: a collector with one credential reader may take it.
+    let realm_names: Vec<(String, Vec<u8>)> = routes
+        .iter()
+        .flat_map(|r| {
+            r.sources.iter().filter_map(move |s| match s {
+                Source::Query(n) | Source::Form(n) => Some((r.realm.clone(), n.clone())),
+                _ => None,
+            })
+        })
+        .collect();
+    for r in &mut routes {
+        let names: Vec<Vec<u8>> = realm_names
+            .iter()
+            .filter(|(realm, _)| *realm == r.realm)
+            .map(|(_, n)| n.clone())
+            .collect();
+        r.fields = std::mem::take(&mut r.fields).with_foreign(&names);
+    }
 
     let reject_unknown_paths = match root.str("unknown_paths")? {
         None | Some("pass") => false,

@@ -116,10 +116,18 @@ pub struct Resolved<'a> {
 pub fn resolve<'a>(policy: &'a Policy, view: &RequestView) -> Result<Resolved<'a>, PathError> {
     let raw = view.url_path();
     match path::canonical(raw, &policy.paths) {
-        Ok(c) => Ok(Resolved {
-            routing: policy.routing(&view.method, &c),
-            path: c,
-        }),
+        Ok(c) => {
+            let routing = policy.routing(&view.method, &c);
+            if routing == Routing::Unknown {
+                // `/event.json` is `/event` to Rails and older Spring.
+                if let Some(stem) = path::without_format_suffix(&c) {
+                    if policy.routing(&view.method, &stem) != Routing::Unknown {
+                        return Err(PathError::FormatSuffix);
+                    }
+                }
+            }
+            Ok(Resolved { routing, path: c })
+        }
         Err(e) => {
             // Refused only if the most permissive reading could be protected: the
             // filter may front other traffic whose paths are not its business.
@@ -977,7 +985,7 @@ pub fn flag_reason(d: &Decision) -> Option<String> {
 /// The body to forward after a decision taken at the end of a form body: the
 /// credential removed, every client-sent copy of the `s2s_guard_rejection` field
 /// removed (any spelling a stack reads as it), and, when the headers already went
-/// upstream (`headers_held` false), the flag reason appended as that field.
+/// upstream (`headers_held` false), the flag reason as that field, first.
 /// `None`: the body is unchanged.
 pub fn final_body(d: &Decision, body: &[u8], headers_held: bool) -> Option<Vec<u8>> {
     let Action::Forward(f) = &d.action else {
@@ -989,14 +997,19 @@ pub fn final_body(d: &Decision, body: &[u8], headers_held: bool) -> Option<Vec<u
     if spans.is_empty() && reason.is_none() {
         return f.body.clone();
     }
-    let mut out = request::remove_spans(&base, &spans);
-    if let Some(r) = reason {
-        if !out.is_empty() {
-            out.push(b'&');
-        }
-        out.extend_from_slice(FLAG_FIELD.as_bytes());
-        out.push(b'=');
-        out.extend_from_slice(r.as_bytes());
+    let rest = request::remove_spans(&base, &spans);
+    let Some(r) = reason else {
+        return Some(rest);
+    };
+    // First, so that a collector that keeps only the first N fields (PHP's
+    // max_input_vars) still sees it.
+    let mut out = Vec::with_capacity(FLAG_FIELD.len() + r.len() + 2 + rest.len());
+    out.extend_from_slice(FLAG_FIELD.as_bytes());
+    out.push(b'=');
+    out.extend_from_slice(r.as_bytes());
+    if !rest.is_empty() {
+        out.push(b'&');
+        out.extend_from_slice(&rest);
     }
     Some(out)
 }

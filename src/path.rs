@@ -49,6 +49,9 @@ pub enum PathError {
     BadEscape,
     /// `;` path parameters (Java stacks strip them before routing).
     Parameters,
+    /// A format suffix on a protected path (`/event.json`: Rails and older Spring
+    /// route it to `/event`).
+    FormatSuffix,
 }
 
 impl PathError {
@@ -60,6 +63,7 @@ impl PathError {
             PathError::Control => "control",
             PathError::BadEscape => "bad_escape",
             PathError::Parameters => "parameters",
+            PathError::FormatSuffix => "format_suffix",
         }
     }
 }
@@ -167,6 +171,14 @@ pub fn canonical(raw: &[u8], opts: &PathOptions) -> Result<Vec<u8>, PathError> {
         out.push(b'/');
     }
     Ok(out)
+}
+
+/// The path without a format suffix on its last segment (`/event.json` →
+/// `/event`); `None` when the last segment has no `.`.
+pub fn without_format_suffix(canonical: &[u8]) -> Option<Vec<u8>> {
+    let start = canonical.iter().rposition(|&b| b == b'/')? + 1;
+    let dot = canonical[start..].iter().rposition(|&b| b == b'.')? + start;
+    (dot > start).then(|| canonical[..dot].to_vec())
 }
 
 /// The path with `;` parameters removed from every segment, as Java stacks route
@@ -368,6 +380,22 @@ mod tests {
             assert_eq!(l(p).as_deref(), Some("/event"), "{p}");
         }
         assert_eq!(l("/static/a%2Fb").as_deref(), Some("/static/a/b"));
+    }
+
+    #[test]
+    fn format_suffixes_are_found() {
+        assert_eq!(
+            without_format_suffix(b"/event.json"),
+            Some(b"/event".to_vec())
+        );
+        assert_eq!(
+            without_format_suffix(b"/a/event.x.y"),
+            Some(b"/a/event.x".to_vec())
+        );
+        assert_eq!(without_format_suffix(b"/event."), Some(b"/event".to_vec()));
+        assert_eq!(without_format_suffix(b"/event"), None);
+        assert_eq!(without_format_suffix(b"/.well-known"), None);
+        assert_eq!(without_format_suffix(b"/a.b/event"), None);
     }
 
     #[test]

@@ -38,10 +38,16 @@ pub enum Class {
     Path,
     /// A request trailer that names a header the decision reads.
     Trailer,
+    /// More parameters than collectors keep (PHP's `max_input_vars`, `qs`'s
+    /// `parameterLimit`: 1000): the ones past the limit are silently dropped.
+    TooManyParams,
+    /// A credential parameter of the realm that this route does not read: a
+    /// collector with one credential reader could take it instead.
+    OtherCredential,
 }
 
 impl Class {
-    pub const ALL: [Class; 10] = [
+    pub const ALL: [Class; 12] = [
         Class::Repeated,
         Class::Spelling,
         Class::Separator,
@@ -52,6 +58,8 @@ impl Class {
         Class::BodyLength,
         Class::Path,
         Class::Trailer,
+        Class::TooManyParams,
+        Class::OtherCredential,
     ];
 
     pub fn name(self) -> &'static str {
@@ -66,6 +74,8 @@ impl Class {
             Class::BodyLength => "body_length",
             Class::Path => "path",
             Class::Trailer => "trailer",
+            Class::TooManyParams => "too_many_params",
+            Class::OtherCredential => "other_credential",
         }
     }
 
@@ -118,7 +128,18 @@ pub struct Fields {
     pub prefixes: Vec<Vec<u8>>,
     /// Header names (lower case), beside `authorization` and the body headers.
     pub headers: Vec<String>,
+    /// Credential parameter names other routes of the realm read and this one
+    /// does not: refused when present.
+    pub foreign: Vec<Vec<u8>>,
 }
+
+/// Most parameters a query or a form body may hold: collectors drop the rest
+/// silently (PHP `max_input_vars`, `qs` `parameterLimit`).
+pub const MAX_PARAMS: usize = 1000;
+
+/// Decision fields that are flags: only `0` and `1` read the same everywhere (PHP
+/// and Go read `01`, `1.0`, `true` as true where the filter would not).
+const FLAGS: [&str; 1] = ["s2s"];
 
 /// Parameters an SDK signature decision reads, beside the device identifiers.
 const SIGNATURE_FIELDS: [&str; 8] = [
@@ -183,6 +204,22 @@ impl Fields {
             }
         }
         f
+    }
+
+    /// Adds the credential parameter names of the other routes of a realm.
+    pub fn with_foreign(mut self, realm_names: &[Vec<u8>]) -> Fields {
+        for n in realm_names {
+            if !self.names.contains(n) && !self.foreign.contains(n) {
+                self.foreign.push(n.clone());
+            }
+        }
+        self
+    }
+
+    fn touches_foreign(&self, name: &[u8]) -> Option<Vec<u8>> {
+        variants(name)
+            .into_iter()
+            .find_map(|v| self.foreign.iter().find(|n| **n == v).cloned())
     }
 
     fn touches(&self, name: &[u8]) -> Option<Vec<u8>> {
@@ -304,9 +341,19 @@ fn clean_value(v: &[u8]) -> bool {
 pub fn check_params(fields: &Fields, query: &[u8], form: Option<&[u8]>) -> Result<(), Ambiguity> {
     let mut seen: Vec<Vec<u8>> = Vec::new();
     for raw in std::iter::once(query).chain(form) {
+        if raw.split(|&b| b == b'&').count() > MAX_PARAMS {
+            return ambiguous(Class::TooManyParams, b"params");
+        }
         for seg in raw.split(|&b| b == b'&') {
             if seg.is_empty() {
                 continue;
+            }
+            if !fields.foreign.is_empty() {
+                let name = seg.split(|&b| b == b'=').next().unwrap_or_default();
+                let decoded = decode(name).unwrap_or_else(|_| name.to_vec());
+                if let Some(f) = fields.touches_foreign(&decoded) {
+                    return ambiguous(Class::OtherCredential, &f);
+                }
             }
             if seg.contains(&b';') {
                 // Old Rack and Python split here too: no decision field may be in
@@ -314,7 +361,10 @@ pub fn check_params(fields: &Fields, query: &[u8], form: Option<&[u8]>) -> Resul
                 for sub in seg.split(|&b| b == b';').chain(std::iter::once(seg)) {
                     let name = sub.split(|&b| b == b'=').next().unwrap_or_default();
                     let decoded = decode(name).unwrap_or_else(|_| name.to_vec());
-                    if let Some(f) = fields.touches(&decoded) {
+                    if let Some(f) = fields
+                        .touches(&decoded)
+                        .or_else(|| fields.touches_foreign(&decoded))
+                    {
                         return ambiguous(Class::Separator, &f);
                     }
                 }
@@ -345,6 +395,9 @@ pub fn check_params(fields: &Fields, query: &[u8], form: Option<&[u8]>) -> Resul
             match decode(raw_value) {
                 Err(()) => return ambiguous(Class::BadEscape, &field),
                 Ok(v) if !clean_value(&v) => return ambiguous(Class::BadValue, &field),
+                Ok(v) if FLAGS.iter().any(|f| f.as_bytes() == field) && v != b"0" && v != b"1" => {
+                    return ambiguous(Class::BadValue, &field)
+                }
                 Ok(_) => {}
             }
         }
@@ -364,8 +417,19 @@ pub fn touches(fields: &Fields, seg: &[u8]) -> bool {
         })
 }
 
+/// A header name as CGI stacks fold it: case ignored, and every character that is
+/// not a letter or digit read as one separator (PHP and Puma fold `_`; Apache 2.2
+/// folds any other character too).
 fn fold_header(name: &str) -> String {
-    name.to_ascii_lowercase().replace('_', "-")
+    name.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                b.to_ascii_lowercase() as char
+            } else {
+                '-'
+            }
+        })
+        .collect()
 }
 
 /// Checks the headers the decision reads: each at most once, under its own
@@ -527,6 +591,7 @@ mod tests {
             names: names.iter().map(|n| n.as_bytes().to_vec()).collect(),
             prefixes: vec![b"p_".to_vec()],
             headers: vec!["x-auth-token".into(), "api_key".into()],
+            foreign: vec![b"token".to_vec()],
         }
     }
 
@@ -543,6 +608,17 @@ mod tests {
     #[test]
     fn one_clean_value_passes() {
         assert_eq!(class("s2s=1&app_token=abc&x=1&x=2", None), None);
+        assert_eq!(class("s2s=0", None), None);
+        let many = vec!["k=v"; MAX_PARAMS].join("&");
+        assert_eq!(class(&many, None), None);
+        assert_eq!(
+            class(&format!("{many}&k=v"), None),
+            Some(Class::TooManyParams)
+        );
+        assert_eq!(
+            class("a=1", Some(&format!("{many}&app_token=x"))),
+            Some(Class::TooManyParams)
+        );
         assert_eq!(class("app%5Ftoken=abc", Some("s2s=1")), None);
         assert_eq!(class("app_token=a%20b", None), None);
         assert_eq!(class("p_x=1&other=%zz&q=a;b", None), None);
@@ -578,6 +654,11 @@ mod tests {
             ("app%5Ftoken=a%zz", None, BadEscape),
             ("p_a=1&p_b=2", None, Repeated),
             ("p.a=1", None, Spelling),
+            ("s2s=01&app_token=a", None, BadValue),
+            ("s2s=true", None, BadValue),
+            ("s2s=", None, BadValue),
+            ("x=1&token=other", None, OtherCredential),
+            ("x=1", Some("to%6Ben=other"), OtherCredential),
         ];
         for (q, f, c) in cases {
             assert_eq!(class(q, f), Some(c), "{q} {f:?}");
@@ -604,6 +685,8 @@ mod tests {
             Some(Class::Header)
         );
         assert!(folds_onto("X_S2S_Guard_App", "x-s2s-guard-app"));
+        assert!(folds_onto("x.s2s.guard.app", "x-s2s-guard-app"));
+        assert_eq!(h(&[("x.auth.token", "a")]), Some(Class::Header));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! worker sees it. Pure: this module computes keys and new values; the adapter does
 //! the get / compare-and-swap set.
 //!
-//! Keyed by the **App Secret** (its Secret ID and a digest of its value), not by the
+//! Keyed by the **App Secret** (a digest of its value; the Secret ID is not signed), not by the
 //! app: every app that signs with one secret (a template's) shares its protection, so
 //! a signature accepted for one app is refused for another. A secret's memory is
 //! [`SHARDS`] keys, chosen by the entry's hash (so load spreads evenly whatever the
@@ -27,12 +27,13 @@ pub fn per_key(capacity: usize) -> usize {
     mean + 5 * (mean as f64).sqrt().ceil() as usize + 8
 }
 
-/// The tag of an App Secret in key names: a domain-separated digest of its Secret
-/// ID and value, so no secret appears in shared data.
-pub fn secret_tag(secret_id: u32, secret: &[u8]) -> String {
+/// The tag of an App Secret in key names: a domain-separated digest of its value,
+/// so no secret appears in shared data. Not of its Secret ID: the signature does
+/// not cover the ID, so a signature accepted under one ID verifies under any other
+/// ID holding the same value, and must be remembered for both.
+pub fn secret_tag(_secret_id: u32, secret: &[u8]) -> String {
     let mut h = Sha256::new();
     h.update(b"s2s-guard/replay-secret\0");
-    h.update(secret_id.to_le_bytes());
     h.update(secret);
     hex::encode(&h.finalize()[..8])
 }
@@ -152,7 +153,8 @@ mod tests {
     #[test]
     fn keys_name_the_secret_not_the_app_and_hold_no_secret() {
         let t1 = secret_tag(1, b"11223344");
-        assert_ne!(t1, secret_tag(2, b"11223344"));
+        // One value under two Secret IDs is one memory (the ID is not signed).
+        assert_eq!(t1, secret_tag(2, b"11223344"));
         assert_ne!(t1, secret_tag(1, b"11223345"));
         let k = check(&t1, 10, 60, "deadbeef", 1_767_225_600, 1_767_225_600);
         assert!(k.key.starts_with("s2s-guard/replay/v2/"));

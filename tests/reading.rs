@@ -168,6 +168,18 @@ fn cases() -> Vec<Case> {
         case("A: a credential header under a second spelling", c(),
              Request::post("/api/v1/s2s/event").header("x-auth-token", JITSU_SERVER).header("x_auth_token", "other"))
             .local(400, r#"{"message":"Ambiguous request"}"#),
+        case("A: s2s is 0 or 1, nothing a collector could read as true", c(),
+             Request::get(&format!("/event?s2s=true&app_token={APP}&event_token=e")))
+            .ambiguous("bad_value"),
+        case("A: another route's credential parameter of the realm", c(),
+             Request::get("/postback?user_id=u&event_id=e&token=revoked").header("authorization", SWAARM))
+            .ambiguous("other_credential"),
+        case("A: more parameters than collectors keep", c(),
+             form_post("/event?s2s=1", format!("{}&app_token={APP}", vec!["k="; 1000].join("&"))))
+            .ambiguous("too_many_params"),
+        case("A: flag mode: the marker comes first (PHP keeps the first 1000 fields)", flag(),
+             form_post("/event?s2s=1", format!("app_token={APP}&event_token=x")))
+            .up_body(&format!("s2s_guard_rejection=missing&app_token={APP}&event_token=x")),
         // ---- B. bodies the filter does not read --------------------------------------
         case("B: multipart/form-data", c(),
              Request::post("/event?s2s=1").header("content-type", "multipart/form-data; boundary=x")
@@ -248,6 +260,9 @@ fn cases() -> Vec<Case> {
             .ambiguous("path"),
         case("D: double encoding", c(), Request::post(&format!("/%2565vent?s2s=1&app_token={APP}")))
             .ambiguous("path"),
+        case("D: a format suffix on a protected path (Rails, older Spring)", c(),
+             Request::get(&format!("/event.json?s2s=1&app_token={APP}")))
+            .ambiguous("path"),
         case("D: an unknown path with an encoded slash is not ours", c(), Request::get("/static/a%2Fb"))
             .up(":path", Some("/static/a%2Fb"))
             .counts(&["s2s_guard.unmatched"]),
@@ -265,6 +280,11 @@ fn cases() -> Vec<Case> {
             .up("x_s2s_guard_token_id", None)
             .up("x-s2s-guard_rejection", None)
             .up("x-s2s-guard-app", Some(APP)),
+        case("E: a dotted spelling (Apache 2.2 CGI folds it) is removed too", c(),
+             Request::post(&format!("/event?s2s=1&app_token={APP}")).header("authorization", bearer())
+                .header("x.s2s.guard.token.id", "admin"))
+            .up("x.s2s.guard.token.id", None)
+            .up("x-s2s-guard-token-id", Some("adj-events")),
         case("E: ... on a shadow-passed request", c(),
              Request::post("/event?s2s=1&app_token=unlisted").header("x_s2s_guard_token_id", "admin"))
             .up("x_s2s_guard_token_id", None),
@@ -278,7 +298,7 @@ fn cases() -> Vec<Case> {
             .up(":path", Some(&format!("/event?s2s=1&app_token={APP}"))),
         case("E: flag mode: the filter's marker, never the client's", flag(),
              form_post("/event?s2s=1", format!("app_token={APP}&s2s_guard_rejection=none")))
-            .up_body(&format!("app_token={APP}&s2s_guard_rejection=missing")),
+            .up_body(&format!("s2s_guard_rejection=missing&app_token={APP}")),
         // ---- F. what goes upstream before the decision --------------------------------
         case("F: flag mode: an unread body is refused, not forwarded unmarked", flag(),
              form_post("/event?s2s=1", format!("app_token={APP}&pad={}", "p".repeat(70_000))).header("authorization", "Bearer other"))

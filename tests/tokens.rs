@@ -252,7 +252,7 @@ fn cases() -> Vec<Case> {
              Request::post("/event").header("authorization", "Bearer other-app-token")
                 .header("content-type", "application/x-www-form-urlencoded")
                 .body(format!("app_token={APP}")))
-            .up_body("app_token=abc123kuvada7&s2s_guard_rejection=wrong")
+            .up_body("s2s_guard_rejection=wrong&app_token=abc123kuvada7")
             .counts(&["s2s_guard.requests.outcome.wrong.scope.events", "s2s_guard.flagged.outcome.wrong"]),
         case("dry run: forwarded untouched", dry(), adjust_event("").header("authorization", "Bearer nope"))
             .up("authorization", Some("Bearer nope"))
