@@ -1319,3 +1319,34 @@ fn enforcing_apps_passing_unverifiable_shapes_are_warned_about() {
         "not enforcing: {warnings}"
     );
 }
+
+/// The Secret ID is not signed: a signature accepted under one ID verifies under any
+/// other ID with the same value, and is refused there as a replay.
+#[test]
+fn one_secret_value_under_two_ids_is_one_replay_memory() {
+    let cfg = r#"{"presets": ["adjust_sdk"], "apps": {
+        "t7": {"signature": {"secrets": [{"id": 7, "info": [1234, 5678, 9012, 3456]}]}},
+        "abc123": {"template": "t7", "signature": {"secrets": [{"id": 2, "info": [1234, 5678, 9012, 3456]}]}}}}"#;
+    let mut h = host(cfg, 2);
+    let created = at(970);
+    let params = [
+        ("app_token", "abc123"),
+        ("created_at", created.as_str()),
+        ("gps_adid", GPS),
+    ];
+    let signed = Signer::android(7, [1234, 5678, 9012, 3456]).request("/session", &params, &ORDER);
+    assert_eq!(h.send_on(0, signed.clone()).status, 200);
+    let auth = String::from_utf8(
+        header_value(&signed.headers, "authorization")
+            .unwrap()
+            .to_vec(),
+    )
+    .unwrap()
+    .replace(r#"secret_id="7""#, r#"secret_id="2""#);
+    let mut replayed = signed.clone();
+    replayed.headers.retain(|(k, _)| k != "authorization");
+    let replayed = replayed.header("authorization", auth);
+    let o = h.send_on(1, replayed);
+    assert_eq!(o.status, 401, "{}", o.body_text());
+    assert_eq!(h.metric("s2s_guard.signature.outcome.replayed"), Some(1));
+}
