@@ -528,9 +528,10 @@ fn is_token(s: &[u8]) -> bool {
 
 /// `application/x-www-form-urlencoded`, optionally with a UTF-8 (or US-ASCII)
 /// `charset`, and nothing else: no list (`,`, which PHP and Rack cut at), no other
-/// parameter, no other charset.
+/// parameter, no other charset, no tab or other control character (PHP cuts the
+/// type only at `;`, `,` or space: with a tab it parses no body at all).
 pub fn is_form_media_type(ct: &[u8]) -> bool {
-    if ct.contains(&b',') || ct.iter().any(|&b| b < 0x20 && b != b'\t' || b == 0x7f) {
+    if ct.contains(&b',') || ct.iter().any(|&b| b < 0x20 || b == 0x7f) {
         return false;
     }
     let mut parts = ct.split(|&b| b == b';');
@@ -705,6 +706,8 @@ mod tests {
             "application/x-www-form-urlencoded; charset=utf-16",
             "application/x-www-form-urlencoded; boundary=x",
             "application/x-www-form-urlencoded; charset",
+            "application/x-www-form-urlencoded\t;charset=utf-8",
+            "application/x-www-form-urlencoded;\tcharset=utf-8",
             "multipart/form-data; boundary=x",
             "text/plain",
             "",
