@@ -601,6 +601,12 @@ fn compile(mut root: Obj, raw_tokens: Option<&RawValue>) -> Result<Policy, Confi
     };
     root.seen.push("$schema");
     root.finish()?;
+    let app_names_folded = apps
+        .settings
+        .keys()
+        .chain(apps.signatures.keys())
+        .map(|a| a.to_ascii_lowercase())
+        .collect();
 
     Ok(Policy {
         mode,
@@ -618,6 +624,7 @@ fn compile(mut root: Obj, raw_tokens: Option<&RawValue>) -> Result<Policy, Confi
         max_body_bytes,
         hold_headers_for_body,
         warnings: signature_warnings(&apps.signatures),
+        app_names_folded,
         signatures: apps.signatures,
         signature_reply,
         stat_names: apps.stat_names,

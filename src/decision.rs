@@ -289,7 +289,31 @@ fn refuse(
     let origin = route
         .filter(|r| r.cors)
         .and_then(|_| view.header_values("origin").next());
-    apply_mode(policy, profile, outcome, forward, origin, d)
+    if policy.mode == Mode::Flag && view.has_body {
+        let readable = route.is_some_and(|r| {
+            matches!(
+                reading::body_plan(r, view),
+                Ok(BodyPlan::Form | BodyPlan::Ignore)
+            )
+        });
+        if !readable {
+            // A body the filter cannot read cannot carry the marker, and may carry
+            // a client's copy of it: refused, not forwarded unmarked.
+            return respond(policy, profile, outcome, origin, d);
+        }
+        if route.is_some_and(|r| matches!(reading::body_plan(r, view), Ok(BodyPlan::Form))) {
+            // Decided again at the end of the body, where the marker goes first and
+            // every client copy is removed.
+            d.early = false;
+        }
+    }
+    let mut d = apply_mode(policy, profile, outcome, forward, origin, d);
+    if let (Action::Forward(f), Mode::Flag) = (&mut d.action, policy.mode) {
+        // No client copy of the marker in the query either.
+        let raw = view.path.clone();
+        finish_forward(f, &raw, view, None);
+    }
+    d
 }
 
 /// Every check that the request reads one way, before any credential is looked at.
@@ -463,6 +487,20 @@ fn decide_route(
     let query = request::parse_params(view.raw_query());
     let form = body.map(request::parse_params);
     let form = form.as_deref();
+    // An app named in another case than configured: protected to a collector that
+    // looks apps up case-insensitively, unknown (unprotected) here.
+    if let Some(app) = single_param(&route.app_param, &query, form) {
+        let exact = std::str::from_utf8(&app)
+            .is_ok_and(|a| policy.apps.contains_key(a) || policy.signatures.contains_key(a));
+        let folded = String::from_utf8_lossy(&app).to_ascii_lowercase();
+        if !exact && policy.app_names_folded.contains(&folded) {
+            let a = Ambiguity {
+                class: Class::Spelling,
+                field: route.app_param.clone().unwrap_or_default(),
+            };
+            return refuse(policy, view, Some(route), Outcome::Ambiguous, Some(a));
+        }
+    }
     let s2s = || {
         query
             .iter()

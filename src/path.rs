@@ -173,12 +173,21 @@ pub fn canonical(raw: &[u8], opts: &PathOptions) -> Result<Vec<u8>, PathError> {
     Ok(out)
 }
 
-/// The path without a format suffix on its last segment (`/event.json` →
-/// `/event`); `None` when the last segment has no `.`.
+/// The path without a format suffix on its last segment, from its first `.`
+/// (`/event.json`, `/event.json.gz`, `/event..json` → `/event`: Rails and Spring's
+/// suffix patterns), or without trailing encoded spaces (`/event%20`: older Spring
+/// trims tokens); `None` when there is neither.
 pub fn without_format_suffix(canonical: &[u8]) -> Option<Vec<u8>> {
     let start = canonical.iter().rposition(|&b| b == b'/')? + 1;
-    let dot = canonical[start..].iter().rposition(|&b| b == b'.')? + start;
-    (dot > start).then(|| canonical[..dot].to_vec())
+    let mut end = canonical.len();
+    while end >= start + 3 && &canonical[end - 3..end] == b"%20" {
+        end -= 3;
+    }
+    let dot = canonical[start..end]
+        .iter()
+        .position(|&b| b == b'.')
+        .map_or(end, |d| d + start);
+    (dot > start && dot < canonical.len()).then(|| canonical[..dot].to_vec())
 }
 
 /// The path with `;` parameters removed from every segment, as Java stacks route
@@ -390,7 +399,19 @@ mod tests {
         );
         assert_eq!(
             without_format_suffix(b"/a/event.x.y"),
-            Some(b"/a/event.x".to_vec())
+            Some(b"/a/event".to_vec())
+        );
+        assert_eq!(
+            without_format_suffix(b"/event..json"),
+            Some(b"/event".to_vec())
+        );
+        assert_eq!(
+            without_format_suffix(b"/event%20"),
+            Some(b"/event".to_vec())
+        );
+        assert_eq!(
+            without_format_suffix(b"/event%20%20"),
+            Some(b"/event".to_vec())
         );
         assert_eq!(without_format_suffix(b"/event."), Some(b"/event".to_vec()));
         assert_eq!(without_format_suffix(b"/event"), None);

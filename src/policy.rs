@@ -376,6 +376,10 @@ pub struct Policy {
     pub set_epoch: u64,
     /// Valid but weakening settings, logged when the configuration loads.
     pub warnings: Vec<String>,
+    /// Every configured app name (`apps`, signature settings), ASCII lower-cased: a
+    /// request naming one in another case is refused (a collector may look apps up
+    /// case-insensitively).
+    pub app_names_folded: std::collections::HashSet<String>,
 }
 
 /// Where a request lands.

@@ -131,6 +131,10 @@ pub struct Fields {
     /// Credential parameter names other routes of the realm read and this one
     /// does not: refused when present.
     pub foreign: Vec<Vec<u8>>,
+    /// Credential names this route reads only in the query (refused in a form
+    /// body: a collector reading the body would take that one) or only in the body.
+    pub query_only: Vec<Vec<u8>>,
+    pub form_only: Vec<Vec<u8>>,
 }
 
 /// Most parameters a query or a form body may hold: collectors drop the rest
@@ -200,6 +204,20 @@ impl Fields {
             match s {
                 Source::QueryPrefix(p) => f.prefixes.push(p.clone()),
                 Source::Header(h) => f.headers.push(h.to_ascii_lowercase()),
+                _ => {}
+            }
+        }
+        let reads = |q: bool, n: &Vec<u8>| {
+            route.sources.iter().any(|s| match s {
+                Source::Query(x) => q && x == n,
+                Source::Form(x) => !q && x == n,
+                _ => false,
+            })
+        };
+        for s in &route.sources {
+            match s {
+                Source::Query(n) if !reads(false, n) => f.query_only.push(n.clone()),
+                Source::Form(n) if !reads(true, n) => f.form_only.push(n.clone()),
                 _ => {}
             }
         }
@@ -328,19 +346,29 @@ fn variants(name: &[u8]) -> Vec<Vec<u8>> {
     out
 }
 
-/// A value every stack reads the same: UTF-8, no control character, no leading or
-/// trailing white space.
+/// A value every stack reads the same: UTF-8, no control character (C0, DEL, C1),
+/// no leading or trailing ASCII white space, and no Unicode white space or BOM
+/// anywhere (Go's `strings.TrimSpace`, JS `trim`, Python `strip` remove them).
 fn clean_value(v: &[u8]) -> bool {
-    std::str::from_utf8(v).is_ok()
-        && !v.iter().any(|&b| b < 0x20 || b == 0x7f)
-        && trim(v).len() == v.len()
+    let Ok(s) = std::str::from_utf8(v) else {
+        return false;
+    };
+    trim(v).len() == v.len()
+        && !s.chars().any(|c| {
+            c.is_control() || c.is_whitespace() && c != ' ' || matches!(c, '\u{feff}' | '\u{200b}')
+        })
 }
 
 /// Checks the decision fields of a query and (when read) a form body: each at most
 /// once across both, under its own spelling, with a clean value.
 pub fn check_params(fields: &Fields, query: &[u8], form: Option<&[u8]>) -> Result<(), Ambiguity> {
     let mut seen: Vec<Vec<u8>> = Vec::new();
-    for raw in std::iter::once(query).chain(form) {
+    for (in_form, raw) in std::iter::once((false, query)).chain(form.map(|f| (true, f))) {
+        let elsewhere = if in_form {
+            &fields.query_only
+        } else {
+            &fields.form_only
+        };
         if raw.split(|&b| b == b'&').count() > MAX_PARAMS {
             return ambiguous(Class::TooManyParams, b"params");
         }
@@ -381,6 +409,10 @@ pub fn check_params(fields: &Fields, query: &[u8], form: Option<&[u8]>) -> Resul
             let Some(field) = fields.touches(&name) else {
                 continue;
             };
+            if elsewhere.contains(&field) {
+                // The credential where this route does not read it.
+                return ambiguous(Class::OtherCredential, &field);
+            }
             if bad_name {
                 return ambiguous(Class::BadEscape, &field);
             }
@@ -593,12 +625,14 @@ mod tests {
             prefixes: vec![b"p_".to_vec()],
             headers: vec!["x-auth-token".into(), "api_key".into()],
             foreign: vec![b"token".to_vec()],
+            query_only: vec![b"qtok".to_vec()],
+            form_only: vec![b"ftok".to_vec()],
         }
     }
 
     fn class(q: &str, form: Option<&str>) -> Option<Class> {
         check_params(
-            &fields(&["app_token", "s2s"]),
+            &fields(&["app_token", "s2s", "qtok", "ftok"]),
             q.as_bytes(),
             form.map(str::as_bytes),
         )
@@ -660,6 +694,12 @@ mod tests {
             ("s2s=", None, BadValue),
             ("x=1&token=other", None, OtherCredential),
             ("x=1", Some("to%6Ben=other"), OtherCredential),
+            ("x=1", Some("qtok=a"), OtherCredential),
+            ("ftok=1", None, OtherCredential),
+            ("app_token=a%C2%A0", None, BadValue),
+            ("app_token=%E2%80%80a", None, BadValue),
+            ("app_token=a%EF%BB%BF", None, BadValue),
+            ("app_token=a%C2%85", None, BadValue),
         ];
         for (q, f, c) in cases {
             assert_eq!(class(q, f), Some(c), "{q} {f:?}");

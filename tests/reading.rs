@@ -180,6 +180,25 @@ fn cases() -> Vec<Case> {
         case("A: flag mode: the marker comes first (PHP keeps the first 1000 fields)", flag(),
              form_post("/event?s2s=1", format!("app_token={APP}&event_token=x")))
             .up_body(&format!("s2s_guard_rejection=missing&app_token={APP}&event_token=x")),
+        case("A: Unicode white space a trimming collector removes (NBSP)", c(),
+             Request::get(&format!("/event?s2s=1&app_token={APP}%C2%A0&event_token=x")))
+            .ambiguous("bad_value"),
+        case("A: ... (BOM, leading, in a form body)", c(),
+             form_post("/event?s2s=1", format!("app_token=%EF%BB%BF{APP}&event_token=x")))
+            .ambiguous("bad_value"),
+        case("A: an app named in another case (case-insensitive lookups)", c(),
+             Request::get(&format!("/event?s2s=1&app_token={}&event_token=x", APP.to_uppercase())))
+            .ambiguous("spelling"),
+        case("A: the route's query credential sent in the form body", c(),
+             form_post("/postback?user_id=u&event_id=e", "s2s_token=revoked").header("authorization", SWAARM))
+            .ambiguous("other_credential"),
+        case("A: flag mode: a refusal known at the headers is marked first in the body, client copies removed", flag(),
+             form_post("/event?s2s=2", format!("app_token={APP}&event_token=x&s2s_guard_rejection=")))
+            .up_body(&format!("s2s_guard_rejection=ambiguous&app_token={APP}&event_token=x")),
+        case("A: flag mode: an unreadable body cannot be marked: refused", flag(),
+             Request::post("/event?s2s=1").header("content-type", "multipart/form-data; boundary=x")
+                .body("--x\r\nContent-Disposition: form-data; name=\"s2s_guard_rejection\"\r\n\r\n\r\n--x--\r\n"))
+            .local(415, "Unsupported request body"),
         // ---- B. bodies the filter does not read --------------------------------------
         case("B: multipart/form-data", c(),
              Request::post("/event?s2s=1").header("content-type", "multipart/form-data; boundary=x")
@@ -262,6 +281,15 @@ fn cases() -> Vec<Case> {
             .ambiguous("path"),
         case("D: a format suffix on a protected path (Rails, older Spring)", c(),
              Request::get(&format!("/event.json?s2s=1&app_token={APP}")))
+            .ambiguous("path"),
+        case("D: a format suffix with dots (Spring suffix patterns)", c(),
+             Request::get(&format!("/event..json?s2s=1&app_token={APP}")))
+            .ambiguous("path"),
+        case("D: a format suffix with two extensions", c(),
+             Request::get(&format!("/event.json.gz?s2s=1&app_token={APP}")))
+            .ambiguous("path"),
+        case("D: a trailing encoded space (older Spring trims it)", c(),
+             Request::get(&format!("/event%20?s2s=1&app_token={APP}")))
             .ambiguous("path"),
         case("D: an unknown path with an encoded slash is not ours", c(), Request::get("/static/a%2Fb"))
             .up(":path", Some("/static/a%2Fb"))
