@@ -128,7 +128,7 @@ pub(crate) fn compile_source(o: &mut Obj) -> Result<Source, ConfigError> {
         return err(o.at("timeout"), "must be more than 0");
     }
     let max_bytes = o
-        .size("max_bytes", 1, 256 << 20, "a size in bytes")?
+        .size("max_bytes", 1, 1 << 31, "a size in bytes")?
         .unwrap_or(DEFAULT_MAX_BYTES);
     let bundle_key = match o.str("bundle_key")? {
         None => None,

@@ -85,7 +85,7 @@ fn configuration_errors_through_the_wasm() {
         ),
         (
             r#"{"presets": ["swaarm"], "token_source": {"cluster": "c", "path": "/t", "max_bytes": 4294967297}}"#,
-            "token_source.max_bytes: must be a size in bytes between 1 and 268435456",
+            "token_source.max_bytes: must be a size in bytes between 1 and 2147483648",
         ),
         (
             r#"{"presets": ["swaarm"], "token_source": {"cluster": "c", "path": "/t", "period": "99999999999999ms"}}"#,
