@@ -195,7 +195,7 @@ pub fn run_reload(args: &Args) -> Result<ExitCode, String> {
             set.push(',');
         }
         set.push_str(&format!(
-            "{{\"id\":\"t{i}\",\"sha256\":\"{}\",\"scopes\":[\"events\"]}}",
+            "{{\"id\":\"t{i}\",\"sha256\":\"{}\",\"scopes\":[\"events\"],\"all_apps\":true}}",
             sha256_hex(format!("bench-token-{i}").as_bytes())
         ));
     }
