@@ -456,23 +456,35 @@ fn finish_forward(f: &mut Forward, raw_path: &[u8], view: &RequestView, body: Op
 
 /// The pairs of a raw query or form that any stack reads as the flag marker.
 fn flag_field_spans(raw: &[u8]) -> Vec<(usize, usize)> {
-    let marker = reading::Fields {
-        names: vec![FLAG_FIELD.as_bytes().to_vec()],
-        ..Default::default()
-    };
     let mut spans = Vec::new();
+    let mut marker: Option<reading::Fields> = None;
     let mut start = 0;
     for seg in raw.split(|&b| b == b'&') {
         let span = (start, start + seg.len());
         start += seg.len() + 1;
-        if seg.is_empty() {
+        // Every spelling of the marker, however encoded, holds these letters.
+        if seg.is_empty() || !might_name_marker(seg) {
             continue;
         }
-        if reading::check_params(&marker, seg, None).is_err() || reading::touches(&marker, seg) {
+        let m = marker.get_or_insert_with(|| reading::Fields {
+            names: vec![FLAG_FIELD.as_bytes().to_vec()],
+            ..Default::default()
+        });
+        if reading::touches(m, seg) {
             spans.push(span);
         }
     }
     spans
+}
+
+/// A cheap filter: can this raw pair (or one of its `;` parts) name the marker?
+/// Decoded, it must contain `rejection`.
+fn might_name_marker(seg: &[u8]) -> bool {
+    let has = |b: &[u8]| b.windows(9).any(|w| w.eq_ignore_ascii_case(b"rejection"));
+    if seg.contains(&b'%') || seg.contains(&b'+') {
+        return has(&request::form_decode(seg));
+    }
+    has(seg)
 }
 
 fn decide_route(
@@ -696,13 +708,10 @@ pub fn owned_headers(policy: &Policy) -> Vec<String> {
 /// The headers to remove from this request: the owned ones, and every client
 /// header whose name folds onto one (case, `_` for `-`: CGI stacks merge them).
 pub fn owned_headers_in(policy: &Policy, view: &RequestView) -> Vec<String> {
-    let mut out = owned_headers(policy);
+    let owned = owned_headers(policy);
+    let mut out = owned.clone();
     for (name, _) in &view.headers {
-        if !out.contains(name)
-            && owned_headers(policy)
-                .iter()
-                .any(|o| reading::folds_onto(name, o))
-        {
+        if !out.contains(name) && owned.iter().any(|o| reading::folds_onto(name, o)) {
             out.push(name.clone());
         }
     }

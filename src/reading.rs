@@ -235,12 +235,28 @@ impl Fields {
     }
 
     fn touches_foreign(&self, name: &[u8]) -> Option<Vec<u8>> {
+        if name
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'-')
+        {
+            return self.foreign.iter().find(|n| n.as_slice() == name).cloned();
+        }
         variants(name)
             .into_iter()
             .find_map(|v| self.foreign.iter().find(|n| **n == v).cloned())
     }
 
     fn touches(&self, name: &[u8]) -> Option<Vec<u8>> {
+        // Fast path: a plain name (letters, digits, `_`, `-`) has no other reading.
+        if name
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'-')
+        {
+            if let Some(n) = self.names.iter().find(|n| n.as_slice() == name) {
+                return Some(n.clone());
+            }
+            return self.prefixes.iter().find(|p| name.starts_with(p)).cloned();
+        }
         for v in variants(name) {
             if let Some(n) = self.names.iter().find(|n| **n == v) {
                 return Some(n.clone());
@@ -275,6 +291,15 @@ fn decode(raw: &[u8]) -> Result<Vec<u8>, ()> {
         i += 1;
     }
     Ok(out)
+}
+
+/// [`decode`], without copying a name that has nothing to decode (most do not).
+fn decode_name(raw: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, ()> {
+    if raw.iter().any(|&b| b == b'%' || b == b'+') {
+        decode(raw).map(std::borrow::Cow::Owned)
+    } else {
+        Ok(std::borrow::Cow::Borrowed(raw))
+    }
 }
 
 /// Every name a stack may read a (decoded) parameter name as.
@@ -378,7 +403,7 @@ pub fn check_params(fields: &Fields, query: &[u8], form: Option<&[u8]>) -> Resul
             }
             if !fields.foreign.is_empty() {
                 let name = seg.split(|&b| b == b'=').next().unwrap_or_default();
-                let decoded = decode(name).unwrap_or_else(|_| name.to_vec());
+                let decoded = decode_name(name).unwrap_or_else(|_| name.into());
                 if let Some(f) = fields.touches_foreign(&decoded) {
                     return ambiguous(Class::OtherCredential, &f);
                 }
@@ -402,9 +427,9 @@ pub fn check_params(fields: &Fields, query: &[u8], form: Option<&[u8]>) -> Resul
                 Some(i) => (&seg[..i], &seg[i + 1..]),
                 None => (seg, &[][..]),
             };
-            let (name, bad_name) = match decode(raw_name) {
+            let (name, bad_name) = match decode_name(raw_name) {
                 Ok(n) => (n, false),
-                Err(()) => (crate::request::form_decode(raw_name), true),
+                Err(()) => (crate::request::form_decode(raw_name).into(), true),
             };
             let Some(field) = fields.touches(&name) else {
                 continue;
@@ -449,19 +474,24 @@ pub fn touches(fields: &Fields, seg: &[u8]) -> bool {
         })
 }
 
-/// A header name as CGI stacks fold it: case ignored, and every character that is
-/// not a letter or digit read as one separator (PHP and Puma fold `_`; Apache 2.2
-/// folds any other character too).
-fn fold_header(name: &str) -> String {
-    name.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() {
-                b.to_ascii_lowercase() as char
-            } else {
-                '-'
-            }
-        })
-        .collect()
+/// A header name byte as CGI stacks fold it: case ignored, and every character
+/// that is not a letter or digit read as one separator (PHP and Puma fold `_`;
+/// Apache 2.2 folds any other character too).
+fn fold_byte(b: u8) -> u8 {
+    if b.is_ascii_alphanumeric() {
+        b.to_ascii_lowercase()
+    } else {
+        b'-'
+    }
+}
+
+/// Do two header names fold to the same name? (No allocation: this runs for every
+/// header of every request.)
+fn fold_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .all(|(x, y)| fold_byte(x) == fold_byte(y))
 }
 
 /// Checks the headers the decision reads: each at most once, under its own
@@ -469,16 +499,15 @@ fn fold_header(name: &str) -> String {
 pub fn check_headers(fields: &Fields, headers: &[(String, Vec<u8>)]) -> Result<(), Ambiguity> {
     let wanted = HEADERS
         .iter()
-        .map(|h| h.to_string())
-        .chain(fields.headers.iter().cloned());
+        .copied()
+        .chain(fields.headers.iter().map(String::as_str));
     for h in wanted {
-        let folded = fold_header(&h);
         let mut count = 0;
         for (name, _) in headers {
-            if fold_header(name) != folded {
+            if !fold_eq(name, h) {
                 continue;
             }
-            if !name.eq_ignore_ascii_case(&h) {
+            if !name.eq_ignore_ascii_case(h) {
                 return ambiguous(Class::Header, h.as_bytes());
             }
             count += 1;
@@ -493,12 +522,11 @@ pub fn check_headers(fields: &Fields, headers: &[(String, Vec<u8>)]) -> Result<(
 /// Checks request trailers: none may name a header the decision reads.
 pub fn check_trailers(fields: &Fields, trailers: &[(String, Vec<u8>)]) -> Result<(), Ambiguity> {
     for (name, _) in trailers {
-        let folded = fold_header(name);
         let hit = HEADERS
             .iter()
-            .map(|h| h.to_string())
-            .chain(fields.headers.iter().cloned())
-            .find(|h| fold_header(h) == folded);
+            .copied()
+            .chain(fields.headers.iter().map(String::as_str))
+            .find(|h| fold_eq(name, h));
         if let Some(h) = hit {
             return ambiguous(Class::Trailer, h.as_bytes());
         }
@@ -506,9 +534,9 @@ pub fn check_trailers(fields: &Fields, trailers: &[(String, Vec<u8>)]) -> Result
     Ok(())
 }
 
-/// Does a header name fold (case, `_` → `-`) onto one of `owned`?
+/// Does a header name fold (case, any non-alphanumeric as `-`) onto `owned`?
 pub fn folds_onto(name: &str, owned: &str) -> bool {
-    fold_header(name) == fold_header(owned)
+    fold_eq(name, owned)
 }
 
 /// Methods that carry a body a form may be read from.
