@@ -531,6 +531,10 @@ fn compile(mut root: Obj, raw_tokens: Option<&RawValue>) -> Result<Policy, Confi
         None => None,
     };
     let realm_ctx = Realms {
+        interned: realms
+            .iter()
+            .map(|r| std::rc::Rc::from(r.as_str()))
+            .collect(),
         known: realms.clone(),
         default: default_realm,
     };
@@ -988,12 +992,22 @@ fn parse_time(o: &mut Obj, key: &'static str) -> Result<Option<u64>, ConfigError
 struct Realms {
     known: Vec<String>,
     default: Option<String>,
+    /// The realm names, allocated once, shared by the tokens.
+    interned: Vec<std::rc::Rc<str>>,
 }
 
 impl Realms {
-    fn resolve(&self, path: &str, named: Option<&str>) -> Result<String, ConfigError> {
+    fn intern(&self, r: &str) -> std::rc::Rc<str> {
+        self.interned
+            .iter()
+            .find(|i| &***i == r)
+            .cloned()
+            .unwrap_or_else(|| std::rc::Rc::from(r))
+    }
+
+    fn resolve(&self, path: &str, named: Option<&str>) -> Result<std::rc::Rc<str>, ConfigError> {
         match (named, &self.default) {
-            (Some(r), _) if self.known.iter().any(|k| k == r) => Ok(r.to_string()),
+            (Some(r), _) if self.known.iter().any(|k| k == r) => Ok(self.intern(r)),
             (Some(r), _) => err(
                 format!("{path}.realm"),
                 format!(
@@ -1001,7 +1015,7 @@ impl Realms {
                     self.known.join(", ")
                 ),
             ),
-            (None, Some(d)) => Ok(d.clone()),
+            (None, Some(d)) => Ok(self.intern(d)),
             (None, None) => err(
                 format!("{path}.realm"),
                 format!(

@@ -591,7 +591,7 @@ fn token_decision(
             Some(v) => {
                 let t = v.token.as_ref();
                 d.token_id = Some(t.id.clone());
-                let outcome = if t.realm != route.realm {
+                let outcome = if *t.realm != *route.realm {
                     // Another system's token is unknown here, whatever it grants there.
                     Outcome::Wrong
                 } else if !t.active {

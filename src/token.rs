@@ -189,8 +189,9 @@ pub struct Token {
     /// Allowed origins for client secrets; empty means any.
     pub origins: Vec<OriginRule>,
     /// The system (or tenant) the token belongs to: it opens only routes of this
-    /// realm. Resolved when the configuration is compiled.
-    pub realm: String,
+    /// realm. Resolved when the configuration is compiled; shared by every token of
+    /// the realm (one allocation per realm, not per token).
+    pub realm: std::rc::Rc<str>,
     /// A token with no app is valid on routes that check the app only if it says
     /// it is valid for every app of its realm.
     pub all_apps: bool,
@@ -207,7 +208,7 @@ impl Token {
             not_before: None,
             expires_at: None,
             origins: Vec::new(),
-            realm: String::new(),
+            realm: std::rc::Rc::from(""),
             all_apps: false,
         }
     }
@@ -257,7 +258,7 @@ pub fn encode_record(t: &Token, kind: Kind) -> Vec<u8> {
         "id": t.id, "app": t.app, "scopes": scopes, "active": t.active,
         "not_before": t.not_before, "expires_at": t.expires_at,
         "kind": kind.name(), "origins": origins,
-        "realm": t.realm, "all_apps": t.all_apps,
+        "realm": &*t.realm, "all_apps": t.all_apps,
     })
     .to_string()
     .into_bytes()
@@ -291,7 +292,7 @@ pub fn decode_record(v: &[u8]) -> Option<(Token, Kind)> {
             not_before: j.get("not_before").and_then(|v| v.as_u64()),
             expires_at: j.get("expires_at").and_then(|v| v.as_u64()),
             origins,
-            realm: j.get("realm")?.as_str()?.to_string(),
+            realm: std::rc::Rc::from(j.get("realm")?.as_str()?),
             all_apps: j.get("all_apps")?.as_bool()?,
         },
         kind,
