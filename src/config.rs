@@ -1955,6 +1955,13 @@ fn adjust_sdk_routes() -> Vec<Route> {
             "/measurement_consent",
             &["POST"],
         ),
+        (
+            "adjust_disable_third_party_sharing",
+            "/disable_third_party_sharing",
+            &["POST"],
+        ),
+        ("adjust_purchase", "/v2/purchase", &["POST"]),
+        ("adjust_verify", "/verify", &["POST"]),
     ] {
         routes.push(Route {
             methods: methods(methods_),
@@ -2029,6 +2036,11 @@ fn jitsu_routes() -> Vec<Route> {
     vec![
         client("jitsu_event", "/api/v1/event"),
         client("jitsu_events", "/api/v1/events"),
+        // Jitsu's `/api.*` client endpoints (FACTS.md §4).
+        Route {
+            path: PathMatch::Prefix(b"/api.".to_vec()),
+            ..client("jitsu_api_any", "/api.")
+        },
         server("jitsu_s2s_event", "/api/v1/s2s/event"),
         server("jitsu_s2s_events", "/api/v1/s2s/events"),
         server("jitsu_events_bulk", "/api/v1/events/bulk"),
@@ -2046,7 +2058,7 @@ mod tests {
     #[test]
     fn presets_compile() {
         let p = parse(br#"{"presets": ["adjust", "swaarm", "jitsu"]}"#).unwrap();
-        assert_eq!(p.routes.len(), 11);
+        assert_eq!(p.routes.len(), 12);
         let r = p.route(b"POST", b"/event").unwrap();
         assert_eq!(r.scope, Some(Scope::Events));
         assert!(p.route(b"DELETE", b"/event").is_none());

@@ -118,13 +118,47 @@ pub fn resolve<'a>(policy: &'a Policy, view: &RequestView) -> Result<Resolved<'a
     match path::canonical(raw, &policy.paths) {
         Ok(c) => {
             let routing = policy.routing(&view.method, &c);
-            if routing == Routing::Unknown {
-                // `/event.json` is `/event` to Rails and older Spring.
-                if let Some(stem) = path::without_format_suffix(&c) {
-                    if policy.routing(&view.method, &stem) != Routing::Unknown {
-                        return Err(PathError::FormatSuffix);
+            // Decoding, dot segments and slashes as every stack may apply them.
+            let strict = path::PathOptions {
+                decode_unreserved: true,
+                remove_dot_segments: true,
+                merge_slashes: true,
+                ..policy.paths
+            };
+            let protected = |p: &[u8]| policy.routing(&view.method, p) != Routing::Unknown;
+            match routing {
+                Routing::Unknown => {
+                    // Passed unchanged: no other reading of the raw path may reach a
+                    // protected route (`/api/v1/..` under a prefix route, to a stack
+                    // that keeps dot segments).
+                    let keep_dots = path::PathOptions {
+                        remove_dot_segments: false,
+                        ..strict
+                    };
+                    for opts in [strict, keep_dots] {
+                        if path::canonical(raw, &opts).is_ok_and(|alt| protected(&alt)) {
+                            return Err(PathError::OtherReading);
+                        }
+                    }
+                    // `/event.json` is `/event` to Rails and older Spring.
+                    if let Some(stem) = path::without_format_suffix(&c) {
+                        if protected(&stem) {
+                            return Err(PathError::FormatSuffix);
+                        }
                     }
                 }
+                Routing::Route(r) | Routing::MethodNotAllowed(r) if strict != policy.paths => {
+                    // Forwarded as `c`: read with every decoding step, it must still
+                    // be this route (`/s2s/%2e%2e/event` is `/event` behind Apache).
+                    let same = path::canonical(&c, &strict).is_ok_and(|alt| {
+                        matches!(policy.routing(&view.method, &alt),
+                            Routing::Route(x) | Routing::MethodNotAllowed(x) if std::ptr::eq(x, r))
+                    });
+                    if !same {
+                        return Err(PathError::OtherReading);
+                    }
+                }
+                _ => {}
             }
             Ok(Resolved { routing, path: c })
         }

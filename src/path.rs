@@ -52,6 +52,10 @@ pub enum PathError {
     /// A format suffix on a protected path (`/event.json`: Rails and older Spring
     /// route it to `/event`).
     FormatSuffix,
+    /// Another common reading of the path (dot segments kept, as Express, Flask
+    /// and Rack mounts do; or escapes decoded where this configuration does not)
+    /// reaches a protected route this one does not.
+    OtherReading,
 }
 
 impl PathError {
@@ -64,6 +68,7 @@ impl PathError {
             PathError::BadEscape => "bad_escape",
             PathError::Parameters => "parameters",
             PathError::FormatSuffix => "format_suffix",
+            PathError::OtherReading => "other_reading",
         }
     }
 }

@@ -36,6 +36,20 @@ fn flag() -> String {
     config(r#", "mode": "flag""#)
 }
 
+fn prefix() -> String {
+    config(
+        r#", "routes": [{"path": "/api/v2", "match": "prefix", "realm": "jitsu", "profile": "jitsu",
+        "credentials": ["query:token"], "body": "ignore"}]"#,
+    )
+}
+
+fn no_decode() -> String {
+    config(
+        r#", "path_normalization": {"decode_unreserved": false},
+        "routes": [{"path": "/s2s", "match": "prefix", "realm": "swaarm", "profile": "swaarm", "credentials": ["query:s2s_token"]}]"#,
+    )
+}
+
 fn sdk() -> String {
     format!(
         r#"{{"presets": ["adjust_sdk"],
@@ -290,6 +304,17 @@ fn cases() -> Vec<Case> {
             .ambiguous("path"),
         case("D: a trailing encoded space (older Spring trims it)", c(),
              Request::get(&format!("/event%20?s2s=1&app_token={APP}")))
+            .ambiguous("path"),
+        case("D: dot segments out of a prefix route (Express, Flask, Rack mounts keep them)", prefix(),
+             Request::post("/api/v2/.."))
+            .ambiguous("path"),
+        case("D: ... encoded", prefix(), Request::post("/api/v2/x/%2e%2e/.."))
+            .ambiguous("path"),
+        case("D: Jitsu's /api.* client endpoints are protected", c(),
+             Request::post("/api.dcvw").header("content-type", "application/json").body("{}"))
+            .local(401, r#"{"message":"The token is not found"}"#),
+        case("D: escapes decoded by another stack reach another route", no_decode(),
+             Request::get("/s2s/%2e%2e/event?s2s_token=s2sTokenForTheStoreApp"))
             .ambiguous("path"),
         case("D: an unknown path with an encoded slash is not ours", c(), Request::get("/static/a%2Fb"))
             .up(":path", Some("/static/a%2Fb"))

@@ -1350,3 +1350,29 @@ fn one_secret_value_under_two_ids_is_one_replay_memory() {
     assert_eq!(o.status, 401, "{}", o.body_text());
     assert_eq!(h.metric("s2s_guard.signature.outcome.replayed"), Some(1));
 }
+
+/// The adjust_sdk preset covers every SDK endpoint FACTS.md §1 lists: unsigned
+/// requests of an enforcing app are refused on each.
+#[test]
+fn every_sdk_endpoint_is_protected() {
+    let mut h = host(&config(""), 1);
+    for path in [
+        "/sdk_click",
+        "/sdk_info",
+        "/third_party_sharing",
+        "/disable_third_party_sharing",
+        "/measurement_consent",
+        "/v2/purchase",
+        "/verify",
+    ] {
+        let o = h.send(
+            Request::post(path)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(format!(
+                    "app_token=abc123&created_at={}&gps_adid={GPS}",
+                    form_encode(&at(990))
+                )),
+        );
+        assert_eq!(o.status, 401, "{path}: {}", o.body_text());
+    }
+}
