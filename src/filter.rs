@@ -265,6 +265,18 @@ const REPLAY_ATTEMPTS: usize = 8;
 impl Context for Stream {}
 
 impl Stream {
+    /// Runs `f` with the token lookup in force: shared data in large-set mode, the
+    /// policy's own store otherwise.
+    fn with_tokens<R>(&self, policy: &Policy, f: impl FnOnce(&dyn Lookup) -> R) -> R {
+        match &self.shared_lookup {
+            Some((prefix, key)) => f(&SharedLookup {
+                prefix,
+                key: key.as_deref().map(Vec::as_slice),
+            }),
+            None => f(&policy.tokens),
+        }
+    }
+
     fn now(&self) -> u64 {
         self.get_current_time()
             .duration_since(UNIX_EPOCH)
@@ -399,19 +411,9 @@ impl Stream {
         let policy = &loaded.policy;
         let body = self.get_http_request_body(0, size).unwrap_or_default();
         let now = self.now();
-        let d = match &self.shared_lookup {
-            Some((prefix, key)) => decision::decide_with(
-                policy,
-                &SharedLookup {
-                    prefix,
-                    key: key.as_deref().map(Vec::as_slice),
-                },
-                &view,
-                Some(&body),
-                now,
-            ),
-            None => decision::decide(policy, &view, Some(&body), now),
-        };
+        let d = self.with_tokens(policy, |t| {
+            decision::decide_with(policy, t, &view, Some(&body), now)
+        });
         let d = self.settle(policy, d);
         self.count(&d);
         self.log(&d);
@@ -472,18 +474,8 @@ impl HttpContext for Stream {
         view.has_body = !end_of_stream;
         let now = self.now();
         if view.has_body && decision::needs_body(policy, &view) {
-            let partial = match &self.shared_lookup {
-                Some((prefix, key)) => decision::decide_partial(
-                    policy,
-                    &SharedLookup {
-                        prefix,
-                        key: key.as_deref().map(Vec::as_slice),
-                    },
-                    &view,
-                    now,
-                ),
-                None => decision::decide_partial(policy, &policy.tokens, &view, now),
-            };
+            let partial =
+                self.with_tokens(policy, |t| decision::decide_partial(policy, t, &view, now));
             if partial.early {
                 // Refused whatever the body holds: answer before anything goes upstream.
                 self.count(&partial);
@@ -514,19 +506,9 @@ impl HttpContext for Stream {
             }
             return Action::Continue;
         }
-        let d = match &self.shared_lookup {
-            Some((prefix, key)) => decision::decide_with(
-                policy,
-                &SharedLookup {
-                    prefix,
-                    key: key.as_deref().map(Vec::as_slice),
-                },
-                &view,
-                None,
-                now,
-            ),
-            None => decision::decide(policy, &view, None, now),
-        };
+        let d = self.with_tokens(policy, |t| {
+            decision::decide_with(policy, t, &view, None, now)
+        });
         let d = self.settle(policy, d);
         self.count(&d);
         self.log(&d);
