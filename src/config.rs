@@ -16,7 +16,10 @@ use crate::policy::{
 };
 use crate::replay;
 use crate::signature::AppSecret;
-use crate::token::{self, Digest, Kind, OriginRule, Scope, Scopes, StoreError, Token, TokenStore};
+use crate::token::{
+    self, Digest, Kind, OriginRule, Scope, Scopes, StoreBuilder, StoreError, Token, TokenRef,
+    TokenStore,
+};
 
 /// A configuration error: where, and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1005,6 +1008,16 @@ impl Realms {
             .unwrap_or_else(|| std::rc::Rc::from(r))
     }
 
+    /// The realm a token belongs to when it is valid; `None` when [`resolve`]
+    /// must word an error.
+    fn resolve_known(&self, named: Option<&str>) -> Option<&str> {
+        match (named, &self.default) {
+            (Some(r), _) => self.known.iter().find(|k| *k == r).map(String::as_str),
+            (None, Some(d)) => Some(d),
+            (None, None) => None,
+        }
+    }
+
     fn resolve(&self, path: &str, named: Option<&str>) -> Result<std::rc::Rc<str>, ConfigError> {
         match (named, &self.default) {
             (Some(r), _) if self.known.iter().any(|k| k == r) => Ok(self.intern(r)),
@@ -1028,16 +1041,19 @@ impl Realms {
 }
 
 fn compile_tokens(raw: Option<&RawValue>, realms: &Realms) -> Result<TokenStore, ConfigError> {
-    let mut store = TokenStore::default();
     let Some(raw) = raw.filter(|r| r.get().trim() != "null") else {
-        return Ok(store);
+        return Ok(TokenStore::default());
     };
+    let tag = token::digest(raw.get().as_bytes());
     // Jitsu's shorthand: a plain string is one client secret.
     if let Ok(secret) = serde_json::from_str::<String>(raw.get()) {
+        let mut store = StoreBuilder::default();
         let v = serde_json::json!([secret]);
         compile_token(0, &v[0], &mut store, realms)?;
-        return Ok(store);
+        return store.finish(tag).map_err(store_error);
     }
+    // Roughly one token per 100 bytes of set: room without doubling a large set.
+    let mut store = StoreBuilder::with_capacity(raw.get().len() / 100);
     let mut failure: Option<ConfigError> = None;
     let seed = TokenSeq {
         store: &mut store,
@@ -1055,13 +1071,31 @@ fn compile_tokens(raw: Option<&RawValue>, realms: &Realms) -> Result<TokenStore,
             format!("expected an array of token objects ({e})"),
         )
     })?;
-    Ok(store)
+    store.finish(tag).map_err(store_error)
+}
+
+fn store_error(e: StoreError) -> ConfigError {
+    match e {
+        StoreError::DuplicateId { at, id } => ConfigError {
+            path: format!("tokens[{at}].id"),
+            message: format!("duplicate token id \"{id}\""),
+        },
+        StoreError::DuplicateSecret { at, other } => ConfigError {
+            path: format!("tokens[{at}]"),
+            message: format!("secret already used by token \"{other}\" (every secret must be unique)"),
+        },
+        StoreError::TooLarge => ConfigError {
+            path: "tokens".into(),
+            message: "too many tokens (the store holds up to 2^31 secrets and 4 GiB of ids)"
+                .into(),
+        },
+    }
 }
 
 /// Streams the `tokens` array: each element is parsed, compiled and dropped before
 /// the next is read.
 struct TokenSeq<'s> {
-    store: &'s mut TokenStore,
+    store: &'s mut StoreBuilder,
     failure: &'s mut Option<ConfigError>,
     realms: &'s Realms,
 }
@@ -1080,10 +1114,26 @@ impl<'de> serde::de::Visitor<'de> for TokenSeq<'_> {
     }
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         let mut i = 0;
-        while let Some(v) = seq.next_element::<Value>()? {
-            if let Err(e) = compile_token(i, &v, self.store, self.realms) {
-                *self.failure = Some(e);
-                return Err(serde::de::Error::custom("invalid token"));
+        while let Some(raw) = seq.next_element::<&'de RawValue>()? {
+            // The common shape goes through a borrowed, allocation-free reading;
+            // anything else (and every error) through the general one, which
+            // words the errors.
+            let done = match serde_json::from_str::<FastToken>(raw.get()) {
+                Ok(f) => fast_token(&f, self.realms)
+                    .is_some_and(|(t, secrets, n)| self.store.push(&t, &secrets[..n]).is_ok()),
+                Err(_) => false,
+            };
+            if !done {
+                let compiled = serde_json::from_str::<Value>(raw.get())
+                    .map_err(|e| ConfigError {
+                        path: format!("tokens[{i}]"),
+                        message: format!("not valid JSON ({e})"),
+                    })
+                    .and_then(|v| compile_token(i, &v, self.store, self.realms));
+                if let Err(e) = compiled {
+                    *self.failure = Some(e);
+                    return Err(serde::de::Error::custom("invalid token"));
+                }
             }
             i += 1;
         }
@@ -1091,10 +1141,129 @@ impl<'de> serde::de::Visitor<'de> for TokenSeq<'_> {
     }
 }
 
+/// A token entry in its common shape, borrowed from the set: every string
+/// without escapes, times as Unix seconds. Anything else fails to deserialize
+/// here and takes the general path.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FastToken<'a> {
+    id: &'a str,
+    /// Accepted and not used (a label for people).
+    #[serde(default, rename = "name")]
+    _name: Option<&'a str>,
+    #[serde(default)]
+    secret: Option<&'a str>,
+    #[serde(default)]
+    sha256: Option<&'a str>,
+    #[serde(default)]
+    server_secret: Option<&'a str>,
+    #[serde(default)]
+    server_secret_sha256: Option<&'a str>,
+    #[serde(default)]
+    client_secret: Option<&'a str>,
+    #[serde(default)]
+    client_secret_sha256: Option<&'a str>,
+    #[serde(default)]
+    kind: Option<&'a str>,
+    #[serde(default)]
+    app: Option<&'a str>,
+    #[serde(default, borrow)]
+    scopes: Option<Vec<&'a str>>,
+    #[serde(default)]
+    active: Option<bool>,
+    #[serde(default)]
+    not_before: Option<u64>,
+    #[serde(default)]
+    expires_at: Option<u64>,
+    #[serde(default, borrow)]
+    origins: Option<Vec<&'a str>>,
+    #[serde(default)]
+    realm: Option<&'a str>,
+    #[serde(default)]
+    all_apps: Option<bool>,
+}
+
+/// A token's secrets: the first `n` of two.
+type Secrets = [(Digest, Kind); 2];
+
+/// One secret from its clear or hashed form; `None` when the general path must
+/// word an error.
+fn fast_secret(clear: Option<&str>, hashed: Option<&str>) -> Option<Option<Digest>> {
+    match (clear, hashed) {
+        (None, None) => Some(None),
+        (Some(c), None) if !c.is_empty() => Some(Some(token::digest(c.as_bytes()))),
+        (None, Some(h)) if h.len() == 64 => {
+            let mut d = [0u8; 32];
+            hex::decode_to_slice(h, &mut d).ok()?;
+            Some(Some(d))
+        }
+        _ => None,
+    }
+}
+
+/// The token and its secrets (second one optional) when the entry is valid as
+/// [`compile_token`] reads it; `None` otherwise, so that it words the error.
+fn fast_token<'a>(
+    f: &'a FastToken<'a>,
+    realms: &'a Realms,
+) -> Option<(TokenRef<'a>, Secrets, usize)> {
+    if f.id.is_empty() || f.all_apps == Some(true) && f.app.is_some() {
+        return None;
+    }
+    let main = fast_secret(f.secret, f.sha256)?;
+    let server = fast_secret(f.server_secret, f.server_secret_sha256)?;
+    let client = fast_secret(f.client_secret, f.client_secret_sha256)?;
+    let none = ([0; 32], Kind::Server);
+    let (secrets, n) = match (main, server, client) {
+        (Some(d), None, None) => {
+            let kind = match f.kind {
+                None | Some("server") => Kind::Server,
+                Some("client") => Kind::Client,
+                Some(_) => return None,
+            };
+            ([(d, kind), none], 1)
+        }
+        (None, Some(s), Some(c)) if f.kind.is_none() => {
+            ([(s, Kind::Server), (c, Kind::Client)], 2)
+        }
+        (None, Some(s), None) if f.kind.is_none() => ([(s, Kind::Server), none], 1),
+        (None, None, Some(c)) if f.kind.is_none() => ([(c, Kind::Client), none], 1),
+        _ => return None,
+    };
+    let mut scopes = Scopes::NONE;
+    for s in f.scopes.iter().flatten() {
+        scopes.insert(Scope::parse(s)?);
+    }
+    if let (Some(a), Some(b)) = (f.not_before, f.expires_at) {
+        if b <= a {
+            return None;
+        }
+    }
+    // Origins need owned rules; the general path builds them.
+    if f.origins.as_ref().is_some_and(|o| !o.is_empty()) {
+        return None;
+    }
+    Some((
+        TokenRef {
+            id: f.id,
+            app: f.app,
+            realm: realms.resolve_known(f.realm)?,
+            scopes,
+            active: f.active.unwrap_or(true),
+            all_apps: f.all_apps.unwrap_or(false),
+            not_before: f.not_before,
+            expires_at: f.expires_at,
+            origins: &[],
+        },
+        secrets,
+        n,
+    ))
+}
+
 fn compile_token(
     i: usize,
     v: &Value,
-    store: &mut TokenStore,
+    store: &mut StoreBuilder,
     realms: &Realms,
 ) -> Result<(), ConfigError> {
     // Jitsu's shorthand: a string in the list is a client secret; its id is its
@@ -1108,19 +1277,11 @@ fn compile_token(
             ..Token::new(format!("client-secret-{i}"))
         };
         return store
-            .insert(token, &[(token::digest(secret.as_bytes()), Kind::Client)])
-            .or_else(|e| match e {
-                StoreError::DuplicateId(id) => err(
-                    format!("tokens[{i}]"),
-                    format!("duplicate token id \"{id}\""),
-                ),
-                StoreError::DuplicateSecret(other) => err(
-                    format!("tokens[{i}]"),
-                    format!(
-                        "secret already used by token \"{other}\" (every secret must be unique)"
-                    ),
-                ),
-            });
+            .push(
+                &token.as_ref(),
+                &[(token::digest(secret.as_bytes()), Kind::Client)],
+            )
+            .map_err(store_error);
     }
     {
         let path = format!("tokens[{i}]");
@@ -1205,23 +1366,11 @@ fn compile_token(
             realm,
             all_apps,
         };
-        match store.insert(token, &secrets) {
-            Ok(()) => {}
-            Err(StoreError::DuplicateId(id)) => {
-                return err(format!("{path}.id"), format!("duplicate token id \"{id}\""))
-            }
-            Err(StoreError::DuplicateSecret(other)) => {
-                return err(
-                    path,
-                    format!(
-                        "secret already used by token \"{other}\" (every secret must be unique)"
-                    ),
-                )
-            }
-        }
+        store.push(&token.as_ref(), &secrets).map_err(store_error)?;
     }
     Ok(())
 }
+
 
 /// Apps: the per-app S2S switch, and SDK signature settings with templates.
 struct Apps {

@@ -623,8 +623,8 @@ fn token_decision(
                 (Outcome::Wrong, locations)
             }
             Some(v) => {
-                let t = v.token.as_ref();
-                d.token_id = Some(t.id.clone());
+                let t = v.token();
+                d.token_id = Some(t.id.to_string());
                 let outcome = if *t.realm != *route.realm {
                     // Another system's token is unknown here, whatever it grants there.
                     Outcome::Wrong
@@ -684,11 +684,11 @@ fn token_decision(
                 if outcome == Outcome::Allowed {
                     forward
                         .set_headers
-                        .push((policy.headers.token_id.clone(), t.id.clone().into_bytes()));
+                        .push((policy.headers.token_id.clone(), t.id.as_bytes().to_vec()));
                     if let Some(a) = &t.app {
                         forward
                             .set_headers
-                            .push((policy.headers.app.clone(), a.clone().into_bytes()));
+                            .push((policy.headers.app.clone(), a.as_bytes().to_vec()));
                     }
                 }
                 (outcome, locations)
@@ -1251,7 +1251,7 @@ fn required_present(route: &Route, query: &[Param], form: Option<&[Param]>) -> b
     })
 }
 
-fn origin_allowed(t: &token::Token, origin: Option<&[u8]>) -> bool {
+fn origin_allowed(t: token::TokenRef, origin: Option<&[u8]>) -> bool {
     // No Origin header: not a browser request; origins restrict browsers only.
     let Some(origin) = origin else { return true };
     match token::origin_host(origin) {

@@ -143,7 +143,7 @@ impl Distribution {
                     )
                     .ok()
                 })
-                .map(|p| p.tokens.entries().map(|(d, _, _)| *d).collect())
+                .map(|p| p.tokens.entries().map(|(d, _, _)| d).collect())
                 .unwrap_or_default(),
         };
         let mut now_published = std::collections::HashSet::with_capacity(policy.tokens.len());
@@ -152,11 +152,11 @@ impl Distribution {
             let sealed = distribution::seal_record(
                 self.publish_key.as_deref().map(Vec::as_slice),
                 &key,
-                &crate::token::encode_record(token, kind),
+                &crate::token::encode_record(&token, kind),
             );
             let _ = hostcalls::set_shared_data(&key, Some(&sealed), None);
-            previous.remove(digest);
-            now_published.insert(*digest);
+            previous.remove(&digest);
+            now_published.insert(digest);
         }
         for gone in previous {
             let key = format!("{}{}", self.keys.token_prefix, hex::encode(gone));

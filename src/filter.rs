@@ -252,10 +252,7 @@ impl Lookup for SharedLookup<'_> {
         // The key is the digest of the presented secret: finding a record is the
         // match (the lookup's timing depends only on that digest).
         let (t, kind) = token::decode_record(record)?;
-        Some(Verified {
-            token: std::borrow::Cow::Owned(t),
-            kind,
-        })
+        Some(Verified::owned(t, kind))
     }
 }
 

@@ -15,6 +15,7 @@ pub mod reading;
 pub mod replay;
 pub mod request;
 pub mod signature;
+pub mod store;
 pub mod token;
 
 #[cfg(target_arch = "wasm32")]

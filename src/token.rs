@@ -6,10 +6,7 @@
 //! at a token. Looking up by digest means any timing difference depends on the
 //! digest of the attacker's own input, never on how much of a secret it matched.
 
-use std::collections::HashMap;
-
 use sha2::{Digest as _, Sha256};
-use subtle::ConstantTimeEq;
 
 /// A SHA-256 digest.
 pub type Digest = [u8; 32];
@@ -81,6 +78,16 @@ impl Scopes {
 
     pub fn is_empty(self) -> bool {
         self.0 == 0
+    }
+
+    /// The set as bits (one per [`Scope`], in declaration order).
+    pub fn bits(self) -> u8 {
+        self.0
+    }
+
+    /// The set from [`bits`](Self::bits); unknown bits are dropped.
+    pub fn from_bits(b: u8) -> Scopes {
+        Scopes(b & Scopes::ALL.0)
     }
 }
 
@@ -214,13 +221,75 @@ impl Token {
     }
 }
 
-/// A token whose secret was presented and confirmed in constant time.
+impl Token {
+    /// The token as the decision reads it.
+    pub fn as_ref(&self) -> TokenRef<'_> {
+        TokenRef {
+            id: &self.id,
+            app: self.app.as_deref(),
+            realm: &self.realm,
+            scopes: self.scopes,
+            active: self.active,
+            all_apps: self.all_apps,
+            not_before: self.not_before,
+            expires_at: self.expires_at,
+            origins: &self.origins,
+        }
+    }
+}
+
+/// A token as the decision reads it, borrowed from a store or a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenRef<'a> {
+    pub id: &'a str,
+    pub app: Option<&'a str>,
+    pub realm: &'a str,
+    pub scopes: Scopes,
+    pub active: bool,
+    pub all_apps: bool,
+    pub not_before: Option<u64>,
+    pub expires_at: Option<u64>,
+    pub origins: &'a [OriginRule],
+}
+
+/// A token whose secret was presented and confirmed in constant time: the only
+/// way for the rest of the filter to get at a token.
 #[derive(Debug, Clone)]
 pub struct Verified<'a> {
-    /// Borrowed from a token store, or owned when read from shared data.
-    pub token: std::borrow::Cow<'a, Token>,
+    found: Found<'a>,
     /// Which of the token's secrets was presented.
     pub kind: Kind,
+}
+
+#[derive(Debug, Clone)]
+enum Found<'a> {
+    /// In the policy's own store.
+    Stored(TokenRef<'a>),
+    /// Decoded from a shared-data record (large-set mode).
+    Owned(Token),
+}
+
+impl<'a> Verified<'a> {
+    pub fn stored(token: TokenRef<'a>, kind: Kind) -> Verified<'a> {
+        Verified {
+            found: Found::Stored(token),
+            kind,
+        }
+    }
+
+    pub fn owned(token: Token, kind: Kind) -> Verified<'static> {
+        Verified {
+            found: Found::Owned(token),
+            kind,
+        }
+    }
+
+    pub fn token(&self) -> TokenRef<'_> {
+        match &self.found {
+            Found::Stored(t) => *t,
+            Found::Owned(t) => t.as_ref(),
+        }
+    }
 }
 
 /// Where tokens are looked up: the policy's own store, or (for very large sets)
@@ -235,146 +304,176 @@ impl Lookup for TokenStore {
     }
 }
 
+const RECORD_FORMAT: u8 = 1;
+const R_ACTIVE: u8 = 1;
+const R_ALL_APPS: u8 = 2;
+const R_CLIENT: u8 = 4;
+const R_APP: u8 = 8;
+
+/// Appends the fields of binary records.
+pub(crate) struct RecordWriter<'a>(pub &'a mut Vec<u8>);
+
+impl RecordWriter<'_> {
+    fn str(&mut self, s: &str) {
+        // Lengths are capped by the configuration's own limits; a longer value is
+        // cut at a character boundary rather than wrapping the length.
+        let mut n = s.len().min(u16::MAX as usize);
+        while !s.is_char_boundary(n) {
+            n -= 1;
+        }
+        self.0.extend_from_slice(&(n as u16).to_le_bytes());
+        self.0.extend_from_slice(&s.as_bytes()[..n]);
+    }
+
+    pub(crate) fn opt_u64(&mut self, v: Option<u64>) {
+        match v {
+            None => self.0.push(0),
+            Some(v) => {
+                self.0.push(1);
+                self.0.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+    }
+
+    pub(crate) fn origins(&mut self, origins: &[OriginRule]) {
+        self.0
+            .extend_from_slice(&(origins.len().min(u16::MAX as usize) as u16).to_le_bytes());
+        for o in origins.iter().take(u16::MAX as usize) {
+            let (tag, s) = match o {
+                OriginRule::Any => (0, ""),
+                OriginRule::Subdomain(d) => (1, d.as_str()),
+                OriginRule::EndsWith(d) => (2, d.as_str()),
+                OriginRule::StartsWith(d) => (3, d.as_str()),
+                OriginRule::Exact(d) => (4, d.as_str()),
+            };
+            self.0.push(tag);
+            self.str(s);
+        }
+    }
+}
+
+/// Reads binary records: checked slicing, `None` on anything short or malformed.
+pub(crate) struct Cursor<'a>(pub &'a [u8]);
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let (head, rest) = self.0.split_at_checked(n)?;
+        self.0 = rest;
+        Some(head)
+    }
+
+    fn u8(&mut self) -> Option<u8> {
+        Some(self.take(1)?[0])
+    }
+
+    fn u16(&mut self) -> Option<u16> {
+        Some(u16::from_le_bytes(self.take(2)?.try_into().ok()?))
+    }
+
+    pub(crate) fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+
+    pub(crate) fn opt_u64(&mut self) -> Option<Option<u64>> {
+        match self.u8()? {
+            0 => Some(None),
+            1 => Some(Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))),
+            _ => None,
+        }
+    }
+
+    fn str(&mut self) -> Option<&'a str> {
+        let n = self.u16()? as usize;
+        std::str::from_utf8(self.take(n)?).ok()
+    }
+
+    pub(crate) fn origins(&mut self) -> Option<Vec<OriginRule>> {
+        let n = self.u16()? as usize;
+        let mut out = Vec::with_capacity(n.min(64));
+        for _ in 0..n {
+            let tag = self.u8()?;
+            let s = self.str()?.to_string();
+            out.push(match tag {
+                0 if s.is_empty() => OriginRule::Any,
+                1 => OriginRule::Subdomain(s),
+                2 => OriginRule::EndsWith(s),
+                3 => OriginRule::StartsWith(s),
+                4 => OriginRule::Exact(s),
+                _ => return None,
+            });
+        }
+        Some(out)
+    }
+}
+
 /// A token's record in shared data (large-set mode): everything but the secret,
-/// which is the key (its digest).
-pub fn encode_record(t: &Token, kind: Kind) -> Vec<u8> {
-    let origins: Vec<String> = t
-        .origins
-        .iter()
-        .map(|o| match o {
-            OriginRule::Any => "*".to_string(),
-            OriginRule::Subdomain(d) => format!("*.{d}"),
-            OriginRule::EndsWith(s) => format!("*{s}"),
-            OriginRule::StartsWith(s) => format!("{s}*"),
-            OriginRule::Exact(s) => s.clone(),
-        })
-        .collect();
-    let scopes: Vec<&str> = Scope::ALL
-        .into_iter()
-        .filter(|s| t.scopes.contains(*s))
-        .map(Scope::name)
-        .collect();
-    serde_json::json!({
-        "id": t.id, "app": t.app, "scopes": scopes, "active": t.active,
-        "not_before": t.not_before, "expires_at": t.expires_at,
-        "kind": kind.name(), "origins": origins,
-        "realm": &*t.realm, "all_apps": t.all_apps,
-    })
-    .to_string()
-    .into_bytes()
+/// which is the key (its digest). Binary, so a lookup costs a few slices rather
+/// than a JSON parse.
+pub fn encode_record(t: &TokenRef, kind: Kind) -> Vec<u8> {
+    let mut b = Vec::with_capacity(32 + t.id.len() + t.app.map_or(0, str::len) + t.realm.len());
+    b.push(RECORD_FORMAT);
+    b.push(
+        if t.active { R_ACTIVE } else { 0 }
+            | if t.all_apps { R_ALL_APPS } else { 0 }
+            | if kind == Kind::Client { R_CLIENT } else { 0 }
+            | if t.app.is_some() { R_APP } else { 0 },
+    );
+    b.push(t.scopes.bits());
+    let mut w = RecordWriter(&mut b);
+    w.opt_u64(t.not_before);
+    w.opt_u64(t.expires_at);
+    w.str(t.id);
+    if let Some(a) = t.app {
+        w.str(a);
+    }
+    w.str(t.realm);
+    w.origins(t.origins);
+    b
 }
 
 /// Reads a record written by [`encode_record`]; `None` for anything else.
 pub fn decode_record(v: &[u8]) -> Option<(Token, Kind)> {
-    let j: serde_json::Value = serde_json::from_slice(v).ok()?;
-    let kind = match j.get("kind")?.as_str()? {
-        "client" => Kind::Client,
-        _ => Kind::Server,
+    let mut c = Cursor(v);
+    if c.u8()? != RECORD_FORMAT {
+        return None;
+    }
+    let flags = c.u8()?;
+    let scopes = Scopes::from_bits(c.u8()?);
+    let not_before = c.opt_u64()?;
+    let expires_at = c.opt_u64()?;
+    let id = c.str()?.to_string();
+    let app = if flags & R_APP != 0 {
+        Some(c.str()?.to_string())
+    } else {
+        None
     };
-    let scopes = j
-        .get("scopes")?
-        .as_array()?
-        .iter()
-        .filter_map(|s| s.as_str().and_then(Scope::parse))
-        .collect();
-    let origins = j
-        .get("origins")?
-        .as_array()?
-        .iter()
-        .filter_map(|o| o.as_str().and_then(OriginRule::parse))
-        .collect();
+    let realm = std::rc::Rc::from(c.str()?);
+    let origins = c.origins()?;
+    if !c.0.is_empty() {
+        return None;
+    }
+    let kind = if flags & R_CLIENT != 0 {
+        Kind::Client
+    } else {
+        Kind::Server
+    };
     Some((
         Token {
-            id: j.get("id")?.as_str()?.to_string(),
-            app: j.get("app").and_then(|a| a.as_str()).map(str::to_string),
+            id,
+            app,
             scopes,
-            active: j.get("active")?.as_bool()?,
-            not_before: j.get("not_before").and_then(|v| v.as_u64()),
-            expires_at: j.get("expires_at").and_then(|v| v.as_u64()),
+            active: flags & R_ACTIVE != 0,
+            not_before,
+            expires_at,
             origins,
-            realm: std::rc::Rc::from(j.get("realm")?.as_str()?),
-            all_apps: j.get("all_apps")?.as_bool()?,
+            realm,
+            all_apps: flags & R_ALL_APPS != 0,
         },
         kind,
     ))
 }
 
-/// All tokens of a policy, indexed by the digests of their secrets.
-#[derive(Debug, Default)]
-pub struct TokenStore {
-    tokens: Vec<Token>,
-    index: HashMap<Digest, (usize, Kind)>,
-    ids: HashMap<String, usize>,
-}
-
-/// Why a token could not be added.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StoreError {
-    DuplicateId(String),
-    /// The secret's digest is already used by the token with this id.
-    DuplicateSecret(String),
-}
-
-impl TokenStore {
-    pub fn len(&self) -> usize {
-        self.tokens.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.tokens.is_empty()
-    }
-
-    pub fn tokens(&self) -> &[Token] {
-        &self.tokens
-    }
-
-    /// Every secret digest with its token and kind (for publishing to shared data).
-    pub fn entries(&self) -> impl Iterator<Item = (&Digest, &Token, Kind)> {
-        self.index
-            .iter()
-            .map(|(d, (at, k))| (d, &self.tokens[*at], *k))
-    }
-
-    /// Adds a token with its secrets (digests and kinds).
-    pub fn insert(&mut self, token: Token, secrets: &[(Digest, Kind)]) -> Result<(), StoreError> {
-        if self.ids.contains_key(&token.id) {
-            return Err(StoreError::DuplicateId(token.id));
-        }
-        for (i, (d, _)) in secrets.iter().enumerate() {
-            let dup_in_self = secrets[..i].iter().any(|(e, _)| e == d);
-            if let Some((other, _)) = self.index.get(d) {
-                return Err(StoreError::DuplicateSecret(self.tokens[*other].id.clone()));
-            }
-            if dup_in_self {
-                return Err(StoreError::DuplicateSecret(token.id));
-            }
-        }
-        let at = self.tokens.len();
-        for (d, kind) in secrets {
-            self.index.insert(*d, (at, *kind));
-        }
-        self.ids.insert(token.id.clone(), at);
-        self.tokens.push(token);
-        Ok(())
-    }
-
-    /// Finds the token whose secret is `presented`.
-    pub fn verify(&self, presented: &[u8]) -> Option<Verified<'_>> {
-        let d = digest(presented);
-        let (at, kind) = *self.index.get(&d)?;
-        // The map compared digests already; confirm in constant time so the proof
-        // value exists only after a constant-time equality on the full digest.
-        let stored = self.index.get_key_value(&d).map(|(k, _)| k)?;
-        if bool::from(stored.ct_eq(&d)) {
-            Some(Verified {
-                token: std::borrow::Cow::Borrowed(&self.tokens[at]),
-                kind,
-            })
-        } else {
-            None
-        }
-    }
-}
+pub use crate::store::{StoreBuilder, StoreError, TokenStore};
 
 #[cfg(test)]
 mod tests {
@@ -385,35 +484,21 @@ mod tests {
     }
 
     #[test]
-    fn verify_finds_by_secret_and_kind() {
-        let mut s = TokenStore::default();
-        s.insert(
-            token("a"),
-            &[
-                (digest(b"srv"), Kind::Server),
-                (digest(b"cli"), Kind::Client),
-            ],
-        )
-        .unwrap();
-        assert_eq!(s.verify(b"srv").unwrap().token.id, "a");
-        assert_eq!(s.verify(b"cli").unwrap().kind, Kind::Client);
-        assert!(s.verify(b"other").is_none());
-        assert!(s.verify(b"").is_none());
-    }
-
-    #[test]
-    fn duplicates_are_refused() {
-        let mut s = TokenStore::default();
-        s.insert(token("a"), &[(digest(b"x"), Kind::Server)])
-            .unwrap();
-        assert_eq!(
-            s.insert(token("a"), &[(digest(b"y"), Kind::Server)]),
-            Err(StoreError::DuplicateId("a".into()))
-        );
-        assert_eq!(
-            s.insert(token("b"), &[(digest(b"x"), Kind::Server)]),
-            Err(StoreError::DuplicateSecret("a".into()))
-        );
+    fn records_round_trip_and_refuse_junk() {
+        let t = Token {
+            app: Some("app".into()),
+            scopes: [Scope::Events].into_iter().collect(),
+            expires_at: Some(99),
+            origins: vec![OriginRule::Any, OriginRule::Exact("a.b".into())],
+            realm: std::rc::Rc::from("jitsu"),
+            ..Token::new("id-1")
+        };
+        let r = encode_record(&t.as_ref(), Kind::Client);
+        assert_eq!(decode_record(&r), Some((t, Kind::Client)));
+        for cut in 0..r.len() {
+            assert_eq!(decode_record(&r[..cut]), None);
+        }
+        assert_eq!(decode_record(b"{\"id\":\"x\"}"), None);
     }
 
     #[test]
