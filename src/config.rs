@@ -1082,12 +1082,13 @@ fn store_error(e: StoreError) -> ConfigError {
         },
         StoreError::DuplicateSecret { at, other } => ConfigError {
             path: format!("tokens[{at}]"),
-            message: format!("secret already used by token \"{other}\" (every secret must be unique)"),
+            message: format!(
+                "secret already used by token \"{other}\" (every secret must be unique)"
+            ),
         },
         StoreError::TooLarge => ConfigError {
             path: "tokens".into(),
-            message: "too many tokens (the store holds up to 2^31 secrets and 4 GiB of ids)"
-                .into(),
+            message: "too many tokens (the store holds up to 2^31 secrets and 4 GiB of ids)".into(),
         },
     }
 }
@@ -1223,9 +1224,7 @@ fn fast_token<'a>(
             };
             ([(d, kind), none], 1)
         }
-        (None, Some(s), Some(c)) if f.kind.is_none() => {
-            ([(s, Kind::Server), (c, Kind::Client)], 2)
-        }
+        (None, Some(s), Some(c)) if f.kind.is_none() => ([(s, Kind::Server), (c, Kind::Client)], 2),
         (None, Some(s), None) if f.kind.is_none() => ([(s, Kind::Server), none], 1),
         (None, None, Some(c)) if f.kind.is_none() => ([(c, Kind::Client), none], 1),
         _ => return None,
@@ -1370,7 +1369,6 @@ fn compile_token(
     }
     Ok(())
 }
-
 
 /// Apps: the per-app S2S switch, and SDK signature settings with templates.
 struct Apps {

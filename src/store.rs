@@ -27,9 +27,9 @@
 
 use subtle::ConstantTimeEq;
 
-use crate::token::{digest, Digest, Kind, OriginRule, Scopes, TokenRef, Verified};
 #[cfg(test)]
 use crate::token::Token;
+use crate::token::{digest, Digest, Kind, OriginRule, Scopes, TokenRef, Verified};
 
 const MAGIC: &[u8; 4] = b"S2ST";
 const FORMAT: u8 = 1;
@@ -46,9 +46,15 @@ const EXTRA: u8 = 4;
 /// Why a token could not be added; `at` is the position of the token at fault.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreError {
-    DuplicateId { at: usize, id: String },
+    DuplicateId {
+        at: usize,
+        id: String,
+    },
     /// The secret's digest is already used by the token `other`.
-    DuplicateSecret { at: usize, other: String },
+    DuplicateSecret {
+        at: usize,
+        other: String,
+    },
     /// More tokens, secrets or bytes than the layout's 31-bit indexes hold.
     TooLarge,
 }
@@ -63,12 +69,10 @@ struct Extra {
 
 impl Extra {
     fn of(t: &TokenRef) -> Option<Extra> {
-        (t.not_before.is_some() || t.expires_at.is_some() || !t.origins.is_empty()).then(|| {
-            Extra {
-                not_before: t.not_before,
-                expires_at: t.expires_at,
-                origins: t.origins.to_vec(),
-            }
+        (t.not_before.is_some() || t.expires_at.is_some() || !t.origins.is_empty()).then(|| Extra {
+            not_before: t.not_before,
+            expires_at: t.expires_at,
+            origins: t.origins.to_vec(),
         })
     }
 }
@@ -176,7 +180,9 @@ impl TokenStore {
             realms,
             extras,
         };
-        store.check(ids_len, app_bytes, realm_bytes).then_some(store)
+        store
+            .check(ids_len, app_bytes, realm_bytes)
+            .then_some(store)
     }
 
     /// The structural checks [`from_blob`](Self::from_blob) relies on.
@@ -199,7 +205,12 @@ impl TokenStore {
             })
         };
         if !arena(self.app_ends_at, self.apps, self.app_bytes_at, app_bytes)
-            || !arena(self.realm_ends_at, self.realms, self.realm_bytes_at, realm_bytes)
+            || !arena(
+                self.realm_ends_at,
+                self.realms,
+                self.realm_bytes_at,
+                realm_bytes,
+            )
         {
             return false;
         }
@@ -211,8 +222,7 @@ impl TokenStore {
             let end = r.id_end as usize;
             if end < prev
                 || end > ids_len
-                || b
-                    .get(self.ids_at + prev..self.ids_at + end)
+                || b.get(self.ids_at + prev..self.ids_at + end)
                     .is_none_or(|p| std::str::from_utf8(p).is_err())
                 || (r.app != NO_APP && r.app as usize >= self.apps)
                 || usize::from(r.realm) >= self.realms
@@ -278,7 +288,10 @@ impl TokenStore {
     }
 
     fn extra(&self, i: usize) -> Option<&Extra> {
-        let at = self.extras.binary_search_by_key(&(i as u32), |e| e.0).ok()?;
+        let at = self
+            .extras
+            .binary_search_by_key(&(i as u32), |e| e.0)
+            .ok()?;
         Some(&self.extras[at].1)
     }
 
@@ -543,9 +556,7 @@ impl StoreBuilder {
         });
         for w in order.windows(2) {
             let (a, b) = (w[0] as usize, w[1] as usize);
-            if self.ids[id_of(a, &self.records)]
-                == self.ids[id_of(b, &self.records)]
-            {
+            if self.ids[id_of(a, &self.records)] == self.ids[id_of(b, &self.records)] {
                 keep(
                     StoreError::DuplicateId {
                         at: b,
@@ -837,7 +848,10 @@ mod tests {
         let good = s.blob().to_vec();
         assert!(TokenStore::from_blob(good.clone()).is_some());
         for cut in 0..good.len() {
-            assert!(TokenStore::from_blob(good[..cut].to_vec()).is_none(), "cut {cut}");
+            assert!(
+                TokenStore::from_blob(good[..cut].to_vec()).is_none(),
+                "cut {cut}"
+            );
         }
         for at in 0..good.len() {
             for x in [0x01u8, 0x80, 0xff] {
