@@ -479,10 +479,6 @@ pub use crate::store::{StoreBuilder, StoreError, TokenStore};
 mod tests {
     use super::*;
 
-    fn token(id: &str) -> Token {
-        Token::new(id)
-    }
-
     #[test]
     fn records_round_trip_and_refuse_junk() {
         let t = Token {
