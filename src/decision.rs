@@ -222,6 +222,29 @@ pub fn decide_partial(
     decide_inner(policy, tokens, view, None, true, now)
 }
 
+/// A request decided at its headers as bodiless (its framing announced no body)
+/// whose body has bytes after all: refused on a protected route, even now (the
+/// upstream request is then reset before it completes).
+pub fn unannounced_body(policy: &Policy, view: &RequestView) -> Option<Decision> {
+    let Ok(Resolved {
+        routing: Routing::Route(route),
+        ..
+    }) = resolve(policy, view)
+    else {
+        return None;
+    };
+    Some(refuse(
+        policy,
+        view,
+        Some(route),
+        Outcome::Ambiguous,
+        Some(Ambiguity {
+            class: Class::BodyLength,
+            field: b"body".to_vec(),
+        }),
+    ))
+}
+
 /// Request trailers of a request decided (and forwarded) at its headers: a trailer
 /// naming a header the route's decision reads refuses it, even now (the upstream
 /// request is then reset before it completes). `view.trailers` holds them.

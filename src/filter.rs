@@ -209,6 +209,7 @@ impl RootContext for Root {
             view: None,
             decided: None,
             body_size: 0,
+            announced_empty: false,
             response_headers: Vec::new(),
         }))
     }
@@ -231,6 +232,9 @@ struct Stream {
     decided: Option<RequestView>,
     /// Bytes of body buffered so far (Envoy reports the buffered total).
     body_size: usize,
+    /// Decided at its headers as bodiless from its framing, before the host said
+    /// the stream ended: a body with bytes is refused.
+    announced_empty: bool,
     /// Headers to add to the response (CORS).
     response_headers: Vec<(String, Vec<u8>)>,
 }
@@ -468,7 +472,12 @@ impl HttpContext for Stream {
         };
         let policy = &loaded.policy;
         let mut view = RequestView::from_headers(self.get_http_request_headers_bytes());
-        view.has_body = !end_of_stream;
+        view.has_body = !end_of_stream
+            && !crate::reading::announced_empty(&view, || {
+                self.get_property(vec!["request", "protocol"])
+                    .is_some_and(|p| p.starts_with(b"HTTP/1"))
+            });
+        self.announced_empty = !end_of_stream && !view.has_body;
         let now = self.now();
         if view.has_body && decision::needs_body(policy, &view) {
             let partial =
@@ -517,8 +526,8 @@ impl HttpContext for Stream {
             Act::Forward(f) => {
                 self.apply_headers(f);
                 self.response_headers = f.response_headers.clone();
-                if view.has_body {
-                    // Trailers may still come (HTTP/2): they are checked then.
+                if !end_of_stream {
+                    // A body or trailers may still come: they are checked then.
                     self.decided = Some(view);
                 }
                 Action::Continue
@@ -527,6 +536,25 @@ impl HttpContext for Stream {
     }
 
     fn on_http_request_body(&mut self, size: usize, end_of_stream: bool) -> Action {
+        if self.announced_empty && size > 0 {
+            // Decided as bodiless from its framing: bytes now are a second reading.
+            self.announced_empty = false;
+            let refusal = self
+                .loaded
+                .clone()
+                .or_else(|| self.inline.clone())
+                .zip(self.decided.as_ref())
+                .and_then(|(l, v)| decision::unannounced_body(&l.policy, v).map(|d| (l, d)));
+            if let Some((_, d)) = refusal {
+                self.decided = None;
+                self.count(&d);
+                self.log(&d);
+                if let Act::Respond(r) = &d.action {
+                    self.respond(r);
+                    return Action::Pause;
+                }
+            }
+        }
         let (Some(loaded), Some(view)) = (self.loaded.clone(), self.view.as_ref()) else {
             return Action::Continue;
         };

@@ -619,6 +619,22 @@ pub fn is_form_media_type(ct: &[u8]) -> bool {
     true
 }
 
+/// Whether the request's framing says it has no body although the host has not
+/// said the stream ended: `Content-Length: 0`, or, over HTTP/1 (`http1()`, asked
+/// only when needed), neither `Content-Length` nor `Transfer-Encoding` (RFC 9112
+/// §6.3). Some hosts (nginx's ngx_wasm_module) never report the end of the
+/// stream with the headers. A body that arrives anyway is refused by the adapter.
+pub fn announced_empty(view: &RequestView, http1: impl FnOnce() -> bool) -> bool {
+    if view.header_values("transfer-encoding").next().is_some() {
+        return false;
+    }
+    match content_length(view) {
+        Ok(Some(0)) => true,
+        Ok(None) => http1(),
+        _ => false,
+    }
+}
+
 /// The announced body length: `Ok(None)` when not given; an ambiguity when it is
 /// given twice or cannot be read as one number.
 pub fn content_length(view: &RequestView) -> Result<Option<usize>, Ambiguity> {

@@ -185,6 +185,11 @@ pub struct Request {
     pub mtls: bool,
     /// The downstream protocol (HTTP/1.1 unless set).
     pub protocol: Protocol,
+    /// Model a host that never reports the end of the stream with the headers
+    /// (nginx's ngx_wasm_module): `end_of_stream` is false in the headers
+    /// callback, and one empty body callback with `end_of_stream` true follows
+    /// when the request has no body.
+    pub headers_never_end_stream: bool,
 }
 
 impl Request {
@@ -201,6 +206,7 @@ impl Request {
             source_address: "203.0.113.7:41234".into(),
             mtls: false,
             protocol: Protocol::Http11,
+            headers_never_end_stream: false,
         }
     }
 
@@ -291,6 +297,12 @@ impl Request {
                 if !self.trailers.is_empty() {
                     frames.push_back(Frame::Trailers(self.trailers.clone()));
                 }
+                if n == 0 && self.trailers.is_empty() && self.headers_never_end_stream {
+                    frames.push_back(Frame::Data {
+                        bytes: Vec::new(),
+                        eos: true,
+                    });
+                }
             }
         }
         frames
@@ -299,7 +311,7 @@ impl Request {
     /// Whether the request headers end the stream (no body, no trailers; over
     /// HTTP/1.1 trailers need chunked framing, so a body follows).
     fn headers_end_stream(&self) -> bool {
-        self.body.is_empty() && self.trailers.is_empty()
+        self.body.is_empty() && self.trailers.is_empty() && !self.headers_never_end_stream
     }
 
     /// The header map Envoy hands the filter: pseudo-headers first, then the request's

@@ -1,0 +1,96 @@
+//! Requests whose framing announces no body, on hosts that report the end of the
+//! stream late (nginx's ngx_wasm_module passes `end_of_stream` false with the
+//! headers of every request): decided at the headers as bodiless when the framing
+//! says so, and refused if bytes arrive after all. Through the compiled `.wasm`.
+
+mod common;
+
+use common::WasmRunner;
+use s2s_guard_host::{header_value, Request};
+
+const TOKEN: &str = "v8s5opi0zs45607l8h8c48wak2vxb5oe";
+const APP: &str = "abc123kuvada7";
+
+fn config() -> String {
+    format!(
+        r#"{{"presets": ["adjust"], "app_authentication_default": true,
+  "tokens": [{{"id": "adj-events", "secret": "{TOKEN}", "app": "{APP}", "scopes": ["events"]}}]}}"#
+    )
+}
+
+fn event(token: Option<&str>) -> Request {
+    let mut r = Request::post(&format!("/event?s2s=1&app_token={APP}&event_token=xyzklm"));
+    if let Some(t) = token {
+        r.headers
+            .push(("authorization".into(), format!("Bearer {t}").into_bytes()));
+    }
+    r.headers_never_end_stream = true;
+    r
+}
+
+#[test]
+fn late_end_of_stream_with_empty_framing_is_decided_at_the_headers() {
+    let mut w = WasmRunner::new();
+    let cfg = config();
+    let mut rows = Vec::new();
+    // HTTP/1.1 without Content-Length or Transfer-Encoding: no body (RFC 9112 6.3).
+    rows.push(("http1, no framing, valid", event(Some(TOKEN)), true, 200));
+    // Adjust answers rejected S2S requests with 202 and a reason.
+    rows.push(("http1, no framing, missing", event(None), false, 202));
+    rows.push(("http1, no framing, wrong", event(Some("nope")), false, 202));
+    let mut cl0 = event(Some(TOKEN));
+    cl0.headers.push(("content-length".into(), b"0".to_vec()));
+    rows.push(("http1, content-length 0, valid", cl0.clone(), true, 200));
+    // HTTP/2 without Content-Length: a body may follow, so the form is awaited
+    // (and none is there: no form content type, refused as unreadable).
+    let h2 = event(Some(TOKEN)).http2();
+    rows.push(("http2, no framing", h2, false, 415));
+    // HTTP/2 with Content-Length 0: bodiless.
+    rows.push(("http2, content-length 0", cl0.clone().http2(), true, 200));
+    let mut failures = Vec::new();
+    for (name, req, forwarded, status) in rows {
+        let o = w.run(&cfg, &req);
+        if o.forwarded != forwarded || o.status != status {
+            failures.push(format!(
+                "{name}: forwarded={} status={} body={:?}",
+                o.forwarded,
+                o.status,
+                String::from_utf8_lossy(&o.body)
+            ));
+        }
+        if forwarded {
+            if let Some(up) = &o.upstream {
+                assert_eq!(
+                    header_value(up, "x-s2s-guard-token-id"),
+                    Some(&b"adj-events"[..]),
+                    "{name}"
+                );
+                assert_eq!(header_value(up, "authorization"), None, "{name}");
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+#[test]
+fn bytes_after_an_announced_empty_body_are_refused() {
+    let mut w = WasmRunner::new();
+    let cfg = config();
+    // Content-Length 0, then a body naming another app (a second reading).
+    let mut r = event(Some(TOKEN)).http2();
+    r.headers.push(("content-length".into(), b"0".to_vec()));
+    r.headers.push((
+        "content-type".into(),
+        b"application/x-www-form-urlencoded".to_vec(),
+    ));
+    r.body = b"app_token=otherapp1".to_vec();
+    let o = w.run(&cfg, &r);
+    assert!(!o.forwarded, "forwarded: {o:?}");
+    assert_eq!(o.status, 400, "{:?}", String::from_utf8_lossy(&o.body));
+    assert_eq!(
+        o.counters.get("s2s_guard.ambiguous.class.body_length"),
+        Some(&1),
+        "{:?}",
+        o.counters
+    );
+}
