@@ -224,6 +224,10 @@ pub struct Keys {
     /// With a bundle key: the set's bundle signature, and the meta's tag.
     pub sig: String,
     pub meta_sig: String,
+    /// Copy mode: the compiled token store every worker adopts as it is (no
+    /// parse, one copy), and its tag with a bundle key.
+    pub store: String,
+    pub store_sig: String,
 }
 
 pub fn keys(name: &str) -> Keys {
@@ -235,6 +239,8 @@ pub fn keys(name: &str) -> Keys {
         token_prefix: format!("s2s-guard/{name}/t/"),
         sig: format!("s2s-guard/{name}/sig"),
         meta_sig: format!("s2s-guard/{name}/meta-sig"),
+        store: format!("s2s-guard/{name}/store"),
+        store_sig: format!("s2s-guard/{name}/store-sig"),
     }
 }
 

@@ -334,7 +334,7 @@ impl Distribution {
                     self.confirmed(now, stored);
                     return None;
                 }
-                let policy = match config::parse_with_set(config, Some(&body)) {
+                let mut policy = match config::parse_with_set(config, Some(&body)) {
                     Ok(p) => p,
                     Err(e) => {
                         let kind = if e.message.starts_with("not valid JSON")
@@ -388,16 +388,17 @@ impl Distribution {
                 if self.src.shared_lookup {
                     // Records first: a reader that sees the new version finds them.
                     self.publish_records(&policy);
-                    let meta = config::set_meta(&body).unwrap_or_default();
-                    if let Some(k) = &self.publish_key {
-                        let _ = hostcalls::set_shared_data(
-                            &self.keys.meta_sig,
-                            Some(&distribution::tag(k, &meta)),
-                            None,
-                        );
-                    }
-                    let _ = hostcalls::set_shared_data(&self.keys.meta, Some(&meta), None);
+                } else {
+                    // Copy mode: workers adopt the compiled store as it is.
+                    policy.tokens.set_tag(digest);
+                    self.publish_sealed(
+                        &self.keys.store,
+                        &self.keys.store_sig,
+                        policy.tokens.blob(),
+                    );
                 }
+                let meta = config::set_meta(&body).unwrap_or_default();
+                self.publish_sealed(&self.keys.meta, &self.keys.meta_sig, &meta);
                 if self.src.bundle_key.is_some() {
                     // Workers verify what they load: in Istio every plugin of the
                     // proxy shares the shared-data namespace.
@@ -419,6 +420,33 @@ impl Distribution {
                 Some(self.swap_in(record, policy, current, count))
             }
         }
+    }
+
+    /// Writes a value and, when the source signs, its tag (tag first: a reader
+    /// that sees the value finds the tag that goes with it).
+    fn publish_sealed(&self, key: &str, sig_key: &str, value: &[u8]) {
+        if let Some(k) = &self.publish_key {
+            let _ = hostcalls::set_shared_data(sig_key, Some(&distribution::tag(k, value)), None);
+        }
+        let _ = hostcalls::set_shared_data(key, Some(value), None);
+    }
+
+    /// Reads a value written by [`publish_sealed`](Self::publish_sealed), checking
+    /// its tag when the source signs: `Err` for a value that does not verify.
+    fn read_sealed(&self, key: &str, sig_key: &str) -> Result<Option<Vec<u8>>, ()> {
+        let Ok((Some(value), _)) = hostcalls::get_shared_data(key) else {
+            return Ok(None);
+        };
+        if let Some(k) = &self.publish_key {
+            let sig = hostcalls::get_shared_data(sig_key)
+                .ok()
+                .and_then(|(v, _)| v)
+                .unwrap_or_default();
+            if !constant_eq(&sig, &distribution::tag(k, &value)) {
+                return Err(());
+            }
+        }
+        Ok(Some(value))
     }
 
     fn stored(&self) -> Option<VersionRecord> {
@@ -454,21 +482,50 @@ impl Distribution {
         }
         if self.src.shared_lookup {
             // Large-set mode: never copy the whole set into a reader.
-            let Ok((Some(meta), _)) = hostcalls::get_shared_data(&self.keys.meta) else {
-                return None;
-            };
-            if let Some(k) = &self.publish_key {
-                let sig = hostcalls::get_shared_data(&self.keys.meta_sig)
-                    .ok()
-                    .and_then(|(v, _)| v)
-                    .unwrap_or_default();
-                if !constant_eq(&sig, &distribution::tag(k, &meta)) {
-                    return self.refuse_published(record, "meta signature does not verify", count);
+            let meta = match self.read_sealed(&self.keys.meta, &self.keys.meta_sig) {
+                Ok(Some(m)) => m,
+                Ok(None) => return None,
+                Err(()) => {
+                    return self.refuse_published(record, "meta signature does not verify", count)
                 }
-            }
+            };
             let parsed = config::parse_with_set_without_tokens(config, &meta);
             return self.accept_published(record, parsed, current, count);
         }
+        // Copy mode: the compiled store the fetcher published for this version,
+        // adopted as it is (one copy, no parse) ...
+        match self.read_sealed(&self.keys.store, &self.keys.store_sig) {
+            Err(()) => {
+                return self.refuse_published(record, "store signature does not verify", count)
+            }
+            Ok(Some(blob)) => match crate::token::TokenStore::from_blob(blob) {
+                None => return self.refuse_published(record, "store is malformed", count),
+                Some(store) if store.tag() == Some(record.digest) => {
+                    let meta = match self.read_sealed(&self.keys.meta, &self.keys.meta_sig) {
+                        Ok(Some(m)) => m,
+                        Ok(None) => return None,
+                        Err(()) => {
+                            return self.refuse_published(
+                                record,
+                                "meta signature does not verify",
+                                count,
+                            )
+                        }
+                    };
+                    let parsed =
+                        config::parse_with_set_without_tokens(config, &meta).map(|mut p| {
+                            p.tokens = store;
+                            p
+                        });
+                    return self.accept_published(record, parsed, current, count);
+                }
+                // Another version's store: the set itself, below, if it is this one.
+                Some(_) => {}
+            },
+            Ok(None) => {}
+        }
+        // ... or the set as published (by an operator tool, or a fetcher of an
+        // earlier release), parsed here.
         let Ok((Some(set), _)) = hostcalls::get_shared_data(&self.keys.set) else {
             return None;
         };

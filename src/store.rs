@@ -130,6 +130,13 @@ impl TokenStore {
         self.blob.get(HEADER - 32..HEADER)?.try_into().ok()
     }
 
+    /// Marks the store as compiled from the set with this digest.
+    pub fn set_tag(&mut self, tag: Digest) {
+        if let Some(t) = self.blob.get_mut(HEADER - 32..HEADER) {
+            t.copy_from_slice(&tag);
+        }
+    }
+
     /// The store as bytes, for publishing into shared data.
     pub fn blob(&self) -> &[u8] {
         &self.blob

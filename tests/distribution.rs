@@ -739,3 +739,73 @@ fn shared_lookup_records_are_sealed_with_a_bundle_key() {
     assert_eq!(status_on_all(&mut h, "forged"), vec![401; 2]);
     assert_eq!(status_on_all(&mut h, "a1"), vec![200; 2]);
 }
+
+/// Copy mode: readers adopt the compiled store a fetcher published for the
+/// version in force (no parse of the set); a store of another version is not
+/// taken for this one, and with a bundle key a store whose tag does not verify is
+/// refused.
+#[test]
+fn readers_adopt_the_published_store_and_refuse_a_forged_one() {
+    let compiled = |tokens: &[&str], set: &str| {
+        let policy = s2s_guard::config::parse_with_set(
+            br#"{"presets": ["swaarm"]}"#,
+            Some(jitsu_set(tokens).as_bytes()),
+        )
+        .unwrap();
+        let mut store = policy.tokens;
+        use sha2::Digest;
+        store.set_tag(sha2::Sha256::digest(set.as_bytes()).into());
+        store.blob().to_vec()
+    };
+    for signed in [false, true] {
+        let key = if signed {
+            format!(r#", "bundle_key": "{BUNDLE_KEY}""#)
+        } else {
+            String::new()
+        };
+        let cfg = format!(
+            r#"{{"presets": ["swaarm"], "token_source": {{"cluster": "token_service", "path": "/tokens.json", "role": "reader", "name": "ops"{key}}}}}"#
+        );
+        let mut h = Host::new(
+            &load_dist("s2s-guard.wasm"),
+            HostOptions {
+                workers: 2,
+                plugin_config: cfg.as_bytes().to_vec(),
+                ..HostOptions::default()
+            },
+        )
+        .unwrap();
+        // The version names a set nobody published as such: only the store holds it.
+        let set = jitsu_set(&["stored"]);
+        h.set_shared_data("s2s-guard/ops/meta", b"{}");
+        h.set_shared_data("s2s-guard/ops/store", &compiled(&["stored"], &set));
+        h.set_shared_data(
+            "s2s-guard/ops/version",
+            &version_record(&h, 1, set.as_bytes()),
+        );
+        h.advance(1000);
+        if signed {
+            // No tags: refused, never loaded.
+            assert_eq!(status_on_all(&mut h, "stored"), vec![503; 2]);
+            assert!(
+                h.metric("s2s_guard.source.failure.published_signature")
+                    .unwrap()
+                    >= 1
+            );
+        } else {
+            assert_eq!(status_on_all(&mut h, "stored"), vec![200; 2]);
+            assert_eq!(status_on_all(&mut h, "other"), vec![401; 2]);
+            // A store of another version is not this version's: with no set
+            // published either, nothing changes.
+            let next = jitsu_set(&["next"]);
+            h.set_shared_data("s2s-guard/ops/store", &compiled(&["next"], &set));
+            h.set_shared_data(
+                "s2s-guard/ops/version",
+                &version_record(&h, 2, next.as_bytes()),
+            );
+            h.advance(1000);
+            assert_eq!(status_on_all(&mut h, "next"), vec![401; 2]);
+            assert_eq!(status_on_all(&mut h, "stored"), vec![200; 2]);
+        }
+    }
+}
