@@ -33,6 +33,7 @@
 //!   requests on it get Envoy's 503.
 
 mod abi;
+pub mod lines;
 pub mod pairs;
 pub mod serve;
 
