@@ -7,6 +7,9 @@
 //!                      [--out BENCHMARKS.md --section NAME --title T]
 //! s2s-guard-host bench-reload --wasm F --tokens N [--mode copy|shared] [--workers 2]
 //!                      [--noop N.wasm]
+//! s2s-guard-host soak  --wasm F --config C.json --requests R.jsonl[,R2.jsonl]
+//!                      [--count 1000000] [--workers 4] [--samples 20] [--warmup N]
+//!                      [--virtual-days 120] [--seed 1] [--out BENCHMARKS.md --section soak]
 //! s2s-guard-host serve | check-config | write-section ...
 //! ```
 //!
@@ -23,7 +26,8 @@ mod bench;
 fn usage() -> ExitCode {
     eprintln!(
         "usage:\n  s2s-guard-host run --wasm F --config C.json --requests R.jsonl [--workers N] [--table]\n  \
-         s2s-guard-host bench --wasm F --noop N.wasm [--noop-body B.wasm] --config C.json --requests R.jsonl [--iterations K] [--rounds R] [--out FILE]"
+         s2s-guard-host bench --wasm F --noop N.wasm [--noop-body B.wasm] --config C.json --requests R.jsonl [--iterations K] [--rounds R] [--out FILE]\n  \
+         s2s-guard-host soak --wasm F --config C.json --requests R.jsonl[,R2.jsonl] [--count N] [--workers W] [--out FILE]"
     );
     ExitCode::from(2)
 }
@@ -89,6 +93,7 @@ fn main() -> ExitCode {
         "bench" => bench::run(&args),
         "bench-reload" => bench::run_reload(&args),
         "write-section" => bench::write_section_cmd(&args),
+        "soak" => soak(&args),
         "check-config" => check_config(&args),
         "serve" => serve(&args),
         _ => return usage(),
@@ -187,6 +192,60 @@ fn serve(args: &Args) -> Result<ExitCode, String> {
     let served = serve(&compiled, opts, stop, tx)?;
     eprintln!("s2s-guard-host: served {served} requests");
     Ok(ExitCode::SUCCESS)
+}
+
+/// `soak`: a long run of mixed requests (the request files' lines in cycles, signed
+/// requests signed afresh and replayed) with several workers, sampling guest memory
+/// and shared data; fails when memory grows after warm-up, shared data leaves the
+/// replay memory's bound, or a request kind changes outcome (s2s_guard_host::soak).
+fn soak(args: &Args) -> Result<ExitCode, String> {
+    use s2s_guard_host::soak::{run, SoakOptions};
+    let num = |name: &str, default: &str| -> Result<f64, String> {
+        args.get(name)
+            .unwrap_or(default)
+            .replace('_', "")
+            .parse::<f64>()
+            .ok()
+            .filter(|n| *n >= 0.0)
+            .ok_or(format!("bad --{name}"))
+    };
+    let opts = SoakOptions {
+        count: num("count", "1000000")? as usize,
+        workers: num("workers", "4")? as usize,
+        samples: num("samples", "20")? as usize,
+        warmup: num("warmup", "0")? as usize,
+        virtual_days: num("virtual-days", "120")?,
+        seed: num("seed", "1")? as u64,
+    };
+    let wasm = args.need("wasm")?;
+    let config_path = args.need("config")?;
+    let config =
+        std::fs::read(config_path).map_err(|e| format!("cannot read {config_path}: {e}"))?;
+    let requests = args.need("requests")?;
+    let mut lines = Vec::new();
+    for path in requests.split(',') {
+        lines.extend(read_requests(path)?);
+    }
+    let compiled = Compiled::from_file(std::path::Path::new(wasm)).map_err(|e| e.to_string())?;
+    let report = run(&compiled, &config, &lines, opts)?;
+    let inputs = format!(
+        "configuration `{config_path}`, requests `{}`",
+        requests.replace(',', "` and `")
+    );
+    let title = args
+        .get("title")
+        .unwrap_or("Soak: mixed requests, guest memory and shared data over time");
+    let md = report.markdown(title, &inputs);
+    print!("{md}");
+    if let Some(out) = args.get("out") {
+        bench::write_section(out, args.get("section").unwrap_or("soak"), &md)?;
+    }
+    if report.ok() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("s2s-guard-host: soak failed (see the report)");
+        Ok(ExitCode::from(1))
+    }
 }
 
 /// `check-config --wasm F --config C.json`: loads a configuration into the filter,
