@@ -6,7 +6,7 @@ CARGO ?= cargo
 HOST  := $(CARGO) run -q -p s2s-guard-host --
 WASM  := dist/s2s-guard.wasm
 
-.PHONY: all setup build test lint check-deploy demo bench soak clean
+.PHONY: all setup build test lint check-deploy demo bench bench-nginx soak clean
 
 all: build
 
@@ -34,6 +34,11 @@ demo: build
 
 bench: build
 	@bash scripts/bench.sh
+
+# The same comparisons in a real third-party proxy-wasm host (nginx + Kong's
+# ngx_wasm_module, built by ../shared/realhost/build.sh): NGINX=... FLOORS=...
+bench-nginx: build
+	@bash scripts/bench-nginx.sh $(NGINX) $(FLOORS)
 
 # A million mixed requests (signed and replayed ones included) through the .wasm
 # with 4 workers: guest memory flat after warm-up, shared data within the replay
