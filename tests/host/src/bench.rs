@@ -61,6 +61,8 @@ struct Variant {
     load: Duration,
     /// ns per request, one value per round.
     rounds: Vec<f64>,
+    /// Passes over the requests per round.
+    iterations: usize,
 }
 
 impl Variant {
@@ -90,18 +92,39 @@ impl Variant {
             host,
             load,
             rounds: Vec::new(),
+            iterations: 0,
         })
     }
 
-    fn round(&mut self, lines: &[s2s_guard_host::lines::Line], iterations: usize) {
+    /// Sets the passes per round: at least `iterations`, and enough for a round to
+    /// last `min_round` (measured once), so that a fast filter's round is not a
+    /// millisecond that one preemption of a shared machine decides.
+    fn calibrate(
+        &mut self,
+        lines: &[s2s_guard_host::lines::Line],
+        iterations: usize,
+        min_round: Duration,
+    ) {
         let t = Instant::now();
         for _ in 0..iterations {
             for l in lines {
                 self.host.send(l.request.clone());
             }
         }
+        let per_pass = t.elapsed().as_secs_f64() / iterations as f64;
+        let needed = (min_round.as_secs_f64() / per_pass.max(1e-9)).ceil() as usize;
+        self.iterations = iterations.max(needed);
+    }
+
+    fn round(&mut self, lines: &[s2s_guard_host::lines::Line]) {
+        let t = Instant::now();
+        for _ in 0..self.iterations {
+            for l in lines {
+                self.host.send(l.request.clone());
+            }
+        }
         self.rounds
-            .push(t.elapsed().as_nanos() as f64 / (iterations * lines.len()) as f64);
+            .push(t.elapsed().as_nanos() as f64 / (self.iterations * lines.len()) as f64);
     }
 
     fn median_ns(&self) -> f64 {
@@ -181,10 +204,18 @@ pub fn run(args: &Args) -> Result<ExitCode, String> {
         )?);
     }
     variants.push(Variant::start("s2s-guard", &load(wasm)?, &config, &lines)?);
+    let min_round_ms: u64 = args
+        .get("min-round-ms")
+        .unwrap_or("100")
+        .parse()
+        .map_err(|_| "bad --min-round-ms")?;
+    for v in variants.iter_mut() {
+        v.calibrate(&lines, iterations, Duration::from_millis(min_round_ms));
+    }
     let n = variants.len();
     for r in 0..rounds {
         for i in 0..n {
-            variants[(r + i) % n].round(&lines, iterations);
+            variants[(r + i) % n].round(&lines);
         }
     }
     let guard = variants.last().expect("s2s-guard is measured");
@@ -197,10 +228,15 @@ pub fn run(args: &Args) -> Result<ExitCode, String> {
     let mut md = String::new();
     md.push_str(&format!("### {title}\n\n"));
     md.push_str(&format!(
-        "{} request kinds × {iterations} iterations × {rounds} interleaved rounds (median), 1 worker, \
-         tokens configured: {}. Ratio: s2s-guard's throughput ÷ the baseline's \
+        "{} request kinds × {rounds} interleaved rounds (median) of at least {iterations} passes \
+         and {min_round_ms} ms per filter ({}), 1 worker, tokens configured: {}. Ratio: s2s-guard's throughput ÷ the baseline's \
          (baseline µs ÷ s2s-guard µs, median of the per-round ratios, min–max over the rounds).\n\n",
         lines.len(),
+        variants
+            .iter()
+            .map(|v| format!("{}: {} passes", v.label, v.iterations))
+            .collect::<Vec<_>>()
+            .join(", "),
         host_token_count(&config)
     ));
     md.push_str(
@@ -324,7 +360,7 @@ pub fn run_reload(args: &Args) -> Result<ExitCode, String> {
         ),
         None => None,
     };
-    let (blocks, per_block) = (7, 400);
+    let (blocks, per_block) = (7, 2000);
     let mut guard_ns = Vec::new();
     let mut noop_ns = Vec::new();
     let block = |h: &mut Host| {
