@@ -157,6 +157,7 @@ def answers(name, config):
     return res
 
 
+load_start = os.getloadavg()[0]
 log("checking what each filter answers (realhost.py run)")
 seen = {
     "s2s-guard": answers("s2s-guard", TOKEN_CONFIG),
@@ -202,6 +203,11 @@ for i, (tag, what, req, config, base) in enumerate(COMPARISONS, 1):
     for v, errs in out.get("nginx_errors", {}).items():
         if errs:
             errors.append("(%s) vs %s, %s: %s" % (tag, base, v, errs[:5]))
+    g = "s2s-guard (signature config)" if req == "signed" else "s2s-guard"
+    for v, f in (("A", g), ("B", base)):
+        if out["probe"][v]["status"] != seen[f][req]["status"]:
+            errors.append("(%s) vs %s: the benchmark's probe of %s got %s, realhost.py run %s" % (
+                tag, base, f, out["probe"][v], seen[f][req]["status"]))
     ratios = [r["ratio_rps_A_over_B"] for r in out["rounds"] if "ratio_rps_A_over_B" in r]
     res = dict(tag=tag, what=what, req=req, base=base, config=config,
                rps_a=out["median_rps_A"], rps_b=out["median_rps_B"],
@@ -232,8 +238,12 @@ try:
         cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
 except (OSError, StopIteration):
     pass
-sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], stdout=subprocess.PIPE,
-                     stderr=subprocess.DEVNULL).stdout.decode().strip() or "?"
+load_end = os.getloadavg()[0]
+# The last commit that changed the filter's sources (the .wasm is built from them).
+sha = subprocess.run(["git", "log", "-1", "--format=%h", "--", "src"],
+                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL).stdout.decode().strip() or "?"
+with open(WASM, "rb") as f:
+    wasm_sha = hashlib.sha256(f.read()).hexdigest()[:12]
 dirty = subprocess.run(["git", "status", "--porcelain", "--", "src"], stdout=subprocess.PIPE,
                        stderr=subprocess.DEVNULL).stdout.decode().strip()
 size = os.path.getsize(WASM)
@@ -247,13 +257,15 @@ md.append(
     "(nginx's and ngx_wasm_module's source tarballs, the Wasmtime C API from crates.io, "
     "linked statically) and driven by `../shared/realhost/realhost.py bench`: one nginx worker "
     "per filter, `wrk -t1 -c%s`, %s interleaved rounds of %s s per filter (A B A B ...) after a %s s "
-    "warm-up, upstream an nginx `return 200` over keepalive. Filter: `%s` (%d bytes, commit %s%s). "
-    "Machine: %d cores (%s), shared with other work. **Absolute figures vary from machine to "
+    "warm-up, upstream an nginx `return 200` over keepalive. Filter: `%s` (%d bytes, SHA-256 %s…, "
+    "built from src/ at %s%s). Machine: %d cores (%s), shared with other work (load average %.1f "
+    "at the start, %.1f at the end). **Absolute figures vary from machine to "
     "machine (and from run to run on a shared one); the ratios from one run compare.** "
     "Ratio = s2s-guard's req/s ÷ the baseline's, the median of the per-round ratios; spread = "
     "the smallest and largest per-round ratio.\n"
-    % (host_versions, CONNECTIONS, ROUNDS, DURATION, WARMUP, WASM, size, sha,
-       ", src/ modified" if dirty else "", os.cpu_count() or 0, cpu))
+    % (host_versions, CONNECTIONS, ROUNDS, DURATION, WARMUP, WASM, size, wasm_sha, sha,
+       " with uncommitted changes" if dirty else "", os.cpu_count() or 0, cpu, load_start,
+       load_end))
 md.append("| | request | baseline | s2s-guard req/s | baseline req/s | **ratio** | spread (rounds) | p50 µs s2s-guard / baseline |")
 md.append("|---|---|---|---:|---:|---:|---|---:|")
 for r in results:
@@ -261,8 +273,8 @@ for r in results:
         r["tag"], r["what"], BASE_NAME[r["base"]], r["rps_a"], r["rps_b"], r["ratio"],
         r["lo"], r["hi"], r["p50_a"], r["p50_b"]))
 md.append("")
-md.append("What each filter answered (checked with `realhost.py run` before the runs; the "
-          "benchmarks' probes agree):\n")
+md.append("What each filter answered (`realhost.py run` before the runs; each benchmark's "
+          "probe request got the same status, or it is listed under problems below):\n")
 md.append("| request | s2s-guard | mintoken | noop | bodynoop |")
 md.append("|---|---|---|---|---|")
 for key, label in (("valid", "(a) `POST %s`, `Authorization: Bearer %s`, form body `%s`" % (EVENT, TOKEN, FORM)),
