@@ -714,6 +714,14 @@ impl Compiled {
         Compiled::from_bytes(&bytes)
     }
 
+    /// The module's imports, as `module::name`.
+    pub fn imports(&self) -> Vec<String> {
+        self.module
+            .imports()
+            .map(|i| format!("{}::{}", i.module(), i.name()))
+            .collect()
+    }
+
     /// Accepts a binary module or, for the host's own tests, WAT text.
     pub fn from_bytes(bytes: &[u8]) -> Result<Compiled, HostError> {
         let engine = Engine::default();
