@@ -6,7 +6,7 @@ CARGO ?= cargo
 HOST  := $(CARGO) run -q -p s2s-guard-host --
 WASM  := dist/s2s-guard.wasm
 
-.PHONY: all setup build test lint check-deploy demo bench clean
+.PHONY: all setup build test lint check-deploy demo bench bench-nginx soak clean
 
 all: build
 
@@ -34,6 +34,20 @@ demo: build
 
 bench: build
 	@bash scripts/bench.sh
+
+# The same comparisons in a real third-party proxy-wasm host (nginx + Kong's
+# ngx_wasm_module, built by ../shared/realhost/build.sh): NGINX=... FLOORS=...
+bench-nginx: build
+	@bash scripts/bench-nginx.sh $(NGINX) $(FLOORS)
+
+# A million mixed requests (signed and replayed ones included) through the .wasm
+# with 4 workers: guest memory flat after warm-up, shared data within the replay
+# memory's bound (not part of `make test`; tests/soak.rs is its short version).
+soak: build
+	cargo build --release -q -p s2s-guard-host
+	cargo run --release -q -p s2s-guard-host -- soak --wasm $(WASM) --config demo/config.json \
+	    --requests demo/requests.jsonl,bench/signature-requests.jsonl --count 1000000 --workers 4 \
+	    --out BENCHMARKS.md --section soak
 
 clean:
 	$(CARGO) clean

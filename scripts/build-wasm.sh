@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds the filter and the no-op baseline filter to wasm32-wasip1 (release) and
-# copies them to dist/. Run scripts/wasm-toolchain.sh first (make setup does).
+# Builds the filter and the no-op baseline filters (plain, and one that buffers the
+# request body) to wasm32-wasip1 (release) and copies them to dist/. Run
+# scripts/wasm-toolchain.sh first (make setup does).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ENV=target/wasm-toolchain.env
@@ -13,9 +14,10 @@ run() {
     ${WASM_RUSTFLAGS:+RUSTFLAGS="$WASM_RUSTFLAGS"} \
     "$WASM_CARGO" build --release --target "$TARGET" $WASM_EXTRA "$@"
 }
-run -p s2s-guard -p noop-filter -p probe-filter
+run -p s2s-guard -p noop-filter -p bodynoop-filter -p probe-filter
 mkdir -p dist
 cp "target/$TARGET/release/s2s_guard.wasm" dist/s2s-guard.wasm
 cp "target/$TARGET/release/noop_filter.wasm" dist/noop-filter.wasm
+cp "target/$TARGET/release/bodynoop_filter.wasm" dist/bodynoop-filter.wasm
 cp "target/$TARGET/release/probe_filter.wasm" dist/probe-filter.wasm
 ls -l dist/*.wasm >&2

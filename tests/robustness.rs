@@ -270,3 +270,20 @@ fn chunked_form_body_over_the_limit() {
     assert_eq!(o.status, 200);
     assert_eq!(o.upstream.unwrap().body, b"a=1");
 }
+
+/// ngx_wasm_module (the real host of `scripts/bench-nginx.sh`) declares
+/// `proxy_get_log_level` as `(i32 i32) -> i32` where the Rust SDK imports
+/// `(i32) -> i32`: a module that imports it (the SDK's `get_log_level()`) does not
+/// load there. The log level must come from the plugin configuration instead.
+#[test]
+fn the_filter_does_not_import_proxy_get_log_level() {
+    let imports = load_dist("s2s-guard.wasm").imports();
+    assert!(
+        imports.iter().any(|i| i == "env::proxy_log"),
+        "the import list is read: {imports:?}"
+    );
+    assert!(
+        !imports.iter().any(|i| i == "env::proxy_get_log_level"),
+        "s2s-guard imports proxy_get_log_level: it would not load in ngx_wasm_module"
+    );
+}

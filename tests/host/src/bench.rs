@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use s2s_guard_host::{Compiled, Host, HostOptions, Request};
 use serde_json::Value;
 
-use crate::{read_requests, Args};
+use crate::Args;
+use s2s_guard_host::lines::read_requests;
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
@@ -53,62 +54,114 @@ pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(data))
 }
 
-struct Measured {
-    ns_per_request: f64,
+/// One filter under measurement: its host, and what the rounds measured.
+struct Variant {
+    label: &'static str,
+    host: Host,
     load: Duration,
-    memory: usize,
+    /// ns per request, one value per round.
+    rounds: Vec<f64>,
+    /// Passes over the requests per round.
+    iterations: usize,
 }
 
-fn measure(
-    compiled: &Compiled,
-    config: &[u8],
-    lines: &[crate::Line],
-    iterations: usize,
-) -> Result<(Host, Measured), String> {
-    let start = Instant::now();
-    let host = Host::new(
-        compiled,
-        HostOptions {
-            workers: 1,
-            plugin_config: config.to_vec(),
-            ..HostOptions::default()
-        },
-    )
-    .map_err(|e| e.to_string())?;
-    let load = start.elapsed();
-    let memory = host.memory_bytes(0);
-    Ok((
-        host,
-        Measured {
-            ns_per_request: 0.0,
-            load,
-            memory,
-        },
-    ))
-    .map(|(mut host, mut m)| {
-        // Warm up, then take the median of rounds.
+impl Variant {
+    fn start(
+        label: &'static str,
+        compiled: &Compiled,
+        config: &[u8],
+        lines: &[s2s_guard_host::lines::Line],
+    ) -> Result<Variant, String> {
+        let start = Instant::now();
+        let mut host = Host::new(
+            compiled,
+            HostOptions {
+                workers: 1,
+                plugin_config: config.to_vec(),
+                ..HostOptions::default()
+            },
+        )
+        .map_err(|e| format!("{label}: {e}"))?;
+        let load = start.elapsed();
+        // Warm up: every request once.
         for l in lines {
             host.send(l.request.clone());
         }
-        let mut rounds = Vec::new();
-        for _ in 0..7 {
-            let t = Instant::now();
-            for _ in 0..iterations {
-                for l in lines {
-                    host.send(l.request.clone());
-                }
+        Ok(Variant {
+            label,
+            host,
+            load,
+            rounds: Vec::new(),
+            iterations: 0,
+        })
+    }
+
+    /// Sets the passes per round: at least `iterations`, and enough for a round to
+    /// last `min_round` (measured once), so that a fast filter's round is not a
+    /// millisecond that one preemption of a shared machine decides.
+    fn calibrate(
+        &mut self,
+        lines: &[s2s_guard_host::lines::Line],
+        iterations: usize,
+        min_round: Duration,
+    ) {
+        let t = Instant::now();
+        for _ in 0..iterations {
+            for l in lines {
+                self.host.send(l.request.clone());
             }
-            rounds.push(t.elapsed().as_nanos() as f64 / (iterations * lines.len()) as f64);
         }
-        m.ns_per_request = median(rounds);
-        m.memory = host.memory_bytes(0);
-        (host, m)
-    })
+        let per_pass = t.elapsed().as_secs_f64() / iterations as f64;
+        let needed = (min_round.as_secs_f64() / per_pass.max(1e-9)).ceil() as usize;
+        self.iterations = iterations.max(needed);
+    }
+
+    fn round(&mut self, lines: &[s2s_guard_host::lines::Line]) {
+        let t = Instant::now();
+        for _ in 0..self.iterations {
+            for l in lines {
+                self.host.send(l.request.clone());
+            }
+        }
+        self.rounds
+            .push(t.elapsed().as_nanos() as f64 / (self.iterations * lines.len()) as f64);
+    }
+
+    fn median_ns(&self) -> f64 {
+        median(self.rounds.clone())
+    }
 }
 
+/// s2s-guard's throughput relative to a baseline, per round: baseline time ÷
+/// s2s-guard time (1.0: as fast; 0.5: half the requests per second). Median and
+/// the range over the rounds.
+pub(crate) struct Ratio {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+pub(crate) fn ratio(baseline_ns: &[f64], guard_ns: &[f64]) -> Ratio {
+    let per_round: Vec<f64> = baseline_ns
+        .iter()
+        .zip(guard_ns)
+        .map(|(b, g)| b / g)
+        .collect();
+    Ratio {
+        median: median(per_round.clone()),
+        min: per_round.iter().copied().fold(f64::INFINITY, f64::min),
+        max: per_round.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+    }
+}
+
+/// `bench`: s2s-guard against the no-op filter (and, with `--noop-body`, against a
+/// no-op filter that buffers the request body) over the same requests, in
+/// interleaved rounds (each round runs every filter once, in an order that rotates),
+/// so that a slow patch of a shared machine hits all of them alike.
 pub fn run(args: &Args) -> Result<ExitCode, String> {
     let wasm = args.need("wasm")?;
     let noop = args.need("noop")?;
+    let noop_body = args.get("noop-body");
     let config = std::fs::read(args.need("config")?).map_err(|e| format!("config: {e}"))?;
     let lines = read_requests(args.need("requests")?)?;
     if lines.is_empty() {
@@ -119,6 +172,13 @@ pub fn run(args: &Args) -> Result<ExitCode, String> {
         .unwrap_or("200")
         .parse()
         .map_err(|_| "bad --iterations")?;
+    let rounds: usize = args
+        .get("rounds")
+        .unwrap_or("7")
+        .parse()
+        .ok()
+        .filter(|r| *r > 0)
+        .ok_or("bad --rounds")?;
     let tokens: usize = args
         .get("tokens")
         .unwrap_or("0")
@@ -128,12 +188,39 @@ pub fn run(args: &Args) -> Result<ExitCode, String> {
     let title = args.get("title").unwrap_or("Per-request cost").to_string();
     let config = with_tokens(&config, tokens)?;
 
-    let guard = Compiled::from_file(std::path::Path::new(wasm)).map_err(|e| e.to_string())?;
-    let baseline = Compiled::from_file(std::path::Path::new(noop)).map_err(|e| e.to_string())?;
-    let (_h0, base) = measure(&baseline, b"", &lines, iterations)?;
-    let (host, m) = measure(&guard, &config, &lines, iterations)?;
-    for w in 0..host.workers() {
-        if let Some(f) = host.worker_failure(w) {
+    let load = |p: &str| Compiled::from_file(std::path::Path::new(p)).map_err(|e| e.to_string());
+    let mut variants = vec![Variant::start(
+        "no-op proxy-wasm filter",
+        &load(noop)?,
+        b"",
+        &lines,
+    )?];
+    if let Some(nb) = noop_body {
+        variants.push(Variant::start(
+            "no-op filter that buffers the body",
+            &load(nb)?,
+            b"",
+            &lines,
+        )?);
+    }
+    variants.push(Variant::start("s2s-guard", &load(wasm)?, &config, &lines)?);
+    let min_round_ms: u64 = args
+        .get("min-round-ms")
+        .unwrap_or("100")
+        .parse()
+        .map_err(|_| "bad --min-round-ms")?;
+    for v in variants.iter_mut() {
+        v.calibrate(&lines, iterations, Duration::from_millis(min_round_ms));
+    }
+    let n = variants.len();
+    for r in 0..rounds {
+        for i in 0..n {
+            variants[(r + i) % n].round(&lines);
+        }
+    }
+    let guard = variants.last().expect("s2s-guard is measured");
+    for w in 0..guard.host.workers() {
+        if let Some(f) = guard.host.worker_failure(w) {
             return Err(format!("s2s-guard trapped during the benchmark: {f}"));
         }
     }
@@ -141,28 +228,48 @@ pub fn run(args: &Args) -> Result<ExitCode, String> {
     let mut md = String::new();
     md.push_str(&format!("### {title}\n\n"));
     md.push_str(&format!(
-        "{} request kinds × {iterations} iterations × 7 rounds (median), 1 worker, tokens configured: {}.\n\n",
+        "{} request kinds × {rounds} interleaved rounds (median) of at least {iterations} passes \
+         and {min_round_ms} ms per filter ({}), 1 worker, tokens configured: {}. Ratio: s2s-guard's throughput ÷ the baseline's \
+         (baseline µs ÷ s2s-guard µs, median of the per-round ratios, min–max over the rounds).\n\n",
         lines.len(),
+        variants
+            .iter()
+            .map(|v| format!("{}: {} passes", v.label, v.iterations))
+            .collect::<Vec<_>>()
+            .join(", "),
         host_token_count(&config)
     ));
-    md.push_str("| filter | µs per request (host side) | config load | guest memory |\n|---|---:|---:|---:|\n");
-    md.push_str(&format!(
-        "| no-op proxy-wasm filter | {:.2} | {:.1} ms | {} KiB |\n",
-        base.ns_per_request / 1000.0,
-        base.load.as_secs_f64() * 1000.0,
-        base.memory / 1024
-    ));
-    md.push_str(&format!(
-        "| s2s-guard | {:.2} | {:.1} ms | {} KiB |\n",
-        m.ns_per_request / 1000.0,
-        m.load.as_secs_f64() * 1000.0,
-        m.memory / 1024
-    ));
-    md.push_str(&format!(
-        "| **s2s-guard − no-op** | **{:.2}** | | |\n\n",
-        (m.ns_per_request - base.ns_per_request) / 1000.0
-    ));
-    md.push_str("Requests measured:\n\n");
+    md.push_str(
+        "| filter | µs per request (host side) | s2s-guard ÷ this (throughput) | config load | guest memory |\n\
+         |---|---:|---:|---:|---:|\n",
+    );
+    let guard_rounds = guard.rounds.clone();
+    let guard_ns = guard.median_ns();
+    let mut summary = Vec::new();
+    for v in &variants {
+        let cell = if v.label == "s2s-guard" {
+            "1".to_string()
+        } else {
+            let r = ratio(&v.rounds, &guard_rounds);
+            summary.push(format!("{:.2} vs {}", r.median, v.label));
+            format!("**{:.2}** ({:.2}–{:.2})", r.median, r.min, r.max)
+        };
+        md.push_str(&format!(
+            "| {} | {:.2} | {cell} | {:.1} ms | {} KiB |\n",
+            v.label,
+            v.median_ns() / 1000.0,
+            v.load.as_secs_f64() * 1000.0,
+            v.host.memory_bytes(0) / 1024
+        ));
+    }
+    for v in &variants[..n - 1] {
+        md.push_str(&format!(
+            "| **s2s-guard − {}** | **{:.2}** | | | |\n",
+            v.label,
+            (guard_ns - v.median_ns()) / 1000.0
+        ));
+    }
+    md.push_str("\nRequests measured:\n\n");
     for l in &lines {
         md.push_str(&format!(
             "- {} (`{} {}`)\n",
@@ -170,6 +277,11 @@ pub fn run(args: &Args) -> Result<ExitCode, String> {
         ));
     }
     print!("{md}");
+    eprintln!(
+        "bench {section}: s2s-guard {:.2} µs, throughput ratio {}",
+        guard_ns / 1000.0,
+        summary.join(", ")
+    );
     if let Some(out) = args.get("out") {
         write_section(out, &section, &md)?;
     }
@@ -233,17 +345,55 @@ pub fn run_reload(args: &Args) -> Result<ExitCode, String> {
             o.body_text()
         ));
     }
-    let rounds = 2000;
-    let t = Instant::now();
-    for w in 0..rounds {
-        host.send_on(w % workers, req.clone());
+    // The per-request cost, against the no-op filter (same workers, same request)
+    // in interleaved blocks when `--noop` is given.
+    let mut noop_host = match args.get("noop") {
+        Some(p) => Some(
+            Host::new(
+                &Compiled::from_file(std::path::Path::new(p)).map_err(|e| e.to_string())?,
+                HostOptions {
+                    workers,
+                    ..HostOptions::default()
+                },
+            )
+            .map_err(|e| e.to_string())?,
+        ),
+        None => None,
+    };
+    let (blocks, per_block) = (7, 2000);
+    let mut guard_ns = Vec::new();
+    let mut noop_ns = Vec::new();
+    let block = |h: &mut Host| {
+        let t = Instant::now();
+        for w in 0..per_block {
+            h.send_on(w % workers, req.clone());
+        }
+        t.elapsed().as_nanos() as f64 / per_block as f64
+    };
+    for _ in 0..blocks {
+        guard_ns.push(block(&mut host));
+        if let Some(h) = noop_host.as_mut() {
+            noop_ns.push(block(h));
+        }
     }
-    let per_request = t.elapsed().as_nanos() as f64 / rounds as f64 / 1000.0;
+    let per_request = median(guard_ns.clone()) / 1000.0;
+    let vs_noop = if noop_ns.is_empty() {
+        "— | —".to_string()
+    } else {
+        let r = ratio(&noop_ns, &guard_ns);
+        format!(
+            "{:.2} | **{:.2}** ({:.2}–{:.2})",
+            median(noop_ns.clone()) / 1000.0,
+            r.median,
+            r.min,
+            r.max
+        )
+    };
     let memory: Vec<String> = (0..workers)
         .map(|w| format!("{} MiB", host.memory_bytes(w) / (1 << 20)))
         .collect();
     let md = format!(
-        "| {mode} | {n} | {:.1} MB | {:.2} s | {} | {:.2} |\n",
+        "| {mode} | {n} | {:.1} MB | {:.2} s | {} | {:.2} | {vs_noop} |\n",
         size as f64 / 1e6,
         reload.as_secs_f64(),
         memory.join(" / "),
@@ -272,7 +422,7 @@ pub fn write_section_cmd(args: &Args) -> Result<ExitCode, String> {
 }
 
 /// Replaces (or appends) `<!-- bench:NAME -->...<!-- /bench:NAME -->` in `path`.
-fn write_section(path: &str, name: &str, body: &str) -> Result<(), String> {
+pub(crate) fn write_section(path: &str, name: &str, body: &str) -> Result<(), String> {
     let old = std::fs::read_to_string(path).unwrap_or_else(|_| "# Benchmarks\n\n".into());
     let (open, close) = (
         format!("<!-- bench:{name} -->"),

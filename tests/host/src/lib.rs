@@ -33,8 +33,10 @@
 //!   requests on it get Envoy's 503.
 
 mod abi;
+pub mod lines;
 pub mod pairs;
 pub mod serve;
+pub mod soak;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -722,6 +724,14 @@ impl Compiled {
         let bytes = std::fs::read(path)
             .map_err(|e| HostError::Load(format!("cannot read {}: {e}", path.display())))?;
         Compiled::from_bytes(&bytes)
+    }
+
+    /// The module's imports, as `module::name`.
+    pub fn imports(&self) -> Vec<String> {
+        self.module
+            .imports()
+            .map(|i| format!("{}::{}", i.module(), i.name()))
+            .collect()
     }
 
     /// Accepts a binary module or, for the host's own tests, WAT text.
@@ -1541,6 +1551,14 @@ impl Host {
     /// Shared data as the guests see it: value and CAS.
     pub fn shared_data(&self, key: &str) -> Option<(Vec<u8>, u32)> {
         self.shared().shared_data.get(key).cloned()
+    }
+
+    /// Visits every shared-data entry (key, value), in no particular order: for
+    /// measuring what the guests keep there.
+    pub fn shared_data_visit(&self, mut f: impl FnMut(&str, &[u8])) {
+        for (k, (v, _)) in self.shared().shared_data.iter() {
+            f(k, v);
+        }
     }
 
     /// Writes shared data as another filter or tool would (bumps the CAS).

@@ -2,20 +2,23 @@
 //!
 //! ```text
 //! s2s-guard-host run   --wasm F --config C.json --requests R.jsonl [--workers N] [--table]
-//! s2s-guard-host bench --wasm F --noop N.wasm --config C.json --requests R.jsonl
-//!                      [--iterations K] [--out BENCHMARKS.md]
+//! s2s-guard-host bench --wasm F --noop N.wasm [--noop-body B.wasm] --config C.json
+//!                      --requests R.jsonl [--iterations K] [--rounds 7] [--tokens N]
+//!                      [--out BENCHMARKS.md --section NAME --title T]
+//! s2s-guard-host bench-reload --wasm F --tokens N [--mode copy|shared] [--workers 2]
+//!                      [--noop N.wasm]
+//! s2s-guard-host soak  --wasm F --config C.json --requests R.jsonl[,R2.jsonl]
+//!                      [--count 1000000] [--workers 4] [--samples 20] [--warmup N]
+//!                      [--virtual-days 120] [--seed 1] [--out BENCHMARKS.md --section soak]
+//! s2s-guard-host serve | check-config | write-section ...
 //! ```
 //!
-//! Request lines are JSON objects: `name`, `method`, `path` (with query), `headers`
-//! (an object, or an array of `[name, value]` pairs for repeated headers), `body`
-//! (text) or `body_base64`, optional `worker`, optional `advance_ms` (virtual time to
-//! pass before the request), optional `protocol` (`"http1.1"`, the default, or
-//! `"http2"`), optional `trailers` (like `headers`; Envoy's HTTP/1.1 codec drops
-//! them), optional `chunk_size` (deliver the body in pieces of this many bytes).
+//! Request lines are JSON objects (see [`s2s_guard_host::lines`]).
 
 use std::process::ExitCode;
 
-use s2s_guard_host::{Compiled, Headers, Host, HostOptions, Outcome, Protocol, Request, Verdict};
+use s2s_guard_host::lines::read_requests;
+use s2s_guard_host::{Compiled, Host, HostOptions, Outcome, Request, Verdict};
 use serde_json::{json, Map, Value};
 
 mod bench;
@@ -23,7 +26,8 @@ mod bench;
 fn usage() -> ExitCode {
     eprintln!(
         "usage:\n  s2s-guard-host run --wasm F --config C.json --requests R.jsonl [--workers N] [--table]\n  \
-         s2s-guard-host bench --wasm F --noop N.wasm --config C.json --requests R.jsonl [--iterations K] [--out FILE]"
+         s2s-guard-host bench --wasm F --noop N.wasm [--noop-body B.wasm] --config C.json --requests R.jsonl [--iterations K] [--rounds R] [--out FILE]\n  \
+         s2s-guard-host soak --wasm F --config C.json --requests R.jsonl[,R2.jsonl] [--count N] [--workers W] [--out FILE]"
     );
     ExitCode::from(2)
 }
@@ -89,6 +93,7 @@ fn main() -> ExitCode {
         "bench" => bench::run(&args),
         "bench-reload" => bench::run_reload(&args),
         "write-section" => bench::write_section_cmd(&args),
+        "soak" => soak(&args),
         "check-config" => check_config(&args),
         "serve" => serve(&args),
         _ => return usage(),
@@ -100,119 +105,6 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
-}
-
-/// One request line, with its name and options.
-pub(crate) struct Line {
-    pub name: String,
-    pub request: Request,
-    pub worker: Option<usize>,
-    pub advance_ms: u64,
-}
-
-pub(crate) fn read_requests(path: &str) -> Result<Vec<Line>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
-    let mut out = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let v: Value =
-            serde_json::from_str(line).map_err(|e| format!("{path}:{}: not JSON: {e}", n + 1))?;
-        out.push(parse_line(&v).map_err(|e| format!("{path}:{}: {e}", n + 1))?);
-    }
-    Ok(out)
-}
-
-fn parse_line(v: &Value) -> Result<Line, String> {
-    let s = |k: &str| v.get(k).and_then(Value::as_str);
-    let method = s("method").unwrap_or("GET");
-    let path = s("path").ok_or("missing \"path\"")?;
-    let mut req = Request::new(method, path);
-    for (k, val) in parse_headers(v, "headers")? {
-        req = req.header(&k, val);
-    }
-    for (k, val) in parse_headers(v, "trailers")? {
-        req = req.trailer(&k, val);
-    }
-    match v.get("protocol") {
-        None | Some(Value::Null) => {}
-        Some(Value::String(p)) => {
-            req.protocol = match p.to_ascii_lowercase().as_str() {
-                "http1.1" | "http/1.1" | "http11" => Protocol::Http11,
-                "http2" | "http/2" | "h2" => Protocol::Http2,
-                _ => return Err(format!("unknown \"protocol\" {p:?} (http1.1 or http2)")),
-            }
-        }
-        Some(_) => return Err("\"protocol\" must be a string".into()),
-    }
-    match v.get("chunk_size") {
-        None | Some(Value::Null) => {}
-        Some(n) => {
-            let n = n
-                .as_u64()
-                .filter(|n| *n > 0)
-                .ok_or("\"chunk_size\" must be a positive number")?;
-            req = req.chunked(n as usize);
-        }
-    }
-    if let Some(b) = s("body") {
-        req = req.body(b);
-    }
-    if let Some(b) = s("body_base64") {
-        req = req.body(decode_base64(b).ok_or("body_base64 is not base64")?);
-    }
-    if let Some(a) = s("authority") {
-        req.authority = a.to_string();
-    }
-    Ok(Line {
-        name: s("name").unwrap_or(path).to_string(),
-        request: req,
-        worker: v.get("worker").and_then(Value::as_u64).map(|w| w as usize),
-        advance_ms: v.get("advance_ms").and_then(Value::as_u64).unwrap_or(0),
-    })
-}
-
-/// A header or trailer list: an object, or an array of `[name, value]` pairs (for
-/// repeated names).
-fn parse_headers(v: &Value, field: &str) -> Result<Headers, String> {
-    let mut out = Vec::new();
-    match v.get(field) {
-        None | Some(Value::Null) => {}
-        Some(Value::Object(m)) => {
-            for (k, val) in m {
-                let val = val
-                    .as_str()
-                    .ok_or(format!("{field} values must be strings"))?;
-                out.push((k.clone(), val.as_bytes().to_vec()));
-            }
-        }
-        Some(Value::Array(a)) => {
-            for pair in a {
-                let (Some(k), Some(val)) = (
-                    pair.get(0).and_then(Value::as_str),
-                    pair.get(1).and_then(Value::as_str),
-                ) else {
-                    return Err(format!("{field} pairs must be [name, value] strings"));
-                };
-                out.push((k.to_string(), val.as_bytes().to_vec()));
-            }
-        }
-        Some(_) => {
-            return Err(format!(
-                "\"{field}\" must be an object or an array of pairs"
-            ))
-        }
-    }
-    Ok(out)
-}
-
-fn decode_base64(s: &str) -> Option<Vec<u8>> {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD
-        .decode(s.trim())
-        .ok()
 }
 
 fn text(b: &[u8]) -> String {
@@ -300,6 +192,60 @@ fn serve(args: &Args) -> Result<ExitCode, String> {
     let served = serve(&compiled, opts, stop, tx)?;
     eprintln!("s2s-guard-host: served {served} requests");
     Ok(ExitCode::SUCCESS)
+}
+
+/// `soak`: a long run of mixed requests (the request files' lines in cycles, signed
+/// requests signed afresh and replayed) with several workers, sampling guest memory
+/// and shared data; fails when memory grows after warm-up, shared data leaves the
+/// replay memory's bound, or a request kind changes outcome (s2s_guard_host::soak).
+fn soak(args: &Args) -> Result<ExitCode, String> {
+    use s2s_guard_host::soak::{run, SoakOptions};
+    let num = |name: &str, default: &str| -> Result<f64, String> {
+        args.get(name)
+            .unwrap_or(default)
+            .replace('_', "")
+            .parse::<f64>()
+            .ok()
+            .filter(|n| *n >= 0.0)
+            .ok_or(format!("bad --{name}"))
+    };
+    let opts = SoakOptions {
+        count: num("count", "1000000")? as usize,
+        workers: num("workers", "4")? as usize,
+        samples: num("samples", "20")? as usize,
+        warmup: num("warmup", "0")? as usize,
+        virtual_days: num("virtual-days", "120")?,
+        seed: num("seed", "1")? as u64,
+    };
+    let wasm = args.need("wasm")?;
+    let config_path = args.need("config")?;
+    let config =
+        std::fs::read(config_path).map_err(|e| format!("cannot read {config_path}: {e}"))?;
+    let requests = args.need("requests")?;
+    let mut lines = Vec::new();
+    for path in requests.split(',') {
+        lines.extend(read_requests(path)?);
+    }
+    let compiled = Compiled::from_file(std::path::Path::new(wasm)).map_err(|e| e.to_string())?;
+    let report = run(&compiled, &config, &lines, opts)?;
+    let inputs = format!(
+        "configuration `{config_path}`, requests `{}`",
+        requests.replace(',', "` and `")
+    );
+    let title = args
+        .get("title")
+        .unwrap_or("Soak: mixed requests, guest memory and shared data over time");
+    let md = report.markdown(title, &inputs);
+    print!("{md}");
+    if let Some(out) = args.get("out") {
+        bench::write_section(out, args.get("section").unwrap_or("soak"), &md)?;
+    }
+    if report.ok() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("s2s-guard-host: soak failed (see the report)");
+        Ok(ExitCode::from(1))
+    }
 }
 
 /// `check-config --wasm F --config C.json`: loads a configuration into the filter,
@@ -412,41 +358,4 @@ fn run(args: &Args) -> Result<ExitCode, String> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn request_lines_carry_protocol_trailers_and_chunks() {
-        let v: Value = serde_json::from_str(
-            r#"{"method": "POST", "path": "/p", "body": "abcdef", "protocol": "http2",
-                "chunk_size": 4, "trailers": [["x-sum", "1"], ["x-sum", "2"]]}"#,
-        )
-        .unwrap();
-        let line = parse_line(&v).unwrap();
-        let r = &line.request;
-        assert_eq!(r.protocol, Protocol::Http2);
-        assert_eq!(r.chunk_size, Some(4));
-        assert_eq!(
-            r.trailers,
-            vec![
-                ("x-sum".to_string(), b"1".to_vec()),
-                ("x-sum".to_string(), b"2".to_vec())
-            ]
-        );
-        let v: Value = serde_json::from_str(r#"{"path": "/p", "trailers": {"a": "b"}}"#).unwrap();
-        let r = parse_line(&v).unwrap().request;
-        assert_eq!(r.protocol, Protocol::Http11, "HTTP/1.1 unless told");
-        assert_eq!(r.delivered_trailers(), Vec::new(), "dropped by the codec");
-        for bad in [
-            r#"{"path": "/p", "protocol": "spdy"}"#,
-            r#"{"path": "/p", "chunk_size": 0}"#,
-            r#"{"path": "/p", "trailers": "x"}"#,
-        ] {
-            let v: Value = serde_json::from_str(bad).unwrap();
-            assert!(parse_line(&v).is_err(), "{bad}");
-        }
-    }
 }

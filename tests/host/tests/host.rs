@@ -738,3 +738,36 @@ fn maps_not_available_read_as_empty_pairs() {
     );
     assert!(h.worker_failure(0).is_none());
 }
+
+/// The body-buffering baseline of the benchmarks: it pauses until the end of the
+/// body and forwards it whole, so it pays the buffering a form-reading filter pays
+/// (and a body beyond the buffer limit gets Envoy's 413).
+#[test]
+fn the_body_buffering_baseline_forwards_the_whole_body() {
+    let compiled = load_dist("bodynoop-filter.wasm");
+    let mut h = Host::new(&compiled, HostOptions::default()).unwrap();
+    let body = "app_token=abc&created_at=x&".repeat(25);
+    for chunk in [None, Some(7), Some(100)] {
+        let mut req = Request::post("/session")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(&body);
+        if let Some(n) = chunk {
+            req = req.chunked(n);
+        }
+        let o = h.send(req);
+        assert_eq!(o.verdict, Verdict::Forwarded, "chunks {chunk:?}");
+        assert_eq!(o.upstream.unwrap().body, body.as_bytes());
+    }
+    let o = h.send(Request::get("/healthz"));
+    assert_eq!(o.verdict, Verdict::Forwarded);
+    let mut small = Host::new(
+        &compiled,
+        HostOptions {
+            request_body_limit: 10,
+            ..HostOptions::default()
+        },
+    )
+    .unwrap();
+    let o = small.send(Request::post("/p").body("0123456789ABC").chunked(4));
+    assert_eq!(o.status, 413, "buffered beyond the limit");
+}
