@@ -34,6 +34,7 @@
 
 mod abi;
 pub mod pairs;
+pub mod prom;
 pub mod serve;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -1497,6 +1498,11 @@ impl Host {
             .iter()
             .find(|m| m.name == bare)
             .map(|m| m.value)
+    }
+
+    /// Every metric the guests defined, as defined (without `wasmcustom.`).
+    pub fn metric_records(&self) -> Vec<Metric> {
+        self.shared().metrics.clone()
     }
 
     /// A metric's full record (kind, samples).

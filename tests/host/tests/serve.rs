@@ -81,6 +81,8 @@ fn requests_over_loopback_and_token_rotation() {
                 tokens_file: Some(tokens2),
                 token_cluster: "token_service".into(),
                 max_requests: Some(1000),
+                admin: None,
+                stats_tags: Vec::new(),
             },
             stop2,
             tx,
