@@ -13,6 +13,7 @@ run() {
     ${WASM_RUSTFLAGS:+RUSTFLAGS="$WASM_RUSTFLAGS"} \
     "$WASM_CARGO" build --release --target "$TARGET" $WASM_EXTRA "$@"
 }
+echo "build: compiling the filter to $TARGET (release, LTO; a minute or two the first time, seconds after)" >&2
 run -p s2s-guard -p noop-filter -p probe-filter
 mkdir -p dist
 cp "target/$TARGET/release/s2s_guard.wasm" dist/s2s-guard.wasm
