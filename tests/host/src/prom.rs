@@ -256,10 +256,10 @@ pub fn exposition(producer: &TagProducer, metrics: &[Metric]) -> String {
 
 /// Reads `stats_config.stats_tags` from an Envoy bootstrap in YAML, as the shipped
 /// files write it (`- tag_name: X` then `regex: '...'`, single-quoted or plain). Strict:
-/// anything else inside the block is an error, so a reformatted file is noticed.
+/// a `tag_name` it did not read as such is an error, so a reformatted file is noticed.
 pub fn parse_stats_tags(yaml: &str) -> Result<Vec<TagSpecifier>, String> {
     let mut lines = yaml.lines().peekable();
-    while let Some(l) = lines.next() {
+    for l in lines.by_ref() {
         if l.trim_end() == "  stats_tags:" || l.trim() == "stats_tags:" {
             break;
         }
@@ -295,6 +295,9 @@ pub fn parse_stats_tags(yaml: &str) -> Result<Vec<TagSpecifier>, String> {
     }
     if out.is_empty() {
         return Err("no stats_config.stats_tags found".into());
+    }
+    if yaml.matches("tag_name:").count() != out.len() {
+        return Err("stats_tags: write each as `- tag_name: X` then `regex: '...'`".into());
     }
     Ok(out)
 }
@@ -363,5 +366,8 @@ mod tests {
         assert_eq!(t[0].regex, r"^x(\.y\.(\w+))");
         assert_eq!(t[1].regex, "it's");
         assert!(parse_stats_tags("a: 1\n").is_err());
+        let reordered =
+            "stats_tags:\n  - tag_name: t\n    regex: 'x'\n  - regex: 'y'\n    tag_name: u\n";
+        assert!(parse_stats_tags(reordered).is_err());
     }
 }
