@@ -365,12 +365,81 @@ def strict(schema):
     return s
 
 
+def self_test():
+    """The checks above must catch what they are for: each mutation of the shipped
+    files below has to produce at least one error (and the shipped files none)."""
+    global errors
+    quotas = yaml.safe_load((ROOT / "envoy" / "quotas.yaml").read_text())
+
+    def hcm(doc):
+        found = []
+        connection_managers(doc, found)
+        return found[0]
+
+    def local_rl(doc):
+        return next(f for f in hcm(doc)["http_filters"] if f["name"] == "envoy.filters.http.local_ratelimit")
+
+    def wasm(doc):
+        return next(f for f in hcm(doc)["http_filters"] if f["name"] == "envoy.filters.http.wasm")
+
+    def swap_order(d):
+        fs = hcm(d)["http_filters"]
+        fs.insert(0, fs.pop(1))
+
+    def client_header(d):
+        a = hcm(d)["route_config"]["virtual_hosts"][0]["routes"][0]["route"]["rate_limits"][0]["actions"][0]
+        a["request_headers"]["header_name"] = "x-api-key"
+
+    def not_enforced(d):
+        del local_rl(d)["typed_config"]["filter_enforced"]
+
+    def unknown_local_key(d):
+        local_rl(d)["typed_config"]["descriptors"][0]["entries"][0]["key"] = "user"
+
+    def no_hold(d):
+        del wasm(d)["typed_config"]["config"]["allow_on_headers_stop_iteration"]
+
+    def no_limit_for_app(d):
+        a = hcm(d)["route_config"]["virtual_hosts"][0]["routes"][0]["route"]["rate_limits"][1]["actions"][0]
+        a["request_headers"]["descriptor_key"] = "tenant"
+        local_rl(d)["typed_config"]["descriptors"].pop()
+
+    def http1_cluster(d):
+        c = next(c for c in d["static_resources"]["clusters"] if c["name"] == "ratelimit")
+        del c["typed_extension_protocol_options"]
+
+    cases = [swap_order, client_header, not_enforced, unknown_local_key, no_hold, no_limit_for_app, http1_cluster]
+    errors = []
+    check_quotas("quotas.yaml", quotas, None)
+    assert not errors, errors
+    for mutate in cases:
+        doc = copy.deepcopy(quotas)
+        mutate(doc)
+        errors = []
+        check_quotas("quotas.yaml", doc, None)
+        assert errors, f"check_quotas missed {mutate.__name__}"
+    rl = yaml.safe_load((ROOT / "envoy" / "ratelimit" / "config.yaml").read_text())
+    for bad in (
+        {**rl, "domian": "x"},
+        {**rl, "domain": ""},
+        {**rl, "descriptors": rl["descriptors"] + [rl["descriptors"][0]]},
+        {**rl, "descriptors": [{"key": "token_id", "rate_limit": {"unit": "fortnight", "requests_per_unit": 1}}]},
+        {**rl, "descriptors": [{"value": "x", "rate_limit": {"unit": "second", "requests_per_unit": 1}}]},
+    ):
+        errors = []
+        check_ratelimit_config("config.yaml", bad)
+        assert errors, f"check_ratelimit_config missed {bad}"
+    errors = []
+    print("ok  check-deploy self-test: quota and rate limit service checks catch 12 mutations")
+
+
 def main():
     OUT.mkdir(parents=True, exist_ok=True)
     for old in OUT.glob("*.json"):
         old.unlink()
     n_cfg = 0
 
+    self_test()
     load_envoy_types()
     from envoy_data_plane.envoy.config.bootstrap.v3 import Bootstrap
 
