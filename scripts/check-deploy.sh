@@ -10,6 +10,16 @@ if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c "import envoy_data_pla
   "$VENV/bin/pip" install -q --disable-pip-version-check \
     "envoy-data-plane==2.2.0" "jsonschema>=4.20" "pyyaml>=6" "compose-spec==0.2.1"
 fi
+# promtool (Debian's `prometheus` package) checks the alert rules; without it they are
+# checked as YAML. CI (CI=true) or S2S_INSTALL_PROMTOOL=1 installs it when apt can,
+# within 3 minutes; elsewhere it is left to you (the package also ships the server).
+if ! command -v promtool >/dev/null 2>&1 && { [ "${CI:-}" = true ] || [ "${S2S_INSTALL_PROMTOOL:-}" = 1 ]; } \
+  && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "check-deploy: installing promtool (Debian package prometheus; a minute or two)" >&2
+  { timeout 60 apt-get update -qq && DEBIAN_FRONTEND=noninteractive timeout 120 \
+      apt-get install -y -qq --no-install-recommends prometheus; } >/dev/null 2>&1 \
+    || echo "check-deploy: promtool not installed; the alert rules are checked as YAML" >&2
+fi
 "$VENV/bin/python" scripts/check-deploy.py
 HOST_BIN=${S2S_HOST_BIN:-}
 if [ -z "$HOST_BIN" ]; then
