@@ -35,6 +35,7 @@
 mod abi;
 pub mod lines;
 pub mod pairs;
+pub mod prom;
 pub mod serve;
 pub mod soak;
 
@@ -1519,6 +1520,11 @@ impl Host {
             .iter()
             .find(|m| m.name == bare)
             .map(|m| m.value)
+    }
+
+    /// Every metric the guests defined, as defined (without `wasmcustom.`).
+    pub fn metric_records(&self) -> Vec<Metric> {
+        self.shared().metrics.clone()
     }
 
     /// A metric's full record (kind, samples).

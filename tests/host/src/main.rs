@@ -145,7 +145,8 @@ pub(crate) fn outcome_json(name: &str, req: &Request, o: &Outcome) -> Value {
 }
 
 /// `serve --wasm F --config C.json [--listen 127.0.0.1:10000] [--workers N]
-/// [--upstream ADDR] [--tokens-file F] [--token-cluster NAME] [--max-requests N]`
+/// [--upstream ADDR] [--tokens-file F] [--token-cluster NAME] [--max-requests N]
+/// [--admin 127.0.0.1:19901] [--stats-tags envoy/envoy.yaml]`
 fn serve(args: &Args) -> Result<ExitCode, String> {
     use s2s_guard_host::serve::{serve, ServeOptions};
     let compiled =
@@ -161,6 +162,22 @@ fn serve(args: &Args) -> Result<ExitCode, String> {
     let upstream = match args.get("upstream") {
         None | Some("builtin") => None,
         Some(a) => Some(a.parse().map_err(|_| format!("bad --upstream {a}"))?),
+    };
+    let admin: Option<std::net::SocketAddr> = match args.get("admin") {
+        None => None,
+        Some(a) => Some(a.parse().map_err(|_| format!("bad --admin {a}"))?),
+    };
+    if admin.is_some_and(|a| !a.ip().is_loopback()) {
+        return Err("serve listens on loopback addresses only".into());
+    }
+    // Envoy makes Prometheus labels from the bootstrap's stats_tags: read them from
+    // the Envoy file the deployment uses.
+    let stats_tags = match args.get("stats-tags") {
+        None => Vec::new(),
+        Some(f) => {
+            let y = std::fs::read_to_string(f).map_err(|e| format!("stats-tags {f}: {e}"))?;
+            s2s_guard_host::prom::parse_stats_tags(&y).map_err(|e| format!("{f}: {e}"))?
+        }
     };
     let opts = ServeOptions {
         listen,
@@ -181,15 +198,23 @@ fn serve(args: &Args) -> Result<ExitCode, String> {
             .map(|m| m.parse())
             .transpose()
             .map_err(|_| "bad --max-requests")?,
+        admin,
+        stats_tags,
     };
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (tx, rx) = std::sync::mpsc::channel();
+    let (tx2, rx) = std::sync::mpsc::channel();
+    let admin_note = opts
+        .admin
+        .map(|a| format!("; admin http://{a}/stats/prometheus"));
     std::thread::spawn(move || {
         if let Ok(addr) = rx.recv() {
-            eprintln!("s2s-guard-host: serving on http://{addr} (echo collector built in)");
+            eprintln!(
+                "s2s-guard-host: serving on http://{addr} (echo collector built in){}",
+                admin_note.unwrap_or_default()
+            );
         }
     });
-    let served = serve(&compiled, opts, stop, tx)?;
+    let served = serve(&compiled, opts, stop, tx2)?;
     eprintln!("s2s-guard-host: served {served} requests");
     Ok(ExitCode::SUCCESS)
 }

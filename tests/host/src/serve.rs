@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::prom::{exposition, TagProducer, TagSpecifier};
 use crate::{
     header_value, CallReply, Compiled, Headers, Host, HostOptions, Request, Upstream,
     UpstreamResponse, Verdict,
@@ -33,6 +34,11 @@ pub struct ServeOptions {
     pub token_cluster: String,
     /// Stop after this many requests (tests); `None`: until `stop` is set.
     pub max_requests: Option<usize>,
+    /// An admin listener like Envoy's: `/stats` and `/stats/prometheus` (with
+    /// `stats_tags`), answered outside the filter and not counted in `max_requests`.
+    pub admin: Option<SocketAddr>,
+    /// The bootstrap's `stats_config.stats_tags` (see `prom`).
+    pub stats_tags: Vec<TagSpecifier>,
 }
 
 const MAX_HEAD: usize = 64 * 1024;
@@ -294,6 +300,15 @@ pub fn serve(
         Some(addr) => host.set_upstream(move |req, up| forward(addr, req, up)),
         None => host.set_upstream(echo),
     }
+    let producer = TagProducer::new(&opts.stats_tags)?;
+    let admin = match opts.admin {
+        Some(a) => {
+            let l = TcpListener::bind(a).map_err(|e| format!("cannot listen on {a}: {e}"))?;
+            l.set_nonblocking(true).map_err(|e| e.to_string())?;
+            Some(l)
+        }
+        None => None,
+    };
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let _ = bound.send(addr);
     let start = Instant::now();
@@ -308,6 +323,12 @@ pub fn serve(
     };
     while !stop.load(Ordering::Relaxed) && opts.max_requests.is_none_or(|m| served < m) {
         sync_clock(&mut host);
+        if let Some(a) = &admin {
+            if let Ok((s, _)) = a.accept() {
+                answer_admin(s, &host, &producer);
+                continue;
+            }
+        }
         let (mut stream, _) = match listener.accept() {
             Ok(c) => c,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -366,4 +387,34 @@ pub fn serve(
         respond(&mut stream, status, &headers, &o.response_body);
     }
     Ok(served)
+}
+
+/// The admin listener: Envoy's `/stats` (text, `wasmcustom.<name>: value`) and
+/// `/stats/prometheus` for the metrics the filter defined.
+fn answer_admin(mut stream: TcpStream, host: &Host, producer: &TagProducer) {
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let text: Headers = vec![("content-type".into(), b"text/plain; charset=UTF-8".to_vec())];
+    let parsed = read_message(&mut BufReader::new(&mut stream), false);
+    let Ok((line, _, _)) = parsed else {
+        respond(&mut stream, 400, &Vec::new(), b"bad request");
+        return;
+    };
+    let target = line.split(' ').nth(1).unwrap_or("/");
+    let path = target.split('?').next().unwrap_or(target);
+    match path {
+        "/stats/prometheus" => {
+            let body = exposition(producer, &host.metric_records());
+            respond(&mut stream, 200, &text, body.as_bytes());
+        }
+        "/stats" => {
+            let body: String = host
+                .metrics()
+                .iter()
+                .map(|(k, v)| format!("{k}: {v}\n"))
+                .collect();
+            respond(&mut stream, 200, &text, body.as_bytes());
+        }
+        _ => respond(&mut stream, 404, &text, b"not found\n"),
+    }
 }

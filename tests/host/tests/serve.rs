@@ -81,6 +81,8 @@ fn requests_over_loopback_and_token_rotation() {
                 tokens_file: Some(tokens2),
                 token_cluster: "token_service".into(),
                 max_requests: Some(1000),
+                admin: None,
+                stats_tags: Vec::new(),
             },
             stop2,
             tx,
@@ -144,4 +146,72 @@ fn requests_over_loopback_and_token_rotation() {
     stop.store(true, Ordering::Relaxed);
     server.join().unwrap().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The admin listener answers `/stats` and `/stats/prometheus` as Envoy's admin does,
+/// with the labels of the shipped stats_tags, outside the filter.
+#[test]
+fn admin_stats_in_envoys_prometheus_names() {
+    let admin = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let yaml = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../envoy/envoy.yaml"),
+    )
+    .unwrap();
+    let stats_tags = s2s_guard_host::prom::parse_stats_tags(&yaml).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = mpsc::channel();
+    let stop2 = stop.clone();
+    let server = std::thread::spawn(move || {
+        let compiled = load_dist("s2s-guard.wasm");
+        serve(
+            &compiled,
+            ServeOptions {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                workers: 2,
+                config: br#"{"presets": ["swaarm"], "tokens": [{"id": "store", "sha256": "599c0d6d86efe0f5743bcd0ba688471c3ff4b0b0ed336bc9efdd3a52493c2283"}]}"#.to_vec(),
+                upstream: None,
+                tokens_file: None,
+                token_cluster: "token_service".into(),
+                max_requests: Some(3),
+                admin: Some(admin),
+                stats_tags,
+            },
+            stop2,
+            tx,
+        )
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(60)).expect("server up");
+    let (status, _, _) = get(addr, "/postback?s2s_token=nope&user_id=u&event_id=e", "");
+    assert_eq!(status, 401);
+    let (status, _, _) = get(addr, "/elsewhere", "");
+    assert_eq!(status, 200);
+    // Admin requests are not counted in max_requests and never reach the filter.
+    let (status, head, prom) = get(admin, "/stats/prometheus", "");
+    assert_eq!(status, 200);
+    assert!(head.contains("content-type: text/plain"));
+    assert!(
+        prom.contains("# TYPE s2s_guard_requests counter\n"),
+        "{prom}"
+    );
+    assert!(
+        prom.contains(
+            "s2s_guard_requests{s2s_guard_outcome=\"wrong\",s2s_guard_scope=\"none\"} 1\n"
+        ),
+        "{prom}"
+    );
+    assert!(prom.contains("s2s_guard_rejected{s2s_guard_outcome=\"wrong\"} 1\n"));
+    assert!(prom.contains("s2s_guard_unmatched{} 1\n"));
+    assert!(prom.contains("# TYPE s2s_guard_ambiguous counter\n"));
+    assert!(!prom.contains("wasmcustom"));
+    let (status, _, stats) = get(admin, "/stats", "");
+    assert_eq!(status, 200);
+    assert!(stats.contains("wasmcustom.s2s_guard.requests.outcome.wrong.scope.none: 1\n"));
+    assert_eq!(get(admin, "/nothing", "").0, 404);
+    let (status, _, _) = get(addr, "/elsewhere", "");
+    assert_eq!(status, 200);
+    server.join().unwrap().unwrap();
+    drop(stop);
 }
