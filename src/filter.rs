@@ -472,11 +472,7 @@ impl HttpContext for Stream {
         };
         let policy = &loaded.policy;
         let mut view = RequestView::from_headers(self.get_http_request_headers_bytes());
-        view.has_body = !end_of_stream
-            && !crate::reading::announced_empty(&view, || {
-                self.get_property(vec!["request", "protocol"])
-                    .is_some_and(|p| p.starts_with(b"HTTP/1"))
-            });
+        view.has_body = !end_of_stream && !crate::reading::announced_empty(&view);
         self.announced_empty = !end_of_stream && !view.has_body;
         let now = self.now();
         if view.has_body && decision::needs_body(policy, &view) {

@@ -619,20 +619,15 @@ pub fn is_form_media_type(ct: &[u8]) -> bool {
     true
 }
 
-/// Whether the request's framing says it has no body although the host has not
-/// said the stream ended: `Content-Length: 0`, or, over HTTP/1 (`http1()`, asked
-/// only when needed), neither `Content-Length` nor `Transfer-Encoding` (RFC 9112
-/// §6.3). Some hosts (nginx's ngx_wasm_module) never report the end of the
-/// stream with the headers. A body that arrives anyway is refused by the adapter.
-pub fn announced_empty(view: &RequestView, http1: impl FnOnce() -> bool) -> bool {
-    if view.header_values("transfer-encoding").next().is_some() {
-        return false;
-    }
-    match content_length(view) {
-        Ok(Some(0)) => true,
-        Ok(None) => http1(),
-        _ => false,
-    }
+/// Whether the request announces an empty body (`Content-Length: 0`, no
+/// `Transfer-Encoding`) although the host has not said the stream ended. Some
+/// hosts (nginx's ngx_wasm_module) never report the end of the stream with the
+/// headers. Nothing else counts: Envoy removes `Transfer-Encoding` before the
+/// filters, so a chunked HTTP/1.1 body looks like no framing at all. Bytes that
+/// arrive after all are refused by the adapter.
+pub fn announced_empty(view: &RequestView) -> bool {
+    view.header_values("transfer-encoding").next().is_none()
+        && matches!(content_length(view), Ok(Some(0)))
 }
 
 /// The announced body length: `Ok(None)` when not given; an ambiguity when it is
