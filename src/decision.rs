@@ -762,13 +762,19 @@ pub fn owned_headers(policy: &Policy) -> Vec<String> {
     ]
 }
 
-/// The headers to remove from this request: the owned ones, and every client
-/// header whose name folds onto one (case, `_` for `-`: CGI stacks merge them).
+/// The headers to remove from this request: every client header named like
+/// one the filter owns, under any spelling that folds onto it (case, `_` for
+/// `-`: CGI stacks merge them). Only names the request carries: removing an
+/// absent header is a host call for nothing, on every request.
 pub fn owned_headers_in(policy: &Policy, view: &RequestView) -> Vec<String> {
-    let owned = owned_headers(policy);
-    let mut out = owned.clone();
+    let h = &policy.headers;
+    let mut out: Vec<String> = Vec::new();
     for (name, _) in &view.headers {
-        if !out.contains(name) && owned.iter().any(|o| reading::folds_onto(name, o)) {
+        if !out.contains(name)
+            && [&h.token_id, &h.app, &h.reason]
+                .iter()
+                .any(|o| reading::folds_onto(name, o))
+        {
             out.push(name.clone());
         }
     }
