@@ -1054,8 +1054,10 @@ fn compile_tokens(raw: Option<&RawValue>, realms: &Realms) -> Result<TokenStore,
         compile_token(0, &v[0], &mut store, realms)?;
         return store.finish(tag).map_err(store_error);
     }
-    // Roughly one token per 100 bytes of set: room without doubling a large set.
-    let mut store = StoreBuilder::with_capacity(raw.get().len() / 100);
+    // One token object per `{` (a cheap count, exact for the usual shapes): a
+    // million tokens without doubling vectors past what they need.
+    let estimate = raw.get().bytes().filter(|&b| b == b'{').count();
+    let mut store = StoreBuilder::with_capacity(estimate);
     let mut failure: Option<ConfigError> = None;
     let seed = TokenSeq {
         store: &mut store,

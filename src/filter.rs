@@ -327,9 +327,12 @@ impl Stream {
         decision::settle_replay(policy, d, result)
     }
 
+    /// Logs a decision line, formatted only when the level lets it through.
     fn log(&self, d: &Decision) {
-        if let Some(line) = decision::log_line(d) {
-            info!("{line}");
+        if log::log_enabled!(log::Level::Info) {
+            if let Some(line) = decision::log_line(d) {
+                info!("{line}");
+            }
         }
     }
 

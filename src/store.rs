@@ -438,7 +438,7 @@ impl StoreBuilder {
         StoreBuilder {
             entries: Vec::with_capacity(tokens),
             records: Vec::with_capacity(tokens),
-            ids: Vec::with_capacity(tokens * 8),
+            ids: Vec::with_capacity(tokens * 6),
             ..StoreBuilder::default()
         }
     }

@@ -315,7 +315,7 @@ pub fn run_reload(args: &Args) -> Result<ExitCode, String> {
     let config = format!(
         r#"{{"presets": ["adjust"], "app_authentication_default": true,
             "token_source": {{"cluster": "tokens", "path": "/t", "period": "60s", "timeout": "60s",
-                             "max_bytes": 1073741824, "lookup": "{mode}"}}}}"#
+                             "max_bytes": 2147483648, "lookup": "{mode}"}}}}"#
     );
     let compiled = Compiled::from_file(std::path::Path::new(wasm)).map_err(|e| e.to_string())?;
     let mut host = Host::new(
