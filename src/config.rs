@@ -23,6 +23,8 @@ use crate::token::{
 pub mod compile;
 pub mod model;
 pub mod presets;
+#[cfg(feature = "schema")]
+pub mod schema;
 
 pub use compile::{
     DEFAULT_MAX_AGE, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_FUTURE, DEFAULT_MAX_STATS_APPS,
