@@ -2,7 +2,10 @@
 //! filter's own pure core natively (the same validation, the same messages as
 //! Envoy's log), with no Wasm and no proxy.
 
+pub mod explain;
 pub mod input;
+pub mod secrets;
+pub mod sign;
 
 use std::process::ExitCode;
 
@@ -107,10 +110,31 @@ pub fn run(argv: Vec<String>) -> Result<ExitCode, Fail> {
     let Some(command) = it.next() else {
         return Err(Fail(USAGE.to_string()));
     };
-    let items: Vec<String> = it.collect();
+    let mut items: Vec<String> = it.collect();
+    // Two-word commands.
+    let sub = |items: &mut Vec<String>, want: &str| -> Result<(), Fail> {
+        if items.first().map(String::as_str) == Some(want) {
+            items.remove(0);
+            Ok(())
+        } else {
+            Err(Fail(format!("{command} {want}: expected\n\n{USAGE}")))
+        }
+    };
+    match command.as_str() {
+        "token" => sub(&mut items, "new")?,
+        "app-secret" => sub(&mut items, "new")?,
+        "tokens" => sub(&mut items, "convert")?,
+        _ => {}
+    }
     let args = Args { items };
     match command.as_str() {
         "check" => input::check(args),
+        "explain" => explain::explain(args),
+        "token" => secrets::token_new(args),
+        "hash" => secrets::hash(args),
+        "app-secret" => secrets::app_secret_new(args),
+        "sign" => sign::sign(args),
+        "tokens" => secrets::convert(args),
         "schema" => schema(args),
         "help" | "--help" | "-h" => {
             print!("{USAGE}");
