@@ -524,7 +524,7 @@ fn forged_shared_data_is_refused_with_a_bundle_key() {
     );
 }
 
-/// The version record a fetcher publishes (see src/distribution.rs).
+/// The version record a fetcher publishes (see src/core/distribution.rs).
 fn version_record(h: &Host, version: u64, set: &[u8]) -> Vec<u8> {
     let digest: [u8; 32] = {
         use sha2::Digest;

@@ -34,7 +34,7 @@ fn committed_schemas_are_generated() {
         }
         assert!(
             read(rel) == text,
-            "{rel} differs from the schema generated from src/config/model.rs \
+            "{rel} differs from the schema generated from src/core/config/model.rs \
              (regenerate: S2S_GUARD_BLESS=1 cargo test -p s2s-guard-cli --test schema)"
         );
     }
