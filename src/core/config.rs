@@ -143,7 +143,13 @@ fn parse_set_inner(
 
 /// Deserializes a whole document, naming the JSON path of the first fault.
 fn document<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8], what: &str) -> Result<T, ConfigError> {
-    if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+    // Read as text: the token compiler reads from text too, so serde_json's parser
+    // is compiled once into the .wasm.
+    let bytes = match std::str::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(e) => return err(what, format!("not valid JSON: not UTF-8 ({e})")),
+    };
+    if bytes.bytes().all(|b| b.is_ascii_whitespace()) {
         return match what {
             "configuration" => err(
                 what,
@@ -152,28 +158,31 @@ fn document<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8], what: &str) -> Resul
             _ => err(what, "empty"),
         };
     }
-    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+    if bytes.bytes().find(|b| !b.is_ascii_whitespace()) != Some(b'{') {
         // Not an object: say what it is, if it is JSON at all.
-        return match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+        return match serde_json::from_str::<serde::de::IgnoredAny>(bytes) {
             Ok(_) => err(what, "expected a JSON object"),
             Err(e) => err(what, format!("not valid JSON: {e}")),
         };
     }
-    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let mut de = serde_json::Deserializer::from_str(bytes);
     let value = T::deserialize(&mut de).and_then(|v| de.end().map(|()| v));
     value.map_err(|inner| {
         // serde_json reports a number or an object where a name is expected as
         // "expected value", a syntax error, though the document is valid JSON.
         let misplaced = inner.is_syntax()
             && inner.to_string().starts_with("expected value")
-            && serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok();
+            && serde_json::from_str::<serde::de::IgnoredAny>(bytes).is_ok();
         if !misplaced && (inner.is_syntax() || inner.is_eof()) {
             return ConfigError {
                 path: what.to_string(),
                 message: format!("not valid JSON: {inner}"),
             };
         }
-        let path = path_at(bytes, offset(bytes, inner.line(), inner.column()));
+        let path = path_at(
+            bytes,
+            offset(bytes.as_bytes(), inner.line(), inner.column()),
+        );
         let path = if path.is_empty() { what } else { &path };
         if misplaced {
             return ConfigError {
@@ -203,7 +212,8 @@ fn offset(bytes: &[u8], line: usize, column: usize) -> usize {
 /// field: a key counts until the next comma, and a container just opened at `end`
 /// is the value itself. Errors are rare: this scan replaces a path-tracking
 /// deserializer wrapped around every configuration read (and its code size).
-fn path_at(bytes: &[u8], end: usize) -> String {
+fn path_at(text: &str, end: usize) -> String {
+    let bytes = text.as_bytes();
     enum Frame {
         Object {
             key: Option<(usize, usize)>,
@@ -257,7 +267,10 @@ fn path_at(bytes: &[u8], end: usize) -> String {
             Frame::Object {
                 key: Some((a, b)), ..
             } => {
-                let key = serde_json::from_slice::<String>(&bytes[*a..*b]).unwrap_or_default();
+                let key = text
+                    .get(*a..*b)
+                    .and_then(|k| serde_json::from_str::<String>(k).ok())
+                    .unwrap_or_default();
                 if !out.is_empty() {
                     out.push('.');
                 }

@@ -22,6 +22,49 @@ use schemars::JsonSchema;
 /// A string borrowed from the document when it has no escapes.
 pub type Str<'a> = Cow<'a, str>;
 
+/// A name among `names` (an enumeration's spelling): one lookup shared by every
+/// enumeration, instead of serde's derived variant machinery for each (a smaller
+/// .wasm). Errors are serde's own (`unknown variant`, `invalid type`).
+fn name_index<'de, D: Deserializer<'de>>(
+    d: D,
+    names: &'static [&'static str],
+) -> Result<usize, D::Error> {
+    // A visitor, so that serde_json places the error at the string (its path).
+    struct V(&'static [&'static str]);
+    impl Visitor<'_> for V {
+        type Value = usize;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a string")
+        }
+        fn visit_str<E: de::Error>(self, s: &str) -> Result<usize, E> {
+            self.0
+                .iter()
+                .position(|n| *n == s)
+                .ok_or_else(|| E::unknown_variant(s, self.0))
+        }
+    }
+    d.deserialize_str(V(names))
+}
+
+/// Implements `Deserialize` for a fieldless enum from its names.
+macro_rules! names {
+    ($t:ident: $($v:ident = $n:literal),+ $(,)?) => {
+        impl $t {
+            /// The configuration's spellings, in declaration order.
+            pub const NAMES: &'static [&'static str] = &[$($n),+];
+        }
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                const ALL: &[$t] = &[$($t::$v),+];
+                let i = name_index(d, $t::NAMES)?;
+                ALL.get(i)
+                    .copied()
+                    .ok_or_else(|| de::Error::custom("no such value"))
+            }
+        }
+    };
+}
+
 /// s2s-guard plugin configuration (Envoy `configuration`, Istio `pluginConfig`).
 /// Unknown keys are errors, at every level. See docs/configuration.md.
 #[derive(Debug, Default, serde::Deserialize)]
@@ -133,9 +176,9 @@ pub struct TokenSet<'a> {
 }
 
 /// A reference system's routes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "schema", derive(JsonSchema))]
-#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "schema", serde(rename_all = "snake_case"))]
 pub enum Preset {
     /// Adjust S2S: `/event`, `/session`, `/ad_revenue`, `/gdpr_forget_device`.
     Adjust,
@@ -148,10 +191,12 @@ pub enum Preset {
     Jitsu,
 }
 
+names!(Preset: Adjust = "adjust", AdjustSdk = "adjust_sdk", Swaarm = "swaarm", Jitsu = "jitsu");
+
 /// What happens to a request that fails a check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "schema", derive(JsonSchema))]
-#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "schema", serde(rename_all = "snake_case"))]
 pub enum Mode {
     /// Answer locally; the request never reaches the collector.
     Enforce,
@@ -161,10 +206,12 @@ pub enum Mode {
     DryRun,
 }
 
+names!(Mode: Enforce = "enforce", Flag = "flag", DryRun = "dry_run");
+
 /// Requests whose canonical path no route matches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "schema", derive(JsonSchema))]
-#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "schema", serde(rename_all = "snake_case"))]
 pub enum UnknownPaths {
     /// Forward them.
     Pass,
@@ -172,16 +219,20 @@ pub enum UnknownPaths {
     Reject,
 }
 
+names!(UnknownPaths: Pass = "pass", Reject = "reject");
+
 /// A client secret used from an origin it does not allow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "schema", derive(JsonSchema))]
-#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "schema", serde(rename_all = "snake_case"))]
 pub enum OriginMismatch {
     /// Answer 403 (the profile's `origin_denied` reply).
     Reject,
     /// Jitsu's behaviour: pass, without `Access-Control-Allow-Origin`.
     OmitCors,
 }
+
+names!(OriginMismatch: Reject = "reject", OmitCors = "omit_cors");
 
 /// Steps that make a request path canonical; each is on unless set to false.
 #[derive(Debug, Default, serde::Deserialize)]
@@ -263,9 +314,9 @@ pub struct RouteConfig<'a> {
 }
 
 /// How a route's path matches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "schema", derive(JsonSchema))]
-#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "schema", serde(rename_all = "snake_case"))]
 pub enum PathMatchKind {
     /// The whole canonical path.
     Exact,
@@ -273,10 +324,12 @@ pub enum PathMatchKind {
     Prefix,
 }
 
+names!(PathMatchKind: Exact = "exact", Prefix = "prefix");
+
 /// A token scope.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "schema", derive(JsonSchema))]
-#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "schema", serde(rename_all = "snake_case"))]
 pub enum ScopeName {
     Events,
     Sessions,
@@ -284,19 +337,23 @@ pub enum ScopeName {
     Gdpr,
 }
 
+names!(ScopeName: Events = "events", Sessions = "sessions", AdRevenue = "ad_revenue", Gdpr = "gdpr");
+
 /// A kind of secret.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "schema", derive(JsonSchema))]
-#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "schema", serde(rename_all = "snake_case"))]
 pub enum TokenKind {
     Server,
     Client,
 }
 
+names!(TokenKind: Server = "server", Client = "client");
+
 /// The checks a route makes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "schema", derive(JsonSchema))]
-#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "schema", serde(rename_all = "snake_case"))]
 pub enum ChecksName {
     /// A token.
     Token,
@@ -308,16 +365,20 @@ pub enum ChecksName {
     S2sTokenElseSignature,
 }
 
+names!(ChecksName: Token = "token", Signature = "signature", TokenAndSignature = "token_and_signature", S2sTokenElseSignature = "s2s_token_else_signature");
+
 /// What a route's request body is to the collector.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "schema", derive(JsonSchema))]
-#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "schema", serde(rename_all = "snake_case"))]
 pub enum BodyName {
     /// The collector may read form parameters: the body is read completely.
     Form,
     /// The collector reads no parameters from the body: it is not read.
     Ignore,
 }
+
+names!(BodyName: Form = "form", Ignore = "ignore");
 
 /// A required parameter: its name, or `{"name", "allow_empty"}`.
 #[derive(Debug)]
@@ -417,24 +478,28 @@ pub struct SignatureConfig<'a> {
 }
 
 /// An app's platforms.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "schema", derive(JsonSchema))]
-#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "schema", serde(rename_all = "snake_case"))]
 pub enum Platform {
     Ios,
     Android,
     Both,
 }
 
+names!(Platform: Ios = "ios", Android = "android", Both = "both");
+
 /// What to do with signature shapes this filter cannot verify.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "schema", derive(JsonSchema))]
-#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "schema", serde(rename_all = "snake_case"))]
 pub enum LaterSdkName {
     Pass,
     Flag,
     Reject,
 }
+
+names!(LaterSdkName: Pass = "pass", Flag = "flag", Reject = "reject");
 
 /// An App Secret: Secret ID and the four integers, or the joined decimal digits.
 #[derive(Debug, serde::Deserialize)]
@@ -495,15 +560,17 @@ pub struct ReplayConfig {
 }
 
 /// What a full replay memory does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "schema", derive(JsonSchema))]
-#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "schema", serde(rename_all = "snake_case"))]
 pub enum WhenFull {
     /// Accept the signature unrecorded (counted).
     Accept,
     /// Refuse it (`replay_memory_full`).
     Reject,
 }
+
+names!(WhenFull: Accept = "accept", Reject = "reject");
 
 /// A local answer.
 #[derive(Debug, serde::Deserialize)]
@@ -601,27 +668,31 @@ pub struct TokenSourceConfig<'a> {
 }
 
 /// A stale token set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "schema", derive(JsonSchema))]
-#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "schema", serde(rename_all = "snake_case"))]
 pub enum WhenStale {
     Serve,
     Reject,
 }
 
+names!(WhenStale: Serve = "serve", Reject = "reject");
+
 /// Before the first token set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "schema", derive(JsonSchema))]
-#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "schema", serde(rename_all = "snake_case"))]
 pub enum BeforeFirst {
     Reject,
     Inline,
 }
 
+names!(BeforeFirst: Reject = "reject", Inline = "inline");
+
 /// Who fetches from the token source.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "schema", derive(JsonSchema))]
-#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "schema", serde(rename_all = "snake_case"))]
 pub enum RoleName {
     /// The filter's workers elect one fetcher per proxy (a lease).
     Auto,
@@ -631,14 +702,18 @@ pub enum RoleName {
     Reader,
 }
 
+names!(RoleName: Auto = "auto", Fetcher = "fetcher", Reader = "reader");
+
 /// How workers find tokens of a live set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "schema", derive(JsonSchema))]
-#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "schema", serde(rename_all = "snake_case"))]
 pub enum Lookup {
     Copy,
     Shared,
 }
+
+names!(Lookup: Copy = "copy", Shared = "shared");
 
 /// Longest duration accepted anywhere (ten years): beyond it, arithmetic on
 /// times could overflow and no window is meaningful.
