@@ -255,3 +255,49 @@ fn docs_document_the_schema() {
         }
     }
 }
+
+/// The configurations written out in the test suite (raw string literals that are
+/// whole JSON documents with `presets` or `routes`): every one the filter accepts,
+/// the schema accepts too.
+#[test]
+fn test_suite_configurations_the_filter_accepts_are_valid_for_the_schema() {
+    let v = validator(&schema::configuration());
+    let mut sources: Vec<PathBuf> = Vec::new();
+    for dir in ["tests", "tests/common", "src/core", "src/core/config"] {
+        for e in std::fs::read_dir(root().join(dir)).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "rs") {
+                sources.push(p);
+            }
+        }
+    }
+    let (mut accepted, mut checked) = (0, 0);
+    for p in sources {
+        let text = std::fs::read_to_string(&p).unwrap();
+        for (i, _) in text.match_indices("r#\"{") {
+            let start = i + 3;
+            let Some(len) = text[start..].find("\"#") else {
+                continue;
+            };
+            let literal = &text[start..start + len];
+            let Ok(doc) = serde_json::from_str::<Value>(literal) else {
+                continue; // a format! template, or deliberately broken
+            };
+            if doc.get("presets").is_none() && doc.get("routes").is_none() {
+                continue;
+            }
+            checked += 1;
+            if s2s_guard::config::parse(literal.as_bytes()).is_err() {
+                continue;
+            }
+            accepted += 1;
+            assert_eq!(
+                schema_errors(&v, &doc),
+                Vec::<String>::new(),
+                "{}: {literal}",
+                p.display()
+            );
+        }
+    }
+    assert!(accepted >= 10, "only {accepted} of {checked} found");
+}
