@@ -936,7 +936,7 @@ type Recogniser = fn(&Request) -> bool;
 /// Fixed so far: B1, a Content-Type with a tab before its parameters
 /// (`application/x-www-form-urlencoded<TAB>;charset=utf-8`), read as a form by the
 /// filter, Go, Rack, Express, Werkzeug and cgi but not by PHP (SAPI.c cuts the type
-/// only at `;`, `,` or space): now refused with 415 (src/reading.rs).
+/// only at `;`, `,` or space): now refused with 415 (src/core/reading.rs).
 const KNOWN_BYPASSES: &[(&str, fn() -> Request, Recogniser)] = &[];
 
 /// Requests on which the native runner (tests/common/mod.rs `run_native`) and the

@@ -524,7 +524,7 @@ fn forged_shared_data_is_refused_with_a_bundle_key() {
     );
 }
 
-/// The version record a fetcher publishes (see src/distribution.rs).
+/// The version record a fetcher publishes (see src/core/distribution.rs).
 fn version_record(h: &Host, version: u64, set: &[u8]) -> Vec<u8> {
     let digest: [u8; 32] = {
         use sha2::Digest;
@@ -544,7 +544,9 @@ fn version_record(h: &Host, version: u64, set: &[u8]) -> Vec<u8> {
 #[test]
 fn requests_during_many_swaps() {
     let svc = service(&jitsu_set(&["stable", "v0"]));
-    let mut h = host_with(&config(r#", "period": "400ms""#), 4, &svc);
+    // Keys are given once: a second "period" would be refused.
+    let config = config("").replace(r#""period": "3s""#, r#""period": "400ms""#);
+    let mut h = host_with(&config, 4, &svc);
     h.advance(500);
     for i in 1..=40u32 {
         serve(

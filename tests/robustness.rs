@@ -20,79 +20,30 @@ fn postback(token: &str) -> Request {
     Request::get(&format!("/postback?s2s_token={token}&user_id=u&event_id=e"))
 }
 
-/// Rejections are reported word for word, through Envoy's `on_configure`.
+/// Rejections are reported word for word, through Envoy's `on_configure`: the
+/// cases of `tests/fixtures/config-errors.json` (which the schema test reads too).
 #[test]
 fn configuration_errors_through_the_wasm() {
-    let cases = [
-        ("", "configuration: empty; s2s-guard needs a JSON object with at least one route or preset"),
-        ("{\"presets\": [\"adjust\"],", "configuration: not valid JSON: EOF while parsing a value at line 1 column 23"),
-        (
-            r#"{"presets": ["adjust"], "tokens": [{"id": "a", "secret": "x"}, {"id": "a", "secret": "y"}]}"#,
-            "tokens[1].id: duplicate token id \"a\"",
-        ),
-        (
-            r#"{"presets": ["adjust"], "tokens": [{"id": "a", "secret": "x", "scopes": ["events", "installs"]}]}"#,
-            "tokens[0].scopes[1]: unknown scope \"installs\" (expected one of: events, sessions, ad_revenue, gdpr)",
-        ),
-        (
-            r#"{"routes": [{"path": "/e", "profile": "adjust", "credentials": ["cookie:x"]}]}"#,
-            "routes[0].credentials[0]: unknown credential source \"cookie:x\" (expected bearer, authorization, basic, header:<name>, query:<name>, query_prefix:<prefix> or form:<name>)",
-        ),
-        (
-            r#"{"presets": ["jitsu"], "tokens": [{"id": "w", "client_secret": "c", "origins": ["a*b"]}]}"#,
-            "tokens[0].origins[0]: not an origin rule: \"a*b\" (use *, *.domain, *suffix, prefix* or an exact host)",
-        ),
-        (
-            r#"{"presets": ["adjust"], "apps": {"x": {"authentication": "yes"}}}"#,
-            "apps.x.authentication: expected true or false",
-        ),
-        (
-            r#"{"presets": ["adjust"], "max_body_bytes": 5000000}"#,
-            "max_body_bytes: must be a size in bytes (at most Envoy's default buffer limit) between 1 and 1048576",
-        ),
-        // Numbers of 2^32 and more would wrap on wasm32: each is range-checked first.
-        (
-            r#"{"presets": ["adjust"], "max_body_bytes": 4294967297}"#,
-            "max_body_bytes: must be a size in bytes (at most Envoy's default buffer limit) between 1 and 1048576",
-        ),
-        (
-            r#"{"presets": ["adjust"], "signature_reply": {"status": 4294967496}}"#,
-            "signature_reply.status: must be an HTTP error status between 400 and 599",
-        ),
-        (
-            r#"{"presets": ["adjust"], "signature_reply": {"status": 200}}"#,
-            "signature_reply.status: must be an HTTP error status between 400 and 599",
-        ),
-        (
-            r#"{"presets": ["adjust"], "profiles": {"p": {"default": {"status": 4294967496}}}}"#,
-            "profiles.p.default.status: must be an HTTP status between 200 and 599",
-        ),
-        (
-            r#"{"presets": ["adjust_sdk"], "apps": {"a": {"signature": {"secrets": [{"id": 4294967299, "info": [1, 2, 3, 4]}]}}}}"#,
-            "apps.a.signature.secrets[0].id: must be a Secret ID between 1 and 4294967295",
-        ),
-        (
-            r#"{"presets": ["adjust"], "max_stats_apps": 4294967396}"#,
-            "max_stats_apps: must be a number of apps between 0 and 100000",
-        ),
-        (
-            r#"{"presets": ["adjust_sdk"], "apps": {"a": {"signature": {"secrets": [{"id": 1, "info": [1, 2, 3, 4]}], "replay": {"capacity": 4294967297}}}}}"#,
-            "apps.a.signature.replay.capacity: must be a number of signatures between 1 and 10000000",
-        ),
-        (
-            r#"{"presets": ["adjust_sdk"], "apps": {"a": {"signature": {"secrets": [{"id": 1, "info": [1, 2, 3, 4]}], "max_age": 18446744073709551615}}}}"#,
-            "apps.a.signature.max_age: must be at most 315360000 seconds (ten years)",
-        ),
-        (
-            r#"{"presets": ["swaarm"], "token_source": {"cluster": "c", "path": "/t", "max_bytes": 4294967297}}"#,
-            "token_source.max_bytes: must be a size in bytes between 1 and 2147483648",
-        ),
-        (
-            r#"{"presets": ["swaarm"], "token_source": {"cluster": "c", "path": "/t", "period": "99999999999999ms"}}"#,
-            "token_source.period: not a duration: \"99999999999999ms\"",
-        ),
-    ];
-    for (config, message) in cases {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/config-errors.json"
+    ))
+    .unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let cases: Vec<(String, String)> = doc["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["config"].as_str().unwrap().to_string(),
+                c["message"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(cases.len() > 30);
+    for (config, message) in &cases {
+        let (config, message) = (config.as_str(), message.as_str());
         // The same words natively, from the pure core.
         match s2s_guard::config::parse(config.as_bytes()) {
             Err(e) => assert_eq!(e.to_string(), message, "native: {config}"),

@@ -45,7 +45,7 @@ fn apply(headers: &mut Headers, f: &Forward) {
     }
 }
 
-/// The adapter's flow (src/filter.rs), natively: decide in the headers, or decide
+/// The adapter's flow (src/adapter/filter.rs), natively: decide in the headers, or decide
 /// at the end of the body after making the header changes known.
 pub fn run_native(config: &str, req: &Request) -> Observed {
     run_native_with(config, req, &mut ReplayMemory::default(), START)

@@ -339,6 +339,62 @@ pub struct UpstreamHeaders {
     pub reason: String,
 }
 
+/// Who fetches from the token source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The filter's root contexts elect one fetcher per proxy with a lease (Istio).
+    Auto,
+    /// This VM fetches (an Envoy singleton bootstrap service with the same `vm_id`).
+    Fetcher,
+    /// This VM only reads what a singleton publishes.
+    Reader,
+}
+
+/// The `token_source` configuration: where live token sets come from.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TokenSource {
+    /// Shared data namespace, so several plugins in one proxy (Istio) do not collide.
+    pub name: String,
+    pub cluster: String,
+    pub path: String,
+    pub authority: String,
+    /// Extra request headers (an auth token for the source). Never logged.
+    pub headers: Vec<(String, String)>,
+    pub period_ms: u64,
+    pub timeout_ms: u64,
+    pub max_bytes: usize,
+    /// HMAC-SHA256 key for bundle signatures (`x-s2s-guard-bundle-signature`).
+    pub bundle_key: Option<Vec<u8>>,
+    /// Age of the last confirmed set after which the set is stale.
+    pub stale_after_ms: Option<u64>,
+    /// Stale: answer 503 (true) or keep serving the last set (false).
+    pub stale_rejects: bool,
+    /// Before the first set: serve the inline tokens (true) or answer 503 (false).
+    pub before_first_inline: bool,
+    pub role: Role,
+    /// `Retry-After` seconds on a 503.
+    pub retry_after_s: u64,
+    /// Large sets: workers look tokens up in shared data by digest instead of each
+    /// holding a copy.
+    pub shared_lookup: bool,
+    /// Sets may carry `apps` (app settings, authentication switches). Off: a set
+    /// with `apps` is refused.
+    pub apps_from_set: bool,
+}
+
+impl std::fmt::Debug for TokenSource {
+    // Headers and the bundle key are secrets.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenSource")
+            .field("name", &self.name)
+            .field("cluster", &self.cluster)
+            .field("path", &self.path)
+            .field("period_ms", &self.period_ms)
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The whole compiled configuration.
 #[derive(Debug)]
 pub struct Policy {
@@ -369,7 +425,7 @@ pub struct Policy {
     /// Per-app statistics series: `stat_names[i]` for each app's secrets and buckets.
     pub stat_names: Vec<String>,
     /// Where live token sets come from, if not only from this configuration.
-    pub source: Option<crate::distribution::Source>,
+    pub source: Option<TokenSource>,
     /// The version of the token set this policy was built with (`None`: inline).
     pub set_version: Option<u64>,
     /// The set's `epoch` (0 if none): a higher epoch resets the version order.

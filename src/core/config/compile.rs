@@ -1,0 +1,1050 @@
+//! Validation and compilation: a deserialized [`Config`] (shape already checked by
+//! serde) becomes the immutable [`Policy`], or an error naming the field. Meaning is
+//! checked here: ranges, references between parts (profiles, realms, templates),
+//! canonical paths, credential sources.
+
+use std::collections::HashMap;
+
+use serde_json::value::RawValue;
+
+use super::model::{
+    self, AppConfig, ChecksName, Config, Named, OneOrList, ReplyConfig, RequiredParamConfig,
+    RouteConfig, ScopeName, SignatureConfig, TokenSourceConfig,
+};
+use super::presets::{self, text};
+use super::{compile_tokens, err, ConfigError, Realms};
+use crate::path::PathOptions;
+use crate::policy::{
+    AppPlatform, AppSettings, BodyRule, Checks, LaterSdk, Mode, OriginMismatch, Outcome, PathMatch,
+    Policy, Profile, Reply, RequiredParam, Role, Route, SignatureSettings, Source, TokenSource,
+    UpstreamHeaders,
+};
+use crate::replay;
+use crate::signature::AppSecret;
+use crate::token::{Scope, Scopes};
+
+/// Default limit for buffered form bodies.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
+/// Hard ceiling for `max_body_bytes`: Envoy's default connection buffer is 1 MiB.
+pub const MAX_BODY_CEILING: usize = 1024 * 1024;
+/// Apps beyond this many get no statistics series of their own.
+pub const DEFAULT_MAX_STATS_APPS: usize = 100;
+/// Default freshness window: offline queues hold events for days.
+pub const DEFAULT_MAX_AGE: u64 = 30 * 86400;
+pub const DEFAULT_MAX_FUTURE: u64 = 300;
+pub const DEFAULT_REPLAY_CAPACITY: usize = 100_000;
+pub const DEFAULT_PERIOD_MS: u64 = 3000;
+pub const DEFAULT_TIMEOUT_MS: u64 = 2000;
+pub const DEFAULT_MAX_BYTES: usize = 64 * 1024 * 1024;
+
+/// `value` if it lies in `lo..=hi` (checked before any narrowing: the filter runs
+/// on wasm32, where `usize` is 32 bits and 4294967297 must not become 1).
+fn in_range(path: &str, value: u64, lo: u64, hi: u64, what: &str) -> Result<u64, ConfigError> {
+    if (lo..=hi).contains(&value) {
+        Ok(value)
+    } else {
+        err(path, format!("must be {what} between {lo} and {hi}"))
+    }
+}
+
+fn size(path: &str, value: u64, lo: u64, hi: u64, what: &str) -> Result<usize, ConfigError> {
+    let v = in_range(path, value, lo, hi, what)?;
+    usize::try_from(v).or_else(|_| err(path, format!("must be {what} between {lo} and {hi}")))
+}
+
+fn scope(s: ScopeName) -> Scope {
+    match s {
+        ScopeName::Events => Scope::Events,
+        ScopeName::Sessions => Scope::Sessions,
+        ScopeName::AdRevenue => Scope::AdRevenue,
+        ScopeName::Gdpr => Scope::Gdpr,
+    }
+}
+
+/// Compiles a configuration. `set_apps` replaces the configuration's `apps` (a
+/// token set's), `tokens` its inline tokens.
+pub(super) fn compile(
+    c: &Config<'_>,
+    set_apps: Option<&Named<'_, AppConfig<'_>>>,
+    tokens: Option<&RawValue>,
+) -> Result<Policy, ConfigError> {
+    let mode = match c.mode {
+        None | Some(model::Mode::Enforce) => Mode::Enforce,
+        Some(model::Mode::Flag) => Mode::Flag,
+        Some(model::Mode::DryRun) => Mode::DryRun,
+    };
+
+    // Profiles: built-in ones, then custom ones.
+    let mut profiles = presets::builtin_profiles();
+    if let Some(custom) = &c.profiles {
+        for (name, replies) in custom.iter() {
+            let path = format!("profiles.{name}");
+            if profiles.iter().any(|p| p.name == name) {
+                return err(path, "redefines a built-in profile (adjust, swaarm, jitsu)");
+            }
+            profiles.push(custom_profile(&path, name, replies)?);
+        }
+    }
+    let profile_index = |path: &str, name: &str| -> Result<usize, ConfigError> {
+        match profiles.iter().position(|p| p.name == name) {
+            Some(i) => Ok(i),
+            None => err(path, format!("unknown profile \"{name}\"")),
+        }
+    };
+
+    let paths = compile_paths(c);
+
+    // Routes: presets first; a user route with the same path and match replaces one.
+    let mut routes: Vec<Route> = Vec::new();
+    for (i, &preset) in c.presets.iter().flatten().enumerate() {
+        let path = format!("presets[{i}]");
+        let profile = profile_index(&path, presets::profile_of(preset))?;
+        for r in presets::routes(preset) {
+            if routes.iter().any(|e| e.path == r.path) {
+                return err(
+                    path,
+                    format!(
+                        "preset \"{}\" repeats route {}",
+                        presets::name(preset),
+                        r.name
+                    ),
+                );
+            }
+            routes.push(Route { profile, ..r });
+        }
+    }
+    let preset_count = routes.len();
+    for (i, r) in c.routes.iter().flatten().enumerate() {
+        let path = format!("routes[{i}]");
+        let route = compile_route(&path, r, &profile_index, &paths)?;
+        if let Some(dup) = routes[preset_count..]
+            .iter()
+            .position(|r| r.path == route.path && r.methods == route.methods)
+        {
+            return err(path, format!("same path and methods as routes[{dup}]"));
+        }
+        match routes[..preset_count]
+            .iter()
+            .position(|r| r.path == route.path)
+        {
+            Some(p) => routes[p] = route,
+            None => routes.push(route),
+        }
+    }
+    if routes.is_empty() {
+        return err("routes", "no routes: configure routes or name a preset");
+    }
+    let mut routes: Vec<Route> = routes.into_iter().map(Route::finish).collect();
+    // A credential parameter another route of the realm reads is a decision field
+    // everywhere in the realm: a collector with one credential reader may take it.
+    let realm_names: Vec<(String, Vec<u8>)> = routes
+        .iter()
+        .flat_map(|r| {
+            r.sources.iter().filter_map(move |s| match s {
+                Source::Query(n) | Source::Form(n) => Some((r.realm.clone(), n.clone())),
+                _ => None,
+            })
+        })
+        .collect();
+    for r in &mut routes {
+        let names: Vec<Vec<u8>> = realm_names
+            .iter()
+            .filter(|(realm, _)| *realm == r.realm)
+            .map(|(_, n)| n.clone())
+            .collect();
+        r.fields = std::mem::take(&mut r.fields).with_foreign(&names);
+    }
+
+    let reject_unknown_paths = c.unknown_paths == Some(model::UnknownPaths::Reject);
+    let unknown_profile = match &c.unknown_paths_profile {
+        Some(name) => profile_index("unknown_paths_profile", name)?,
+        None => routes[0].profile,
+    };
+
+    // Realms: every route's; tokens name theirs, or take the default.
+    let mut realms: Vec<String> = Vec::new();
+    for r in &routes {
+        if !realms.contains(&r.realm) {
+            realms.push(r.realm.clone());
+        }
+    }
+    realms.sort();
+    let default_realm = match c.default_realm.as_deref() {
+        Some(r) if realms.iter().any(|x| x == r) => Some(r.to_string()),
+        Some(r) => {
+            return err(
+                "default_realm",
+                format!(
+                    "unknown realm \"{r}\" (the routes' realms: {})",
+                    realms.join(", ")
+                ),
+            )
+        }
+        None if realms.len() == 1 => Some(realms[0].clone()),
+        None => None,
+    };
+    let realm_ctx = Realms {
+        interned: realms
+            .iter()
+            .map(|r| std::rc::Rc::from(r.as_str()))
+            .collect(),
+        known: realms.clone(),
+        default: default_realm,
+    };
+    let tokens = compile_tokens(tokens, &realm_ctx)?;
+    let apps = compile_apps(c, set_apps.or(c.apps.as_ref()))?;
+    let signature_reply = match &c.signature_reply {
+        None => text(401, "Request signature rejected"),
+        // A rejection never answers 2xx or 3xx.
+        Some(r) => reply(
+            "signature_reply",
+            r,
+            400,
+            "an HTTP error status between 400 and 599",
+        )?,
+    };
+
+    let headers = match &c.upstream_headers {
+        None => presets::default_headers(),
+        Some(o) => {
+            let d = presets::default_headers();
+            let p = "upstream_headers";
+            UpstreamHeaders {
+                token_id: header_name(p, "token_id", o.token_id.as_deref(), d.token_id)?,
+                app: header_name(p, "app", o.app.as_deref(), d.app)?,
+                reason: header_name(p, "reason", o.reason.as_deref(), d.reason)?,
+            }
+        }
+    };
+    let origin_mismatch = match c.origin_mismatch {
+        None | Some(model::OriginMismatch::Reject) => OriginMismatch::Reject,
+        Some(model::OriginMismatch::OmitCors) => OriginMismatch::OmitCors,
+    };
+    let max_body_bytes = match c.max_body_bytes {
+        None => DEFAULT_MAX_BODY_BYTES,
+        Some(v) => size(
+            "max_body_bytes",
+            v,
+            1,
+            MAX_BODY_CEILING as u64,
+            "a size in bytes (at most Envoy's default buffer limit)",
+        )?,
+    };
+    let source = match &c.token_source {
+        None => None,
+        Some(o) => Some(compile_source(o)?),
+    };
+    let app_names_folded = apps
+        .settings
+        .keys()
+        .chain(apps.signatures.keys())
+        .map(|a| a.to_ascii_lowercase())
+        .collect();
+
+    Ok(Policy {
+        mode,
+        paths,
+        reject_unknown_paths,
+        unknown_profile,
+        routes,
+        tokens,
+        apps: apps.settings,
+        app_authentication_default: apps.default,
+        profiles,
+        headers,
+        strip_credential: c.strip_credential.unwrap_or(true),
+        origin_mismatch,
+        max_body_bytes,
+        hold_headers_for_body: c.hold_headers_for_body.unwrap_or(false),
+        warnings: signature_warnings(&apps.signatures),
+        app_names_folded,
+        signatures: apps.signatures,
+        signature_reply,
+        stat_names: apps.stat_names,
+        source,
+        set_version: None,
+        set_epoch: 0,
+    })
+}
+
+/// `path_normalization`: each step of [`PathOptions`], on unless switched off.
+fn compile_paths(c: &Config) -> PathOptions {
+    let d = PathOptions::default();
+    let Some(o) = &c.path_normalization else {
+        return d;
+    };
+    PathOptions {
+        decode_unreserved: o.decode_unreserved.unwrap_or(d.decode_unreserved),
+        remove_dot_segments: o.remove_dot_segments.unwrap_or(d.remove_dot_segments),
+        merge_slashes: o.merge_slashes.unwrap_or(d.merge_slashes),
+        ignore_trailing_slash: o.ignore_trailing_slash.unwrap_or(d.ignore_trailing_slash),
+        fold_case: o.fold_case.unwrap_or(d.fold_case),
+    }
+}
+
+fn header_name(
+    base: &str,
+    key: &str,
+    value: Option<&str>,
+    default: String,
+) -> Result<String, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(h) if is_header_name(h) => Ok(h.to_ascii_lowercase()),
+        Some(_) => err(format!("{base}.{key}"), "not a valid HTTP header name"),
+    }
+}
+
+pub(crate) fn is_header_name(h: &str) -> bool {
+    !h.is_empty()
+        && h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+fn reply(path: &str, r: &ReplyConfig, lo: u64, what: &str) -> Result<Reply, ConfigError> {
+    let status = in_range(&format!("{path}.status"), r.status, lo, 599, "")
+        .or_else(|_| err(format!("{path}.status"), format!("must be {what}")))?;
+    Ok(Reply {
+        status: status as u16,
+        body: r.body.as_deref().unwrap_or("").as_bytes().to_vec(),
+        content_type: r
+            .content_type
+            .as_deref()
+            .unwrap_or("text/plain; charset=utf-8")
+            .to_string(),
+    })
+}
+
+fn compile_route(
+    at: &str,
+    o: &RouteConfig,
+    profile_index: &dyn Fn(&str, &str) -> Result<usize, ConfigError>,
+    paths: &PathOptions,
+) -> Result<Route, ConfigError> {
+    let f = |key: &str| format!("{at}.{key}");
+    let path_text: &str = &o.path;
+    if path_text.is_empty() {
+        return err(f("path"), "must not be empty");
+    }
+    if !path_text.starts_with('/') {
+        return err(f("path"), "must start with /");
+    }
+    if path_text.contains('?') {
+        return err(f("path"), "must not contain a query");
+    }
+    // Requests are routed by their canonical path: a route path must be one.
+    match crate::path::canonical(path_text.as_bytes(), paths) {
+        Ok(c) if c == path_text.as_bytes() => {}
+        Ok(c) => {
+            return err(
+                f("path"),
+                format!(
+                    "not canonical: requests for it are read as \"{}\" (write that)",
+                    String::from_utf8_lossy(&c)
+                ),
+            )
+        }
+        Err(e) => {
+            return err(
+                f("path"),
+                format!("cannot be made canonical ({})", e.name()),
+            )
+        }
+    }
+    let path = match o.match_ {
+        None | Some(model::PathMatchKind::Exact) => PathMatch::Exact(path_text.as_bytes().to_vec()),
+        Some(model::PathMatchKind::Prefix) => PathMatch::Prefix(path_text.as_bytes().to_vec()),
+    };
+    let name = o.name.as_deref().unwrap_or(path_text).to_string();
+    let mut methods = Vec::new();
+    for (i, m) in o.methods.iter().flatten().enumerate() {
+        if m.is_empty() || !m.bytes().all(|b| b.is_ascii_alphabetic()) {
+            return err(
+                format!("{at}.methods[{i}]"),
+                format!("not an HTTP method: \"{m}\""),
+            );
+        }
+        methods.push(m.to_ascii_uppercase().into_bytes());
+    }
+    let (mut accept_server, mut accept_client) = (true, false);
+    if let Some(kinds) = &o.token_kinds {
+        if kinds.is_empty() {
+            return err(f("token_kinds"), "must name at least one kind");
+        }
+        accept_server = kinds.contains(&model::TokenKind::Server);
+        accept_client = kinds.contains(&model::TokenKind::Client);
+    }
+    let profile = profile_index(&f("profile"), &o.profile)?;
+    let mut required = Vec::new();
+    for (i, r) in o.required_params.iter().flatten().enumerate() {
+        let p = format!("{at}.required_params[{i}]");
+        required.push(match r {
+            RequiredParamConfig::Name(s) if !s.is_empty() => RequiredParam {
+                name: s.as_bytes().to_vec(),
+                allow_empty: false,
+            },
+            RequiredParamConfig::Name(_) => {
+                return err(
+                    p,
+                    "expected a parameter name or {\"name\", \"allow_empty\"}",
+                )
+            }
+            RequiredParamConfig::Object(r) if r.name.is_empty() => {
+                return err(format!("{p}.name"), "must not be empty")
+            }
+            RequiredParamConfig::Object(r) => RequiredParam {
+                name: r.name.as_bytes().to_vec(),
+                allow_empty: r.allow_empty.unwrap_or(false),
+            },
+        });
+    }
+    let app_param = o.app_param.as_deref().map(|s| s.as_bytes().to_vec());
+    let sources = match &o.credentials {
+        None => vec![Source::Bearer],
+        Some(list) if list.is_empty() => {
+            return err(f("credentials"), "must name at least one source")
+        }
+        Some(list) => list
+            .iter()
+            .enumerate()
+            .map(|(i, s)| parse_source(&format!("{at}.credentials[{i}]"), s))
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    let per_app = o.per_app_enforcement.unwrap_or(false);
+    if per_app && app_param.is_none() {
+        return err(
+            f("per_app_enforcement"),
+            "needs app_param (where the request names its app)",
+        );
+    }
+    let checks = match o.checks {
+        None | Some(ChecksName::Token) => Checks::Token,
+        Some(ChecksName::Signature) => Checks::Signature,
+        Some(ChecksName::TokenAndSignature) => Checks::TokenAndSignature,
+        Some(ChecksName::S2sTokenElseSignature) => Checks::S2sTokenElseSignature,
+    };
+    if checks != Checks::Token && app_param.is_none() {
+        return err(
+            f("checks"),
+            "signature checks need app_param (where the request names its app)",
+        );
+    }
+    let body = match o.body {
+        None | Some(model::BodyName::Form) => BodyRule::Form,
+        Some(model::BodyName::Ignore) => BodyRule::Ignore,
+    };
+    let mut single_params = Vec::new();
+    for (i, n) in o.single_params.iter().flatten().enumerate() {
+        if n.is_empty() {
+            return err(format!("{at}.single_params[{i}]"), "must not be empty");
+        }
+        single_params.push(n.as_bytes().to_vec());
+    }
+    let realm = match o.realm.as_deref() {
+        None => "default".to_string(),
+        Some(r) if valid_realm(r) => r.to_string(),
+        Some(r) => {
+            return err(
+                f("realm"),
+                format!("not a realm name: \"{r}\" (letters, digits, - and _)"),
+            )
+        }
+    };
+    Ok(Route {
+        checks,
+        body,
+        single_params,
+        realm,
+        fields: Default::default(),
+        name,
+        path,
+        methods,
+        scope: o.scope.map(scope),
+        accept_server,
+        accept_client,
+        profile,
+        required,
+        app_param,
+        sources,
+        per_app,
+        cors: o.cors.unwrap_or(false),
+    })
+}
+
+fn valid_realm(r: &str) -> bool {
+    !r.is_empty()
+        && r.len() <= 64
+        && r.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn parse_source(path: &str, s: &str) -> Result<Source, ConfigError> {
+    let (kind, arg) = match s.split_once(':') {
+        Some((k, a)) => (k, Some(a)),
+        None => (s, None),
+    };
+    let arg_ok = |a: Option<&str>| -> Result<String, ConfigError> {
+        match a {
+            Some(a) if !a.is_empty() => Ok(a.to_string()),
+            _ => err(path, format!("\"{kind}:\" needs a name after the colon")),
+        }
+    };
+    Ok(match (kind, arg) {
+        ("bearer", None) => Source::Bearer,
+        ("authorization", None) => Source::Authorization,
+        ("basic", None) => Source::Basic,
+        ("header", a) => {
+            let h = arg_ok(a)?;
+            if !is_header_name(&h) {
+                return err(path, format!("not a valid HTTP header name: \"{h}\""));
+            }
+            let h = h.to_ascii_lowercase();
+            if h == "authorization" {
+                return err(
+                    path,
+                    "use bearer, authorization or basic for the Authorization header",
+                );
+            }
+            Source::Header(h)
+        }
+        ("query", a) => Source::Query(arg_ok(a)?.into_bytes()),
+        ("query_prefix", a) => Source::QueryPrefix(arg_ok(a)?.into_bytes()),
+        ("form", a) => Source::Form(arg_ok(a)?.into_bytes()),
+        _ => {
+            return err(
+                path,
+                format!(
+                    "unknown credential source \"{s}\" (expected bearer, authorization, basic, \
+                     header:<name>, query:<name>, query_prefix:<prefix> or form:<name>)"
+                ),
+            )
+        }
+    })
+}
+
+/// Apps: the per-app S2S switch, and SDK signature settings with templates.
+struct Apps {
+    settings: HashMap<String, AppSettings>,
+    default: bool,
+    signatures: HashMap<String, SignatureSettings>,
+    stat_names: Vec<String>,
+}
+
+/// What an operator should hear about a configuration that is valid but weakens
+/// enforcement: an app that enforces signatures yet passes shapes the filter
+/// cannot verify. Sorted by app.
+fn signature_warnings(sigs: &HashMap<String, SignatureSettings>) -> Vec<String> {
+    let mut out: Vec<String> = sigs
+        .iter()
+        .filter(|(_, s)| {
+            s.enforce_signature && s.later_sdk != LaterSdk::Reject && !s.signing_ids.is_empty()
+        })
+        .map(|(app, s)| {
+            format!(
+                "apps.{app}.signature: enforce_signature is on, but unverifiable signatures of signing ids {} are {} (later_sdk)",
+                s.signing_ids.join(", "),
+                if s.later_sdk == LaterSdk::Pass { "passed" } else { "flagged and forwarded" }
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn compile_apps(c: &Config, apps_in: Option<&Named<AppConfig>>) -> Result<Apps, ConfigError> {
+    let default = c.app_authentication_default.unwrap_or(false);
+    let max_stats_apps = match c.max_stats_apps {
+        None => DEFAULT_MAX_STATS_APPS,
+        Some(v) => size("max_stats_apps", v, 0, 100_000, "a number of apps")?,
+    };
+    let mut apps = HashMap::new();
+    // (app, path of its signature, template, signature settings)
+    let mut raw_sigs: Vec<(String, String, Option<String>, Option<&SignatureConfig>)> = Vec::new();
+    for (app, a) in apps_in.iter().flat_map(|m| m.iter()) {
+        let path = format!("apps.{app}");
+        let template = a.template.as_deref().map(str::to_string);
+        if a.signature.is_some() || template.is_some() {
+            raw_sigs.push((
+                app.to_string(),
+                format!("{path}.signature"),
+                template,
+                a.signature.as_ref(),
+            ));
+        }
+        let authentication_scopes = a.authentication_scopes.as_ref().map(|list| {
+            let mut s = Scopes::NONE;
+            for &name in list {
+                s.insert(scope(name));
+            }
+            s
+        });
+        apps.insert(
+            app.to_string(),
+            AppSettings {
+                authentication: a.authentication.unwrap_or(false),
+                authentication_scopes,
+            },
+        );
+    }
+    let (signatures, stat_names) = compile_signatures(&raw_sigs, max_stats_apps)?;
+    Ok(Apps {
+        settings: apps,
+        default,
+        signatures,
+        stat_names,
+    })
+}
+
+/// Oldest SDK versions accepted: (android, ios), each (major, minor).
+type MinSdk = (Option<(u32, u32)>, Option<(u32, u32)>);
+
+fn sdk_version(path: &str, v: Option<&str>) -> Result<Option<(u32, u32)>, ConfigError> {
+    let Some(v) = v else {
+        return Ok(None);
+    };
+    let ok = |s: &str| !s.is_empty() && s.len() <= 4 && s.bytes().all(|c| c.is_ascii_digit());
+    let bad = || {
+        err(
+            path,
+            format!("expected a version like \"4.18\", not \"{v}\""),
+        )
+    };
+    match v.split_once('.') {
+        Some((a, b)) if ok(a) && ok(b) => match (a.parse(), b.parse()) {
+            (Ok(a), Ok(b)) => Ok(Some((a, b))),
+            _ => bad(),
+        },
+        _ => bad(),
+    }
+}
+
+/// One app's `signature` object, before its template is applied.
+#[derive(Default)]
+struct RawSignature {
+    enforce_signature: Option<bool>,
+    platform: Option<AppPlatform>,
+    hashes: Vec<String>,
+    secrets: Vec<AppSecret>,
+    max_age: Option<u64>,
+    max_future: Option<u64>,
+    later_sdk: Option<LaterSdk>,
+    signing_ids: Option<Vec<String>>,
+    require_device_id: Option<bool>,
+    min_sdk: Option<MinSdk>,
+    replay_capacity: Option<usize>,
+    replay_full_rejects: Option<bool>,
+    replay_enabled: Option<bool>,
+}
+
+/// `AA:BB:...` with 20 (SHA-1) or 32 (SHA-256) bytes.
+fn valid_cert_hash(h: &str) -> bool {
+    let parts: Vec<&str> = h.split(':').collect();
+    (parts.len() == 20 || parts.len() == 32)
+        && parts
+            .iter()
+            .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+fn parse_signature(path: &str, o: Option<&SignatureConfig>) -> Result<RawSignature, ConfigError> {
+    let mut r = RawSignature::default();
+    let Some(o) = o else {
+        return Ok(r);
+    };
+    let f = |key: &str| format!("{path}.{key}");
+    r.enforce_signature = o.enforce_signature;
+    r.platform = o.platform.map(|p| match p {
+        model::Platform::Ios => AppPlatform::Ios,
+        model::Platform::Android => AppPlatform::Android,
+        model::Platform::Both => AppPlatform::Both,
+    });
+    let hashes: Vec<(String, &str)> = match &o.android_signature_hash {
+        None => Vec::new(),
+        // A comma-separated string, as the App Automation API accepts.
+        Some(OneOrList::Joined(s)) => s
+            .split(',')
+            .map(|h| (f("android_signature_hash"), h))
+            .collect(),
+        Some(OneOrList::List(l)) => l
+            .iter()
+            .enumerate()
+            .map(|(i, h)| (format!("{path}.android_signature_hash[{i}]"), h.as_ref()))
+            .collect(),
+    };
+    for (p, h) in hashes {
+        let h = h.trim();
+        if !valid_cert_hash(h) {
+            return err(
+                p,
+                format!("not a certificate fingerprint (AA:BB:... with 20 or 32 bytes): \"{h}\""),
+            );
+        }
+        let h = h.to_ascii_uppercase();
+        if !r.hashes.contains(&h) {
+            r.hashes.push(h);
+        }
+    }
+    for (i, s) in o.secrets.iter().flatten().enumerate() {
+        let p = format!("{path}.secrets[{i}]");
+        let id = in_range(&format!("{p}.id"), s.id, 1, u32::MAX.into(), "a Secret ID")? as u32;
+        let secret = match (&s.info, s.secret.as_deref()) {
+            (Some(_), Some(_)) => return err(p, "give either info or secret, not both"),
+            (Some(list), None) => {
+                if list.len() != 4 {
+                    return err(
+                        format!("{p}.info"),
+                        "expected the four integers info1..info4",
+                    );
+                }
+                list.iter()
+                    .map(u64::to_string)
+                    .collect::<String>()
+                    .into_bytes()
+            }
+            (None, Some(j)) if !j.is_empty() && j.bytes().all(|b| b.is_ascii_digit()) => {
+                j.as_bytes().to_vec()
+            }
+            (None, Some(_)) => {
+                return err(
+                    format!("{p}.secret"),
+                    "expected the joined decimal digits of info1..info4",
+                )
+            }
+            (None, None) => return err(p, "has no secret (give info or secret)"),
+        };
+        if r.secrets.iter().any(|x| x.id == id) {
+            return err(format!("{p}.id"), format!("duplicate Secret ID {id}"));
+        }
+        r.secrets.push(AppSecret {
+            id,
+            replay_tag: replay::secret_tag(id, &secret),
+            secret,
+            active: s.active.unwrap_or(true),
+            name: s.name.as_deref().map(str::to_string),
+            // Set once every app using the secret is known.
+            replay_window: 0,
+            replay_per_key: 1,
+        });
+    }
+    r.max_age = o.max_age.map(|d| d.0);
+    r.max_future = o.max_future.map(|d| d.0);
+    r.later_sdk = o.later_sdk.map(|l| match l {
+        model::LaterSdkName::Pass => LaterSdk::Pass,
+        model::LaterSdkName::Flag => LaterSdk::Flag,
+        model::LaterSdkName::Reject => LaterSdk::Reject,
+    });
+    r.signing_ids = o
+        .signing_ids
+        .as_ref()
+        .map(|l| l.iter().map(|s| s.to_string()).collect());
+    r.require_device_id = o.require_device_id;
+    if let Some(m) = &o.min_sdk {
+        let android = sdk_version(&f("min_sdk.android"), m.android.as_deref())?;
+        let ios = sdk_version(&f("min_sdk.ios"), m.ios.as_deref())?;
+        r.min_sdk = Some((android, ios));
+    }
+    if let Some(rp) = &o.replay {
+        r.replay_enabled = rp.enabled;
+        r.replay_capacity = match rp.capacity {
+            None => None,
+            Some(v) => Some(size(
+                &f("replay.capacity"),
+                v,
+                1,
+                10_000_000,
+                "a number of signatures",
+            )?),
+        };
+        r.replay_full_rejects = rp.when_full.map(|w| w == model::WhenFull::Reject);
+    }
+    Ok(r)
+}
+
+fn metric_safe(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+type RawSig<'c> = (
+    String,
+    String,
+    Option<String>,
+    Option<&'c SignatureConfig<'c>>,
+);
+
+fn compile_signatures(
+    raw: &[RawSig],
+    max_stats_apps: usize,
+) -> Result<(HashMap<String, SignatureSettings>, Vec<String>), ConfigError> {
+    let parsed: HashMap<&str, (RawSignature, Option<&String>)> = raw
+        .iter()
+        .map(|(app, path, t, v)| Ok((app.as_str(), (parse_signature(path, *v)?, t.as_ref()))))
+        .collect::<Result<_, ConfigError>>()?;
+    let mut apps: Vec<&RawSig> = raw.iter().collect();
+    apps.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut out = HashMap::new();
+    // The shared "other" block comes first.
+    let mut names: Vec<String> = ["accepted", "rejected", "invalid_secret", "no_secret"]
+        .iter()
+        .map(|s| format!("s2s_guard.sdk.app.other.{s}"))
+        .collect();
+    for (n, (app, path, template, _)) in apps.into_iter().enumerate() {
+        let (own, _) = &parsed[app.as_str()];
+        let base: Option<&RawSignature> = match template {
+            None => None,
+            Some(t) => match parsed.get(t.as_str()) {
+                Some((_, Some(_))) => {
+                    return err(
+                        path.replace(".signature", ".template"),
+                        format!("template \"{t}\" has a template itself"),
+                    )
+                }
+                Some((r, None)) => Some(r),
+                None => {
+                    return err(
+                        path.replace(".signature", ".template"),
+                        format!(
+                            "unknown template app \"{t}\" (it needs a signature object in apps)"
+                        ),
+                    )
+                }
+            },
+        };
+        // Overrides replace, except hashes (added) and secrets (the template's active
+        // ones are added; the app's own Secret IDs win).
+        let pick =
+            |f: fn(&RawSignature) -> Option<u64>, d: u64| f(own).or(base.and_then(f)).unwrap_or(d);
+        let mut secrets = own.secrets.clone();
+        let mut hashes = base.map(|b| b.hashes.clone()).unwrap_or_default();
+        for h in &own.hashes {
+            if !hashes.contains(h) {
+                hashes.push(h.clone());
+            }
+        }
+        if let Some(b) = base {
+            for s in b.secrets.iter().filter(|s| s.active) {
+                if !secrets.iter().any(|x| x.id == s.id) {
+                    secrets.push(s.clone());
+                }
+            }
+        }
+        let capacity = own
+            .replay_capacity
+            .or(base.and_then(|b| b.replay_capacity))
+            .unwrap_or(DEFAULT_REPLAY_CAPACITY);
+        let max_age = pick(|r| r.max_age, DEFAULT_MAX_AGE);
+        let own_series = n < max_stats_apps;
+        let stats_base = names.len();
+        if own_series {
+            let a = metric_safe(app);
+            for s in &secrets {
+                names.push(format!("s2s_guard.sdk.app.{a}.secret.{}.accepted", s.id));
+                names.push(format!("s2s_guard.sdk.app.{a}.secret.{}.rejected", s.id));
+            }
+            names.push(format!("s2s_guard.sdk.app.{a}.invalid_secret"));
+            names.push(format!("s2s_guard.sdk.app.{a}.no_secret"));
+        }
+        let min_sdk = own.min_sdk.or(base.and_then(|b| b.min_sdk));
+        out.insert(
+            app.clone(),
+            SignatureSettings {
+                enforce_signature: own
+                    .enforce_signature
+                    .or(base.and_then(|b| b.enforce_signature))
+                    .unwrap_or(false),
+                platform: own
+                    .platform
+                    .or(base.and_then(|b| b.platform))
+                    .unwrap_or(AppPlatform::Both),
+                android_signature_hashes: hashes,
+                secrets,
+                max_age,
+                max_future: pick(|r| r.max_future, DEFAULT_MAX_FUTURE),
+                later_sdk: own
+                    .later_sdk
+                    .or(base.and_then(|b| b.later_sdk))
+                    .unwrap_or(LaterSdk::Pass),
+                signing_ids: own
+                    .signing_ids
+                    .clone()
+                    .or(base.and_then(|b| b.signing_ids.clone()))
+                    .unwrap_or_default(),
+                require_device_id: own
+                    .require_device_id
+                    .or(base.and_then(|b| b.require_device_id))
+                    .unwrap_or(false),
+                min_sdk_android: min_sdk.and_then(|m| m.0),
+                min_sdk_ios: min_sdk.and_then(|m| m.1),
+                replay_window: max_age + pick(|r| r.max_future, DEFAULT_MAX_FUTURE),
+                replay_capacity: capacity,
+                replay_enabled: own
+                    .replay_enabled
+                    .or(base.and_then(|b| b.replay_enabled))
+                    .unwrap_or(true),
+                // Accept (counted) when full: only genuine traffic or the holder of
+                // the secret fills it, and neither may deny genuine signatures.
+                replay_full_rejects: own
+                    .replay_full_rejects
+                    .or(base.and_then(|b| b.replay_full_rejects))
+                    .unwrap_or(false),
+                stats_base,
+                own_series,
+            },
+        );
+    }
+    // The replay memory is per App Secret: every app using one secret shares it,
+    // with the longest window and the largest capacity among them.
+    let mut shared: HashMap<String, (u64, usize)> = HashMap::new();
+    for s in out.values().filter(|s| s.replay_enabled) {
+        for sec in &s.secrets {
+            let e = shared.entry(sec.replay_tag.clone()).or_insert((0, 0));
+            e.0 = e.0.max(s.replay_window);
+            e.1 = e.1.max(s.replay_capacity);
+        }
+    }
+    for s in out.values_mut() {
+        for sec in &mut s.secrets {
+            let (window, capacity) = shared
+                .get(&sec.replay_tag)
+                .copied()
+                .unwrap_or((s.replay_window, s.replay_capacity));
+            sec.replay_window = window;
+            sec.replay_per_key = replay::per_key(capacity);
+        }
+    }
+    Ok((out, names))
+}
+
+const OUTCOMES_EXPECTED: &str = "unknown outcome (expected default, missing, wrong, inactive, \
+     expired, insufficient_scope, wrong_kind, origin_denied, bad_request, unknown_endpoint, \
+     ambiguous, body_too_large, method_not_allowed or unsupported_media_type)";
+
+fn custom_profile(path: &str, name: &str, m: &Named<ReplyConfig>) -> Result<Profile, ConfigError> {
+    let mut replies: Vec<Option<Reply>> = vec![None; Outcome::ALL.len()];
+    let mut default: Option<Reply> = None;
+    for (key, rv) in m.iter() {
+        let p = format!("{path}.{key}");
+        let outcome = if key == "default" {
+            None
+        } else {
+            match Outcome::parse(key) {
+                Some(Outcome::Allowed) | None => return err(p, OUTCOMES_EXPECTED),
+                Some(o) => Some(o),
+            }
+        };
+        let r = reply(&p, rv, 200, "an HTTP status between 200 and 599")?;
+        match outcome {
+            None => default = Some(r),
+            Some(o) => replies[o.index()] = Some(r),
+        }
+    }
+    let mut out = Vec::with_capacity(replies.len());
+    for (i, r) in replies.into_iter().enumerate() {
+        let o = Outcome::ALL[i];
+        out.push(match (r, &default) {
+            (Some(r), _) => r,
+            (None, _) if o == Outcome::Allowed => text(200, "OK"),
+            (None, Some(d)) => d.clone(),
+            // Outcomes added after custom profiles existed answer in HTTP's words.
+            (None, None) if o == Outcome::MethodNotAllowed => text(405, "Method not allowed"),
+            (None, None) if o == Outcome::UnsupportedMediaType => {
+                text(415, "Unsupported request body")
+            }
+            (None, None) => {
+                return err(
+                    path,
+                    format!(
+                        "no reply for outcome \"{}\" (give it or a \"default\")",
+                        o.name()
+                    ),
+                )
+            }
+        });
+    }
+    Ok(Profile {
+        name: name.into(),
+        replies: out,
+    })
+}
+
+/// `token_source`.
+fn compile_source(o: &TokenSourceConfig) -> Result<TokenSource, ConfigError> {
+    let f = |key: &str| format!("token_source.{key}");
+    if o.cluster.is_empty() {
+        return err(f("cluster"), "must not be empty");
+    }
+    if o.path.is_empty() {
+        return err(f("path"), "must not be empty");
+    }
+    if !o.path.starts_with('/') {
+        return err(f("path"), "must start with /");
+    }
+    let name = o.name.as_deref().unwrap_or("default");
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return err(f("name"), "use letters, digits, - and _ only");
+    }
+    let mut headers = Vec::new();
+    for (k, v) in o.headers.iter().flat_map(|h| h.iter()) {
+        if !is_header_name(k) || k.starts_with(':') {
+            return err(
+                format!("token_source.headers.{k}"),
+                "not a valid HTTP header name",
+            );
+        }
+        headers.push((k.to_ascii_lowercase(), v.to_string()));
+    }
+    let period_ms = o.period.map_or(DEFAULT_PERIOD_MS, |m| m.0);
+    if period_ms < 100 {
+        return err(f("period"), "must be at least 100ms");
+    }
+    let timeout_ms = o.timeout.map_or(DEFAULT_TIMEOUT_MS, |m| m.0);
+    if timeout_ms == 0 {
+        return err(f("timeout"), "must be more than 0");
+    }
+    let max_bytes = match o.max_bytes {
+        None => DEFAULT_MAX_BYTES,
+        Some(v) => size(&f("max_bytes"), v, 1, 1 << 31, "a size in bytes")?,
+    };
+    let bundle_key = match o.bundle_key.as_deref() {
+        None => None,
+        Some(k) => match hex::decode(k) {
+            Ok(k) if k.len() >= 16 => Some(k),
+            _ => return err(f("bundle_key"), "expected at least 16 bytes as hexadecimal"),
+        },
+    };
+    let stale_rejects = o.when_stale == Some(model::WhenStale::Reject);
+    if stale_rejects && o.stale_after.is_none() {
+        return err(f("when_stale"), "needs stale_after");
+    }
+    Ok(TokenSource {
+        apps_from_set: o.apps_from_set.unwrap_or(false),
+        name: name.to_string(),
+        cluster: o.cluster.to_string(),
+        path: o.path.to_string(),
+        authority: o.authority.as_deref().unwrap_or(&o.cluster).to_string(),
+        headers,
+        period_ms,
+        timeout_ms,
+        max_bytes,
+        bundle_key,
+        stale_after_ms: o.stale_after.map(|m| m.0),
+        stale_rejects,
+        before_first_inline: o.before_first == Some(model::BeforeFirst::Inline),
+        role: match o.role {
+            None | Some(model::RoleName::Auto) => Role::Auto,
+            Some(model::RoleName::Fetcher) => Role::Fetcher,
+            Some(model::RoleName::Reader) => Role::Reader,
+        },
+        retry_after_s: o.retry_after.map_or(period_ms.div_ceil(1000), |d| d.0),
+        shared_lookup: o.lookup == Some(model::Lookup::Shared),
+    })
+}
