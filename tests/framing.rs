@@ -111,3 +111,26 @@ fn bytes_after_an_announced_empty_body_are_refused() {
         o.counters
     );
 }
+
+/// `log_level`: below `info` a rejected request writes no line (and costs no
+/// formatting); at the default it writes one, naming no secret.
+#[test]
+fn log_level_silences_decision_lines() {
+    use s2s_guard_host::LogLevel;
+    let mut w = WasmRunner::new();
+    let quiet = config().replacen('{', r#"{"log_level": "warn", "#, 1);
+    let mut wrong = event(Some("not-the-token"));
+    wrong.headers.push(("content-length".into(), b"0".to_vec()));
+    for (cfg, lines) in [(config(), 1), (quiet, 0)] {
+        let before = w.host(&cfg).logs_at(LogLevel::Info).len();
+        let o = w.run(&cfg, &wrong);
+        assert_eq!(o.status, 202);
+        let logs = w.host(&cfg).logs_at(LogLevel::Info);
+        let new: Vec<&String> = logs[before..]
+            .iter()
+            .filter(|l| l.contains("wrong_token") || l.contains("wrong"))
+            .collect();
+        assert_eq!(new.len(), lines, "{cfg}: {new:?}");
+        assert!(new.iter().all(|l| !l.contains("not-the-token")), "{new:?}");
+    }
+}

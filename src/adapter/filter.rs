@@ -140,6 +140,8 @@ impl RootContext for Root {
         let bytes = self.get_plugin_configuration().unwrap_or_default();
         match config::parse(&bytes) {
             Ok(policy) => {
+                // Lines below the configured level are neither formatted nor sent.
+                log::set_max_level(policy.log_level);
                 info!(
                     "s2s-guard: configuration loaded: {} routes, {} tokens, mode {:?}",
                     policy.routes.len(),

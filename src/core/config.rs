@@ -360,6 +360,7 @@ fn join(path: &str, key: &str) -> String {
 fn noun(field: &str) -> &'static str {
     match field {
         "mode" => "mode",
+        "log_level" => "log level",
         "presets" => "preset",
         "match" => "match",
         "scope" | "scopes" | "authentication_scopes" => "scope",
@@ -1010,7 +1011,7 @@ mod tests {
             "configuration: empty; s2s-guard needs a JSON object with at least one route or preset"
         );
         assert_eq!(e("[]"), "configuration: expected a JSON object");
-        assert_eq!(e(r#"{"presets":["adjust"],"bogus":1}"#), "bogus: unknown field (known fields: $schema, app_authentication_default, apps, default_realm, hold_headers_for_body, max_body_bytes, max_stats_apps, mode, origin_mismatch, path_normalization, presets, profiles, routes, signature_reply, strip_credential, token_source, tokens, unknown_paths, unknown_paths_profile, upstream_headers)");
+        assert_eq!(e(r#"{"presets":["adjust"],"bogus":1}"#), "bogus: unknown field (known fields: $schema, app_authentication_default, apps, default_realm, hold_headers_for_body, log_level, max_body_bytes, max_stats_apps, mode, origin_mismatch, path_normalization, presets, profiles, routes, signature_reply, strip_credential, token_source, tokens, unknown_paths, unknown_paths_profile, upstream_headers)");
         assert_eq!(
             e(r#"{"presets":["adjust"],"tokens":[{"id":"a","secret":"s","scopes":["event"]}]}"#),
             "tokens[0].scopes[0]: unknown scope \"event\" (expected one of: events, sessions, ad_revenue, gdpr)"

@@ -642,7 +642,10 @@ fn token_decision(
             value, locations, ..
         } => match tokens.verify(&value) {
             None => {
-                d.fingerprint = Some(token::fingerprint(&value));
+                // Only for the log line: not computed when no line is written.
+                if policy.log_level >= log::LevelFilter::Info {
+                    d.fingerprint = Some(token::fingerprint(&value));
+                }
                 (Outcome::Wrong, locations)
             }
             Some(v) => {

@@ -399,6 +399,8 @@ impl std::fmt::Debug for TokenSource {
 #[derive(Debug)]
 pub struct Policy {
     pub mode: Mode,
+    /// The most detailed log lines written (`log_level`).
+    pub log_level: log::LevelFilter,
     /// How request paths are made canonical before routing.
     pub paths: crate::path::PathOptions,
     pub reject_unknown_paths: bool,

@@ -73,6 +73,13 @@ pub(super) fn compile(
         Some(model::Mode::Flag) => Mode::Flag,
         Some(model::Mode::DryRun) => Mode::DryRun,
     };
+    let log_level = match c.log_level {
+        Some(model::LogLevel::Off) => log::LevelFilter::Off,
+        Some(model::LogLevel::Error) => log::LevelFilter::Error,
+        Some(model::LogLevel::Warn) => log::LevelFilter::Warn,
+        None | Some(model::LogLevel::Info) => log::LevelFilter::Info,
+        Some(model::LogLevel::Debug) => log::LevelFilter::Debug,
+    };
 
     // Profiles: built-in ones, then custom ones.
     let mut profiles = presets::builtin_profiles();
@@ -243,6 +250,7 @@ pub(super) fn compile(
 
     Ok(Policy {
         mode,
+        log_level,
         paths,
         reject_unknown_paths,
         unknown_profile,

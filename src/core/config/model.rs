@@ -98,6 +98,10 @@ pub struct Config<'a> {
     pub app_authentication_default: Option<bool>,
     /// What happens to a request that fails a check (default `enforce`).
     pub mode: Option<Mode>,
+    /// The most detailed log lines the filter writes (default `info`: a line per
+    /// rejected, flagged or shadowed request). Below the level a line costs
+    /// nothing: it is not even formatted. The host's own level filters too.
+    pub log_level: Option<LogLevel>,
     /// Requests whose canonical path no route matches (default `pass`).
     pub unknown_paths: Option<UnknownPaths>,
     /// How request paths are made canonical before routing (every step on by
@@ -207,6 +211,25 @@ pub enum Mode {
 }
 
 names!(Mode: Enforce = "enforce", Flag = "flag", DryRun = "dry_run");
+
+/// How much the filter logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
+#[cfg_attr(feature = "schema", serde(rename_all = "snake_case"))]
+pub enum LogLevel {
+    /// Nothing.
+    Off,
+    /// Failures of the filter itself (token source, configuration).
+    Error,
+    /// And warnings (set refusals, weakened enforcement, 503s).
+    Warn,
+    /// And a line per rejected, flagged or shadowed request (the default).
+    Info,
+    /// Everything.
+    Debug,
+}
+
+names!(LogLevel: Off = "off", Error = "error", Warn = "warn", Info = "info", Debug = "debug");
 
 /// Requests whose canonical path no route matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
