@@ -69,21 +69,18 @@ def write(name, obj):
 
 
 # ---- the requests ---------------------------------------------------------------
-# The Adjust routes read form bodies (`body: form`), and this host passes eof=false
-# to on_http_request_headers even for a request without a body, so s2s-guard always
-# waits for a body: a bodyless POST is refused (415, no Content-Type) and a GET is
-# "ambiguous" (400, a body on GET). The token requests therefore carry a small form
-# body (the device id), the same bytes for every filter.
-EVENT = "/event?s2s=1&app_token=abc123kuvada7&event_token=xyzklm"
-FORM = "gps_adid=11110111-2345-6789-1122-000000005678"
-CT = ["Content-Type", "application/x-www-form-urlencoded"]
+# An Adjust S2S event as the Adjust document sends it: a POST with its parameters in
+# the query and no body. This host passes eof=false to on_http_request_headers even
+# for a request without a body; `Content-Length: 0` tells s2s-guard there is none,
+# so it decides at the headers as in Envoy (without it, it would wait for a body).
+EVENT = "/event?s2s=1&app_token=abc123kuvada7&event_token=xyzklm&gps_adid=11110111-2345-6789-1122-000000005678"
 
 
 def token_request(auth):
-    h = [["User-Agent", "wrk"], CT]
+    h = [["User-Agent", "wrk"], ["Content-Length", "0"]]
     if auth:
         h.insert(0, ["Authorization", auth])
-    return {"method": "POST", "path": EVENT, "headers": h, "body": FORM}
+    return {"method": "POST", "path": EVENT, "headers": h}
 
 
 valid = token_request("Bearer " + TOKEN)
@@ -187,7 +184,6 @@ def said(f, r):
 COMPARISONS = [
     ("a", "Adjust event, mintoken's token (forwarded)", "valid", TOKEN_CONFIG, "mintoken"),
     ("a", "Adjust event, mintoken's token (forwarded)", "valid", TOKEN_CONFIG, "noop"),
-    ("a", "Adjust event, mintoken's token (forwarded)", "valid", TOKEN_CONFIG, "bodynoop"),
     ("b", "Adjust event, no token (local reply)", "missing", TOKEN_CONFIG, "mintoken"),
     ("c", "Adjust event, wrong token (local reply)", "wrong", TOKEN_CONFIG, "mintoken"),
     ("d", "signed SDK session POST, 642-byte form body (forwarded)", "signed", SIG_CONFIG, "bodynoop"),
