@@ -273,7 +273,7 @@ md.append("What each filter answered (`realhost.py run` before the runs; each be
           "probe request got the same status, or it is listed under problems below):\n")
 md.append("| request | s2s-guard | mintoken | noop | bodynoop |")
 md.append("|---|---|---|---|---|")
-for key, label in (("valid", "(a) `POST %s`, `Authorization: Bearer %s`, form body `%s`" % (EVENT, TOKEN, FORM)),
+for key, label in (("valid", "(a) `POST %s`, `Authorization: Bearer %s`, `Content-Length: 0`, no body" % (EVENT, TOKEN)),
                    ("missing", "(b) the same without `Authorization`"),
                    ("wrong", "(c) the same with another bearer token"),
                    ("signed", "(d) `POST /session`, signed SDK session, 642-byte form body")):

@@ -92,24 +92,57 @@ fn late_end_of_stream_with_empty_framing_is_decided_at_the_headers() {
 #[test]
 fn bytes_after_an_announced_empty_body_are_refused() {
     let mut w = WasmRunner::new();
-    let cfg = config();
-    // Content-Length 0, then a body naming another app (a second reading).
-    let mut r = event(Some(TOKEN)).http2();
-    r.headers.push(("content-length".into(), b"0".to_vec()));
-    r.headers.push((
-        "content-type".into(),
-        b"application/x-www-form-urlencoded".to_vec(),
-    ));
-    r.body = b"app_token=otherapp1".to_vec();
-    let o = w.run(&cfg, &r);
-    assert!(!o.forwarded, "forwarded: {o:?}");
-    assert_eq!(o.status, 400, "{:?}", String::from_utf8_lossy(&o.body));
-    assert_eq!(
-        o.counters.get("s2s_guard.ambiguous.class.body_length"),
-        Some(&1),
-        "{:?}",
-        o.counters
-    );
+    // In every mode that refuses: flag mode cannot mark a request whose headers
+    // went upstream already, so it answers too (found by a cold attack).
+    for extra in [
+        "",
+        r#""mode": "flag", "#,
+        r#""mode": "flag", "hold_headers_for_body": true, "#,
+    ] {
+        let cfg = config().replacen('{', &format!("{{{extra}"), 1);
+        for (name, protected_in_body) in [
+            ("valid token, other app in body", true),
+            ("no token, app in body", false),
+        ] {
+            // Content-Length 0, then a body naming another app (a second reading).
+            let mut r = if protected_in_body {
+                event(Some(TOKEN))
+            } else {
+                let mut r = Request::post("/event?s2s=1&app_token=unprotected1");
+                r.headers_never_end_stream = true;
+                r
+            };
+            r = r.http2();
+            r.headers.push(("content-length".into(), b"0".to_vec()));
+            r.headers.push((
+                "content-type".into(),
+                b"application/x-www-form-urlencoded".to_vec(),
+            ));
+            r.body = if protected_in_body {
+                b"app_token=otherapp1".to_vec()
+            } else {
+                format!("app_token={APP}").into_bytes()
+            };
+            let o = w.run(&cfg, &r);
+            assert!(!o.forwarded, "{extra}{name}: forwarded: {o:?}");
+            if !protected_in_body {
+                // Refused at its headers already (every app is protected here).
+                continue;
+            }
+            assert_eq!(
+                o.status,
+                400,
+                "{extra}{name}: {:?}",
+                String::from_utf8_lossy(&o.body)
+            );
+            assert_eq!(
+                o.counters.get("s2s_guard.ambiguous.class.body_length"),
+                Some(&1),
+                "{extra}{name}: {:?}",
+                o.counters
+            );
+        }
+    }
 }
 
 /// `log_level`: below `info` a rejected request writes no line (and costs no

@@ -233,16 +233,27 @@ pub fn unannounced_body(policy: &Policy, view: &RequestView) -> Option<Decision>
     else {
         return None;
     };
-    Some(refuse(
-        policy,
-        view,
-        Some(route),
-        Outcome::Ambiguous,
-        Some(Ambiguity {
-            class: Class::BodyLength,
-            field: b"body".to_vec(),
-        }),
-    ))
+    let a = Ambiguity {
+        class: Class::BodyLength,
+        field: b"body".to_vec(),
+    };
+    let d = refuse(policy, view, Some(route), Outcome::Ambiguous, Some(a));
+    if policy.mode == Mode::Flag {
+        // The headers went upstream already: a marker can no longer be added, so
+        // the request is answered, never forwarded unmarked.
+        let origin = route
+            .cors
+            .then(|| view.header_values("origin").next())
+            .flatten();
+        return Some(respond(
+            policy,
+            route.profile,
+            Outcome::Ambiguous,
+            origin,
+            d,
+        ));
+    }
+    Some(d)
 }
 
 /// Request trailers of a request decided (and forwarded) at its headers: a trailer
