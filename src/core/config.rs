@@ -316,7 +316,21 @@ fn explain(path: &str, e: &serde_json::Error) -> ConfigError {
             format!("unknown field (known fields: {})", known.join(", ")),
         )
     } else if msg.starts_with("unknown variant ") {
-        let value = quoted.first().copied().unwrap_or("");
+        // Echoed into logs: control characters escaped, long values cut.
+        let value: String = quoted
+            .first()
+            .copied()
+            .unwrap_or("")
+            .chars()
+            .take(64)
+            .flat_map(|c| {
+                if c.is_control() {
+                    c.escape_default().collect::<Vec<_>>()
+                } else {
+                    vec![c]
+                }
+            })
+            .collect();
         let expected = quoted.get(1..).unwrap_or_default();
         let message = match noun(field) {
             "scope" => format!(
@@ -731,6 +745,18 @@ impl<'de> serde::de::Visitor<'de> for TokenSeq<'_> {
     }
 }
 
+/// Token ids and apps go upstream as header values and into log lines: visible
+/// ASCII and inner spaces only, and short (records keep 16-bit lengths).
+fn header_safe(s: &str) -> bool {
+    (1..=MAX_LABEL).contains(&s.len())
+        && s.bytes().all(|b| (0x20..0x7f).contains(&b))
+        && !s.starts_with(' ')
+        && !s.ends_with(' ')
+}
+
+const MAX_LABEL: usize = 256;
+const HEADER_SAFE: &str = "must be 1 to 256 visible ASCII characters (no control characters, no outer spaces): it is sent upstream as a header value";
+
 /// A token entry in its common shape, borrowed from the set: every string
 /// without escapes, times as Unix seconds. Anything else fails to deserialize
 /// here and takes the general path.
@@ -823,7 +849,10 @@ fn fast_token<'a>(
     f: &'a FastToken<'a>,
     realms: &'a Realms,
 ) -> Option<(TokenRef<'a>, Secrets, usize)> {
-    if f.id.is_empty() || f.all_apps == Some(true) && f.app.is_some() {
+    if !header_safe(f.id)
+        || f.app.is_some_and(|a| !header_safe(a))
+        || f.all_apps == Some(true) && f.app.is_some()
+    {
         return None;
     }
     let main = fast_secret(f.secret, f.sha256)?;
@@ -901,6 +930,9 @@ fn compile_token(
         let path = format!("tokens[{i}]");
         let mut o = element(&path, v)?;
         let id = o.required_str("id")?.to_string();
+        if !header_safe(&id) {
+            return err(o.at("id"), HEADER_SAFE);
+        }
         o.str("name")?;
         let mut secrets: Vec<(Digest, Kind)> = Vec::new();
         let main = secret(&mut o, "secret", "sha256")?;
@@ -939,6 +971,9 @@ fn compile_token(
             }
         }
         let app = o.str("app")?.map(str::to_string);
+        if app.as_deref().is_some_and(|a| !header_safe(a)) {
+            return err(o.at("app"), HEADER_SAFE);
+        }
         let mut scopes = Scopes::NONE;
         for (p, s) in o.strings("scopes")?.unwrap_or_default() {
             scopes.insert(parse_scope(&p, s)?);

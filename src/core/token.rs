@@ -136,6 +136,11 @@ impl OriginRule {
     /// Parses a rule; `None` for an empty rule or one with a `*` elsewhere.
     pub fn parse(rule: &str) -> Option<OriginRule> {
         let rule = rule.trim().to_ascii_lowercase();
+        // A host name is at most 253 characters; rules are also stored with
+        // 16-bit lengths, which must never cut one.
+        if rule.len() > 255 {
+            return None;
+        }
         if rule == "*" {
             return Some(OriginRule::Any);
         }
