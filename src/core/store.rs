@@ -145,6 +145,14 @@ impl TokenStore {
     /// Adopts a published store, checking its whole structure first: `None` for
     /// anything that is not a well-formed store (the lookups then never fail).
     pub fn from_blob(blob: Vec<u8>) -> Option<TokenStore> {
+        let (store, lens) = TokenStore::layout(blob)?;
+        store.check(lens.0, lens.1, lens.2).then_some(store)
+    }
+
+    /// Reads the header and places the sections (every offset checked); the
+    /// sections' contents are left to [`check`](Self::check). Also returns the
+    /// lengths of the ids, app and realm arenas.
+    fn layout(blob: Vec<u8>) -> Option<(TokenStore, (usize, usize, usize))> {
         let h = blob.get(..HEADER)?;
         if &h[..4] != MAGIC || h[4] != FORMAT {
             return None;
@@ -187,9 +195,7 @@ impl TokenStore {
             realms,
             extras,
         };
-        store
-            .check(ids_len, app_bytes, realm_bytes)
-            .then_some(store)
+        Some((store, (ids_len, app_bytes, realm_bytes)))
     }
 
     /// The structural checks [`from_blob`](Self::from_blob) relies on.
@@ -666,46 +672,10 @@ impl StoreBuilder {
         b.extend_from_slice(&self.ids);
         b.extend_from_slice(&extras);
         debug_assert_eq!(b.len(), size);
-        let records = self.records.len();
-        Ok(TokenStore {
-            bits,
-            entries: n,
-            records,
-            buckets_at: HEADER,
-            entries_at: HEADER + (n_buckets + 1) * 4,
-            records_at: HEADER + (n_buckets + 1) * 4 + n * ENTRY,
-            app_ends_at: HEADER + (n_buckets + 1) * 4 + n * ENTRY + records * RECORD,
-            app_bytes_at: HEADER
-                + (n_buckets + 1) * 4
-                + n * ENTRY
-                + records * RECORD
-                + self.app_list.len() * 4,
-            realm_ends_at: HEADER
-                + (n_buckets + 1) * 4
-                + n * ENTRY
-                + records * RECORD
-                + self.app_list.len() * 4
-                + app_bytes,
-            realm_bytes_at: HEADER
-                + (n_buckets + 1) * 4
-                + n * ENTRY
-                + records * RECORD
-                + self.app_list.len() * 4
-                + app_bytes
-                + self.realms.len() * 4,
-            ids_at: HEADER
-                + (n_buckets + 1) * 4
-                + n * ENTRY
-                + records * RECORD
-                + self.app_list.len() * 4
-                + app_bytes
-                + self.realms.len() * 4
-                + realm_bytes,
-            apps: self.app_list.len(),
-            realms: self.realms.len(),
-            extras: self.extras,
-            blob: b,
-        })
+        // Written by the layout it is read with: one place computes the offsets.
+        TokenStore::layout(b)
+            .map(|(store, _)| store)
+            .ok_or(StoreError::TooLarge)
     }
 }
 
