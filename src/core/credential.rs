@@ -153,7 +153,7 @@ fn from_source(
 /// All non-empty values of matching parameters must agree; every pair carrying the
 /// value is reported so that all copies are stripped.
 fn params_hit<'a>(
-    params: impl Iterator<Item = &'a Param>,
+    params: impl Iterator<Item = &'a Param<'a>>,
     loc: fn((usize, usize)) -> Location,
 ) -> Hit {
     let mut found: Option<&[u8]> = None;
@@ -164,7 +164,7 @@ fn params_hit<'a>(
         }
         match found {
             None => found = Some(&p.value),
-            Some(v) if v == p.value.as_slice() => {}
+            Some(v) if v == &*p.value => {}
             Some(_) => return Hit::Ambiguous,
         }
         spans.push(loc(p.span));

@@ -379,18 +379,20 @@ fn refuse(
     if let (Action::Forward(f), Mode::Flag) = (&mut d.action, policy.mode) {
         // No client copy of the marker in the query either.
         let raw = view.path.clone();
-        finish_forward(f, &raw, view, None);
+        finish_forward(f, &raw, view, None, None);
     }
     d
 }
 
-/// Every check that the request reads one way, before any credential is looked at.
-fn reading_check(
+/// Every check that the request reads one way, before any credential is looked at,
+/// but the parameters' (they are split once, by the caller). Returns the form body
+/// to read, when there is one.
+fn reading_check<'b>(
     route: &Route,
     view: &RequestView,
-    body: Option<&[u8]>,
+    body: Option<&'b [u8]>,
     pending: bool,
-) -> Result<BodyPlan, (Outcome, Option<Ambiguity>)> {
+) -> Result<Option<&'b [u8]>, (Outcome, Option<Ambiguity>)> {
     let amb = |a: Ambiguity| (Outcome::Ambiguous, Some(a));
     reading::check_headers(&route.fields, &view.headers).map_err(amb)?;
     reading::check_trailers(&route.fields, &view.trailers).map_err(amb)?;
@@ -423,8 +425,7 @@ fn reading_check(
         }
         _ => None,
     };
-    reading::check_params(&route.fields, view.raw_query(), form).map_err(amb)?;
-    Ok(plan)
+    Ok(form)
 }
 
 fn decide_inner(
@@ -455,12 +456,23 @@ fn decide_inner(
     if route.cors && view.method == b"OPTIONS" {
         return preflight(route, view);
     }
-    let plan = match reading_check(route, view, body, pending) {
-        Ok(p) => p,
+    let form_raw = match reading_check(route, view, body, pending) {
+        Ok(form) => form,
         Err((outcome, a)) => return refuse(policy, view, Some(route), outcome, a),
     };
+    // Query and form body split once, for every check below.
+    let query = request::parse_params(view.raw_query());
+    let form = form_raw.map(request::parse_params);
+    let checked = reading::check_parsed(
+        &route.fields,
+        (view.raw_query(), &query),
+        form_raw.zip(form.as_deref()),
+    );
+    if let Err(a) = checked {
+        return refuse(policy, view, Some(route), Outcome::Ambiguous, Some(a));
+    }
     // From here on, the request as the collector will route it.
-    let raw_path = view.path.clone();
+    let raw_path: &[u8] = &view.path;
     let canonical_view;
     let view = if resolved.path.as_slice() == view.url_path() {
         view
@@ -476,8 +488,11 @@ fn decide_inner(
         };
         &canonical_view
     };
-    let body = body.filter(|_| plan == BodyPlan::Form);
-    let mut d = decide_route(policy, tokens, route, view, body, pending, now);
+    let params = Params {
+        query: &query,
+        form: form.as_deref(),
+    };
+    let mut d = decide_route(policy, tokens, route, view, form_raw, params, pending, now);
     if pending && matches!(d.action, Action::Respond(_)) {
         // Not final: the body may change it. Only the header changes apply now.
         d.action = Action::Forward(Forward {
@@ -490,34 +505,61 @@ fn decide_inner(
             // Identity headers come only from the final decision.
             f.set_headers.clear();
         }
-        finish_forward(f, &raw_path, view, body);
+        finish_forward(f, raw_path, view, form_raw, Some(params));
     }
     d
 }
 
 /// Every forwarded request: the canonical path, and no client-sent copy of the
 /// flag marker in the query or body.
-fn finish_forward(f: &mut Forward, raw_path: &[u8], view: &RequestView, body: Option<&[u8]>) {
-    let query_base = f.path.clone().unwrap_or_else(|| view.path.clone());
-    let (p, q) = match query_base.iter().position(|&b| b == b'?') {
-        Some(i) => (query_base[..i].to_vec(), query_base[i + 1..].to_vec()),
-        None => (query_base.clone(), Vec::new()),
+///
+/// `params`, when the request's pairs were split already: the marker is looked for
+/// only where a pair could spell it (what is forwarded is the request's pairs, or
+/// fewer of them).
+fn finish_forward(
+    f: &mut Forward,
+    raw_path: &[u8],
+    view: &RequestView,
+    body: Option<&[u8]>,
+    params: Option<Params<'_>>,
+) {
+    let may_mark = |list: Option<&[Param]>| list.is_none_or(|l| l.iter().any(|p| p.has_j));
+    let base: &[u8] = f.path.as_deref().unwrap_or(&view.path);
+    let (p, q) = match base.iter().position(|&b| b == b'?') {
+        Some(i) => (&base[..i], Some(&base[i + 1..])),
+        None => (base, None),
     };
-    let spans = flag_field_spans(&q);
-    let q = request::remove_spans(&q, &spans);
-    let mut path = p;
-    if !q.is_empty() {
-        path.push(b'?');
-        path.extend_from_slice(&q);
+    let spans = match q {
+        Some(q) if may_mark(params.map(|p| p.query)) => flag_field_spans(q),
+        _ => Vec::new(),
+    };
+    // The path as forwarded: without client copies of the marker, and without an
+    // empty query's `?`.
+    let path = match q {
+        Some(q) if spans.is_empty() && !q.is_empty() => None,
+        None => None,
+        Some(q) => {
+            let q = request::remove_spans(q, &spans);
+            let mut path = p.to_vec();
+            if !q.is_empty() {
+                path.push(b'?');
+                path.extend_from_slice(&q);
+            }
+            Some(path)
+        }
+    };
+    match path {
+        Some(path) if path != raw_path || f.path.is_some() => f.path = Some(path),
+        Some(_) => {}
+        // Unchanged: only a canonical path differs from the one the client sent.
+        None if f.path.is_none() && base != raw_path => f.path = Some(base.to_vec()),
+        None => {}
     }
-    if path != raw_path || f.path.is_some() {
-        f.path = Some(path);
-    }
-    if let Some(b) = body {
-        let base = f.body.clone().unwrap_or_else(|| b.to_vec());
-        let spans = flag_field_spans(&base);
+    if let Some(b) = body.filter(|_| may_mark(params.and_then(|p| p.form))) {
+        let base: &[u8] = f.body.as_deref().unwrap_or(b);
+        let spans = flag_field_spans(base);
         if !spans.is_empty() {
-            f.body = Some(request::remove_spans(&base, &spans));
+            f.body = Some(request::remove_spans(base, &spans));
         }
     }
 }
@@ -525,6 +567,9 @@ fn finish_forward(f: &mut Forward, raw_path: &[u8], view: &RequestView, body: Op
 /// The pairs of a raw query or form that any stack reads as the flag marker.
 fn flag_field_spans(raw: &[u8]) -> Vec<(usize, usize)> {
     let mut spans = Vec::new();
+    if !might_hold_marker(raw) {
+        return spans;
+    }
     let mut marker: Option<reading::Fields> = None;
     let mut start = 0;
     for seg in raw.split(|&b| b == b'&') {
@@ -534,15 +579,56 @@ fn flag_field_spans(raw: &[u8]) -> Vec<(usize, usize)> {
         if seg.is_empty() || !might_name_marker(seg) {
             continue;
         }
-        let m = marker.get_or_insert_with(|| reading::Fields {
-            names: vec![FLAG_FIELD.as_bytes().to_vec()],
-            ..Default::default()
-        });
+        let m = marker
+            .get_or_insert_with(|| reading::Fields::of_names(vec![FLAG_FIELD.as_bytes().to_vec()]));
         if reading::touches(m, seg) {
             spans.push(span);
         }
     }
     spans
+}
+
+/// The cheap filter for a whole query or body, without allocating: does its
+/// form-decoded text hold `rejection` in any case? Escapes never span an `&`, so
+/// every pair's decoded text is a part of the whole's.
+fn might_hold_marker(raw: &[u8]) -> bool {
+    const WORD: &[u8] = b"rejection";
+    // Quick: the word needs a `j`, plain or escaped (`%4A`, `%6a`, ...).
+    let j = |i: usize, b: u8| {
+        b | 0x20 == b'j'
+            || b == b'%'
+                && raw.get(i + 1).is_some_and(|h| h | 2 == b'6')
+                && raw.get(i + 2).is_some_and(|l| l | 0x20 == b'a')
+    };
+    if !raw.iter().enumerate().any(|(i, &b)| j(i, b)) {
+        return false;
+    }
+    let hex = |b: Option<&u8>| b.and_then(|b| (*b as char).to_digit(16));
+    // No proper prefix of WORD is also its suffix: after a mismatch, a match can
+    // only restart at the current byte.
+    let mut k = 0;
+    let mut i = 0;
+    while let Some(&b) = raw.get(i) {
+        let b = match (b, hex(raw.get(i + 1)), hex(raw.get(i + 2))) {
+            (b'%', Some(h), Some(l)) => {
+                i += 2;
+                (h * 16 + l) as u8
+            }
+            (b'+', ..) => b' ',
+            (b, ..) => b,
+        };
+        i += 1;
+        let b = b.to_ascii_lowercase();
+        if b == WORD[k] {
+            k += 1;
+            if k == WORD.len() {
+                return true;
+            }
+        } else {
+            k = usize::from(b == WORD[0]);
+        }
+    }
+    false
 }
 
 /// A cheap filter: can this raw pair (or one of its `;` parts) name the marker?
@@ -555,24 +641,31 @@ fn might_name_marker(seg: &[u8]) -> bool {
     has(seg)
 }
 
+/// A request's parameters, split once: the query's and the form body's (when read).
+#[derive(Clone, Copy)]
+struct Params<'p> {
+    query: &'p [Param<'p>],
+    form: Option<&'p [Param<'p>]>,
+}
+
+#[allow(clippy::too_many_arguments)]
 fn decide_route(
     policy: &Policy,
     tokens: &dyn Lookup,
     route: &Route,
     view: &RequestView,
     body: Option<&[u8]>,
+    params: Params<'_>,
     pending: bool,
     now: u64,
 ) -> Decision {
-    let query = request::parse_params(view.raw_query());
-    let form = body.map(request::parse_params);
-    let form = form.as_deref();
+    let Params { query, form } = params;
     // An app named in another case than configured: protected to a collector that
     // looks apps up case-insensitively, unknown (unprotected) here.
-    if let Some(app) = single_param(&route.app_param, &query, form) {
-        let exact = std::str::from_utf8(&app)
+    if let Some(app) = single_param(&route.app_param, query, form) {
+        let exact = std::str::from_utf8(app)
             .is_ok_and(|a| policy.apps.contains_key(a) || policy.signatures.contains_key(a));
-        let folded = String::from_utf8_lossy(&app).to_ascii_lowercase();
+        let folded = String::from_utf8_lossy(app).to_ascii_lowercase();
         if !exact && policy.app_names_folded.contains(&folded) {
             let a = Ambiguity {
                 class: Class::Spelling,
@@ -585,7 +678,7 @@ fn decide_route(
         query
             .iter()
             .chain(form.unwrap_or_default())
-            .any(|p| p.name == b"s2s" && p.value == b"1")
+            .any(|p| *p.name == *b"s2s" && *p.value == *b"1")
     };
     let (want_token, want_signature) = match route.checks {
         Checks::Token => (true, false),
@@ -596,16 +689,14 @@ fn decide_route(
         Checks::S2sTokenElseSignature => (s2s(), !s2s()),
     };
     let d = if want_token {
-        token_decision(
-            policy, tokens, route, view, body, pending, now, &query, form,
-        )
+        token_decision(policy, tokens, route, view, body, pending, now, query, form)
     } else {
         passed(policy, route, view)
     };
     if !want_signature || pending || d.outcome != Outcome::Allowed {
         return d;
     }
-    signature_decision(policy, route, view, &query, form, now, d)
+    signature_decision(policy, route, view, query, form, now, d)
 }
 
 /// A route's decision before any check: forward, without the headers the filter owns.
@@ -682,7 +773,7 @@ fn token_decision(
                     && !(pending && app.is_none())
                     && match &t.app {
                         // A token belongs to one app: another app's token is wrong.
-                        Some(a) => app.as_deref() != Some(a.as_bytes()),
+                        Some(a) => app != Some(a.as_bytes()),
                         // A token with no app opens an app-checked route only if it
                         // says it is valid for every app of its realm.
                         None => !t.all_apps,
@@ -751,7 +842,7 @@ fn token_decision(
     // Identity headers are only for allowed requests.
     forward.set_headers.clear();
     forward.response_headers.clear();
-    if route.per_app && !app_enforced(policy, route, app.as_deref()) {
+    if route.per_app && !app_enforced(policy, route, app) {
         d.enforcement = Enforcement::Shadow;
         d.counters.push(Counter::Shadow(outcome));
         d.action = Action::Forward(forward);
@@ -806,7 +897,7 @@ fn signature_decision(
     mut d: Decision,
 ) -> Decision {
     let app = single_param(&route.app_param, query, form);
-    let app = app.as_deref().and_then(|a| std::str::from_utf8(a).ok());
+    let app = app.and_then(|a| std::str::from_utf8(a).ok());
     let Some(settings) = app.and_then(|a| policy.signatures.get(a)) else {
         // No signature settings for this app: nothing to verify against.
         d.counters
@@ -818,7 +909,7 @@ fn signature_decision(
     // Sandbox traffic is verified but not counted in the App Secret statistics.
     let sandbox = params
         .iter()
-        .any(|p| p.name == b"environment" && p.value == b"sandbox");
+        .any(|p| *p.name == *b"environment" && *p.value == *b"sandbox");
     let stat = |s: Stat| (!sandbox).then(|| settings.stat_index(s));
     let duplicate = params
         .iter()
@@ -832,7 +923,7 @@ fn signature_decision(
     let reject = |d: Decision, reason: Reason, st: Option<usize>| {
         signature_rejected(policy, d, reason, st, false)
     };
-    if params.iter().any(|p| p.name == b"app_secret") {
+    if params.iter().any(|p| *p.name == *b"app_secret") {
         return reject(d, Reason::AppSecretInRequest, stat(Stat::InvalidSecret));
     }
     if duplicate {
@@ -1267,22 +1358,22 @@ fn preflight(route: &Route, view: &RequestView) -> Decision {
 
 /// The request's value of a parameter from query or form; `None` if absent, empty
 /// or given with two different values.
-fn single_param(
+fn single_param<'p>(
     name: &Option<Vec<u8>>,
-    query: &[Param],
-    form: Option<&[Param]>,
-) -> Option<Vec<u8>> {
-    let name = name.as_ref()?;
+    query: &'p [Param<'p>],
+    form: Option<&'p [Param<'p>]>,
+) -> Option<&'p [u8]> {
+    let name = name.as_deref()?;
     let mut values = query
         .iter()
         .chain(form.unwrap_or_default())
-        .filter(|p| p.name == *name)
-        .map(|p| p.value.as_slice());
+        .filter(|p| *p.name == *name)
+        .map(|p| &*p.value);
     let first = values.next()?;
     if first.is_empty() || values.any(|v| v != first) {
         return None;
     }
-    Some(first.to_vec())
+    Some(first)
 }
 
 fn required_present(route: &Route, query: &[Param], form: Option<&[Param]>) -> bool {
@@ -1290,7 +1381,7 @@ fn required_present(route: &Route, query: &[Param], form: Option<&[Param]>) -> b
         query
             .iter()
             .chain(form.unwrap_or_default())
-            .any(|p| p.name == r.name && (r.allow_empty || !p.value.is_empty()))
+            .any(|p| *p.name == *r.name && (r.allow_empty || !p.value.is_empty()))
     })
 }
 
@@ -1364,5 +1455,48 @@ mod log_tests {
         let long = log_safe(&[b'A'; 100]);
         assert_eq!(long.len(), LOG_VALUE_MAX + 3);
         assert!(long.ends_with("..."));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_marker_prefilter_agrees_with_decoding_the_whole_text() {
+        let reference = |raw: &[u8]| {
+            request::form_decode(raw)
+                .to_ascii_lowercase()
+                .windows(9)
+                .any(|w| w == b"rejection")
+        };
+        let mut cases: Vec<Vec<u8>> = vec![
+            b"".to_vec(),
+            b"s2s_guard_rejection=1".to_vec(),
+            b"a=1&S2S_GUARD_REJECTION=x".to_vec(),
+            b"%72ejection".to_vec(),
+            b"%2572ejection".to_vec(),
+            b"rrejection".to_vec(),
+            b"rejectio".to_vec(),
+            b"reje%63tion%".to_vec(),
+            b"reje%6".to_vec(),
+            b"rej+ection".to_vec(),
+            b"x=%52%45%4a%45%43%54%49%4f%4e".to_vec(),
+        ];
+        // Every spelling of the word with each byte plain, escaped in either case.
+        for mask in 0..512u32 {
+            let mut c = b"a=1&".to_vec();
+            for (i, b) in b"rejection".iter().enumerate() {
+                if mask >> i & 1 == 1 {
+                    c.extend_from_slice(format!("%{b:02X}").as_bytes());
+                } else {
+                    c.push(b.to_ascii_uppercase());
+                }
+            }
+            cases.push(c);
+        }
+        for c in cases {
+            assert_eq!(might_hold_marker(&c), reference(&c), "{c:?}");
+        }
     }
 }

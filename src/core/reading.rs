@@ -10,7 +10,8 @@
 //! [`Ambiguity`], refused by the caller.
 
 use crate::policy::{BodyRule, Checks, Route, Source};
-use crate::request::{trim, RequestView};
+use crate::request::{trim, Param, RequestView};
+use std::borrow::Cow;
 
 /// Which kind of double reading was found (counted per class).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -135,6 +136,59 @@ pub struct Fields {
     /// body: a collector reading the body would take that one) or only in the body.
     pub query_only: Vec<Vec<u8>>,
     pub form_only: Vec<Vec<u8>>,
+    /// `names` and `foreign` by hash, built by the constructors ([`Fields::of`],
+    /// [`Fields::with_foreign`], [`Fields::indexed`]); a `Fields` built by hand
+    /// without it is searched linearly.
+    index: NameIndex,
+}
+
+/// An open-addressing table of the plain names of [`Fields`]: every parameter of
+/// every request is looked up, most of them in no field.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+struct NameIndex {
+    /// `0`: empty; `i + 1`: `names[i]`; `FOREIGN + i + 1`: `foreign[i]`.
+    slots: Vec<u16>,
+    /// The lengths of the lists it was built from (a stale index is not used).
+    built_for: (usize, usize),
+}
+
+const FOREIGN: u16 = 0x8000;
+
+fn name_hash(name: &[u8]) -> usize {
+    // FNV-1a: short names, no adversarial cost (a collision costs one comparison).
+    let mut h: u32 = 0x811c_9dc5;
+    for &b in name {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    h as usize
+}
+
+impl NameIndex {
+    fn build(names: &[Vec<u8>], foreign: &[Vec<u8>]) -> NameIndex {
+        let n = names.len() + foreign.len();
+        if n == 0 || n >= usize::from(FOREIGN) {
+            return NameIndex::default();
+        }
+        let size = (4 * n).next_power_of_two();
+        let mut slots = vec![0u16; size];
+        let entries = (names.iter().enumerate().map(|(i, n)| (n, i as u16 + 1))).chain(
+            foreign
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (n, FOREIGN + i as u16 + 1)),
+        );
+        for (name, v) in entries {
+            let mut at = name_hash(name) & (size - 1);
+            while slots[at] != 0 {
+                at = (at + 1) & (size - 1);
+            }
+            slots[at] = v;
+        }
+        NameIndex {
+            slots,
+            built_for: (names.len(), foreign.len()),
+        }
+    }
 }
 
 /// Most parameters a query or a form body may hold: collectors drop the rest
@@ -221,7 +275,7 @@ impl Fields {
                 _ => {}
             }
         }
-        f
+        f.indexed()
     }
 
     /// Adds the credential parameter names of the other routes of a realm.
@@ -231,39 +285,95 @@ impl Fields {
                 self.foreign.push(n.clone());
             }
         }
+        self.indexed()
+    }
+
+    /// Fields that are just these parameter names.
+    pub fn of_names(names: Vec<Vec<u8>>) -> Fields {
+        Fields {
+            names,
+            ..Fields::default()
+        }
+        .indexed()
+    }
+
+    /// Builds the lookup index (after the lists are set).
+    pub fn indexed(mut self) -> Fields {
+        self.index = NameIndex::build(&self.names, &self.foreign);
         self
     }
 
-    fn touches_foreign(&self, name: &[u8]) -> Option<Vec<u8>> {
+    /// A plain name (no other reading) in `names` (`foreign == false`) or in
+    /// `foreign`.
+    fn find_plain(&self, name: &[u8], foreign: bool) -> Option<&[u8]> {
+        match self.lookup_plain(name) {
+            Some((f, n)) if f == foreign => Some(n),
+            _ => None,
+        }
+    }
+
+    /// A plain name in `names` (`false`) or `foreign` (`true`): one lookup for both
+    /// (the lists never share a name).
+    fn lookup_plain(&self, name: &[u8]) -> Option<(bool, &[u8])> {
+        let ix = &self.index;
+        if ix.slots.is_empty() || ix.built_for != (self.names.len(), self.foreign.len()) {
+            let in_names = self.names.iter().find(|n| n.as_slice() == name);
+            let in_foreign = || self.foreign.iter().find(|n| n.as_slice() == name);
+            return (in_names.map(|n| (false, n.as_slice())))
+                .or_else(|| in_foreign().map(|n| (true, n.as_slice())));
+        }
+        let mask = ix.slots.len() - 1;
+        let mut at = name_hash(name) & mask;
+        loop {
+            let v = *ix.slots.get(at)?;
+            if v == 0 {
+                return None;
+            }
+            let (foreign, i) = (v & FOREIGN != 0, usize::from(v & !FOREIGN) - 1);
+            let list = if foreign { &self.foreign } else { &self.names };
+            if let Some(n) = list.get(i).filter(|n| n.as_slice() == name) {
+                return Some((foreign, n));
+            }
+            at = (at + 1) & mask;
+        }
+    }
+
+    fn touches_foreign(&self, name: &[u8]) -> Option<&[u8]> {
         if name
             .iter()
             .all(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'-')
         {
-            return self.foreign.iter().find(|n| n.as_slice() == name).cloned();
+            return self.find_plain(name, true);
         }
         variants(name)
             .into_iter()
-            .find_map(|v| self.foreign.iter().find(|n| **n == v).cloned())
+            .find_map(|v| self.foreign.iter().find(|n| **n == v))
+            .map(Vec::as_slice)
     }
 
-    fn touches(&self, name: &[u8]) -> Option<Vec<u8>> {
+    /// The decision field (or prefix) some reading of `name` names, if any.
+    fn touches(&self, name: &[u8]) -> Option<&[u8]> {
         // Fast path: a plain name (letters, digits, `_`, `-`) has no other reading.
         if name
             .iter()
             .all(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'-')
         {
-            if let Some(n) = self.names.iter().find(|n| n.as_slice() == name) {
-                return Some(n.clone());
+            if let Some(n) = self.find_plain(name, false) {
+                return Some(n);
             }
-            return self.prefixes.iter().find(|p| name.starts_with(p)).cloned();
+            return self
+                .prefixes
+                .iter()
+                .find(|p| name.starts_with(p))
+                .map(Vec::as_slice);
         }
         for v in variants(name) {
             if let Some(n) = self.names.iter().find(|n| **n == v) {
-                return Some(n.clone());
+                return Some(n);
             }
             if let Some(p) = self.prefixes.iter().find(|p| v.starts_with(p)) {
                 // A prefix field is identified by the prefix: at most one.
-                return Some(p.clone());
+                return Some(p);
             }
         }
         None
@@ -293,7 +403,7 @@ fn decode(raw: &[u8]) -> Result<Vec<u8>, ()> {
     Ok(out)
 }
 
-/// [`decode`], without copying a name that has nothing to decode (most do not).
+/// [`decode`], without copying a name or value that has nothing to decode (most do not).
 fn decode_name(raw: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, ()> {
     if raw.iter().any(|&b| b == b'%' || b == b'+') {
         decode(raw).map(std::borrow::Cow::Owned)
@@ -375,6 +485,10 @@ fn variants(name: &[u8]) -> Vec<Vec<u8>> {
 /// no leading or trailing ASCII white space, and no Unicode white space or BOM
 /// anywhere (Go's `strings.TrimSpace`, JS `trim`, Python `strip` remove them).
 fn clean_value(v: &[u8]) -> bool {
+    // Fast path: printable ASCII, spaces only inside.
+    if v.iter().all(|&b| (0x20..0x7f).contains(&b)) {
+        return v.first() != Some(&b' ') && v.last() != Some(&b' ');
+    }
     let Ok(s) = std::str::from_utf8(v) else {
         return false;
     };
@@ -387,28 +501,62 @@ fn clean_value(v: &[u8]) -> bool {
 /// Checks the decision fields of a query and (when read) a form body: each at most
 /// once across both, under its own spelling, with a clean value.
 pub fn check_params(fields: &Fields, query: &[u8], form: Option<&[u8]>) -> Result<(), Ambiguity> {
-    let mut seen: Vec<Vec<u8>> = Vec::new();
-    for (in_form, raw) in std::iter::once((false, query)).chain(form.map(|f| (true, f))) {
+    let q = crate::request::parse_params(query);
+    let f = form.map(|f| (f, crate::request::parse_params(f)));
+    check_parsed(
+        fields,
+        (query, &q),
+        f.as_ref().map(|(raw, p)| (*raw, p.as_slice())),
+    )
+}
+
+/// [`check_params`] on pairs already split by [`crate::request::parse_params`]
+/// (each with its raw source), so a request's query and body are split once.
+pub fn check_parsed(
+    fields: &Fields,
+    query: (&[u8], &[Param<'_>]),
+    form: Option<(&[u8], &[Param<'_>])>,
+) -> Result<(), Ambiguity> {
+    let mut seen: Vec<&[u8]> = Vec::new();
+    for (in_form, (raw, params)) in std::iter::once((false, query)).chain(form.map(|f| (true, f))) {
         let elsewhere = if in_form {
             &fields.query_only
         } else {
             &fields.form_only
         };
-        if raw.split(|&b| b == b'&').count() > MAX_PARAMS {
+        // More than MAX_PARAMS pairs needs at least as many bytes.
+        if raw.len() >= MAX_PARAMS && raw.iter().filter(|&&b| b == b'&').count() >= MAX_PARAMS {
             return ambiguous(Class::TooManyParams, b"params");
         }
-        for seg in raw.split(|&b| b == b'&') {
-            if seg.is_empty() {
+        for p in params {
+            let seg = p.raw(raw);
+            let (raw_name, raw_value) = p.raw_parts(raw);
+            if p.plain_name && !p.semicolon {
+                // The common case, one lookup: a name with no other reading.
+                let field = match fields.lookup_plain(raw_name) {
+                    Some((true, f)) => return ambiguous(Class::OtherCredential, f),
+                    Some((false, f)) => f,
+                    None => match fields.prefixes.iter().find(|p| raw_name.starts_with(p)) {
+                        Some(f) => f,
+                        None => continue,
+                    },
+                };
+                check_value(field, raw_value, elsewhere, &mut seen)?;
                 continue;
             }
+            // The strict reading of the name: a broken escape is an error here.
+            let strict = if p.escaped_name {
+                decode(raw_name).map(Cow::Owned)
+            } else {
+                Ok(Cow::Borrowed(raw_name))
+            };
             if !fields.foreign.is_empty() {
-                let name = seg.split(|&b| b == b'=').next().unwrap_or_default();
-                let decoded = decode_name(name).unwrap_or_else(|_| name.into());
+                let decoded = strict.clone().unwrap_or(Cow::Borrowed(raw_name));
                 if let Some(f) = fields.touches_foreign(&decoded) {
-                    return ambiguous(Class::OtherCredential, &f);
+                    return ambiguous(Class::OtherCredential, f);
                 }
             }
-            if seg.contains(&b';') {
+            if p.semicolon {
                 // Old Rack and Python split here too: no decision field may be in
                 // a pair that one stack splits and another does not.
                 for sub in seg.split(|&b| b == b';').chain(std::iter::once(seg)) {
@@ -418,48 +566,59 @@ pub fn check_params(fields: &Fields, query: &[u8], form: Option<&[u8]>) -> Resul
                         .touches(&decoded)
                         .or_else(|| fields.touches_foreign(&decoded))
                     {
-                        return ambiguous(Class::Separator, &f);
+                        return ambiguous(Class::Separator, f);
                     }
                 }
                 continue;
             }
-            let (raw_name, raw_value) = match seg.iter().position(|&b| b == b'=') {
-                Some(i) => (&seg[..i], &seg[i + 1..]),
-                None => (seg, &[][..]),
-            };
-            let (name, bad_name) = match decode_name(raw_name) {
+            let (name, bad_name) = match strict {
                 Ok(n) => (n, false),
-                Err(()) => (crate::request::form_decode(raw_name).into(), true),
+                Err(()) => (p.name.clone(), true),
             };
             let Some(field) = fields.touches(&name) else {
                 continue;
             };
-            if elsewhere.contains(&field) {
+            if elsewhere.iter().any(|e| e.as_slice() == field) {
                 // The credential where this route does not read it.
-                return ambiguous(Class::OtherCredential, &field);
+                return ambiguous(Class::OtherCredential, field);
             }
             if bad_name {
-                return ambiguous(Class::BadEscape, &field);
+                return ambiguous(Class::BadEscape, field);
             }
-            let exact = name == field || fields.prefixes.iter().any(|p| name.starts_with(p));
+            let exact = *name == *field || fields.prefixes.iter().any(|p| name.starts_with(p));
             if !exact || name.contains(&b'[') || name.contains(&0) {
-                return ambiguous(Class::Spelling, &field);
+                return ambiguous(Class::Spelling, field);
             }
-            if seen.contains(&field) {
-                return ambiguous(Class::Repeated, &field);
-            }
-            seen.push(field.clone());
-            match decode(raw_value) {
-                Err(()) => return ambiguous(Class::BadEscape, &field),
-                Ok(v) if !clean_value(&v) => return ambiguous(Class::BadValue, &field),
-                Ok(v) if FLAGS.iter().any(|f| f.as_bytes() == field) && v != b"0" && v != b"1" => {
-                    return ambiguous(Class::BadValue, &field)
-                }
-                Ok(_) => {}
-            }
+            check_value(field, raw_value, elsewhere, &mut seen)?;
         }
     }
     Ok(())
+}
+
+/// A decision field's pair under its own spelling: read where the route reads it,
+/// once, with a clean value.
+fn check_value<'f>(
+    field: &'f [u8],
+    raw_value: &[u8],
+    elsewhere: &[Vec<u8>],
+    seen: &mut Vec<&'f [u8]>,
+) -> Result<(), Ambiguity> {
+    if elsewhere.iter().any(|e| e.as_slice() == field) {
+        // The credential where this route does not read it.
+        return ambiguous(Class::OtherCredential, field);
+    }
+    if seen.contains(&field) {
+        return ambiguous(Class::Repeated, field);
+    }
+    seen.push(field);
+    match decode_name(raw_value) {
+        Err(()) => ambiguous(Class::BadEscape, field),
+        Ok(v) if !clean_value(&v) => ambiguous(Class::BadValue, field),
+        Ok(v) if FLAGS.iter().any(|f| f.as_bytes() == field) && *v != *b"0" && *v != *b"1" => {
+            ambiguous(Class::BadValue, field)
+        }
+        Ok(_) => Ok(()),
+    }
 }
 
 /// Does any reading of one raw `name=value` pair (or of its `;` parts) name one
@@ -666,7 +825,43 @@ mod tests {
             foreign: vec![b"token".to_vec()],
             query_only: vec![b"qtok".to_vec()],
             form_only: vec![b"ftok".to_vec()],
+            ..Fields::default()
         }
+        .indexed()
+    }
+
+    #[test]
+    fn the_name_index_finds_what_a_linear_search_finds() {
+        let names: Vec<Vec<u8>> = (0..300).map(|i| format!("n{i}").into_bytes()).collect();
+        let foreign: Vec<Vec<u8>> = (0..50).map(|i| format!("f{i}").into_bytes()).collect();
+        let indexed = Fields {
+            names: names.clone(),
+            foreign: foreign.clone(),
+            ..Fields::default()
+        }
+        .indexed();
+        let linear = Fields {
+            names,
+            foreign,
+            ..Fields::default()
+        };
+        assert!(!indexed.index.slots.is_empty() && linear.index.slots.is_empty());
+        for probe in (0..400)
+            .flat_map(|i| [format!("n{i}"), format!("f{i}"), format!("x{i}")])
+            .chain(["".to_string(), "n".to_string()])
+        {
+            for foreign in [false, true] {
+                assert_eq!(
+                    indexed.find_plain(probe.as_bytes(), foreign),
+                    linear.find_plain(probe.as_bytes(), foreign),
+                    "{probe} {foreign}"
+                );
+            }
+        }
+        // An index built before the lists changed is not trusted.
+        let mut stale = indexed.clone();
+        stale.names.push(b"late".to_vec());
+        assert_eq!(stale.find_plain(b"late", false), Some(&b"late"[..]));
     }
 
     fn class(q: &str, form: Option<&str>) -> Option<Class> {

@@ -3,6 +3,7 @@
 //! Built once per request by the adapter from one host call (the header pairs), so
 //! the core never calls the host and can be tested natively with the same inputs.
 
+use std::borrow::Cow;
 /// Longest header value, path or body field the core looks at; longer values are
 /// treated as malformed rather than processed (a defence against huge inputs).
 pub const MAX_FIELD_LEN: usize = 16 * 1024;
@@ -92,19 +93,72 @@ pub fn trim(mut s: &[u8]) -> &[u8] {
     s
 }
 
-/// One decoded `name=value` pair of a query or form body.
+/// One decoded `name=value` pair of a query or form body, borrowed from its source
+/// when it has nothing to decode (most pairs: no allocation per parameter).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Param {
-    pub name: Vec<u8>,
-    pub value: Vec<u8>,
+pub struct Param<'a> {
+    pub name: Cow<'a, [u8]>,
+    pub value: Cow<'a, [u8]>,
     /// Byte range of the raw pair in its source (to strip it later).
     pub span: (usize, usize),
+    /// The raw name holds `%` or `+` (its decoded form differs).
+    pub escaped_name: bool,
+    /// The raw pair holds `;` (a separator to some stacks).
+    pub semicolon: bool,
+    /// The raw pair holds a `j`, plain or escaped (`%4A`, `%6a`): only such a
+    /// pair can spell the flag marker (`…rejection…`), however encoded.
+    pub has_j: bool,
+    /// The raw name is only letters, digits, `_` and `-`: no stack reads it
+    /// another way.
+    pub plain_name: bool,
+    /// Length of the raw name (the pair up to its first `=`).
+    pub name_len: usize,
+}
+
+/// Byte classes for [`parse_params`]' one scan.
+const EQ: u8 = 1;
+const ESCAPE: u8 = 2;
+const SEMICOLON: u8 = 4;
+const J: u8 = 8;
+const NOT_PLAIN: u8 = 16;
+const CLASS: [u8; 256] = {
+    let mut t = [NOT_PLAIN; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        if c.is_ascii_alphanumeric() || c == b'_' || c == b'-' {
+            t[b] = 0;
+        }
+        b += 1;
+    }
+    t[b'=' as usize] |= EQ;
+    t[b'%' as usize] |= ESCAPE;
+    t[b'+' as usize] |= ESCAPE;
+    t[b';' as usize] |= SEMICOLON;
+    t[b'j' as usize] |= J;
+    t[b'J' as usize] |= J;
+    t
+};
+
+impl Param<'_> {
+    /// The raw pair in its source.
+    pub fn raw<'s>(&self, source: &'s [u8]) -> &'s [u8] {
+        source.get(self.span.0..self.span.1).unwrap_or_default()
+    }
+
+    /// The raw name and value (before `=`; the value empty when there is none).
+    pub fn raw_parts<'s>(&self, source: &'s [u8]) -> (&'s [u8], &'s [u8]) {
+        let seg = self.raw(source);
+        let name = seg.get(..self.name_len).unwrap_or(seg);
+        (name, seg.get(self.name_len + 1..).unwrap_or_default())
+    }
 }
 
 /// Splits and form-decodes `a=b&c=d` (`+` is a space, `%XX` a byte; a malformed
-/// escape stays literal, as browsers do). Empty segments are skipped.
-pub fn parse_params(raw: &[u8]) -> Vec<Param> {
-    let mut out = Vec::new();
+/// escape stays literal, as browsers do). Empty segments are skipped. One scan of
+/// each pair finds its `=` and what it needs decoding.
+pub fn parse_params(raw: &[u8]) -> Vec<Param<'_>> {
+    let mut out = Vec::with_capacity(raw.len() / 16 + 1);
     let mut start = 0;
     for seg in raw.split(|&b| b == b'&') {
         let span = (start, start + seg.len());
@@ -112,17 +166,45 @@ pub fn parse_params(raw: &[u8]) -> Vec<Param> {
         if seg.is_empty() {
             continue;
         }
-        let (name, value) = match seg.iter().position(|&b| b == b'=') {
-            Some(i) => (&seg[..i], &seg[i + 1..]),
-            None => (seg, &[][..]),
-        };
+        // The name's classes up to the first `=`, then the value's.
+        let name_len = seg
+            .iter()
+            .position(|&b| CLASS[b as usize] & EQ != 0)
+            .unwrap_or(seg.len());
+        let in_name = seg[..name_len]
+            .iter()
+            .fold(0u8, |acc, &b| acc | CLASS[b as usize]);
+        let in_value = seg[name_len..]
+            .iter()
+            .fold(0u8, |acc, &b| acc | CLASS[b as usize]);
+        let has_j = (in_name | in_value) & J != 0
+            || (in_name | in_value) & ESCAPE != 0
+                && seg
+                    .windows(3)
+                    .any(|w| w[0] == b'%' && w[1] | 2 == b'6' && w[2] | 0x20 == b'a');
+        let name = &seg[..name_len];
+        let value = seg.get(name_len + 1..).unwrap_or_default();
+        let escaped_name = in_name & ESCAPE != 0;
         out.push(Param {
-            name: form_decode(name),
-            value: form_decode(value),
+            name: decoded(name, escaped_name),
+            value: decoded(value, in_value & ESCAPE != 0),
             span,
+            escaped_name,
+            semicolon: (in_name | in_value) & SEMICOLON != 0,
+            has_j,
+            plain_name: in_name & NOT_PLAIN == 0,
+            name_len,
         });
     }
     out
+}
+
+fn decoded(raw: &[u8], escaped: bool) -> Cow<'_, [u8]> {
+    if escaped {
+        Cow::Owned(form_decode(raw))
+    } else {
+        Cow::Borrowed(raw)
+    }
 }
 
 /// Form-decodes one component: `+` is a space, `%XX` a byte, a malformed escape
@@ -202,12 +284,48 @@ mod tests {
     }
 
     #[test]
+    fn one_scan_flags_agree_with_their_definitions() {
+        let alphabet = b"a_-=%+;jJ&4A6a.[ ";
+        let mut x: u32 = 7;
+        for _ in 0..20000 {
+            let len = (x % 9) as usize;
+            let raw: Vec<u8> = (0..len)
+                .map(|_| {
+                    x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                    alphabet[(x >> 16) as usize % alphabet.len()]
+                })
+                .collect();
+            x = x.wrapping_add(1);
+            for p in parse_params(&raw) {
+                let seg = p.raw(&raw);
+                let (name, value) = match seg.iter().position(|&b| b == b'=') {
+                    Some(i) => (&seg[..i], &seg[i + 1..]),
+                    None => (seg, &[][..]),
+                };
+                let esc = |v: &[u8]| v.iter().any(|&b| b == b'%' || b == b'+');
+                assert_eq!(p.raw_parts(&raw), (name, value), "{raw:?}");
+                assert_eq!(&*p.name, &form_decode(name)[..], "{raw:?}");
+                assert_eq!(&*p.value, &form_decode(value)[..], "{raw:?}");
+                assert_eq!(p.escaped_name, esc(name), "{raw:?}");
+                assert_eq!(p.semicolon, seg.contains(&b';'), "{raw:?}");
+                assert_eq!(
+                    p.plain_name,
+                    name.iter()
+                        .all(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'-'),
+                    "{raw:?}"
+                );
+                let decoded = form_decode(seg);
+                if decoded.iter().any(|b| b.eq_ignore_ascii_case(&b'j')) {
+                    assert!(p.has_j, "{raw:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn params_are_form_decoded_as_bytes() {
         let p = parse_params(b"a=1&b=x+y%20z&&c&d=%ff%zz&e=%2");
-        let pairs: Vec<(&[u8], &[u8])> = p
-            .iter()
-            .map(|p| (p.name.as_slice(), p.value.as_slice()))
-            .collect();
+        let pairs: Vec<(&[u8], &[u8])> = p.iter().map(|p| (&*p.name, &*p.value)).collect();
         assert_eq!(
             pairs,
             vec![

@@ -466,7 +466,7 @@ pub struct Input<'a> {
     pub path: &'a [u8],
     pub client_sdk: Option<&'a [u8]>,
     /// Query and form parameters together (duplicates already refused).
-    pub params: &'a [&'a Param],
+    pub params: &'a [&'a Param<'a>],
     pub now: u64,
     pub max_age: u64,
     pub max_future: u64,
@@ -494,11 +494,11 @@ pub struct Failure {
     pub secret_id: Option<u32>,
 }
 
-fn param<'a>(params: &[&'a Param], name: &str) -> Option<&'a [u8]> {
+fn param<'a>(params: &[&'a Param<'a>], name: &str) -> Option<&'a [u8]> {
     params
         .iter()
-        .find(|p| p.name == name.as_bytes())
-        .map(|p| p.value.as_slice())
+        .find(|p| *p.name == *name.as_bytes())
+        .map(|p| &*p.value)
 }
 
 /// Verifies a legacy signature against an app's secrets.

@@ -737,7 +737,15 @@ impl Compiled {
 
     /// Accepts a binary module or, for the host's own tests, WAT text.
     pub fn from_bytes(bytes: &[u8]) -> Result<Compiled, HostError> {
-        let engine = Engine::default();
+        // S2S_HOST_PERFMAP=1 writes /tmp/perf-<pid>.map, so `perf` names the
+        // guest's functions (profiling only; build the .wasm with its names).
+        let engine = if std::env::var_os("S2S_HOST_PERFMAP").is_some() {
+            let mut config = wasmtime::Config::new();
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+            Engine::new(&config).map_err(|e| HostError::Load(e.to_string()))?
+        } else {
+            Engine::default()
+        };
         let module = Module::new(&engine, bytes).map_err(|e| HostError::Load(format!("{e:#}")))?;
         Ok(Compiled { engine, module })
     }
