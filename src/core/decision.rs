@@ -82,6 +82,9 @@ pub struct Decision {
     /// Final before the body is read (a refusal no body can change): the adapter
     /// answers at the headers.
     pub early: bool,
+    /// The form body was read and no pair of it can spell the flag marker: the
+    /// adapter need not look for one again in what it forwards.
+    pub body_marker_free: bool,
 }
 
 /// What the adapter must check in the replay memory before the decision stands.
@@ -324,6 +327,7 @@ impl Decision {
             replay: None,
             ambiguity: None,
             early: false,
+            body_marker_free: false,
         }
     }
 }
@@ -493,6 +497,7 @@ fn decide_inner(
         form: form.as_deref(),
     };
     let mut d = decide_route(policy, tokens, route, view, form_raw, params, pending, now);
+    d.body_marker_free = form.as_ref().is_some_and(|f| !f.iter().any(|p| p.has_j));
     if pending && matches!(d.action, Action::Respond(_)) {
         // Not final: the body may change it. Only the header changes apply now.
         d.action = Action::Forward(Forward {
@@ -594,13 +599,12 @@ fn flag_field_spans(raw: &[u8]) -> Vec<(usize, usize)> {
 fn might_hold_marker(raw: &[u8]) -> bool {
     const WORD: &[u8] = b"rejection";
     // Quick: the word needs a `j`, plain or escaped (`%4A`, `%6a`, ...).
-    let j = |i: usize, b: u8| {
-        b | 0x20 == b'j'
-            || b == b'%'
-                && raw.get(i + 1).is_some_and(|h| h | 2 == b'6')
-                && raw.get(i + 2).is_some_and(|l| l | 0x20 == b'a')
+    let plain = raw.iter().fold(false, |acc, &b| acc | (b | 0x20 == b'j'));
+    let escaped = || {
+        raw.windows(3)
+            .any(|w| w[0] == b'%' && w[1] | 2 == b'6' && w[2] | 0x20 == b'a')
     };
-    if !raw.iter().enumerate().any(|(i, &b)| j(i, b)) {
+    if !plain && !escaped() {
         return false;
     }
     let hex = |b: Option<&u8>| b.and_then(|b| (*b as char).to_digit(16));
@@ -1206,13 +1210,18 @@ pub fn final_body(d: &Decision, body: &[u8], headers_held: bool) -> Option<Vec<u
     let Action::Forward(f) = &d.action else {
         return None;
     };
-    let base = f.body.clone().unwrap_or_else(|| body.to_vec());
-    let spans = flag_field_spans(&base);
+    // What the decision forwards: the body less any credential it stripped.
+    let base: &[u8] = f.body.as_deref().unwrap_or(body);
+    let spans = if d.body_marker_free {
+        Vec::new()
+    } else {
+        flag_field_spans(base)
+    };
     let reason = flag_reason(d).filter(|_| !headers_held);
     if spans.is_empty() && reason.is_none() {
         return f.body.clone();
     }
-    let rest = request::remove_spans(&base, &spans);
+    let rest = request::remove_spans(base, &spans);
     let Some(r) = reason else {
         return Some(rest);
     };

@@ -494,11 +494,71 @@ pub struct Failure {
     pub secret_id: Option<u32>,
 }
 
-fn param<'a>(params: &[&'a Param<'a>], name: &str) -> Option<&'a [u8]> {
-    params
-        .iter()
-        .find(|p| *p.name == *name.as_bytes())
-        .map(|p| &*p.value)
+/// The parameters a signature decision reads, found in one pass over the request's
+/// (which holds each name once: duplicates are refused before).
+#[derive(Default)]
+struct Read<'a> {
+    /// By index in [`DEVICE_IDS`].
+    ids: [Option<&'a [u8]>; DEVICE_IDS.len()],
+    created_at: Option<&'a [u8]>,
+    activity_kind: Option<&'a [u8]>,
+    source: Option<&'a [u8]>,
+    payload: Option<&'a [u8]>,
+}
+
+impl<'a> Read<'a> {
+    fn of(params: &[&'a Param<'a>]) -> Read<'a> {
+        let mut r = Read::default();
+        for p in params {
+            let v = Some(&*p.value);
+            let slot = match &*p.name {
+                b"created_at" => &mut r.created_at,
+                b"activity_kind" => &mut r.activity_kind,
+                b"source" => &mut r.source,
+                b"payload" => &mut r.payload,
+                name => match id_index(name) {
+                    Some(i) => &mut r.ids[i],
+                    None => continue,
+                },
+            };
+            if slot.is_none() {
+                *slot = v;
+            }
+        }
+        r
+    }
+
+    /// A signable parameter's value by name.
+    fn get(&self, name: &str) -> Option<&'a [u8]> {
+        match name {
+            "created_at" => self.created_at,
+            "activity_kind" => self.activity_kind,
+            "source" => self.source,
+            "payload" => self.payload,
+            n => id_index(n.as_bytes()).and_then(|i| self.ids[i]),
+        }
+    }
+}
+
+/// 64 lower-case hex digits as 32 bytes.
+fn lower_hex_32(v: &[u8]) -> Option<[u8; 32]> {
+    let digit = |b: u8| match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        _ => None,
+    };
+    if v.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (o, pair) in out.iter_mut().zip(v.chunks_exact(2)) {
+        *o = digit(pair[0])? << 4 | digit(pair[1])?;
+    }
+    Some(out)
+}
+
+fn id_index(name: &[u8]) -> Option<usize> {
+    DEVICE_IDS.iter().position(|(n, _)| n.as_bytes() == name)
 }
 
 /// Verifies a legacy signature against an app's secrets.
@@ -539,29 +599,33 @@ pub fn verify(
         return Err(fail(Reason::DeviceIdRequired));
     }
 
+    let read = Read::of(input.params);
     // Strict formats close the missing delimiters.
-    let created_raw =
-        param(input.params, "created_at").ok_or(fail(Reason::BadFormat(Field::CreatedAt)))?;
+    let created_raw = read
+        .get("created_at")
+        .ok_or(fail(Reason::BadFormat(Field::CreatedAt)))?;
     let created_at =
         parse_created_at(created_raw).ok_or(fail(Reason::BadFormat(Field::CreatedAt)))?;
     if let Some(device) = device {
-        let device_value =
-            param(input.params, device).ok_or(fail(Reason::BadFormat(Field::DeviceId)))?;
+        let device_value = read
+            .get(device)
+            .ok_or(fail(Reason::BadFormat(Field::DeviceId)))?;
         if !valid_id(device, device_value) {
             return Err(fail(Reason::BadFormat(Field::DeviceId)));
         }
     }
     // Every device id present must be well-formed, or precedence could be dodged.
-    for (name, _) in DEVICE_IDS {
-        if let Some(v) = param(input.params, name) {
-            if !valid_id(name, v) {
-                return Err(fail(Reason::BadFormat(Field::DeviceId)));
-            }
+    for ((name, _), v) in DEVICE_IDS.iter().zip(read.ids) {
+        if v.is_some_and(|v| !valid_id(name, v)) {
+            return Err(fail(Reason::BadFormat(Field::DeviceId)));
         }
     }
     let activity = activity_kind(input.path).ok_or(fail(Reason::BadFormat(Field::ActivityKind)))?;
     // The kind comes from the path; an unsigned parameter saying otherwise is refused.
-    if param(input.params, "activity_kind").is_some_and(|v| v != activity.as_bytes()) {
+    if read
+        .get("activity_kind")
+        .is_some_and(|v| v != activity.as_bytes())
+    {
         return Err(fail(Reason::BadFormat(Field::ActivityKind)));
     }
 
@@ -575,7 +639,7 @@ pub fn verify(
     let first_present = |sdk: Sdk| {
         precedence(sdk)
             .iter()
-            .find(|n| param(input.params, n).is_some_and(|v| !v.is_empty()))
+            .find(|n| read.get(n).is_some_and(|v| !v.is_empty()))
             .copied()
     };
     match device {
@@ -625,7 +689,7 @@ pub fn verify(
     // SDK 4.18+ signs source and payload when present; unknown version: same.
     let signs_extra = sdk.version.is_none_or(|v| v >= (4, 18));
     for (name, field) in [("source", Field::Source), ("payload", Field::Payload)] {
-        let present = param(input.params, name).is_some_and(|v| !v.is_empty());
+        let present = read.get(name).is_some_and(|v| !v.is_empty());
         let signed = headers.iter().any(|h| h == name);
         if signed && !present {
             return Err(fail(Reason::BadFormat(field)));
@@ -644,11 +708,15 @@ pub fn verify(
         match n.as_str() {
             "app_secret" => h.update(&secret.secret),
             "activity_kind" => h.update(activity.as_bytes()),
-            other => h.update(param(input.params, other).unwrap_or_default()),
+            other => h.update(read.get(other).unwrap_or_default()),
         }
     }
-    let computed = hex::encode(h.finalize());
-    if !bool::from(computed.as_bytes().ct_eq(signature.as_bytes())) {
+    // The SDK sends the digest in lower-case hex: compared as bytes, in constant
+    // time (any other spelling cannot match).
+    let computed = h.finalize();
+    let matches = lower_hex_32(signature.as_bytes())
+        .is_some_and(|sent| bool::from(computed.as_slice().ct_eq(&sent)));
+    if !matches {
         return Err(fail(Reason::InvalidSignature));
     }
     // Freshness, after the signature: a stale but genuine request is reported so.
@@ -667,6 +735,19 @@ pub fn verify(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lower_hex_reads_exactly_what_hex_encode_writes() {
+        let d: [u8; 32] = std::array::from_fn(|i| (i * 37 + 5) as u8);
+        assert_eq!(lower_hex_32(hex::encode(d).as_bytes()), Some(d));
+        assert_eq!(lower_hex_32(hex::encode_upper(d).as_bytes()), None);
+        assert_eq!(lower_hex_32(&hex::encode(d).as_bytes()[1..]), None);
+        assert_eq!(
+            lower_hex_32(format!("{}0", hex::encode(d)).as_bytes()),
+            None
+        );
+        assert_eq!(lower_hex_32(&[b'g'; 64]), None);
+    }
 
     #[test]
     fn header_shapes() {
