@@ -45,8 +45,9 @@ pub struct Distribution {
     last_modified: Option<Vec<u8>>,
     etag: Option<Vec<u8>>,
     gauges: [u32; 3],
-    /// Large-set mode, fetcher only: digests this VM published as token records.
-    published: Option<std::collections::HashSet<[u8; 32]>>,
+    /// Large-set mode, fetcher only: digests this VM published as token records
+    /// (32 bytes a token, no map: the fetcher's peak stays within twice the set).
+    published: Option<Vec<[u8; 32]>>,
     /// Tokens in the set in force (readers in large-set mode do not hold them).
     token_count: u64,
     /// With a bundle key: the key that signs what this source publishes.
@@ -130,7 +131,7 @@ impl Distribution {
     /// Large-set mode: writes a record per secret digest and empties the records of
     /// digests no longer in the set (shared data has no delete).
     fn publish_records(&mut self, policy: &Policy) {
-        let mut previous = match self.published.take() {
+        let previous = match self.published.take() {
             Some(p) => p,
             // A new fetcher: learn what the previous one published from the old set.
             None => hostcalls::get_shared_data(&self.keys.set)
@@ -146,7 +147,7 @@ impl Distribution {
                 .map(|p| p.tokens.entries().map(|(d, _, _)| d).collect())
                 .unwrap_or_default(),
         };
-        let mut now_published = std::collections::HashSet::with_capacity(policy.tokens.len());
+        let mut now_published = Vec::with_capacity(policy.tokens.len());
         for (digest, token, kind) in policy.tokens.entries() {
             let key = format!("{}{}", self.keys.token_prefix, hex::encode(digest));
             let sealed = distribution::seal_record(
@@ -155,10 +156,14 @@ impl Distribution {
                 &crate::token::encode_record(&token, kind),
             );
             let _ = hostcalls::set_shared_data(&key, Some(&sealed), None);
-            previous.remove(&digest);
-            now_published.insert(digest);
+            now_published.push(digest);
         }
-        for gone in previous {
+        // Records of digests no longer in the set are emptied (shared data has no
+        // delete), looked up in the new store's index.
+        for gone in previous
+            .iter()
+            .filter(|d| !policy.tokens.contains_digest(d))
+        {
             let key = format!("{}{}", self.keys.token_prefix, hex::encode(gone));
             let _ = hostcalls::set_shared_data(&key, Some(b""), None);
         }

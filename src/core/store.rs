@@ -385,7 +385,23 @@ impl TokenStore {
     /// the only way to obtain a [`Verified`].
     pub fn verify(&self, presented: &[u8]) -> Option<Verified<'_>> {
         let d = digest(presented);
-        let k = self.bucket_of(&d);
+        let at = self.find(&d)?;
+        if !bool::from(self.digest_at(at).ct_eq(&d[..])) {
+            return None;
+        }
+        let (rec, kind) = self.slot(at)?;
+        Some(Verified::stored(self.token(rec)?, kind))
+    }
+
+    /// Does the store hold a token with this secret digest? (Bookkeeping of
+    /// published digests: no secret is presented.)
+    pub fn contains_digest(&self, d: &Digest) -> bool {
+        self.find(d).is_some()
+    }
+
+    /// The entry of a digest: its bucket, then a binary search in it.
+    fn find(&self, d: &Digest) -> Option<usize> {
+        let k = self.bucket_of(d);
         let lo = u32_at(&self.blob, self.buckets_at + 4 * k)? as usize;
         let hi = u32_at(&self.blob, self.buckets_at + 4 * k + 4)? as usize;
         let (mut lo, mut hi) = (lo, hi.min(self.entries));
@@ -394,13 +410,7 @@ impl TokenStore {
             match self.digest_at(mid).cmp(&d[..]) {
                 std::cmp::Ordering::Less => lo = mid + 1,
                 std::cmp::Ordering::Greater => hi = mid,
-                std::cmp::Ordering::Equal => {
-                    if !bool::from(self.digest_at(mid).ct_eq(&d[..])) {
-                        return None;
-                    }
-                    let (rec, kind) = self.slot(mid)?;
-                    return Some(Verified::stored(self.token(rec)?, kind));
-                }
+                std::cmp::Ordering::Equal => return Some(mid),
             }
         }
         None
@@ -777,6 +787,13 @@ mod tests {
             }
         }
         assert_eq!(adopted.entries().count(), 5000);
+        // The fetcher's bookkeeping: every listed digest is found, no other.
+        for (d, _, _) in adopted.entries() {
+            assert!(s.contains_digest(&d));
+        }
+        for i in 5000..6000 {
+            assert!(!s.contains_digest(&digest(format!("s{i}").as_bytes())));
+        }
     }
 
     #[test]
