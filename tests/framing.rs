@@ -75,7 +75,20 @@ fn late_end_of_stream_with_empty_framing_is_decided_at_the_headers() {
                 String::from_utf8_lossy(&o.body)
             ));
         }
+        // One request, one outcome, counted once the request ended.
+        let outcomes: i64 = (o.counters.iter())
+            .filter(|(k, _)| k.starts_with("s2s_guard.requests.outcome."))
+            .map(|(_, v)| v)
+            .sum();
+        assert_eq!(outcomes, 1, "{name}: {:?}", o.counters);
         if forwarded {
+            assert_eq!(
+                o.counters
+                    .get("s2s_guard.requests.outcome.allowed.scope.events"),
+                Some(&1),
+                "{name}: {:?}",
+                o.counters
+            );
             if let Some(up) = &o.upstream {
                 assert_eq!(
                     header_value(up, "x-s2s-guard-token-id"),
@@ -141,6 +154,18 @@ fn bytes_after_an_announced_empty_body_are_refused() {
                 "{extra}{name}: {:?}",
                 o.counters
             );
+            // Allowed at its headers, then refused: counted once, as refused.
+            let outcomes: Vec<_> = (o.counters.iter())
+                .filter(|(k, _)| k.starts_with("s2s_guard.requests.outcome."))
+                .collect();
+            assert_eq!(
+                outcomes,
+                vec![(
+                    &"s2s_guard.requests.outcome.ambiguous.scope.events".to_string(),
+                    &1
+                )],
+                "{extra}{name}"
+            );
         }
     }
 }
@@ -166,4 +191,40 @@ fn log_level_silences_decision_lines() {
         assert_eq!(new.len(), lines, "{cfg}: {new:?}");
         assert!(new.iter().all(|l| !l.contains("not-the-token")), "{new:?}");
     }
+}
+
+/// A request forwarded at its headers whose trailers then refuse it is counted
+/// once, as refused (not allowed and refused).
+#[test]
+fn a_request_refused_in_its_trailers_counts_once() {
+    let mut w = WasmRunner::new();
+    let cfg = config();
+    // No body (Content-Length: 0), so decided at the headers; trailers follow.
+    let bodiless = || {
+        let mut r = event(Some(TOKEN));
+        r.headers_never_end_stream = false;
+        r.headers.push(("content-length".into(), b"0".to_vec()));
+        r.http2()
+    };
+    let r = bodiless().trailer("authorization", "Bearer nope");
+    let o = w.run(&cfg, &r);
+    let outcomes: Vec<_> = (o.counters.iter())
+        .filter(|(k, _)| k.starts_with("s2s_guard.requests.outcome."))
+        .collect();
+    assert_eq!(outcomes.len(), 1, "{:?}", o.counters);
+    assert!(
+        !outcomes[0].0.contains(".allowed."),
+        "{:?} (forwarded={})",
+        o.counters,
+        o.forwarded
+    );
+    // Without the trailer, the same request is counted once, as allowed.
+    let o = w.run(&cfg, &bodiless().trailer("x-checksum", "1"));
+    assert_eq!(
+        o.counters
+            .get("s2s_guard.requests.outcome.allowed.scope.events"),
+        Some(&1),
+        "{:?}",
+        o.counters
+    );
 }

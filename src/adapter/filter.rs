@@ -212,6 +212,7 @@ impl RootContext for Root {
             decided: None,
             body_size: 0,
             announced_empty: false,
+            uncounted: None,
             response_headers: Vec::new(),
         }))
     }
@@ -237,6 +238,9 @@ struct Stream {
     /// Decided at its headers as bodiless from its framing, before the host said
     /// the stream ended: a body with bytes is refused.
     announced_empty: bool,
+    /// A request forwarded at its headers whose body or trailers are still to
+    /// come: counted when it ends, unless they refuse it (one request, one outcome).
+    uncounted: Option<Decision>,
     /// Headers to add to the response (CORS).
     response_headers: Vec<(String, Vec<u8>)>,
 }
@@ -284,6 +288,12 @@ impl Stream {
         self.get_current_time()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs())
+    }
+
+    fn count_uncounted(&mut self) {
+        if let Some(d) = self.uncounted.take() {
+            self.count(&d);
+        }
     }
 
     fn count(&self, d: &Decision) {
@@ -517,19 +527,23 @@ impl HttpContext for Stream {
             decision::decide_with(policy, t, &view, None, now)
         });
         let d = self.settle(policy, d);
-        self.count(&d);
         self.log(&d);
         match &d.action {
             Act::Respond(r) => {
+                self.count(&d);
                 self.respond(r);
                 Action::Pause
             }
             Act::Forward(f) => {
                 self.apply_headers(f);
                 self.response_headers = f.response_headers.clone();
-                if !end_of_stream {
-                    // A body or trailers may still come: they are checked then.
+                if end_of_stream {
+                    self.count(&d);
+                } else {
+                    // A body or trailers may still come: they are checked then,
+                    // and the request counted once its outcome is known.
                     self.decided = Some(view);
+                    self.uncounted = Some(d);
                 }
                 Action::Continue
             }
@@ -548,6 +562,7 @@ impl HttpContext for Stream {
                 .and_then(|(l, v)| decision::unannounced_body(&l.policy, v).map(|d| (l, d)));
             if let Some((_, d)) = refusal {
                 self.decided = None;
+                self.uncounted = None;
                 self.count(&d);
                 self.log(&d);
                 if let Act::Respond(r) = &d.action {
@@ -555,6 +570,9 @@ impl HttpContext for Stream {
                     return Action::Pause;
                 }
             }
+        }
+        if end_of_stream {
+            self.count_uncounted();
         }
         let (Some(loaded), Some(view)) = (self.loaded.clone(), self.view.as_ref()) else {
             return Action::Continue;
@@ -594,6 +612,7 @@ impl HttpContext for Stream {
         if let Some(mut view) = self.decided.take() {
             view.trailers = self.get_http_request_trailers_bytes();
             if let Some(d) = decision::trailers_refusal(&loaded.policy, &view) {
+                self.uncounted = None;
                 self.count(&d);
                 self.log(&d);
                 if let Act::Respond(r) = &d.action {
@@ -602,6 +621,7 @@ impl HttpContext for Stream {
                 }
             }
         }
+        self.count_uncounted();
         if self.view.is_some() {
             let trailers = self.get_http_request_trailers_bytes();
             if let Some(view) = self.view.as_mut() {
@@ -612,6 +632,12 @@ impl HttpContext for Stream {
         }
         self.strip_owned_trailers(&loaded.policy);
         Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        // The stream ended without the host reporting the request's end (a reset):
+        // its headers went upstream, so it counts as decided then.
+        self.count_uncounted();
     }
 
     fn on_http_response_headers(&mut self, _n: usize, _end_of_stream: bool) -> Action {
