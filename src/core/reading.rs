@@ -171,12 +171,11 @@ impl NameIndex {
         }
         let size = (4 * n).next_power_of_two();
         let mut slots = vec![0u16; size];
-        let entries = (names.iter().enumerate().map(|(i, n)| (n, i as u16 + 1))).chain(
-            foreign
-                .iter()
-                .enumerate()
-                .map(|(i, n)| (n, FOREIGN + i as u16 + 1)),
-        );
+        // Foreign names first: a name in both lists (never, from the constructors)
+        // is found as foreign, as the checks always looked there first.
+        let entries = (foreign.iter().enumerate())
+            .map(|(i, n)| (n, FOREIGN + i as u16 + 1))
+            .chain(names.iter().enumerate().map(|(i, n)| (n, i as u16 + 1)));
         for (name, v) in entries {
             let mut at = name_hash(name) & (size - 1);
             while slots[at] != 0 {
@@ -306,21 +305,28 @@ impl Fields {
     /// A plain name (no other reading) in `names` (`foreign == false`) or in
     /// `foreign`.
     fn find_plain(&self, name: &[u8], foreign: bool) -> Option<&[u8]> {
-        match self.lookup_plain(name) {
-            Some((f, n)) if f == foreign => Some(n),
-            _ => None,
-        }
+        self.probe(name, Some(foreign)).map(|(_, n)| n)
     }
 
-    /// A plain name in `names` (`false`) or `foreign` (`true`): one lookup for both
-    /// (the lists never share a name).
+    /// A plain name in `foreign` (`true`) or else in `names` (`false`): one lookup
+    /// for both.
     fn lookup_plain(&self, name: &[u8]) -> Option<(bool, &[u8])> {
+        self.probe(name, None)
+    }
+
+    /// The first entry named `name` (in `list`'s list only, if given): foreign
+    /// names come first, as the checks always looked there first.
+    fn probe(&self, name: &[u8], list: Option<bool>) -> Option<(bool, &[u8])> {
+        let wanted = |foreign: bool| list.is_none_or(|l| l == foreign);
         let ix = &self.index;
         if ix.slots.is_empty() || ix.built_for != (self.names.len(), self.foreign.len()) {
-            let in_names = self.names.iter().find(|n| n.as_slice() == name);
-            let in_foreign = || self.foreign.iter().find(|n| n.as_slice() == name);
-            return (in_names.map(|n| (false, n.as_slice())))
-                .or_else(|| in_foreign().map(|n| (true, n.as_slice())));
+            let find = |foreign: bool| {
+                let l = if foreign { &self.foreign } else { &self.names };
+                (wanted(foreign).then(|| l.iter().find(|n| n.as_slice() == name)))
+                    .flatten()
+                    .map(|n| (foreign, n.as_slice()))
+            };
+            return find(true).or_else(|| find(false));
         }
         let mask = ix.slots.len() - 1;
         let mut at = name_hash(name) & mask;
@@ -330,9 +336,11 @@ impl Fields {
                 return None;
             }
             let (foreign, i) = (v & FOREIGN != 0, usize::from(v & !FOREIGN) - 1);
-            let list = if foreign { &self.foreign } else { &self.names };
-            if let Some(n) = list.get(i).filter(|n| n.as_slice() == name) {
-                return Some((foreign, n));
+            let l = if foreign { &self.foreign } else { &self.names };
+            if wanted(foreign) {
+                if let Some(n) = l.get(i).filter(|n| n.as_slice() == name) {
+                    return Some((foreign, n));
+                }
             }
             at = (at + 1) & mask;
         }
@@ -857,6 +865,18 @@ mod tests {
                     "{probe} {foreign}"
                 );
             }
+        }
+        // A name in both lists (never, from the constructors) is found as foreign
+        // first, and in each list when asked for it.
+        let both = Fields {
+            names: vec![b"dup".to_vec()],
+            foreign: vec![b"dup".to_vec()],
+            ..Fields::default()
+        };
+        for f in [both.clone().indexed(), both] {
+            assert_eq!(f.lookup_plain(b"dup"), Some((true, &b"dup"[..])));
+            assert_eq!(f.find_plain(b"dup", false), Some(&b"dup"[..]));
+            assert_eq!(f.find_plain(b"dup", true), Some(&b"dup"[..]));
         }
         // An index built before the lists changed is not trusted.
         let mut stale = indexed.clone();
