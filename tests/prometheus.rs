@@ -171,6 +171,24 @@ fn every_metric_gets_a_clean_prometheus_name() {
         "s2s_guard_requests",
         &["s2s_guard_outcome", "s2s_guard_scope"],
     );
+    expect(
+        "s2s_guard_requests_by_route",
+        &["s2s_guard_outcome", "s2s_guard_route"],
+    );
+    let routes = &fams["s2s_guard_requests_by_route"].labels["s2s_guard_route"];
+    for r in [
+        "none",
+        "adjust_event",
+        "adjust_sdk_click",
+        "swaarm_postback",
+        "jitsu_event",
+    ] {
+        assert!(routes.contains(r), "no route {r}: {routes:?}");
+    }
+    assert_eq!(
+        fams["s2s_guard_requests_by_route"].labels["s2s_guard_outcome"],
+        fams["s2s_guard_requests"].labels["s2s_guard_outcome"]
+    );
     expect("s2s_guard_rejected", &["s2s_guard_outcome"]);
     expect("s2s_guard_shadow", &["s2s_guard_outcome"]);
     expect("s2s_guard_flagged", &["s2s_guard_outcome"]);

@@ -290,7 +290,8 @@ impl Stream {
         for c in &d.counters {
             self.metrics.increment(*c);
         }
-        if let Some(l) = &self.loaded {
+        // The policy that decided: the inline one while no token set is in force.
+        if let Some(l) = self.loaded.as_ref().or(self.inline.as_ref()) {
             for i in &d.stats {
                 if let Some(&id) = l.stat_ids.get(*i) {
                     let _ = hostcalls::increment_metric(id, 1);

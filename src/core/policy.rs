@@ -175,6 +175,9 @@ pub struct Route {
     pub single_params: Vec<Vec<u8>>,
     /// The fields the decision reads, derived from the above ([`Route::finish`]).
     pub fields: crate::reading::Fields,
+    /// Where this route's decision series (one per [`Outcome`]) start in
+    /// [`Policy::stat_names`]; set when the policy is compiled.
+    pub stats_base: usize,
 }
 
 /// What a route's request body is to the collector behind it.
@@ -424,8 +427,13 @@ pub struct Policy {
     pub signatures: HashMap<String, SignatureSettings>,
     /// The answer to a rejected signature (the same for every reason).
     pub signature_reply: Reply,
-    /// Per-app statistics series: `stat_names[i]` for each app's secrets and buckets.
+    /// The series defined from the configuration (never per request): the App
+    /// Secret statistics of each app, then the decisions of each route by outcome
+    /// ([`Policy::route_stat`]). Decisions name them by index (`Decision::stats`).
     pub stat_names: Vec<String>,
+    /// Where the decision series of requests on no route start in `stat_names`
+    /// (`route="none"`: unknown paths rejected, paths that cannot be made canonical).
+    pub unrouted_stats_base: usize,
     /// Where live token sets come from, if not only from this configuration.
     pub source: Option<TokenSource>,
     /// The version of the token set this policy was built with (`None`: inline).
@@ -483,6 +491,12 @@ impl Policy {
             Some(r) => Routing::MethodNotAllowed(r),
             None => Routing::Unknown,
         }
+    }
+
+    /// The series of a decision with `outcome` on `route` (`None`: on no route),
+    /// beside `Counter::Requests`: an index into `stat_names`.
+    pub fn route_stat(&self, route: Option<&Route>, outcome: Outcome) -> usize {
+        route.map_or(self.unrouted_stats_base, |r| r.stats_base) + outcome.index()
     }
 
     /// The route for a canonical path and a method, if there is one.

@@ -241,6 +241,9 @@ pub(super) fn compile(
         None => None,
         Some(o) => Some(compile_source(o)?),
     };
+    let mut stat_names = apps.stat_names;
+    let mut warnings = signature_warnings(&apps.signatures);
+    let unrouted_stats_base = route_series(&mut routes, &mut stat_names, &mut warnings);
     let app_names_folded = apps
         .settings
         .keys()
@@ -264,11 +267,12 @@ pub(super) fn compile(
         origin_mismatch,
         max_body_bytes,
         hold_headers_for_body: c.hold_headers_for_body.unwrap_or(false),
-        warnings: signature_warnings(&apps.signatures),
+        warnings,
         app_names_folded,
         signatures: apps.signatures,
         signature_reply,
-        stat_names: apps.stat_names,
+        stat_names,
+        unrouted_stats_base,
         source,
         set_version: None,
         set_epoch: 0,
@@ -464,6 +468,7 @@ fn compile_route(
         single_params,
         realm,
         fields: Default::default(),
+        stats_base: 0,
         name,
         path,
         methods,
@@ -779,6 +784,79 @@ fn metric_safe(s: &str) -> String {
         .collect()
 }
 
+/// The `route` label of a route's decision series: its name with every character
+/// but `[A-Za-z0-9_-]` as `_` (a path-like default name `/api/v1/event` becomes
+/// `_api_v1_event`); an empty name is labelled by its path.
+pub fn route_label(route: &Route) -> String {
+    if route.name.is_empty() {
+        let path = match &route.path {
+            PathMatch::Exact(p) | PathMatch::Prefix(p) => p,
+        };
+        return metric_safe(&String::from_utf8_lossy(path));
+    }
+    metric_safe(&route.name)
+}
+
+/// The label of the decisions on no route (unknown paths rejected, paths that
+/// cannot be made canonical).
+pub const UNROUTED_LABEL: &str = "none";
+
+/// Appends the decision series by route to `names`:
+/// `s2s_guard.requests_by_route.route.<label>.outcome.<outcome>`, one block of every
+/// outcome per label (the decisions on no route first, labelled `none`), and tells
+/// each route where its block starts. Routes with one label share a block (the same
+/// stat name would be one counter in Envoy anyway); different names that become one
+/// label are warned about. Returns the start of the `none` block. Bounded by the
+/// configuration: (routes + 1) x outcomes series, routes coming only from it.
+fn route_series(
+    routes: &mut [Route],
+    names: &mut Vec<String>,
+    warnings: &mut Vec<String>,
+) -> usize {
+    let block = |names: &mut Vec<String>, label: &str| {
+        let base = names.len();
+        names.extend(Outcome::ALL.iter().map(|o| {
+            format!(
+                "s2s_guard.requests_by_route.route.{label}.outcome.{}",
+                o.name()
+            )
+        }));
+        base
+    };
+    let unrouted = block(names, UNROUTED_LABEL);
+    // label -> (block, the first route name that took it)
+    let mut seen: HashMap<String, (usize, String)> = HashMap::new();
+    seen.insert(UNROUTED_LABEL.into(), (unrouted, String::new()));
+    for r in routes.iter_mut() {
+        let label = route_label(r);
+        match seen.get(&label) {
+            Some((base, first)) => {
+                if *first != r.name {
+                    let other = if first.is_empty() {
+                        "the decisions on no route".to_string()
+                    } else {
+                        format!("route \"{first}\"")
+                    };
+                    let msg = format!(
+                        "route \"{}\" is counted with {other} in s2s_guard.requests_by_route (label \"{label}\"): give it a distinct name",
+                        r.name
+                    );
+                    if !warnings.contains(&msg) {
+                        warnings.push(msg);
+                    }
+                }
+                r.stats_base = *base;
+            }
+            None => {
+                let base = block(names, &label);
+                seen.insert(label, (base, r.name.clone()));
+                r.stats_base = base;
+            }
+        }
+    }
+    unrouted
+}
+
 type RawSig<'c> = (
     String,
     String,
@@ -1055,4 +1133,139 @@ fn compile_source(o: &TokenSourceConfig) -> Result<TokenSource, ConfigError> {
         retry_after_s: o.retry_after.map_or(period_ms.div_ceil(1000), |d| d.0),
         shared_lookup: o.lookup == Some(model::Lookup::Shared),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::parse;
+    use crate::decision;
+    use crate::metrics::Counter;
+    use crate::policy::{Outcome, Policy};
+    use crate::request::RequestView;
+
+    fn view(method: &str, path: &str) -> RequestView {
+        RequestView::from_headers(vec![
+            (":method".into(), method.as_bytes().to_vec()),
+            (":path".into(), path.as_bytes().to_vec()),
+            (":authority".into(), b"collector".to_vec()),
+        ])
+    }
+
+    /// The names a decision's series resolve to.
+    fn series(p: &Policy, d: &decision::Decision) -> Vec<String> {
+        d.stats.iter().map(|i| p.stat_names[*i].clone()).collect()
+    }
+
+    #[test]
+    fn decision_series_by_route_are_defined_once_per_label() {
+        let p = parse(
+            br#"{"presets": ["adjust"], "routes": [
+                {"path": "/api/v1/event", "profile": "jitsu"},
+                {"path": "/x", "profile": "swaarm", "name": "partner x"}]}"#,
+        )
+        .unwrap();
+        let name = |route: &str, o: Outcome| {
+            format!(
+                "s2s_guard.requests_by_route.route.{route}.outcome.{}",
+                o.name()
+            )
+        };
+        for r in &p.routes {
+            for o in Outcome::ALL {
+                let want = name(&super::route_label(r), o);
+                assert_eq!(p.stat_names[p.route_stat(Some(r), o)], want);
+            }
+        }
+        for o in Outcome::ALL {
+            assert_eq!(p.stat_names[p.route_stat(None, o)], name("none", o));
+        }
+        let labels: Vec<String> = p.routes.iter().map(super::route_label).collect();
+        assert!(labels.contains(&"adjust_event".to_string()));
+        // A path-like default name and a name with a space: metric-safe labels.
+        assert!(labels.contains(&"_api_v1_event".to_string()), "{labels:?}");
+        assert!(labels.contains(&"partner_x".to_string()));
+        // Every series once: (routes + none) x outcomes, no App Secret series here.
+        let mut names = p.stat_names.clone();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), p.stat_names.len());
+        assert_eq!(
+            p.stat_names.len(),
+            4 + (p.routes.len() + 1) * Outcome::ALL.len()
+        );
+        assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+    }
+
+    #[test]
+    fn routes_sharing_a_label_share_a_series_and_different_names_are_warned() {
+        // One name for the GET and the POST route of a path: one series, intended.
+        let same = parse(
+            br#"{"routes": [
+                {"path": "/e", "profile": "adjust", "name": "e", "methods": ["GET"]},
+                {"path": "/e", "profile": "adjust", "name": "e", "methods": ["POST"]}]}"#,
+        )
+        .unwrap();
+        assert_eq!(same.routes[0].stats_base, same.routes[1].stats_base);
+        assert!(same.warnings.is_empty(), "{:?}", same.warnings);
+        // Two names that become one label, and a route named like the no-route label.
+        let clash = parse(
+            br#"{"routes": [
+                {"path": "/a", "profile": "adjust", "name": "a.b"},
+                {"path": "/b", "profile": "adjust", "name": "a_b"},
+                {"path": "/c", "profile": "adjust", "name": "none"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(clash.routes[0].stats_base, clash.routes[1].stats_base);
+        assert_eq!(
+            clash.routes[2].stats_base, clash.unrouted_stats_base,
+            "counted with the decisions on no route"
+        );
+        assert_eq!(
+            clash.warnings,
+            vec![
+                "route \"a_b\" is counted with route \"a.b\" in s2s_guard.requests_by_route (label \"a_b\"): give it a distinct name".to_string(),
+                "route \"none\" is counted with the decisions on no route in s2s_guard.requests_by_route (label \"none\"): give it a distinct name".to_string(),
+            ]
+        );
+    }
+
+    #[test]
+    fn every_decision_counts_once_by_scope_and_once_by_route() {
+        let p = parse(br#"{"presets": ["adjust"], "unknown_paths": "reject"}"#).unwrap();
+        let d = decision::decide(&p, &view("POST", "/event?s2s=1&app_token=abc"), None, 0);
+        assert_eq!(d.outcome, Outcome::Missing);
+        assert_eq!(
+            series(&p, &d),
+            ["s2s_guard.requests_by_route.route.adjust_event.outcome.missing"]
+        );
+        // Rejected on no route.
+        let d = decision::decide(&p, &view("GET", "/nope"), None, 0);
+        assert_eq!(
+            series(&p, &d),
+            ["s2s_guard.requests_by_route.route.none.outcome.unknown_endpoint"]
+        );
+        // A method the route does not list: refused, on that route.
+        let d = decision::decide(&p, &view("DELETE", "/session"), None, 0);
+        assert_eq!(
+            series(&p, &d),
+            ["s2s_guard.requests_by_route.route.adjust_session.outcome.method_not_allowed"]
+        );
+        // The by-route series mirror `Counter::Requests`, one for one.
+        for d in [
+            decision::decide(&p, &view("POST", "/event?s2s=1"), None, 0),
+            decision::decide(&p, &view("GET", "/%2e%2e/event"), None, 0),
+        ] {
+            let by_scope = d
+                .counters
+                .iter()
+                .filter(|c| matches!(c, Counter::Requests(..)))
+                .count();
+            assert_eq!(by_scope, 1, "{d:?}");
+            assert_eq!(d.stats.len(), 1, "{d:?}");
+        }
+        // Passed through unknown paths count in neither.
+        let p = parse(br#"{"presets": ["adjust"]}"#).unwrap();
+        let d = decision::decide(&p, &view("GET", "/nope"), None, 0);
+        assert!(d.stats.is_empty() && d.counters == [Counter::Unmatched]);
+    }
 }
