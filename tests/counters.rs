@@ -23,7 +23,7 @@ fn host(config: &str, workers: usize) -> Host {
 fn adjust() -> String {
     format!(
         r#"{{"presets": ["adjust"], "unknown_paths": "reject",
-          "apps": {{"abc123": {{"authentication": true}}}},
+          "apps": {{"abc123": {{"authentication": true}}, "offapp": {{}}, "sessions-only": {{"authentication": true, "authentication_scopes": ["sessions"]}}}},
           "tokens": [{{"id": "t1", "secret": "{TOKEN}", "app": "abc123", "scopes": ["events"]}}],
           "routes": [{{"path": "/partner/v1/event", "profile": "swaarm", "credentials": ["header:x-api-key"], "realm": "adjust"}}]}}"#
     )
@@ -112,4 +112,63 @@ fn decisions_before_the_first_token_set_are_counted_by_route() {
         h.metric("s2s_guard.requests.outcome.unknown_endpoint.scope.none"),
         Some(1)
     );
+}
+
+fn per_app(app: &str) -> String {
+    format!("s2s_guard.per_app.app.{app}.shadow")
+}
+
+/// What enforcement would reject, per app: apps whose authentication is off (or
+/// off for the endpoint's scope) are counted under their name, requests naming no
+/// configured app under `other`.
+#[test]
+fn shadow_decisions_are_counted_by_app() {
+    let mut h = host(&adjust(), 2);
+    let event = |app: &str| Request::get(&format!("/event?s2s=1&event_token=e&app_token={app}"));
+    for (req, status) in [
+        (event("offapp"), 200),
+        (event("offapp").header("authorization", "Bearer nope"), 200),
+        (event("sessions-only"), 200),
+        (event("unlisted"), 200),
+        (Request::get("/event?s2s=1&event_token=e"), 200),
+        (event("abc123"), 202),
+    ] {
+        assert_eq!(h.send(req).status, status);
+    }
+    assert_eq!(h.metric(&per_app("offapp")), Some(2));
+    assert_eq!(h.metric(&per_app("sessions-only")), Some(1));
+    assert_eq!(
+        h.metric(&per_app("other")),
+        Some(2),
+        "unlisted and none named"
+    );
+    assert_eq!(
+        h.metric(&per_app("abc123")),
+        Some(0),
+        "enforced: not shadow"
+    );
+    assert_eq!(h.metric("s2s_guard.shadow.outcome.missing"), Some(4));
+    assert_eq!(h.metric("s2s_guard.shadow.outcome.wrong"), Some(1));
+    assert_eq!(h.metric("s2s_guard.rejected.outcome.missing"), Some(1));
+}
+
+/// Apps beyond `max_stats_apps` (in name order) share `other`, as the App Secret
+/// statistics do.
+#[test]
+fn shadow_series_are_bounded_by_max_stats_apps() {
+    let cfg = r#"{"presets": ["adjust"], "max_stats_apps": 1, "apps": {"b-app": {}, "a-app": {}}}"#;
+    let mut h = host(cfg, 1);
+    for app in ["a-app", "b-app"] {
+        let r = Request::get(&format!("/event?s2s=1&event_token=e&app_token={app}"));
+        assert_eq!(h.send(r).status, 200);
+    }
+    assert_eq!(h.metric(&per_app("a-app")), Some(1));
+    assert_eq!(h.metric(&per_app("b-app")), None, "never defined");
+    assert_eq!(h.metric(&per_app("other")), Some(1));
+    let defined = h
+        .metric_records()
+        .into_iter()
+        .filter(|m| m.name.starts_with("s2s_guard.per_app."))
+        .count();
+    assert_eq!(defined, 2);
 }

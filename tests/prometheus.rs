@@ -202,6 +202,12 @@ fn every_metric_gets_a_clean_prometheus_name() {
     expect("s2s_guard_source_age_seconds", &[]);
     expect("s2s_guard_source_tokens", &[]);
     expect("s2s_guard_sdk_no_secret", &["s2s_guard_app"]);
+    expect("s2s_guard_per_app_shadow", &["s2s_guard_app"]);
+    let apps = &fams["s2s_guard_per_app_shadow"].labels["s2s_guard_app"];
+    assert!(
+        apps.contains("other") && apps.contains("abc123kuvada7"),
+        "{apps:?}"
+    );
     expect("s2s_guard_sdk_invalid_secret", &["s2s_guard_app"]);
     // App Secret series: per app and Secret ID; "other" (beyond max_stats_apps) has
     // no Secret ID, so its series have the app label only.

@@ -74,7 +74,7 @@ pub struct Decision {
     /// The SDK signature result, for logs (`verified secret_id=1`, a reason...).
     pub signature: Option<String>,
     /// Series defined with the policy to increment (indexes into `Policy::stat_names`):
-    /// App Secret statistics, the decision by route.
+    /// App Secret statistics, the decision by route, a shadow decision by app.
     pub stats: Vec<usize>,
     /// A verified signature still to be checked against the replay memory.
     pub replay: Option<PendingReplay>,
@@ -763,6 +763,7 @@ fn token_decision(
     if route.per_app && !app_enforced(policy, route, app.as_deref()) {
         d.enforcement = Enforcement::Shadow;
         d.counters.push(Counter::Shadow(outcome));
+        d.stats.push(policy.shadow_stat(app.as_deref()));
         d.action = Action::Forward(forward);
         return d;
     }

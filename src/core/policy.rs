@@ -238,6 +238,9 @@ pub struct AppSettings {
     pub authentication: bool,
     /// Endpoints (by scope) that require authentication; `None`: all.
     pub authentication_scopes: Option<Scopes>,
+    /// The app's shadow series in [`Policy::stat_names`] (the shared `other` one
+    /// beyond `max_stats_apps`); set when the policy is compiled.
+    pub shadow_stat: usize,
 }
 
 /// Platforms an app ships on (App Automation `platform`).
@@ -428,12 +431,16 @@ pub struct Policy {
     /// The answer to a rejected signature (the same for every reason).
     pub signature_reply: Reply,
     /// The series defined from the configuration (never per request): the App
-    /// Secret statistics of each app, then the decisions of each route by outcome
-    /// ([`Policy::route_stat`]). Decisions name them by index (`Decision::stats`).
+    /// Secret statistics of each app, the decisions of each route by outcome
+    /// ([`Policy::route_stat`]), the shadow decisions of each app
+    /// ([`Policy::shadow_stat`]). Decisions name them by index (`Decision::stats`).
     pub stat_names: Vec<String>,
     /// Where the decision series of requests on no route start in `stat_names`
     /// (`route="none"`: unknown paths rejected, paths that cannot be made canonical).
     pub unrouted_stats_base: usize,
+    /// The shadow series of requests naming no configured app, or one beyond
+    /// `max_stats_apps` (`app="other"`), in `stat_names`.
+    pub shadow_other_stat: usize,
     /// Where live token sets come from, if not only from this configuration.
     pub source: Option<TokenSource>,
     /// The version of the token set this policy was built with (`None`: inline).
@@ -497,6 +504,14 @@ impl Policy {
     /// beside `Counter::Requests`: an index into `stat_names`.
     pub fn route_stat(&self, route: Option<&Route>, outcome: Outcome) -> usize {
         route.map_or(self.unrouted_stats_base, |r| r.stats_base) + outcome.index()
+    }
+
+    /// The shadow series of a request naming `app` (by its `app_param`): the app's
+    /// own if it is configured and within `max_stats_apps`, `other` otherwise.
+    pub fn shadow_stat(&self, app: Option<&[u8]>) -> usize {
+        app.and_then(|a| std::str::from_utf8(a).ok())
+            .and_then(|a| self.apps.get(a))
+            .map_or(self.shadow_other_stat, |s| s.shadow_stat)
     }
 
     /// The route for a canonical path and a method, if there is one.

@@ -202,12 +202,12 @@ pub fn run_native_with(
 /// Counter families that break down another family by a configured name (route,
 /// app): the scenario tables do not list them; every case checks instead that they
 /// add up to what they break down ([`without_breakdowns`]).
-pub const BREAKDOWNS: [&str; 1] = ["s2s_guard.requests_by_route."];
+pub const BREAKDOWNS: [&str; 2] = ["s2s_guard.requests_by_route.", "s2s_guard.per_app."];
 
 /// `counters` without the [`BREAKDOWNS`] families, once they are checked against
 /// the families they break down: for every outcome, the decisions by route add up
 /// to the decisions by scope (`requests_by_route` and `requests` count the same
-/// decisions).
+/// decisions), and the shadow decisions by app to those by outcome.
 pub fn without_breakdowns(
     counters: &BTreeMap<String, i64>,
 ) -> Result<BTreeMap<String, i64>, String> {
@@ -234,6 +234,22 @@ pub fn without_breakdowns(
                 o.name()
             ));
         }
+    }
+    let total = |prefix: &str, suffix: &str| -> i64 {
+        counters
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix) && k.ends_with(suffix))
+            .map(|(_, v)| *v)
+            .sum()
+    };
+    let (shadow, by_app) = (
+        total("s2s_guard.shadow.outcome.", ""),
+        total("s2s_guard.per_app.app.", ".shadow"),
+    );
+    if shadow != by_app {
+        return Err(format!(
+            "shadow decisions: {shadow} by outcome, {by_app} by app: {counters:?}"
+        ));
     }
     Ok(counters
         .iter()

@@ -244,8 +244,9 @@ pub(super) fn compile(
     let mut stat_names = apps.stat_names;
     let mut warnings = signature_warnings(&apps.signatures);
     let unrouted_stats_base = route_series(&mut routes, &mut stat_names, &mut warnings);
-    let app_names_folded = apps
-        .settings
+    let mut app_settings = apps.settings;
+    let shadow_other_stat = shadow_series(&mut app_settings, apps.max_stats_apps, &mut stat_names);
+    let app_names_folded = app_settings
         .keys()
         .chain(apps.signatures.keys())
         .map(|a| a.to_ascii_lowercase())
@@ -259,7 +260,7 @@ pub(super) fn compile(
         unknown_profile,
         routes,
         tokens,
-        apps: apps.settings,
+        apps: app_settings,
         app_authentication_default: apps.default,
         profiles,
         headers,
@@ -273,6 +274,7 @@ pub(super) fn compile(
         signature_reply,
         stat_names,
         unrouted_stats_base,
+        shadow_other_stat,
         source,
         set_version: None,
         set_epoch: 0,
@@ -541,6 +543,7 @@ struct Apps {
     default: bool,
     signatures: HashMap<String, SignatureSettings>,
     stat_names: Vec<String>,
+    max_stats_apps: usize,
 }
 
 /// What an operator should hear about a configuration that is valid but weakens
@@ -596,6 +599,7 @@ fn compile_apps(c: &Config, apps_in: Option<&Named<AppConfig>>) -> Result<Apps, 
             AppSettings {
                 authentication: a.authentication.unwrap_or(false),
                 authentication_scopes,
+                shadow_stat: 0,
             },
         );
     }
@@ -605,6 +609,7 @@ fn compile_apps(c: &Config, apps_in: Option<&Named<AppConfig>>) -> Result<Apps, 
         default,
         signatures,
         stat_names,
+        max_stats_apps,
     })
 }
 
@@ -855,6 +860,37 @@ fn route_series(
         }
     }
     unrouted
+}
+
+/// Appends the shadow series by app to `names`: `s2s_guard.per_app.app.<app>.shadow`
+/// for the first `max_stats_apps` apps of `apps` in name order (the same bound as
+/// the App Secret statistics), `s2s_guard.per_app.app.other.shadow` shared by the
+/// rest and by requests naming no configured app; tells each app its series.
+/// Apps whose names give one label share it. Returns the `other` series.
+fn shadow_series(
+    apps: &mut HashMap<String, AppSettings>,
+    max_stats_apps: usize,
+    names: &mut Vec<String>,
+) -> usize {
+    let series = |label: &str| format!("s2s_guard.per_app.app.{label}.shadow");
+    let other = names.len();
+    names.push(series("other"));
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    seen.insert("other".into(), other);
+    let mut sorted: Vec<(&String, &mut AppSettings)> = apps.iter_mut().collect();
+    sorted.sort_by(|a, b| a.0.cmp(b.0));
+    for (n, (app, settings)) in sorted.into_iter().enumerate() {
+        settings.shadow_stat = if n < max_stats_apps {
+            let label = metric_safe(app);
+            *seen.entry(label).or_insert_with_key(|label| {
+                names.push(series(label));
+                names.len() - 1
+            })
+        } else {
+            other
+        };
+    }
+    other
 }
 
 type RawSig<'c> = (
@@ -1184,14 +1220,15 @@ mod tests {
         // A path-like default name and a name with a space: metric-safe labels.
         assert!(labels.contains(&"_api_v1_event".to_string()), "{labels:?}");
         assert!(labels.contains(&"partner_x".to_string()));
-        // Every series once: (routes + none) x outcomes, no App Secret series here.
+        // Every series once: the App Secret and shadow `other` series (no apps here),
+        // (routes + none) x outcomes.
         let mut names = p.stat_names.clone();
         names.sort();
         names.dedup();
         assert_eq!(names.len(), p.stat_names.len());
         assert_eq!(
             p.stat_names.len(),
-            4 + (p.routes.len() + 1) * Outcome::ALL.len()
+            4 + (p.routes.len() + 1) * Outcome::ALL.len() + 1
         );
         assert!(p.warnings.is_empty(), "{:?}", p.warnings);
     }
@@ -1230,8 +1267,55 @@ mod tests {
     }
 
     #[test]
+    fn shadow_series_by_app_are_bounded_like_the_app_secret_statistics() {
+        let p = parse(
+            br#"{"presets": ["adjust"], "max_stats_apps": 2,
+                "apps": {"c": {}, "a.x": {}, "b": {"authentication": true}}}"#,
+        )
+        .unwrap();
+        let name = |app: Option<&[u8]>| p.stat_names[p.shadow_stat(app)].clone();
+        // In name order: "a.x" and "b" get their own series, "c" shares "other".
+        assert_eq!(name(Some(b"a.x")), "s2s_guard.per_app.app.a_x.shadow");
+        assert_eq!(name(Some(b"b")), "s2s_guard.per_app.app.b.shadow");
+        for app in [Some(&b"c"[..]), Some(b"unlisted"), Some(b"\xff"), None] {
+            assert_eq!(name(app), "s2s_guard.per_app.app.other.shadow", "{app:?}");
+        }
+        let shadow: Vec<&String> = p
+            .stat_names
+            .iter()
+            .filter(|n| n.starts_with("s2s_guard.per_app."))
+            .collect();
+        assert_eq!(shadow.len(), 3, "{shadow:?}");
+        // A shadow decision counts the app's series beside `shadow.outcome.*`; an
+        // enforcing app's refusal does not.
+        let d = decision::decide(&p, &view("GET", "/event?s2s=1&app_token=a.x"), None, 0);
+        assert_eq!(d.enforcement, decision::Enforcement::Shadow);
+        assert_eq!(
+            series(&p, &d),
+            [
+                "s2s_guard.requests_by_route.route.adjust_event.outcome.missing",
+                "s2s_guard.per_app.app.a_x.shadow"
+            ]
+        );
+        let d = decision::decide(&p, &view("GET", "/event?s2s=1&app_token=b"), None, 0);
+        assert_eq!(d.enforcement, decision::Enforcement::Enforced);
+        assert_eq!(series(&p, &d).len(), 1);
+        let d = decision::decide(&p, &view("GET", "/event?s2s=1"), None, 0);
+        assert_eq!(series(&p, &d)[1], "s2s_guard.per_app.app.other.shadow");
+        // The default bound.
+        let p = parse(br#"{"presets": ["adjust"]}"#).unwrap();
+        assert_eq!(
+            p.stat_names[p.shadow_stat(Some(b"x"))],
+            "s2s_guard.per_app.app.other.shadow"
+        );
+    }
+
+    #[test]
     fn every_decision_counts_once_by_scope_and_once_by_route() {
-        let p = parse(br#"{"presets": ["adjust"], "unknown_paths": "reject"}"#).unwrap();
+        let p = parse(
+            br#"{"presets": ["adjust"], "unknown_paths": "reject", "app_authentication_default": true}"#,
+        )
+        .unwrap();
         let d = decision::decide(&p, &view("POST", "/event?s2s=1&app_token=abc"), None, 0);
         assert_eq!(d.outcome, Outcome::Missing);
         assert_eq!(
