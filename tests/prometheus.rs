@@ -1,13 +1,13 @@
 //! The Prometheus names of s2s-guard's metrics, without an Envoy: every metric the
-//! `.wasm` defines for the shipped configurations (and every counter of
-//! `src/metrics.rs`) goes through Envoy's tag extraction with the shipped `stats_tags`
+//! `.wasm` defines for the shipped configurations (and every counter and the replay
+//! fill gauge of `src/core/metrics.rs`) goes through Envoy's tag extraction with the shipped `stats_tags`
 //! and Envoy's Prometheus naming (`s2s_guard_host::prom`); then every metric, label and
 //! label value used by the Grafana dashboard's queries and by the alert rules must exist.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use s2s_guard::metrics::Counter;
+use s2s_guard::metrics::{Counter, REPLAY_FILL_PERCENT};
 use s2s_guard_host::prom::{parse_stats_tags, series, Series, TagProducer};
 use s2s_guard_host::{load_dist, Compiled, Host, HostOptions, Metric, MetricKind};
 
@@ -109,6 +109,12 @@ fn compute_shipped_series() -> (Vec<Series>, Vec<Metric>) {
         assert!(
             missing.is_empty(),
             "the .wasm does not define {missing:?} for {c}"
+        );
+        assert!(
+            defined
+                .iter()
+                .any(|m| m.name == REPLAY_FILL_PERCENT && m.kind == MetricKind::Gauge),
+            "the .wasm does not define the gauge {REPLAY_FILL_PERCENT} for {c}"
         );
         for m in defined {
             all_metrics.insert(m.name.clone(), m);
@@ -225,6 +231,11 @@ fn every_metric_gets_a_clean_prometheus_name() {
         .any(|s| s.labels == vec![("s2s_guard_app".to_string(), "other".to_string())]));
     assert_eq!(
         fams["s2s_guard_source_version"].kinds.first(),
+        Some(&"gauge")
+    );
+    expect("s2s_guard_replay_fill_percent", &[]);
+    assert_eq!(
+        fams["s2s_guard_replay_fill_percent"].kinds.first(),
         Some(&"gauge")
     );
     let outcomes = &fams["s2s_guard_requests"].labels["s2s_guard_outcome"];
