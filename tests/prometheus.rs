@@ -493,6 +493,9 @@ fn dashboard_queries_use_existing_metrics_and_labels() {
         "s2s_guard_source_version",
         "s2s_guard_source_age_seconds",
         "s2s_guard_source_failure",
+        "s2s_guard_requests_by_route",
+        "s2s_guard_per_app_shadow",
+        "s2s_guard_replay_fill_percent",
     ] {
         if !used.contains(f) {
             errors.push(format!("the dashboard does not show {f}"));
@@ -513,6 +516,14 @@ fn alert_rules_use_existing_metrics_and_labels() {
     let mut errors = Vec::new();
     let chunks: Vec<&str> = rules.split("- alert: ").skip(1).collect();
     assert!(chunks.len() >= 6, "{} rules", chunks.len());
+    // The replay memory is alerted on before it is full, not only once it is.
+    assert!(
+        chunks
+            .iter()
+            .any(|c| c.starts_with("S2SGuardReplayMemoryNearFull")
+                && c.contains("s2s_guard_replay_fill_percent")),
+        "no alert on the replay fill gauge"
+    );
     for chunk in chunks {
         let name = chunk.lines().next().unwrap().trim();
         let expr = chunk
