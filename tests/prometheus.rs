@@ -572,6 +572,12 @@ fn the_stats_tags_of_every_shipped_bootstrap_are_those_of_the_docs() {
         .find(|b| b.starts_with("stats_config:"))
         .expect("a stats_config block in docs/metrics.md");
     let documented = parse_stats_tags(block).unwrap();
+    // The Istio sidecars' (a bootstrap fragment in a ConfigMap).
+    assert_eq!(
+        parse_stats_tags(&read("envoy/istio/stats-tags.yaml")).unwrap(),
+        documented,
+        "envoy/istio/stats-tags.yaml"
+    );
     for f in std::fs::read_dir(root().join("envoy")).unwrap() {
         let p = f.unwrap().path();
         let name = p.file_name().unwrap().to_string_lossy().into_owned();
