@@ -9,7 +9,8 @@
 - every s2s-guard configuration embedded in them (Envoy `configuration`, Istio
   `pluginConfig`) is written out for the filter's own validation, which the caller
   runs through the test host (scripts/check-deploy.sh);
-- the bootstraps' `stats_tags` are the ones of docs/metrics.md;
+- the bootstraps' `stats_tags` are the ones of docs/metrics.md, and so are those of
+  envoy/istio/stats-tags.yaml (a ConfigMap whose bootstrap fragment is parsed as one);
 - quotas (envoy/quotas.yaml): Envoy's rate limit filters come after s2s-guard, take
   their descriptors from its identity headers, the local one is enabled and enforced,
   and every descriptor Envoy sends has a limit in envoy/ratelimit/config.yaml, which is
@@ -255,7 +256,7 @@ def check_stats_tags(bootstraps):
     for path, doc in bootstraps:
         if stats_tags(doc) != documented:
             fail(path, "stats_config.stats_tags differ from docs/metrics.md")
-    print(f"ok  stats_tags: {len(documented)} tags, the same in docs/metrics.md and {len(bootstraps)} bootstraps")
+    print(f"ok  stats_tags: {len(documented)} tags, the same in docs/metrics.md and {len(bootstraps)} bootstraps (Istio's included)")
 
 
 def check_prometheus():
@@ -465,6 +466,23 @@ def main():
             n_cfg += 1
         print(f"ok  {path.relative_to(ROOT)}: Envoy bootstrap, {len(found)} s2s-guard configuration(s)")
 
+    # Istio: the stats_tags ConfigMap for sidecar.istio.io/bootstrapOverride, a
+    # bootstrap fragment that Envoy merges into the one Istio generates.
+    for path in sorted((ROOT / "envoy" / "istio").glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if not doc or doc.get("kind") != "ConfigMap":
+                continue
+            rel = path.relative_to(ROOT)
+            frag = yaml.safe_load((doc.get("data") or {}).get("custom_bootstrap.json", "") or "null")
+            if not isinstance(frag, dict):
+                fail(rel, "ConfigMap without a custom_bootstrap.json bootstrap fragment")
+                continue
+            try:
+                Bootstrap.from_dict(frag)
+            except Exception as e:  # noqa: BLE001
+                fail(rel, f"custom_bootstrap.json is not a valid Envoy bootstrap: {type(e).__name__}: {e}")
+            bootstraps.append((rel, frag))
+            print(f"ok  {rel}: ConfigMap {doc['metadata']['name']}, an Envoy bootstrap fragment")
     check_stats_tags(bootstraps)
     if not n_quota:
         fail("envoy/", "no bootstrap with quotas (rate limit filters)")

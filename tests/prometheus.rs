@@ -1,13 +1,13 @@
 //! The Prometheus names of s2s-guard's metrics, without an Envoy: every metric the
-//! `.wasm` defines for the shipped configurations (and every counter of
-//! `src/metrics.rs`) goes through Envoy's tag extraction with the shipped `stats_tags`
+//! `.wasm` defines for the shipped configurations (and every counter and the replay
+//! fill gauge of `src/core/metrics.rs`) goes through Envoy's tag extraction with the shipped `stats_tags`
 //! and Envoy's Prometheus naming (`s2s_guard_host::prom`); then every metric, label and
 //! label value used by the Grafana dashboard's queries and by the alert rules must exist.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use s2s_guard::metrics::Counter;
+use s2s_guard::metrics::{Counter, REPLAY_FILL_PERCENT};
 use s2s_guard_host::prom::{parse_stats_tags, series, Series, TagProducer};
 use s2s_guard_host::{load_dist, Compiled, Host, HostOptions, Metric, MetricKind};
 
@@ -110,6 +110,12 @@ fn compute_shipped_series() -> (Vec<Series>, Vec<Metric>) {
             missing.is_empty(),
             "the .wasm does not define {missing:?} for {c}"
         );
+        assert!(
+            defined
+                .iter()
+                .any(|m| m.name == REPLAY_FILL_PERCENT && m.kind == MetricKind::Gauge),
+            "the .wasm does not define the gauge {REPLAY_FILL_PERCENT} for {c}"
+        );
         for m in defined {
             all_metrics.insert(m.name.clone(), m);
         }
@@ -171,6 +177,24 @@ fn every_metric_gets_a_clean_prometheus_name() {
         "s2s_guard_requests",
         &["s2s_guard_outcome", "s2s_guard_scope"],
     );
+    expect(
+        "s2s_guard_requests_by_route",
+        &["s2s_guard_outcome", "s2s_guard_route"],
+    );
+    let routes = &fams["s2s_guard_requests_by_route"].labels["s2s_guard_route"];
+    for r in [
+        "none",
+        "adjust_event",
+        "adjust_sdk_click",
+        "swaarm_postback",
+        "jitsu_event",
+    ] {
+        assert!(routes.contains(r), "no route {r}: {routes:?}");
+    }
+    assert_eq!(
+        fams["s2s_guard_requests_by_route"].labels["s2s_guard_outcome"],
+        fams["s2s_guard_requests"].labels["s2s_guard_outcome"]
+    );
     expect("s2s_guard_rejected", &["s2s_guard_outcome"]);
     expect("s2s_guard_shadow", &["s2s_guard_outcome"]);
     expect("s2s_guard_flagged", &["s2s_guard_outcome"]);
@@ -184,6 +208,12 @@ fn every_metric_gets_a_clean_prometheus_name() {
     expect("s2s_guard_source_age_seconds", &[]);
     expect("s2s_guard_source_tokens", &[]);
     expect("s2s_guard_sdk_no_secret", &["s2s_guard_app"]);
+    expect("s2s_guard_per_app_shadow", &["s2s_guard_app"]);
+    let apps = &fams["s2s_guard_per_app_shadow"].labels["s2s_guard_app"];
+    assert!(
+        apps.contains("other") && apps.contains("abc123kuvada7"),
+        "{apps:?}"
+    );
     expect("s2s_guard_sdk_invalid_secret", &["s2s_guard_app"]);
     // App Secret series: per app and Secret ID; "other" (beyond max_stats_apps) has
     // no Secret ID, so its series have the app label only.
@@ -201,6 +231,11 @@ fn every_metric_gets_a_clean_prometheus_name() {
         .any(|s| s.labels == vec![("s2s_guard_app".to_string(), "other".to_string())]));
     assert_eq!(
         fams["s2s_guard_source_version"].kinds.first(),
+        Some(&"gauge")
+    );
+    expect("s2s_guard_replay_fill_percent", &[]);
+    assert_eq!(
+        fams["s2s_guard_replay_fill_percent"].kinds.first(),
         Some(&"gauge")
     );
     let outcomes = &fams["s2s_guard_requests"].labels["s2s_guard_outcome"];
@@ -458,6 +493,9 @@ fn dashboard_queries_use_existing_metrics_and_labels() {
         "s2s_guard_source_version",
         "s2s_guard_source_age_seconds",
         "s2s_guard_source_failure",
+        "s2s_guard_requests_by_route",
+        "s2s_guard_per_app_shadow",
+        "s2s_guard_replay_fill_percent",
     ] {
         if !used.contains(f) {
             errors.push(format!("the dashboard does not show {f}"));
@@ -478,6 +516,14 @@ fn alert_rules_use_existing_metrics_and_labels() {
     let mut errors = Vec::new();
     let chunks: Vec<&str> = rules.split("- alert: ").skip(1).collect();
     assert!(chunks.len() >= 6, "{} rules", chunks.len());
+    // The replay memory is alerted on before it is full, not only once it is.
+    assert!(
+        chunks
+            .iter()
+            .any(|c| c.starts_with("S2SGuardReplayMemoryNearFull")
+                && c.contains("s2s_guard_replay_fill_percent")),
+        "no alert on the replay fill gauge"
+    );
     for chunk in chunks {
         let name = chunk.lines().next().unwrap().trim();
         let expr = chunk
@@ -526,6 +572,12 @@ fn the_stats_tags_of_every_shipped_bootstrap_are_those_of_the_docs() {
         .find(|b| b.starts_with("stats_config:"))
         .expect("a stats_config block in docs/metrics.md");
     let documented = parse_stats_tags(block).unwrap();
+    // The Istio sidecars' (a bootstrap fragment in a ConfigMap).
+    assert_eq!(
+        parse_stats_tags(&read("envoy/istio/stats-tags.yaml")).unwrap(),
+        documented,
+        "envoy/istio/stats-tags.yaml"
+    );
     for f in std::fs::read_dir(root().join("envoy")).unwrap() {
         let p = f.unwrap().path();
         let name = p.file_name().unwrap().to_string_lossy().into_owned();

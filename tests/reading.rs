@@ -419,6 +419,9 @@ fn check(c: &Case, o: &Observed, runner: &str) -> Result<(), String> {
             return err(format!("upstream body {got:?}"));
         }
     }
+    if let Err(e) = common::without_breakdowns(&o.counters) {
+        return err(e);
+    }
     for name in &c.counts {
         if o.counters.get(*name).copied().unwrap_or(0) != 1 {
             return err(format!("counter {name} not moved: {:?}", o.counters));

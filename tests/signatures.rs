@@ -944,8 +944,8 @@ fn check(c: &Case, o: &Observed, runner: &str) {
     }
     let mut want: Vec<String> = c.counters.iter().map(|s| s.to_string()).collect();
     want.sort();
-    let got: Vec<String> = o
-        .counters
+    let counters = common::without_breakdowns(&o.counters).unwrap_or_else(|e| panic!("{ctx}: {e}"));
+    let got: Vec<String> = counters
         .keys()
         .filter(|k| {
             !k.starts_with("s2s_guard.requests.outcome.allowed") || c.counters.contains(&k.as_str())
@@ -1095,6 +1095,86 @@ fn replay_memory_full() {
         assert_eq!(statuses, third_status, "{when_full}");
         assert_eq!(h.metric(counter), Some(1), "{when_full}");
     }
+}
+
+const FILL: &str = "s2s_guard.replay.fill_percent";
+
+/// The replay fill gauge through the `.wasm`, with two workers: one process-wide
+/// gauge (Envoy: one stat per name, `record_metric` sets it); a full key is recorded
+/// at once by the worker that meets it; a worker records its window's reading at
+/// the window's end, replacing whatever another worker recorded.
+#[test]
+fn replay_fill_gauge() {
+    let cfg = r#"{"presets": ["adjust_sdk"], "apps": {"abc123": {"signature": {"max_age": 3600,
+      "secrets": [{"id": 2, "info": [1234, 5678, 9012, 3456]}], "replay": {"capacity": 1, "when_full": "reject"}}}}}"#;
+    let mut h = host(cfg, 2);
+    let gauge = h.metric_record(FILL).expect("defined at load");
+    assert_eq!(
+        (gauge.kind, gauge.value),
+        (s2s_guard_host::MetricKind::Gauge, 0)
+    );
+    // Genuine requests by key: one key's worth and one more, and a window's worth
+    // of requests to other keys.
+    let per_key = s2s_guard::replay::per_key(1);
+    let window = s2s_guard::replay::FILL_WINDOW as usize;
+    let tag = s2s_guard::replay::secret_tag(2, b"1234567890123456");
+    let mut by_key: BTreeMap<String, Vec<Request>> = BTreeMap::new();
+    let mut full_key = None;
+    for n in 0..200_000u64 {
+        let created = created_at(START - 60 - n / 1000, n % 1000);
+        let params = [
+            ("app_token", "abc123"),
+            ("created_at", created.as_str()),
+            ("gps_adid", GPS),
+        ];
+        let auth = app2().authorization("/session", &params, &ORDER);
+        let sig = auth.split("signature=\"").nth(1).unwrap();
+        let sig = sig.split('"').next().unwrap();
+        let k = s2s_guard::replay::check(&tag, per_key, 3900, sig, 0, 0).key;
+        let list = by_key.entry(k.clone()).or_default();
+        list.push(app2().request("/session", &params, &ORDER));
+        if list.len() > per_key {
+            full_key = Some(k);
+            break;
+        }
+    }
+    let full_key = full_key.expect("a key filled");
+    let same = by_key.remove(&full_key).unwrap();
+    // One request per other key, so none of them is full.
+    let others: Vec<Request> = by_key
+        .into_values()
+        .map(|mut l| l.remove(0))
+        .take(window)
+        .collect();
+    assert_eq!(others.len(), window);
+    // Worker 1 fills the key: nothing recorded before it is full (no window ended).
+    for r in &same[..per_key - 1] {
+        assert_eq!(h.send_on(1, r.clone()).status, 200);
+    }
+    assert_eq!(h.metric(FILL), Some(0));
+    assert_eq!(h.send_on(1, same[per_key - 1].clone()).status, 200);
+    assert_eq!(h.metric(FILL), Some(100), "the key is full: at once");
+    // Worker 0's window touches other keys only: its reading replaces the gauge.
+    for r in &others[..window - 1] {
+        assert_eq!(h.send_on(0, r.clone()).status, 200);
+    }
+    assert_eq!(h.metric(FILL), Some(100), "worker 0's window not ended");
+    assert_eq!(h.send_on(0, others[window - 1].clone()).status, 200);
+    let reading = h.metric(FILL).unwrap();
+    assert!((1..100).contains(&reading), "worker 0's window: {reading}");
+    // Worker 1 meets the full key again (refused): recorded at once again.
+    assert_eq!(h.send_on(1, same[per_key].clone()).status, 401);
+    assert_eq!(
+        h.metric("s2s_guard.signature.outcome.replay_memory_full"),
+        Some(1)
+    );
+    assert_eq!(h.metric(FILL), Some(100));
+    let gauges: Vec<_> = h
+        .metric_records()
+        .into_iter()
+        .filter(|m| m.name == FILL)
+        .collect();
+    assert_eq!(gauges.len(), 1, "one stat for every worker");
 }
 
 /// Deactivating a secret takes effect with the next configuration; reactivating
@@ -1300,6 +1380,9 @@ fn the_replay_memory_holds_its_capacity() {
         h.metric("s2s_guard.signature.outcome.replay_memory_full"),
         Some(0)
     );
+    // Its fill gauge: a window's fullest key, under the bound.
+    let reading = h.metric(FILL).unwrap();
+    assert!((1..100).contains(&reading), "fill {reading}");
 }
 
 /// An enforcing app that passes (or flags) unverifiable shapes is valid, but said at

@@ -464,7 +464,8 @@ fn check(case: &Case, o: &Observed, runner: &str) {
     }
     let mut want: Vec<String> = case.counters.iter().map(|s| s.to_string()).collect();
     want.sort();
-    let got: Vec<String> = o.counters.keys().cloned().collect();
+    let counters = common::without_breakdowns(&o.counters).unwrap_or_else(|e| panic!("{ctx}: {e}"));
+    let got: Vec<String> = counters.keys().cloned().collect();
     assert_eq!(got, want, "{ctx}: counters");
     assert!(
         o.counters.values().all(|v| *v == 1),

@@ -9,6 +9,7 @@
 //!   form body continues the headers (after the changes it can already make) and
 //!   decides at the end of the body, answering locally if it must.
 
+use std::cell::Cell;
 use std::rc::Rc;
 use std::time::UNIX_EPOCH;
 
@@ -27,8 +28,12 @@ use crate::request::RequestView;
 use crate::token::{self, Lookup, Verified};
 
 /// Metric ids, defined once per VM (Envoy's stats are process-wide by name).
+#[derive(Default)]
 struct Metrics {
     ids: Vec<u32>,
+    /// The replay fill gauge, and this worker's reading behind it.
+    replay_fill: u32,
+    fill: Cell<replay::Fill>,
 }
 
 impl Metrics {
@@ -37,7 +42,25 @@ impl Metrics {
             .into_iter()
             .map(|c| hostcalls::define_metric(MetricType::Counter, &c.name()).unwrap_or(0))
             .collect();
-        Metrics { ids }
+        let replay_fill =
+            hostcalls::define_metric(MetricType::Gauge, crate::metrics::REPLAY_FILL_PERCENT)
+                .unwrap_or(0);
+        Metrics {
+            ids,
+            replay_fill,
+            fill: Cell::default(),
+        }
+    }
+
+    /// An insert into the replay memory found its key with `live` of `per_key`
+    /// entries: records the fill gauge when this worker has a reading due.
+    fn replay_observed(&self, live: usize, per_key: usize) {
+        let mut f = self.fill.get();
+        let changed = f.observe(live, per_key);
+        self.fill.set(f);
+        if let (Some(v), true) = (changed, self.replay_fill != 0) {
+            let _ = hostcalls::record_metric(self.replay_fill, v);
+        }
     }
 
     fn increment(&self, c: Counter) {
@@ -85,7 +108,7 @@ impl Root {
             config: Vec::new(),
             inline: None,
             loaded: None,
-            metrics: Rc::new(Metrics { ids: Vec::new() }),
+            metrics: Rc::new(Metrics::default()),
             distribution: None,
         }
     }
@@ -300,7 +323,8 @@ impl Stream {
         for c in &d.counters {
             self.metrics.increment(*c);
         }
-        if let Some(l) = &self.loaded {
+        // The policy that decided: the inline one while no token set is in force.
+        if let Some(l) = self.loaded.as_ref().or(self.inline.as_ref()) {
             for i in &d.stats {
                 if let Some(&id) = l.stat_ids.get(*i) {
                     let _ = hostcalls::increment_metric(id, 1);
@@ -324,10 +348,16 @@ impl Stream {
                     result = ReplayResult::Seen;
                     break;
                 }
-                replay::Insert::Full => break,
+                replay::Insert::Full => {
+                    let per_key = pending.check.per_key;
+                    self.metrics.replay_observed(per_key, per_key);
+                    break;
+                }
                 replay::Insert::Write(v) => {
                     match hostcalls::set_shared_data(&pending.check.key, Some(&v), cas) {
                         Ok(()) => {
+                            let per_key = pending.check.per_key;
+                            self.metrics.replay_observed(replay::entries(&v), per_key);
                             result = ReplayResult::Recorded;
                             break;
                         }

@@ -73,7 +73,8 @@ pub struct Decision {
     pub counters: Vec<Counter>,
     /// The SDK signature result, for logs (`verified secret_id=1`, a reason...).
     pub signature: Option<String>,
-    /// Per-app signature statistics to increment (indexes into `Policy::stat_names`).
+    /// Series defined with the policy to increment (indexes into `Policy::stat_names`):
+    /// App Secret statistics, the decision by route, a shadow decision by app.
     pub stats: Vec<usize>,
     /// A verified signature still to be checked against the replay memory.
     pub replay: Option<PendingReplay>,
@@ -94,6 +95,9 @@ pub struct PendingReplay {
     pub full_rejects: bool,
     /// Statistics series for a rejection of this secret.
     pub reject_stat: Option<usize>,
+    /// The acceptance series already in `Decision::stats`, withdrawn if the replay
+    /// memory refuses the signature.
+    pub accept_stat: Option<usize>,
     /// The signature covers no device id (counted apart once accepted).
     pub without_device_id: bool,
 }
@@ -291,15 +295,12 @@ pub fn body_too_large(policy: &Policy, view: &RequestView, headers_held: bool) -
         }) => Some(r),
         _ => None,
     };
-    let d = Decision {
+    let mut d = Decision {
         route: route.map(|r| r.name.clone()),
         scope: route.and_then(|r| r.scope),
-        counters: vec![Counter::Requests(
-            Outcome::BodyTooLarge,
-            route.and_then(|r| r.scope),
-        )],
         ..Decision::new(Outcome::BodyTooLarge)
     };
+    count_decision(policy, &mut d, route, Outcome::BodyTooLarge);
     let profile = route.map_or(policy.unknown_profile, |r| r.profile);
     let forward = Forward {
         remove_headers: owned_headers_in(policy, view),
@@ -309,6 +310,15 @@ pub fn body_too_large(policy: &Policy, view: &RequestView, headers_held: bool) -
         return respond(policy, profile, Outcome::BodyTooLarge, None, d);
     }
     apply_mode(policy, profile, Outcome::BodyTooLarge, forward, None, d)
+}
+
+/// Counts a decision with `outcome`: by the route's scope (`Counter::Requests`) and
+/// by route (the route's series, defined with the policy: an index, nothing
+/// formatted per request). `route`: `None` for requests on no route.
+fn count_decision(policy: &Policy, d: &mut Decision, route: Option<&Route>, outcome: Outcome) {
+    d.counters
+        .push(Counter::Requests(outcome, route.and_then(|r| r.scope)));
+    d.stats.push(policy.route_stat(route, outcome));
 }
 
 impl Decision {
@@ -341,14 +351,13 @@ fn refuse(
     outcome: Outcome,
     ambiguity: Option<Ambiguity>,
 ) -> Decision {
-    let scope = route.and_then(|r| r.scope);
     let mut d = Decision {
         route: route.map(|r| r.name.clone()),
-        scope,
-        counters: vec![Counter::Requests(outcome, scope)],
+        scope: route.and_then(|r| r.scope),
         early: true,
         ..Decision::new(outcome)
     };
+    count_decision(policy, &mut d, route, outcome);
     if let Some(a) = &ambiguity {
         d.counters.push(Counter::Ambiguity(a.class));
     }
@@ -837,7 +846,7 @@ fn token_decision(
     if policy.strip_credential {
         strip(&mut forward, view, body, &locations);
     }
-    d.counters.push(Counter::Requests(outcome, route.scope));
+    count_decision(policy, &mut d, Some(route), outcome);
 
     if outcome == Outcome::Allowed {
         d.action = Action::Forward(forward);
@@ -849,6 +858,7 @@ fn token_decision(
     if route.per_app && !app_enforced(policy, route, app) {
         d.enforcement = Enforcement::Shadow;
         d.counters.push(Counter::Shadow(outcome));
+        d.stats.push(policy.shadow_stat(app.as_deref()));
         d.action = Action::Forward(forward);
         return d;
     }
@@ -1002,7 +1012,8 @@ fn signature_decision(
             match signature::verify(&settings.secrets, secret_id, &sig, &headers, &input) {
                 Err(f) => reject(d, f.reason, failed_stat(f.reason)),
                 Ok(v) => {
-                    d.stats.extend(stat(Stat::Accepted(secret_id)));
+                    let accept_stat = stat(Stat::Accepted(secret_id));
+                    d.stats.extend(accept_stat);
                     d.signature = Some(format!("verified secret_id={secret_id}"));
                     if !settings.replay_enabled {
                         d.counters.push(Counter::Signature(SigCounter::Verified));
@@ -1031,6 +1042,7 @@ fn signature_decision(
                         ),
                         full_rejects: settings.replay_full_rejects,
                         reject_stat: stat(Stat::Rejected(secret_id)),
+                        accept_stat,
                         without_device_id: v.without_device_id,
                     });
                     d
@@ -1126,7 +1138,13 @@ pub fn settle_replay(policy: &Policy, mut d: Decision, result: ReplayResult) -> 
             d
         }
         ReplayResult::Seen | ReplayResult::Full => {
-            d.stats.clear();
+            // Not accepted after all (the decision's other series stay).
+            if let Some(i) = pending
+                .accept_stat
+                .and_then(|a| d.stats.iter().rposition(|s| *s == a))
+            {
+                d.stats.remove(i);
+            }
             let reason = if result == ReplayResult::Seen {
                 Reason::Replayed
             } else {
@@ -1325,8 +1343,7 @@ fn unknown_path(policy: &Policy, view: &RequestView) -> Decision {
         };
     }
     let mut d = d;
-    d.counters
-        .push(Counter::Requests(Outcome::UnknownEndpoint, None));
+    count_decision(policy, &mut d, None, Outcome::UnknownEndpoint);
     apply_mode(
         policy,
         policy.unknown_profile,

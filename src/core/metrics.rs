@@ -6,6 +6,10 @@ use crate::policy::Outcome;
 use crate::signature::Reason;
 use crate::token::Scope;
 
+/// The replay memory's fill gauge: percent of the per-key bound of the fullest key
+/// a worker's recent inserts touched ([`crate::replay::Fill`]).
+pub const REPLAY_FILL_PERCENT: &str = "s2s_guard.replay.fill_percent";
+
 /// SDK signature results.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SigCounter {

@@ -175,6 +175,9 @@ pub struct Route {
     pub single_params: Vec<Vec<u8>>,
     /// The fields the decision reads, derived from the above ([`Route::finish`]).
     pub fields: crate::reading::Fields,
+    /// Where this route's decision series (one per [`Outcome`]) start in
+    /// [`Policy::stat_names`]; set when the policy is compiled.
+    pub stats_base: usize,
 }
 
 /// What a route's request body is to the collector behind it.
@@ -235,6 +238,9 @@ pub struct AppSettings {
     pub authentication: bool,
     /// Endpoints (by scope) that require authentication; `None`: all.
     pub authentication_scopes: Option<Scopes>,
+    /// The app's shadow series in [`Policy::stat_names`] (the shared `other` one
+    /// beyond `max_stats_apps`); set when the policy is compiled.
+    pub shadow_stat: usize,
 }
 
 /// Platforms an app ships on (App Automation `platform`).
@@ -424,8 +430,17 @@ pub struct Policy {
     pub signatures: HashMap<String, SignatureSettings>,
     /// The answer to a rejected signature (the same for every reason).
     pub signature_reply: Reply,
-    /// Per-app statistics series: `stat_names[i]` for each app's secrets and buckets.
+    /// The series defined from the configuration (never per request): the App
+    /// Secret statistics of each app, the decisions of each route by outcome
+    /// ([`Policy::route_stat`]), the shadow decisions of each app
+    /// ([`Policy::shadow_stat`]). Decisions name them by index (`Decision::stats`).
     pub stat_names: Vec<String>,
+    /// Where the decision series of requests on no route start in `stat_names`
+    /// (`route="none"`: unknown paths rejected, paths that cannot be made canonical).
+    pub unrouted_stats_base: usize,
+    /// The shadow series of requests naming no configured app, or one beyond
+    /// `max_stats_apps` (`app="other"`), in `stat_names`.
+    pub shadow_other_stat: usize,
     /// Where live token sets come from, if not only from this configuration.
     pub source: Option<TokenSource>,
     /// The version of the token set this policy was built with (`None`: inline).
@@ -483,6 +498,20 @@ impl Policy {
             Some(r) => Routing::MethodNotAllowed(r),
             None => Routing::Unknown,
         }
+    }
+
+    /// The series of a decision with `outcome` on `route` (`None`: on no route),
+    /// beside `Counter::Requests`: an index into `stat_names`.
+    pub fn route_stat(&self, route: Option<&Route>, outcome: Outcome) -> usize {
+        route.map_or(self.unrouted_stats_base, |r| r.stats_base) + outcome.index()
+    }
+
+    /// The shadow series of a request naming `app` (by its `app_param`): the app's
+    /// own if it is configured and within `max_stats_apps`, `other` otherwise.
+    pub fn shadow_stat(&self, app: Option<&[u8]>) -> usize {
+        app.and_then(|a| std::str::from_utf8(a).ok())
+            .and_then(|a| self.apps.get(a))
+            .map_or(self.shadow_other_stat, |s| s.shadow_stat)
     }
 
     /// The route for a canonical path and a method, if there is one.

@@ -113,6 +113,60 @@ pub fn insert(value: Option<&[u8]>, c: &Check) -> Insert {
     Insert::Write(out)
 }
 
+/// Entries in a value [`insert`] wrote: all live (the expired ones were dropped),
+/// the new one included.
+pub fn entries(value: &[u8]) -> usize {
+    value.len() / RECORD
+}
+
+/// Inserts per window of a worker's fill estimate ([`Fill`]).
+pub const FILL_WINDOW: u32 = 256;
+
+/// One worker's reading of how full the replay memories are, for the gauge
+/// `s2s_guard.replay.fill_percent`: the fullest key among the worker's last
+/// [`FILL_WINDOW`] inserts, in percent of its bound ([`per_key`]). 100: a key is
+/// full, and signatures hashed to it are refused or accepted unremembered
+/// (`replay_memory_full`, `replay_full_accepted`).
+///
+/// Built from what inserts already know, at no extra cost: each insert reads and
+/// writes one key and so learns how many live entries it holds. Keys are chosen
+/// by hash, so the keys a worker's inserts touch are a uniform sample of the keys
+/// of the memories in use, and the fullest of a window of them is close to the
+/// fullest key (the one that fills first). No reads of other keys, no tick; one
+/// `record_metric` per window (so the reading also falls when entries expire), and
+/// one each time an insert meets a full key (the gauge reads 100 while signatures
+/// are refused or go unremembered, whatever other workers recorded).
+///
+/// Envoy keeps one gauge per name for the whole proxy, and `record_metric` sets it:
+/// the worker that records last wins. Every worker samples the same shared
+/// memories, so their readings agree up to sampling noise; each records its own at
+/// the end of every window, never skipping a value it recorded before (another
+/// worker may have changed the gauge since). Alert on the maximum over a few
+/// minutes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Fill {
+    /// The fullest key of the current window, percent.
+    window_max: u64,
+    /// Inserts in the current window.
+    seen: u32,
+}
+
+impl Fill {
+    /// Takes one insert's key: `live` entries (after the insert; `per_key` when the
+    /// key was full) of `per_key`. Returns the value to record, if one is due.
+    pub fn observe(&mut self, live: usize, per_key: usize) -> Option<u64> {
+        let percent = (live.min(per_key) as u64 * 100) / per_key.max(1) as u64;
+        self.window_max = self.window_max.max(percent);
+        self.seen += 1;
+        if self.seen >= FILL_WINDOW {
+            let v = self.window_max;
+            *self = Fill::default();
+            return Some(v);
+        }
+        (percent >= 100).then_some(100)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,5 +236,93 @@ mod tests {
         let largest = memory.values().map(|v| v.len() / RECORD).max().unwrap_or(0);
         assert!(largest < pk, "largest key {largest} of {pk}");
         assert_eq!(memory.len(), SHARDS as usize);
+    }
+
+    #[test]
+    fn a_window_reports_its_fullest_key_and_a_full_key_at_once() {
+        let mut f = Fill::default();
+        let window = |f: &mut Fill, live: usize| -> Vec<u64> {
+            (0..FILL_WINDOW)
+                .filter_map(|_| f.observe(live, 20))
+                .collect()
+        };
+        // Within a window nothing is recorded; its end records its fullest key.
+        for i in 0..FILL_WINDOW - 1 {
+            assert_eq!(f.observe((i % 7) as usize, 20), None);
+        }
+        assert_eq!(f.observe(1, 20), Some(30), "6 of 20");
+        // Every window records its reading, even unchanged (another worker may
+        // have set the gauge since).
+        assert_eq!(window(&mut f, 6), [30]);
+        // Entries expired: the next window falls.
+        assert_eq!(window(&mut f, 2), [10]);
+        // A full key is recorded at once, each time it is met, and is the window's
+        // reading; the next window without it falls back.
+        assert_eq!(f.observe(20, 20), Some(100));
+        assert_eq!(f.observe(20, 20), Some(100));
+        assert_eq!(f.observe(25, 20), Some(100), "capped at 100");
+        let rest: Vec<u64> = (0..FILL_WINDOW - 3)
+            .filter_map(|_| f.observe(4, 20))
+            .collect();
+        assert_eq!(rest, [100]);
+        assert_eq!(window(&mut f, 4), [20]);
+        // `per_key` is never 0; were it 0, no division by zero either.
+        assert_eq!(Fill::default().observe(1, 0), None);
+    }
+
+    #[test]
+    fn entries_counts_what_an_insert_writes() {
+        let tag = secret_tag(1, b"1234");
+        let mut value: Option<Vec<u8>> = None;
+        for i in 0..5u8 {
+            let c = Check {
+                entry: [i; 16],
+                ..check(&tag, 10, 60, "x", 1000, 1000)
+            };
+            let Insert::Write(v) = insert(value.as_deref(), &c) else {
+                panic!()
+            };
+            assert_eq!(entries(&v), usize::from(i) + 1);
+            value = Some(v);
+        }
+        // Expired entries are dropped by the next insert, and not counted.
+        let later = Check {
+            entry: [9; 16],
+            now: 1000 + 61,
+            ..check(&tag, 10, 60, "x", 1061, 1061)
+        };
+        let Insert::Write(v) = insert(value.as_deref(), &later) else {
+            panic!()
+        };
+        assert_eq!(entries(&v), 1);
+    }
+
+    /// What the gauge reads for a memory filled to its advertised capacity with
+    /// uniformly hashed signatures: below 100 (nothing is refused yet) and high
+    /// enough that an alert at 80 fires around the advertised capacity; at half the
+    /// capacity, about half of that.
+    #[test]
+    fn the_reading_at_the_advertised_capacity() {
+        let capacity = 100_000;
+        let pk = per_key(capacity);
+        let tag = secret_tag(2, b"1234567890123456");
+        let mut memory: HashMap<String, Vec<u8>> = HashMap::new();
+        let mut fill = Fill::default();
+        let mut reading = 0;
+        let mut at_half = 0;
+        let now = 1_767_225_600;
+        for i in 0..capacity {
+            let c = check(&tag, pk, 86400, &format!("{i:064x}"), now as i64, now);
+            let Insert::Write(v) = insert(memory.get(&c.key).map(Vec::as_slice), &c) else {
+                panic!("signature {i}")
+            };
+            reading = fill.observe(entries(&v), pk).unwrap_or(reading);
+            memory.insert(c.key, v);
+            if i == capacity / 2 {
+                at_half = reading;
+            }
+        }
+        assert!((75..95).contains(&reading), "at capacity: {reading}");
+        assert!((35..60).contains(&at_half), "at half: {at_half}");
     }
 }

@@ -131,7 +131,9 @@ pub fn run_native_with(
                         let mut counters = settled.counters.clone();
                         counters.append(&mut r.counters);
                         r.counters = counters;
-                        r.stats = settled.stats.clone();
+                        let mut stats = settled.stats.clone();
+                        stats.append(&mut r.stats);
+                        r.stats = stats;
                         r
                     }
                     None => settled,
@@ -195,6 +197,65 @@ pub fn run_native_with(
             }
         }
     }
+}
+
+/// Counter families that break down another family by a configured name (route,
+/// app): the scenario tables do not list them; every case checks instead that they
+/// add up to what they break down ([`without_breakdowns`]).
+pub const BREAKDOWNS: [&str; 2] = ["s2s_guard.requests_by_route.", "s2s_guard.per_app."];
+
+/// `counters` without the [`BREAKDOWNS`] families, once they are checked against
+/// the families they break down: for every outcome, the decisions by route add up
+/// to the decisions by scope (`requests_by_route` and `requests` count the same
+/// decisions), and the shadow decisions by app to those by outcome.
+pub fn without_breakdowns(
+    counters: &BTreeMap<String, i64>,
+) -> Result<BTreeMap<String, i64>, String> {
+    let sum = |prefix: &str, outcome: &str, suffix: &str| -> i64 {
+        counters
+            .iter()
+            .filter(|(k, _)| {
+                k.strip_prefix(prefix).is_some_and(|rest| match suffix {
+                    // requests.outcome.<o>.scope.<s>
+                    "" => rest.split('.').next() == Some(outcome),
+                    // requests_by_route.route.<r>.outcome.<o>
+                    _ => rest.ends_with(&format!("{suffix}{outcome}")),
+                })
+            })
+            .map(|(_, v)| *v)
+            .sum()
+    };
+    for o in s2s_guard::policy::Outcome::ALL {
+        let by_scope = sum("s2s_guard.requests.outcome.", o.name(), "");
+        let by_route = sum("s2s_guard.requests_by_route.route.", o.name(), ".outcome.");
+        if by_scope != by_route {
+            return Err(format!(
+                "decisions {}: {by_scope} by scope, {by_route} by route: {counters:?}",
+                o.name()
+            ));
+        }
+    }
+    let total = |prefix: &str, suffix: &str| -> i64 {
+        counters
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix) && k.ends_with(suffix))
+            .map(|(_, v)| *v)
+            .sum()
+    };
+    let (shadow, by_app) = (
+        total("s2s_guard.shadow.outcome.", ""),
+        total("s2s_guard.per_app.app.", ".shadow"),
+    );
+    if shadow != by_app {
+        return Err(format!(
+            "shadow decisions: {shadow} by outcome, {by_app} by app: {counters:?}"
+        ));
+    }
+    Ok(counters
+        .iter()
+        .filter(|(k, _)| !BREAKDOWNS.iter().any(|b| k.starts_with(b)))
+        .map(|(k, v)| (k.clone(), *v))
+        .collect())
 }
 
 /// A host per configuration, reused across cases (configuration once, as in Envoy).

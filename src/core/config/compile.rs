@@ -241,8 +241,12 @@ pub(super) fn compile(
         None => None,
         Some(o) => Some(compile_source(o)?),
     };
-    let app_names_folded = apps
-        .settings
+    let mut stat_names = apps.stat_names;
+    let mut warnings = signature_warnings(&apps.signatures);
+    let unrouted_stats_base = route_series(&mut routes, &mut stat_names, &mut warnings);
+    let mut app_settings = apps.settings;
+    let shadow_other_stat = shadow_series(&mut app_settings, apps.max_stats_apps, &mut stat_names);
+    let app_names_folded = app_settings
         .keys()
         .chain(apps.signatures.keys())
         .map(|a| a.to_ascii_lowercase())
@@ -256,7 +260,7 @@ pub(super) fn compile(
         unknown_profile,
         routes,
         tokens,
-        apps: apps.settings,
+        apps: app_settings,
         app_authentication_default: apps.default,
         profiles,
         headers,
@@ -264,11 +268,13 @@ pub(super) fn compile(
         origin_mismatch,
         max_body_bytes,
         hold_headers_for_body: c.hold_headers_for_body.unwrap_or(false),
-        warnings: signature_warnings(&apps.signatures),
+        warnings,
         app_names_folded,
         signatures: apps.signatures,
         signature_reply,
-        stat_names: apps.stat_names,
+        stat_names,
+        unrouted_stats_base,
+        shadow_other_stat,
         source,
         set_version: None,
         set_epoch: 0,
@@ -464,6 +470,7 @@ fn compile_route(
         single_params,
         realm,
         fields: Default::default(),
+        stats_base: 0,
         name,
         path,
         methods,
@@ -536,6 +543,7 @@ struct Apps {
     default: bool,
     signatures: HashMap<String, SignatureSettings>,
     stat_names: Vec<String>,
+    max_stats_apps: usize,
 }
 
 /// What an operator should hear about a configuration that is valid but weakens
@@ -591,6 +599,7 @@ fn compile_apps(c: &Config, apps_in: Option<&Named<AppConfig>>) -> Result<Apps, 
             AppSettings {
                 authentication: a.authentication.unwrap_or(false),
                 authentication_scopes,
+                shadow_stat: 0,
             },
         );
     }
@@ -600,6 +609,7 @@ fn compile_apps(c: &Config, apps_in: Option<&Named<AppConfig>>) -> Result<Apps, 
         default,
         signatures,
         stat_names,
+        max_stats_apps,
     })
 }
 
@@ -777,6 +787,110 @@ fn metric_safe(s: &str) -> String {
             }
         })
         .collect()
+}
+
+/// The `route` label of a route's decision series: its name with every character
+/// but `[A-Za-z0-9_-]` as `_` (a path-like default name `/api/v1/event` becomes
+/// `_api_v1_event`); an empty name is labelled by its path.
+pub fn route_label(route: &Route) -> String {
+    if route.name.is_empty() {
+        let path = match &route.path {
+            PathMatch::Exact(p) | PathMatch::Prefix(p) => p,
+        };
+        return metric_safe(&String::from_utf8_lossy(path));
+    }
+    metric_safe(&route.name)
+}
+
+/// The label of the decisions on no route (unknown paths rejected, paths that
+/// cannot be made canonical).
+pub const UNROUTED_LABEL: &str = "none";
+
+/// Appends the decision series by route to `names`:
+/// `s2s_guard.requests_by_route.route.<label>.outcome.<outcome>`, one block of every
+/// outcome per label (the decisions on no route first, labelled `none`), and tells
+/// each route where its block starts. Routes with one label share a block (the same
+/// stat name would be one counter in Envoy anyway); different names that become one
+/// label are warned about. Returns the start of the `none` block. Bounded by the
+/// configuration: (routes + 1) x outcomes series, routes coming only from it.
+fn route_series(
+    routes: &mut [Route],
+    names: &mut Vec<String>,
+    warnings: &mut Vec<String>,
+) -> usize {
+    let block = |names: &mut Vec<String>, label: &str| {
+        let base = names.len();
+        names.extend(Outcome::ALL.iter().map(|o| {
+            format!(
+                "s2s_guard.requests_by_route.route.{label}.outcome.{}",
+                o.name()
+            )
+        }));
+        base
+    };
+    let unrouted = block(names, UNROUTED_LABEL);
+    // label -> (block, the first route name that took it)
+    let mut seen: HashMap<String, (usize, String)> = HashMap::new();
+    seen.insert(UNROUTED_LABEL.into(), (unrouted, String::new()));
+    for r in routes.iter_mut() {
+        let label = route_label(r);
+        match seen.get(&label) {
+            Some((base, first)) => {
+                if *first != r.name {
+                    let other = if first.is_empty() {
+                        "the decisions on no route".to_string()
+                    } else {
+                        format!("route \"{first}\"")
+                    };
+                    let msg = format!(
+                        "route \"{}\" is counted with {other} in s2s_guard.requests_by_route (label \"{label}\"): give it a distinct name",
+                        r.name
+                    );
+                    if !warnings.contains(&msg) {
+                        warnings.push(msg);
+                    }
+                }
+                r.stats_base = *base;
+            }
+            None => {
+                let base = block(names, &label);
+                seen.insert(label, (base, r.name.clone()));
+                r.stats_base = base;
+            }
+        }
+    }
+    unrouted
+}
+
+/// Appends the shadow series by app to `names`: `s2s_guard.per_app.app.<app>.shadow`
+/// for the first `max_stats_apps` apps of `apps` in name order (the same bound as
+/// the App Secret statistics), `s2s_guard.per_app.app.other.shadow` shared by the
+/// rest and by requests naming no configured app; tells each app its series.
+/// Apps whose names give one label share it. Returns the `other` series.
+fn shadow_series(
+    apps: &mut HashMap<String, AppSettings>,
+    max_stats_apps: usize,
+    names: &mut Vec<String>,
+) -> usize {
+    let series = |label: &str| format!("s2s_guard.per_app.app.{label}.shadow");
+    let other = names.len();
+    names.push(series("other"));
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    seen.insert("other".into(), other);
+    let mut sorted: Vec<(&String, &mut AppSettings)> = apps.iter_mut().collect();
+    sorted.sort_by(|a, b| a.0.cmp(b.0));
+    for (n, (app, settings)) in sorted.into_iter().enumerate() {
+        settings.shadow_stat = if n < max_stats_apps {
+            let label = metric_safe(app);
+            *seen.entry(label).or_insert_with_key(|label| {
+                names.push(series(label));
+                names.len() - 1
+            })
+        } else {
+            other
+        };
+    }
+    other
 }
 
 type RawSig<'c> = (
@@ -1055,4 +1169,187 @@ fn compile_source(o: &TokenSourceConfig) -> Result<TokenSource, ConfigError> {
         retry_after_s: o.retry_after.map_or(period_ms.div_ceil(1000), |d| d.0),
         shared_lookup: o.lookup == Some(model::Lookup::Shared),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::parse;
+    use crate::decision;
+    use crate::metrics::Counter;
+    use crate::policy::{Outcome, Policy};
+    use crate::request::RequestView;
+
+    fn view(method: &str, path: &str) -> RequestView {
+        RequestView::from_headers(vec![
+            (":method".into(), method.as_bytes().to_vec()),
+            (":path".into(), path.as_bytes().to_vec()),
+            (":authority".into(), b"collector".to_vec()),
+        ])
+    }
+
+    /// The names a decision's series resolve to.
+    fn series(p: &Policy, d: &decision::Decision) -> Vec<String> {
+        d.stats.iter().map(|i| p.stat_names[*i].clone()).collect()
+    }
+
+    #[test]
+    fn decision_series_by_route_are_defined_once_per_label() {
+        let p = parse(
+            br#"{"presets": ["adjust"], "routes": [
+                {"path": "/api/v1/event", "profile": "jitsu"},
+                {"path": "/x", "profile": "swaarm", "name": "partner x"}]}"#,
+        )
+        .unwrap();
+        let name = |route: &str, o: Outcome| {
+            format!(
+                "s2s_guard.requests_by_route.route.{route}.outcome.{}",
+                o.name()
+            )
+        };
+        for r in &p.routes {
+            for o in Outcome::ALL {
+                let want = name(&super::route_label(r), o);
+                assert_eq!(p.stat_names[p.route_stat(Some(r), o)], want);
+            }
+        }
+        for o in Outcome::ALL {
+            assert_eq!(p.stat_names[p.route_stat(None, o)], name("none", o));
+        }
+        let labels: Vec<String> = p.routes.iter().map(super::route_label).collect();
+        assert!(labels.contains(&"adjust_event".to_string()));
+        // A path-like default name and a name with a space: metric-safe labels.
+        assert!(labels.contains(&"_api_v1_event".to_string()), "{labels:?}");
+        assert!(labels.contains(&"partner_x".to_string()));
+        // Every series once: the App Secret and shadow `other` series (no apps here),
+        // (routes + none) x outcomes.
+        let mut names = p.stat_names.clone();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), p.stat_names.len());
+        assert_eq!(
+            p.stat_names.len(),
+            4 + (p.routes.len() + 1) * Outcome::ALL.len() + 1
+        );
+        assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+    }
+
+    #[test]
+    fn routes_sharing_a_label_share_a_series_and_different_names_are_warned() {
+        // One name for the GET and the POST route of a path: one series, intended.
+        let same = parse(
+            br#"{"routes": [
+                {"path": "/e", "profile": "adjust", "name": "e", "methods": ["GET"]},
+                {"path": "/e", "profile": "adjust", "name": "e", "methods": ["POST"]}]}"#,
+        )
+        .unwrap();
+        assert_eq!(same.routes[0].stats_base, same.routes[1].stats_base);
+        assert!(same.warnings.is_empty(), "{:?}", same.warnings);
+        // Two names that become one label, and a route named like the no-route label.
+        let clash = parse(
+            br#"{"routes": [
+                {"path": "/a", "profile": "adjust", "name": "a.b"},
+                {"path": "/b", "profile": "adjust", "name": "a_b"},
+                {"path": "/c", "profile": "adjust", "name": "none"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(clash.routes[0].stats_base, clash.routes[1].stats_base);
+        assert_eq!(
+            clash.routes[2].stats_base, clash.unrouted_stats_base,
+            "counted with the decisions on no route"
+        );
+        assert_eq!(
+            clash.warnings,
+            vec![
+                "route \"a_b\" is counted with route \"a.b\" in s2s_guard.requests_by_route (label \"a_b\"): give it a distinct name".to_string(),
+                "route \"none\" is counted with the decisions on no route in s2s_guard.requests_by_route (label \"none\"): give it a distinct name".to_string(),
+            ]
+        );
+    }
+
+    #[test]
+    fn shadow_series_by_app_are_bounded_like_the_app_secret_statistics() {
+        let p = parse(
+            br#"{"presets": ["adjust"], "max_stats_apps": 2,
+                "apps": {"c": {}, "a.x": {}, "b": {"authentication": true}}}"#,
+        )
+        .unwrap();
+        let name = |app: Option<&[u8]>| p.stat_names[p.shadow_stat(app)].clone();
+        // In name order: "a.x" and "b" get their own series, "c" shares "other".
+        assert_eq!(name(Some(b"a.x")), "s2s_guard.per_app.app.a_x.shadow");
+        assert_eq!(name(Some(b"b")), "s2s_guard.per_app.app.b.shadow");
+        for app in [Some(&b"c"[..]), Some(b"unlisted"), Some(b"\xff"), None] {
+            assert_eq!(name(app), "s2s_guard.per_app.app.other.shadow", "{app:?}");
+        }
+        let shadow: Vec<&String> = p
+            .stat_names
+            .iter()
+            .filter(|n| n.starts_with("s2s_guard.per_app."))
+            .collect();
+        assert_eq!(shadow.len(), 3, "{shadow:?}");
+        // A shadow decision counts the app's series beside `shadow.outcome.*`; an
+        // enforcing app's refusal does not.
+        let d = decision::decide(&p, &view("GET", "/event?s2s=1&app_token=a.x"), None, 0);
+        assert_eq!(d.enforcement, decision::Enforcement::Shadow);
+        assert_eq!(
+            series(&p, &d),
+            [
+                "s2s_guard.requests_by_route.route.adjust_event.outcome.missing",
+                "s2s_guard.per_app.app.a_x.shadow"
+            ]
+        );
+        let d = decision::decide(&p, &view("GET", "/event?s2s=1&app_token=b"), None, 0);
+        assert_eq!(d.enforcement, decision::Enforcement::Enforced);
+        assert_eq!(series(&p, &d).len(), 1);
+        let d = decision::decide(&p, &view("GET", "/event?s2s=1"), None, 0);
+        assert_eq!(series(&p, &d)[1], "s2s_guard.per_app.app.other.shadow");
+        // The default bound.
+        let p = parse(br#"{"presets": ["adjust"]}"#).unwrap();
+        assert_eq!(
+            p.stat_names[p.shadow_stat(Some(b"x"))],
+            "s2s_guard.per_app.app.other.shadow"
+        );
+    }
+
+    #[test]
+    fn every_decision_counts_once_by_scope_and_once_by_route() {
+        let p = parse(
+            br#"{"presets": ["adjust"], "unknown_paths": "reject", "app_authentication_default": true}"#,
+        )
+        .unwrap();
+        let d = decision::decide(&p, &view("POST", "/event?s2s=1&app_token=abc"), None, 0);
+        assert_eq!(d.outcome, Outcome::Missing);
+        assert_eq!(
+            series(&p, &d),
+            ["s2s_guard.requests_by_route.route.adjust_event.outcome.missing"]
+        );
+        // Rejected on no route.
+        let d = decision::decide(&p, &view("GET", "/nope"), None, 0);
+        assert_eq!(
+            series(&p, &d),
+            ["s2s_guard.requests_by_route.route.none.outcome.unknown_endpoint"]
+        );
+        // A method the route does not list: refused, on that route.
+        let d = decision::decide(&p, &view("DELETE", "/session"), None, 0);
+        assert_eq!(
+            series(&p, &d),
+            ["s2s_guard.requests_by_route.route.adjust_session.outcome.method_not_allowed"]
+        );
+        // The by-route series mirror `Counter::Requests`, one for one.
+        for d in [
+            decision::decide(&p, &view("POST", "/event?s2s=1"), None, 0),
+            decision::decide(&p, &view("GET", "/%2e%2e/event"), None, 0),
+        ] {
+            let by_scope = d
+                .counters
+                .iter()
+                .filter(|c| matches!(c, Counter::Requests(..)))
+                .count();
+            assert_eq!(by_scope, 1, "{d:?}");
+            assert_eq!(d.stats.len(), 1, "{d:?}");
+        }
+        // Passed through unknown paths count in neither.
+        let p = parse(br#"{"presets": ["adjust"]}"#).unwrap();
+        let d = decision::decide(&p, &view("GET", "/nope"), None, 0);
+        assert!(d.stats.is_empty() && d.counters == [Counter::Unmatched]);
+    }
 }

@@ -136,8 +136,8 @@ pub struct Config<'a> {
     #[serde(borrow)]
     #[cfg_attr(feature = "schema", schemars(with = "Option<ErrorReply>"))]
     pub signature_reply: Option<ReplyConfig<'a>>,
-    /// Apps (in name order) with their own App Secret statistics series (default
-    /// 100).
+    /// Apps (in name order) with their own App Secret statistics and shadow series
+    /// (default 100); the rest share the `other` series.
     #[cfg_attr(feature = "schema", schemars(range(max = 100000)))]
     pub max_stats_apps: Option<u64>,
     /// Live token sets from an HTTP token source or from shared data.

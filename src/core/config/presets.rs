@@ -154,6 +154,7 @@ fn route(name: &str, path: &str) -> Route {
         single_params: Vec::new(),
         realm: "default".into(),
         fields: Default::default(),
+        stats_base: 0,
     }
 }
 
