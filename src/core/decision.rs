@@ -858,7 +858,7 @@ fn token_decision(
     if route.per_app && !app_enforced(policy, route, app) {
         d.enforcement = Enforcement::Shadow;
         d.counters.push(Counter::Shadow(outcome));
-        d.stats.push(policy.shadow_stat(app.as_deref()));
+        d.stats.push(policy.shadow_stat(app));
         d.action = Action::Forward(forward);
         return d;
     }
