@@ -228,3 +228,45 @@ fn a_request_refused_in_its_trailers_counts_once() {
         o.counters
     );
 }
+
+/// Flag mode marks a refused form request in its body. A request whose trailers
+/// come with no body before them has no buffered body to mark (the host refuses
+/// the change, and the SDK would panic on its answer: a trap found by a cold
+/// attack): it is answered as enforcement would answer it, never forwarded
+/// unmarked. With a body before the trailers, the mark goes in.
+#[test]
+fn flag_mode_with_trailers_and_no_body_answers_instead_of_marking() {
+    let mut w = WasmRunner::new();
+    let cfg = config().replacen('{', r#"{"mode": "flag", "#, 1);
+    let form = |body: &[u8]| {
+        let mut r = Request::post(&format!("/event?s2s=1&app_token={APP}"))
+            .http2()
+            .header("content-type", "application/x-www-form-urlencoded")
+            .trailer("x-checksum", "1");
+        r.body = body.to_vec();
+        r
+    };
+    let o = w.run(&cfg, &form(b""));
+    assert!(!o.forwarded, "{o:?}");
+    assert_eq!(o.status, 202, "{:?}", String::from_utf8_lossy(&o.body));
+    assert_eq!(
+        o.counters.get("s2s_guard.rejected.outcome.missing"),
+        Some(&1),
+        "{:?}",
+        o.counters
+    );
+    assert_eq!(o.counters.get("s2s_guard.flagged.outcome.missing"), None);
+
+    let o = w.run(&cfg, &form(b"event_token=xyzklm"));
+    assert!(o.forwarded, "{o:?}");
+    let body = o.upstream_body.unwrap_or_default();
+    assert!(
+        body.starts_with(b"s2s_guard_rejection=missing"),
+        "{:?}",
+        String::from_utf8_lossy(&body)
+    );
+    assert_eq!(
+        o.counters.get("s2s_guard.flagged.outcome.missing"),
+        Some(&1)
+    );
+}

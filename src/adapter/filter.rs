@@ -236,6 +236,7 @@ impl RootContext for Root {
             body_size: 0,
             announced_empty: false,
             uncounted: None,
+            body_held: false,
             response_headers: Vec::new(),
         }))
     }
@@ -264,6 +265,9 @@ struct Stream {
     /// A request forwarded at its headers whose body or trailers are still to
     /// come: counted when it ends, unless they refuse it (one request, one outcome).
     uncounted: Option<Decision>,
+    /// The last body callback paused (buffered the body): in the trailers the
+    /// body can still be changed (Envoy's `buffering_request_body_`).
+    body_held: bool,
     /// Headers to add to the response (CORS).
     response_headers: Vec<(String, Vec<u8>)>,
 }
@@ -461,6 +465,21 @@ impl Stream {
             decision::decide_with(policy, t, &view, Some(&body), now)
         });
         let d = self.settle(policy, d);
+        let held = policy.hold_headers_for_body;
+        let new_body = match &d.action {
+            Act::Forward(_) if held || policy.mode != Mode::DryRun => {
+                decision::final_body(&d, &body, held)
+            }
+            _ => None,
+        };
+        // In the trailers, a body can be changed only if one is buffered (Envoy:
+        // the last body callback paused); else the host refuses, and the SDK
+        // would panic on its answer.
+        let (d, new_body) = if new_body.is_some() && trailers_phase && !self.body_held {
+            (decision::body_unchangeable(policy, &view, d), None)
+        } else {
+            (d, new_body)
+        };
         self.count(&d);
         self.log(&d);
         match &d.action {
@@ -469,16 +488,14 @@ impl Stream {
                 Action::Pause
             }
             Act::Forward(f) => {
-                if policy.hold_headers_for_body {
+                if held {
                     // The headers were held: every change, headers included, applies now.
                     self.apply_headers(f);
-                    if let Some(b) = decision::final_body(&d, &body, true) {
-                        self.set_http_request_body(0, size, &b);
+                }
+                if let Some(b) = new_body {
+                    self.set_http_request_body(0, size, &b);
+                    if held {
                         self.set_http_request_header("content-length", Some(&b.len().to_string()));
-                    }
-                } else if policy.mode != Mode::DryRun {
-                    if let Some(b) = decision::final_body(&d, &body, false) {
-                        self.set_http_request_body(0, size, &b);
                     }
                 }
                 if trailers_phase {
@@ -581,6 +598,8 @@ impl HttpContext for Stream {
     }
 
     fn on_http_request_body(&mut self, size: usize, end_of_stream: bool) -> Action {
+        // Set again only when this callback buffers (pauses), as Envoy does.
+        self.body_held = false;
         if self.announced_empty && size > 0 {
             // Decided as bodiless from its framing: bytes now are a second reading.
             self.announced_empty = false;
@@ -630,6 +649,7 @@ impl HttpContext for Stream {
         if !end_of_stream {
             // Trailers may follow the last chunk (HTTP/2): the decision waits for
             // the true end of the request.
+            self.body_held = true;
             return Action::Pause;
         }
         self.decide_buffered(size, false)

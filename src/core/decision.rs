@@ -342,6 +342,38 @@ impl Decision {
     }
 }
 
+/// A forwarded decision whose body change (the flag marker, a stripped
+/// credential) the host cannot apply, because no body is buffered to change
+/// (trailers that came with no data before them). Never forwarded unchanged:
+/// answered as enforcement would answer it.
+pub fn body_unchangeable(policy: &Policy, view: &RequestView, mut d: Decision) -> Decision {
+    let route = match resolve(policy, view) {
+        Ok(Resolved {
+            routing: Routing::Route(r) | Routing::MethodNotAllowed(r),
+            ..
+        }) => Some(r),
+        _ => None,
+    };
+    let profile = route.map_or(policy.unknown_profile, |r| r.profile);
+    let origin = route
+        .filter(|r| r.cors)
+        .and_then(|_| view.header_values("origin").next());
+    // Only a refusal carries a marker; a change to an allowed request's body
+    // needs a body. Either way the request is refused, counted as refused.
+    let outcome = match d.outcome {
+        Outcome::Allowed => Outcome::Ambiguous,
+        o => o,
+    };
+    d.outcome = outcome;
+    d.counters.retain(|c| !matches!(c, Counter::Flagged(_)));
+    for c in &mut d.counters {
+        if let Counter::Requests(o, _) = c {
+            *o = outcome;
+        }
+    }
+    respond(policy, profile, outcome, origin, d)
+}
+
 /// Refuses a request that cannot be read one way (ambiguity, method, media type):
 /// never shadow-passed, final even before the body.
 fn refuse(
