@@ -29,8 +29,6 @@ pub enum Extracted {
     One {
         value: Vec<u8>,
         locations: Vec<Location>,
-        /// The first source it was found in (for logs).
-        source: Source,
     },
     /// Two different values, or a header sent twice: never pick one.
     Ambiguous,
@@ -197,7 +195,7 @@ pub fn extract(
     query: &[Param],
     form: Option<&[Param]>,
 ) -> Extracted {
-    let mut value: Option<(Vec<u8>, Source)> = None;
+    let mut value: Option<Vec<u8>> = None;
     let mut locations = Vec::new();
     let mut malformed = Vec::new();
     for source in &route.sources {
@@ -207,8 +205,8 @@ pub fn extract(
             Hit::Malformed(loc) => malformed.push(loc),
             Hit::Value(v, locs) => {
                 match &value {
-                    None => value = Some((v, source.clone())),
-                    Some((existing, _)) if *existing == v => {}
+                    None => value = Some(v),
+                    Some(existing) if *existing == v => {}
                     Some(_) => return Extracted::Ambiguous,
                 }
                 for loc in locs {
@@ -221,11 +219,10 @@ pub fn extract(
     }
     match value {
         Some(_) if !malformed.is_empty() => Extracted::Ambiguous,
-        Some((v, _)) if v.len() > MAX_CREDENTIAL_LEN => Extracted::Malformed { locations },
-        Some((v, source)) => Extracted::One {
+        Some(v) if v.len() > MAX_CREDENTIAL_LEN => Extracted::Malformed { locations },
+        Some(v) => Extracted::One {
             value: v,
             locations,
-            source,
         },
         None if !malformed.is_empty() => Extracted::Malformed {
             locations: malformed,
