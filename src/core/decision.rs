@@ -187,8 +187,11 @@ pub fn resolve<'a>(policy: &'a Policy, view: &RequestView) -> Result<Resolved<'a
 /// reads form bodies (and the body is one the filter can read: otherwise the
 /// decision is taken, as a refusal, at the headers).
 pub fn needs_body(policy: &Policy, view: &RequestView) -> bool {
+    // A method the route does not take is refused whatever the body holds, but in
+    // flag mode it is forwarded: its body must then lose any client copy of the
+    // marker and carry the filter's.
     let Ok(Resolved {
-        routing: Routing::Route(route),
+        routing: Routing::Route(route) | Routing::MethodNotAllowed(route),
         ..
     }) = resolve(policy, view)
     else {
@@ -245,22 +248,29 @@ pub fn unannounced_body(policy: &Policy, view: &RequestView) -> Option<Decision>
         field: b"body".to_vec(),
     };
     let d = refuse(policy, view, Some(route), Outcome::Ambiguous, Some(a));
-    if policy.mode == Mode::Flag {
-        // The headers went upstream already: a marker can no longer be added, so
-        // the request is answered, never forwarded unmarked.
-        let origin = route
-            .cors
-            .then(|| view.header_values("origin").next())
-            .flatten();
-        return Some(respond(
-            policy,
-            route.profile,
-            Outcome::Ambiguous,
-            origin,
-            d,
-        ));
+    Some(late_refusal(policy, view, route, d))
+}
+
+/// A refusal found after the headers went upstream (a body after an empty one
+/// announced, trailers a decision field is named in): in flag mode a marker can no
+/// longer be added, so the request is answered, never forwarded unmarked.
+fn late_refusal(policy: &Policy, view: &RequestView, route: &Route, d: Decision) -> Decision {
+    if policy.mode != Mode::Flag {
+        return d;
     }
-    Some(d)
+    let origin = route
+        .cors
+        .then(|| view.header_values("origin").next())
+        .flatten();
+    answered(policy, route.profile, origin, d)
+}
+
+/// A decision flagged for forwarding, answered instead as enforcement would answer
+/// it: counted rejected, not flagged.
+fn answered(policy: &Policy, profile: usize, origin: Option<&[u8]>, mut d: Decision) -> Decision {
+    d.counters.retain(|c| !matches!(c, Counter::Flagged(_)));
+    let outcome = d.outcome;
+    respond(policy, profile, outcome, origin, d)
 }
 
 /// Request trailers of a request decided (and forwarded) at its headers: a trailer
@@ -275,13 +285,8 @@ pub fn trailers_refusal(policy: &Policy, view: &RequestView) -> Option<Decision>
         return None;
     };
     let a = reading::check_trailers(&route.fields, &view.trailers).err()?;
-    Some(refuse(
-        policy,
-        view,
-        Some(route),
-        Outcome::Ambiguous,
-        Some(a),
-    ))
+    let d = refuse(policy, view, Some(route), Outcome::Ambiguous, Some(a));
+    Some(late_refusal(policy, view, route, d))
 }
 
 /// The body is larger than `max_body_bytes`. A body the filter cannot read is
@@ -365,13 +370,12 @@ pub fn body_unchangeable(policy: &Policy, view: &RequestView, mut d: Decision) -
         o => o,
     };
     d.outcome = outcome;
-    d.counters.retain(|c| !matches!(c, Counter::Flagged(_)));
     for c in &mut d.counters {
         if let Counter::Requests(o, _) = c {
             *o = outcome;
         }
     }
-    respond(policy, profile, outcome, origin, d)
+    answered(policy, profile, origin, d)
 }
 
 /// Refuses a request that cannot be read one way (ambiguity, method, media type):
@@ -894,14 +898,9 @@ fn token_decision(
         d.action = Action::Forward(forward);
         return d;
     }
-    apply_mode(
-        policy,
-        route.profile,
-        outcome,
-        forward,
-        origin.filter(|_| route.cors),
-        d,
-    )
+    // A refused origin is not told it may read the answer.
+    let cors_origin = origin.filter(|_| route.cors && outcome != Outcome::OriginDenied);
+    apply_mode(policy, route.profile, outcome, forward, cors_origin, d)
 }
 
 /// The headers the filter owns: removed from every client request.

@@ -1,0 +1,148 @@
+//! Flag mode against the cold attack of this session's reading changes: a request
+//! flag mode cannot mark is answered, never forwarded looking verified or carrying
+//! a client's copy of the marker; one request counts one outcome. Through the
+//! compiled `.wasm`.
+
+mod common;
+
+use common::WasmRunner;
+use s2s_guard_host::{header_value, Request};
+
+const JITSU_SERVER: &str = "5f15eba2-db58-11ea-87d0-0242ac130003";
+const JITSU_CLIENT: &str = "bd33c5fa-d69f-11ea-87d0-0242ac130003";
+const APP: &str = "abc123kuvada7";
+
+fn config(mode: &str) -> String {
+    format!(
+        r#"{{"presets": ["adjust", "jitsu"], "mode": "{mode}", "app_authentication_default": true,
+  "tokens": [
+    {{"id": "adj", "realm": "adjust", "secret": "adjust-token-0123456789", "app": "{APP}", "scopes": ["events"]}},
+    {{"id": "jitsu-web", "realm": "jitsu", "client_secret": "{JITSU_CLIENT}",
+      "server_secret": "{JITSU_SERVER}", "origins": ["*.abc.com"]}}]}}"#
+    )
+}
+
+fn outcomes(o: &common::Observed) -> Vec<(String, i64)> {
+    (o.counters.iter())
+        .filter(|(k, _)| {
+            k.starts_with("s2s_guard.requests.outcome.")
+                || k.starts_with("s2s_guard.rejected.")
+                || k.starts_with("s2s_guard.flagged.")
+        })
+        .map(|(k, v)| (k.clone(), *v))
+        .collect()
+}
+
+/// A Jitsu request allowed at its headers whose trailers name a header the
+/// decision reads: in flag mode the marker header can no longer be added (the
+/// headers went upstream with the identity headers), so it is answered.
+#[test]
+fn a_trailer_refusal_in_flag_mode_is_answered() {
+    let mut w = WasmRunner::new();
+    for mode in ["enforce", "flag"] {
+        let mut r = Request::post("/api/v1/s2s/event")
+            .http2()
+            .header("content-type", "application/json")
+            .header("x-auth-token", JITSU_SERVER)
+            .trailer("x-auth-token", "other");
+        r.body = b"{}".to_vec();
+        let o = w.run(&config(mode), &r);
+        assert!(!o.forwarded, "{mode}: forwarded: {o:?}");
+        assert_eq!(o.status, 400, "{mode}");
+        assert_eq!(
+            outcomes(&o),
+            vec![
+                ("s2s_guard.rejected.outcome.ambiguous".to_string(), 1),
+                (
+                    "s2s_guard.requests.outcome.ambiguous.scope.none".to_string(),
+                    1
+                ),
+            ],
+            "{mode}"
+        );
+    }
+}
+
+/// A method the route does not take, with a form body holding a client's copy of
+/// the marker: flag mode forwards it with its own marker first and no client copy.
+#[test]
+fn a_wrong_method_in_flag_mode_loses_the_clients_marker() {
+    let mut w = WasmRunner::new();
+    for method in ["PUT", "PATCH"] {
+        let mut r = Request::post(&format!("/event?s2s=1&app_token={APP}"))
+            .header("content-type", "application/x-www-form-urlencoded");
+        r.method = method.into();
+        r.body = b"s2s_guard_rejection=none&event_token=x".to_vec();
+        let o = w.run(&config("flag"), &r);
+        assert!(o.forwarded, "{method}: {o:?}");
+        let body = String::from_utf8(o.upstream_body.clone().unwrap_or_default()).unwrap();
+        assert_eq!(
+            body, "s2s_guard_rejection=method_not_allowed&event_token=x",
+            "{method}"
+        );
+        let up = o.upstream.as_ref().expect("forwarded");
+        assert_eq!(
+            header_value(up, "x-s2s-guard-rejection"),
+            Some(&b"method_not_allowed"[..]),
+            "{method}"
+        );
+        // Enforce mode answers at the headers.
+        let o = w.run(&config("enforce"), &r);
+        assert!(!o.forwarded, "{method}: enforce: {o:?}");
+    }
+}
+
+/// Content-Length: 0 and then a body, in flag mode: answered, counted once as
+/// rejected (not also as flagged).
+#[test]
+fn a_late_body_in_flag_mode_counts_rejected_only() {
+    let mut w = WasmRunner::new();
+    let mut r = Request::post(&format!("/event?s2s=1&app_token={APP}"))
+        .http2()
+        .header("content-length", "0")
+        .header("content-type", "application/x-www-form-urlencoded");
+    r.headers_never_end_stream = true;
+    r.body = b"event_token=x".to_vec();
+    let o = w.run(&config("flag"), &r);
+    assert!(!o.forwarded, "{o:?}");
+    let got = outcomes(&o);
+    assert!(
+        got.iter()
+            .all(|(k, _)| !k.starts_with("s2s_guard.flagged.")),
+        "{got:?}"
+    );
+    assert_eq!(
+        got.iter()
+            .filter(|(k, _)| k.starts_with("s2s_guard.requests.outcome."))
+            .count(),
+        1,
+        "{got:?}"
+    );
+}
+
+/// A client secret from an origin its token does not allow: the 403 does not tell
+/// that origin it may read the answer.
+#[test]
+fn an_origin_refusal_carries_no_cors_permission() {
+    let mut w = WasmRunner::new();
+    let mut r = Request::post(&format!("/api/v1/event?token={JITSU_CLIENT}"))
+        .header("content-type", "application/json")
+        .header("origin", "https://evilabc.com");
+    r.body = b"{}".to_vec();
+    let o = w.run(&config("enforce"), &r);
+    assert_eq!(o.status, 403, "{o:?}");
+    assert!(
+        !o.response_headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("access-control-allow-origin")),
+        "{:?}",
+        o.response_headers
+    );
+    // An allowed origin still gets it.
+    let mut ok = r.clone();
+    ok.headers.retain(|(k, _)| k != "origin");
+    ok.headers
+        .push(("origin".into(), b"https://www.abc.com".to_vec()));
+    let o = w.run(&config("enforce"), &ok);
+    assert!(o.forwarded, "{o:?}");
+}
