@@ -656,6 +656,19 @@ fn compile_tokens(raw: Option<&RawValue>, realms: &Realms) -> Result<TokenStore,
     // One token object per `{` (a cheap count, exact for the usual shapes): a
     // million tokens without doubling vectors past what they need.
     let estimate = raw.get().bytes().filter(|&b| b == b'{').count();
+    // First, one pass reading every token in the common shape straight from the
+    // array; at the first one that is not, the general pass below reads them all
+    // again (and words the errors).
+    let mut store = StoreBuilder::with_capacity(estimate);
+    let fast = FastSeq {
+        store: &mut store,
+        realms,
+    };
+    let mut de = serde_json::Deserializer::from_str(raw.get());
+    if serde::de::DeserializeSeed::deserialize(fast, &mut de).is_ok() {
+        return store.finish(tag).map_err(store_error);
+    }
+    drop(store);
     let mut store = StoreBuilder::with_capacity(estimate);
     let mut failure: Option<ConfigError> = None;
     let seed = TokenSeq {
@@ -693,6 +706,38 @@ fn store_error(e: StoreError) -> ConfigError {
             path: "tokens".into(),
             message: "too many tokens (the store holds up to 2^31 secrets and 4 GiB of ids)".into(),
         },
+    }
+}
+
+/// The `tokens` array read as common-shape tokens only, each compiled as it is
+/// read: fails at the first token of another shape (or one the common reading
+/// refuses), for the general pass to take over.
+struct FastSeq<'s> {
+    store: &'s mut StoreBuilder,
+    realms: &'s Realms,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for FastSeq<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for FastSeq<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an array of tokens in the common shape")
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(f) = seq.next_element::<FastToken<'de>>()? {
+            let pushed = fast_token(&f, self.realms)
+                .is_some_and(|(t, secrets, n)| self.store.push(&t, &secrets[..n]).is_ok());
+            if !pushed {
+                return Err(serde::de::Error::custom("not the common shape"));
+            }
+        }
+        Ok(())
     }
 }
 
