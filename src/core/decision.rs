@@ -20,8 +20,6 @@ pub struct Respond {
     pub status: u16,
     pub body: Vec<u8>,
     pub headers: Vec<(String, Vec<u8>)>,
-    /// Envoy's response-code details (`s2s_guard_<outcome>`).
-    pub details: String,
 }
 
 /// Changes to make before the request goes upstream.
@@ -1217,7 +1215,6 @@ fn signature_rejected(
                 status: r.status,
                 body: r.body.clone(),
                 headers: vec![("content-type".into(), r.content_type.clone().into_bytes())],
-                details: format!("s2s_guard_{}", reason.metric_name()),
             });
         }
         (Mode::DryRun, _) => {
@@ -1313,7 +1310,6 @@ fn respond(
         status: reply.status,
         body: reply.body.clone(),
         headers,
-        details: format!("s2s_guard_{}", outcome.name()),
     });
     d
 }
@@ -1404,7 +1400,6 @@ fn preflight(route: &Route, view: &RequestView) -> Decision {
                 ("access-control-max-age".into(), b"86400".to_vec()),
                 ("vary".into(), b"origin".to_vec()),
             ],
-            details: "s2s_guard_preflight".into(),
         }),
         route: Some(route.name.clone()),
         scope: route.scope,
