@@ -146,3 +146,45 @@ fn an_origin_refusal_carries_no_cors_permission() {
     let o = w.run(&config("enforce"), &ok);
     assert!(o.forwarded, "{o:?}");
 }
+
+/// A request refused before its credential is read (it reads two ways), forwarded
+/// in flag mode: every place the route reads a credential from is emptied, so no
+/// secret reaches the collector or its logs (cold-attack finding 7).
+#[test]
+fn a_refused_request_forwarded_in_flag_mode_carries_no_credential() {
+    let mut w = WasmRunner::new();
+    let cfg = r#"{"mode": "flag", "app_authentication_default": true,
+      "routes": [{"name": "collect", "path": "/collect", "methods": ["GET", "POST"],
+                  "profile": "swaarm", "realm": "swaarm",
+                  "credentials": ["authorization", "header:x-api-key", "query:s2s_token", "form:token"],
+                  "single_params": ["user_id"]}],
+      "tokens": [{"id": "t", "realm": "swaarm", "secret": "the-secret-0123456789"}]}"#;
+    // Query: a repeated decision field; the token in the query, a header and
+    // Authorization (under another spelling too).
+    let r = Request::get("/collect?s2s_token=the-secret-0123456789&user_id=u&user_id=v&x=1")
+        .header("authorization", "the-secret-0123456789")
+        .header("x_api_key", "the-secret-0123456789");
+    let o = w.run(cfg, &r);
+    assert!(o.forwarded, "{o:?}");
+    let up = o.upstream.as_ref().expect("forwarded");
+    assert_eq!(
+        header_value(up, ":path"),
+        Some(&b"/collect?user_id=u&user_id=v&x=1"[..])
+    );
+    for h in ["authorization", "x_api_key", "x-api-key"] {
+        assert_eq!(header_value(up, h), None, "{h}");
+    }
+    assert_eq!(
+        header_value(up, "x-s2s-guard-rejection"),
+        Some(&b"ambiguous"[..])
+    );
+    // Form body: the token field, also as an array, as PHP and Rack read `token[]`, is removed; the
+    // marker goes first.
+    let mut r =
+        Request::post("/collect").header("content-type", "application/x-www-form-urlencoded");
+    r.body = b"token=the-secret-0123456789&user_id=u&user_id=v&token%5B%5D=x".to_vec();
+    let o = w.run(cfg, &r);
+    assert!(o.forwarded, "{o:?}");
+    let body = String::from_utf8(o.upstream_body.clone().unwrap_or_default()).unwrap();
+    assert_eq!(body, "s2s_guard_rejection=ambiguous&user_id=u&user_id=v");
+}

@@ -6,7 +6,7 @@ use crate::credential::{self, Extracted, Location};
 use crate::metrics::{Counter, SigCounter};
 use crate::path::{self, PathError};
 use crate::policy::{
-    Checks, LaterSdk, Mode, OriginMismatch, Outcome, Policy, Route, Routing, Stat,
+    Checks, LaterSdk, Mode, OriginMismatch, Outcome, Policy, Route, Routing, Source, Stat,
 };
 use crate::reading::{self, Ambiguity, BodyPlan, BodyRefusal, Class};
 use crate::replay;
@@ -245,7 +245,7 @@ pub fn unannounced_body(policy: &Policy, view: &RequestView) -> Option<Decision>
         class: Class::BodyLength,
         field: b"body".to_vec(),
     };
-    let d = refuse(policy, view, Some(route), Outcome::Ambiguous, Some(a));
+    let d = refuse(policy, view, Some(route), Outcome::Ambiguous, Some(a), None);
     Some(late_refusal(policy, view, route, d))
 }
 
@@ -283,7 +283,7 @@ pub fn trailers_refusal(policy: &Policy, view: &RequestView) -> Option<Decision>
         return None;
     };
     let a = reading::check_trailers(&route.fields, &view.trailers).err()?;
-    let d = refuse(policy, view, Some(route), Outcome::Ambiguous, Some(a));
+    let d = refuse(policy, view, Some(route), Outcome::Ambiguous, Some(a), None);
     Some(late_refusal(policy, view, route, d))
 }
 
@@ -384,6 +384,7 @@ fn refuse(
     route: Option<&Route>,
     outcome: Outcome,
     ambiguity: Option<Ambiguity>,
+    body: Option<&[u8]>,
 ) -> Decision {
     let mut d = Decision {
         route: route.map(|r| r.name.clone()),
@@ -424,6 +425,10 @@ fn refuse(
     }
     let mut d = apply_mode(policy, profile, outcome, forward, origin, d);
     if let (Action::Forward(f), Mode::Flag) = (&mut d.action, policy.mode) {
+        if let (Some(r), true) = (route, policy.strip_credential) {
+            let form = body.filter(|_| matches!(reading::body_plan(r, view), Ok(BodyPlan::Form)));
+            strip_every_credential(f, r, view, form);
+        }
         // No client copy of the marker in the query either.
         let raw = view.path.clone();
         finish_forward(f, &raw, view, None, None);
@@ -490,13 +495,13 @@ fn decide_inner(
                 class: Class::Path,
                 field: e.name().as_bytes().to_vec(),
             };
-            return refuse(policy, view, None, Outcome::Ambiguous, Some(a));
+            return refuse(policy, view, None, Outcome::Ambiguous, Some(a), None);
         }
     };
     let route = match resolved.routing {
         Routing::Unknown => return unknown_path(policy, view),
         Routing::MethodNotAllowed(r) => {
-            return refuse(policy, view, Some(r), Outcome::MethodNotAllowed, None)
+            return refuse(policy, view, Some(r), Outcome::MethodNotAllowed, None, body)
         }
         Routing::Route(r) => r,
     };
@@ -505,7 +510,7 @@ fn decide_inner(
     }
     let form_raw = match reading_check(route, view, body, pending) {
         Ok(form) => form,
-        Err((outcome, a)) => return refuse(policy, view, Some(route), outcome, a),
+        Err((outcome, a)) => return refuse(policy, view, Some(route), outcome, a, body),
     };
     // Query and form body split once, for every check below.
     let query = request::parse_params(view.raw_query());
@@ -516,7 +521,7 @@ fn decide_inner(
         form_raw.zip(form.as_deref()),
     );
     if let Err(a) = checked {
-        return refuse(policy, view, Some(route), Outcome::Ambiguous, Some(a));
+        return refuse(policy, view, Some(route), Outcome::Ambiguous, Some(a), body);
     }
     // From here on, the request as the collector will route it.
     let raw_path: &[u8] = &view.path;
@@ -614,26 +619,78 @@ fn finish_forward(
 
 /// The pairs of a raw query or form that any stack reads as the flag marker.
 fn flag_field_spans(raw: &[u8]) -> Vec<(usize, usize)> {
-    let mut spans = Vec::new();
     if !might_hold_marker(raw) {
-        return spans;
+        return Vec::new();
     }
-    let mut marker: Option<reading::Fields> = None;
+    let marker = reading::Fields::of_names(vec![FLAG_FIELD.as_bytes().to_vec()]);
+    // Every spelling of the marker, however encoded, holds these letters.
+    spans_where(raw, |seg| {
+        might_name_marker(seg) && reading::touches(&marker, seg)
+    })
+}
+
+/// The byte ranges of the non-empty `&`-separated pairs of `raw` that `pick` takes.
+fn spans_where(raw: &[u8], pick: impl Fn(&[u8]) -> bool) -> Vec<(usize, usize)> {
+    let mut spans = Vec::new();
     let mut start = 0;
     for seg in raw.split(|&b| b == b'&') {
         let span = (start, start + seg.len());
         start += seg.len() + 1;
-        // Every spelling of the marker, however encoded, holds these letters.
-        if seg.is_empty() || !might_name_marker(seg) {
-            continue;
-        }
-        let m = marker
-            .get_or_insert_with(|| reading::Fields::of_names(vec![FLAG_FIELD.as_bytes().to_vec()]));
-        if reading::touches(m, seg) {
+        if !seg.is_empty() && pick(seg) {
             spans.push(span);
         }
     }
     spans
+}
+
+/// A refused request forwarded in flag mode: its credential was never read (the
+/// request reads more than one way, or takes another method), so every place the
+/// route reads one from is emptied, under any spelling a stack reads as it: no
+/// secret reaches the collector or its logs.
+fn strip_every_credential(f: &mut Forward, route: &Route, view: &RequestView, body: Option<&[u8]>) {
+    let authorization = (route.sources.iter())
+        .any(|s| matches!(s, Source::Bearer | Source::Authorization | Source::Basic));
+    for (name, _) in &view.headers {
+        let reads = authorization && reading::folds_onto(name, "authorization")
+            || (route.sources.iter()).any(|s| {
+                matches!(s, Source::Header(h) if reading::folds_onto(name, &h.to_ascii_lowercase()))
+            });
+        if reads && !f.remove_headers.contains(name) {
+            f.remove_headers.push(name.clone());
+        }
+    }
+    let mut fields = reading::Fields::of_names(
+        (route.sources.iter())
+            .filter_map(|s| match s {
+                Source::Query(n) | Source::Form(n) => Some(n.clone()),
+                _ => None,
+            })
+            .collect(),
+    );
+    fields.prefixes = (route.sources.iter())
+        .filter_map(|s| match s {
+            Source::QueryPrefix(p) => Some(p.clone()),
+            _ => None,
+        })
+        .collect();
+    let credential = |seg: &[u8]| reading::touches(&fields, seg);
+    let query = view.raw_query();
+    let spans = spans_where(query, credential);
+    if !spans.is_empty() {
+        let kept = request::remove_spans(query, &spans);
+        let mut path = view.url_path().to_vec();
+        if !kept.is_empty() {
+            path.push(b'?');
+            path.extend_from_slice(&kept);
+        }
+        f.path = Some(path);
+    }
+    if let Some(b) = body {
+        let spans = spans_where(b, credential);
+        if !spans.is_empty() {
+            f.body = Some(request::remove_spans(b, &spans));
+        }
+    }
 }
 
 /// The cheap filter for a whole query or body, without allocating: does its
@@ -718,7 +775,7 @@ fn decide_route(
                 class: Class::Spelling,
                 field: route.app_param.clone().unwrap_or_default(),
             };
-            return refuse(policy, view, Some(route), Outcome::Ambiguous, Some(a));
+            return refuse(policy, view, Some(route), Outcome::Ambiguous, Some(a), body);
         }
     }
     let s2s = || {
