@@ -286,6 +286,30 @@ fn cases() -> Vec<Case> {
         )
         .counts(&[V, "s2s_guard.sdk.app.abc123.secret.1.accepted"]),
     );
+    // The SDK removes `secret_id` from the body; one naming another Secret ID than
+    // the signature's is a second reading of which secret signed (cold attack F5).
+    for (i, (named, ok)) in [("1", false), ("2", true)].into_iter().enumerate() {
+        let mut params = p(&base(600 + i as u64));
+        params.push(("secret_id".into(), named.into()));
+        let c = case(
+            if ok {
+                "secret_id in the body, the signature's"
+            } else {
+                "secret_id in the body, another Secret ID"
+            },
+            c(),
+            app2().request("/session", &refs(&params), &ORDER),
+        );
+        out.push(if ok {
+            c.counts(&[V, A2])
+        } else {
+            c.rejected().counts(&[
+                "s2s_guard.signature.outcome.bad_format_secret_id",
+                REJ,
+                INVALID,
+            ])
+        });
+    }
 
     // Boundary shift: the last character of created_at moved into gps_adid.
     let created = base(11);

@@ -1074,6 +1074,17 @@ fn signature_decision(
             signature: sig,
             headers,
         })) => {
+            // The SDK removes `secret_id` from what it sends; one that names another
+            // Secret ID than the signature's is a second reading of which secret
+            // signed (a collector's statistics would take it).
+            let named = params.iter().find(|p| *p.name == *b"secret_id");
+            if named.is_some_and(|p| *p.value != *secret_id.to_string().as_bytes()) {
+                return reject(
+                    d,
+                    Reason::BadFormat(signature::Field::SecretId),
+                    stat(Stat::InvalidSecret),
+                );
+            }
             let input = signature::Input {
                 path: view.url_path(),
                 client_sdk: view.header_values("client-sdk").next(),
