@@ -317,6 +317,21 @@ impl Stream {
             .map_or(0, |d| d.as_secs())
     }
 
+    /// A refusal found after the request was forwarded at its headers (its body
+    /// or trailers): it replaces the uncounted decision, and answers if it says so.
+    fn refused_late(&mut self, d: &Decision) -> Option<Action> {
+        self.uncounted = None;
+        self.count(d);
+        self.log(d);
+        match &d.action {
+            Act::Respond(r) => {
+                self.respond(r);
+                Some(Action::Pause)
+            }
+            Act::Forward(_) => None,
+        }
+    }
+
     fn count_uncounted(&mut self) {
         if let Some(d) = self.uncounted.take() {
             self.count(&d);
@@ -611,12 +626,8 @@ impl HttpContext for Stream {
                 .and_then(|(l, v)| decision::unannounced_body(&l.policy, v).map(|d| (l, d)));
             if let Some((_, d)) = refusal {
                 self.decided = None;
-                self.uncounted = None;
-                self.count(&d);
-                self.log(&d);
-                if let Act::Respond(r) = &d.action {
-                    self.respond(r);
-                    return Action::Pause;
+                if let Some(a) = self.refused_late(&d) {
+                    return a;
                 }
             }
         }
@@ -662,12 +673,8 @@ impl HttpContext for Stream {
         if let Some(mut view) = self.decided.take() {
             view.trailers = self.get_http_request_trailers_bytes();
             if let Some(d) = decision::trailers_refusal(&loaded.policy, &view) {
-                self.uncounted = None;
-                self.count(&d);
-                self.log(&d);
-                if let Act::Respond(r) = &d.action {
-                    self.respond(r);
-                    return Action::Pause;
+                if let Some(a) = self.refused_late(&d) {
+                    return a;
                 }
             }
         }
