@@ -293,6 +293,19 @@ fn cases() -> Vec<Case> {
             .ambiguous("path"),
         case("D: double encoding", c(), Request::post(&format!("/%2565vent?s2s=1&app_token={APP}")))
             .ambiguous("path"),
+        // A fragment: Go keeps `#...` in the query value or path, Node, Python and PHP
+        // cut it off (Envoy rejects it unless its unsafe runtime guards are set).
+        case("D: '#' inside a query value", c(),
+             Request::post(&format!("/event?s2s=1&app_token={APP}#x")).header("authorization", bearer()))
+            .ambiguous("path"),
+        case("D: '#' before the query", c(),
+             Request::post(&format!("/event#?s2s=1&app_token={APP}")).header("authorization", bearer()))
+            .ambiguous("path"),
+        case("D: '#' on an unknown path that reads as a protected one when kept", c(),
+             Request::post(&format!("/x#/../event?s2s=1&app_token={APP}")))
+            .ambiguous("path"),
+        case("D: '#' on an unknown path", c(), Request::get("/health?check=1#top"))
+            .ambiguous("path"),
         case("D: a format suffix on a protected path (Rails, older Spring)", c(),
              Request::get(&format!("/event.json?s2s=1&app_token={APP}")))
             .ambiguous("path"),

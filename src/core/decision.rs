@@ -119,6 +119,10 @@ pub struct Resolved<'a> {
 /// Resolves a request's route on its canonical path. `Err` when the path cannot be
 /// made canonical safely and some reading of it could reach a protected route.
 pub fn resolve<'a>(policy: &'a Policy, view: &RequestView) -> Result<Resolved<'a>, PathError> {
+    // Refused on every path: no reading of the rest is the collector's for sure.
+    if view.path.contains(&b'#') {
+        return Err(PathError::Fragment);
+    }
     let raw = view.url_path();
     match path::canonical(raw, &policy.paths) {
         Ok(c) => {

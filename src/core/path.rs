@@ -43,8 +43,12 @@ pub enum PathError {
     EncodedSeparator,
     /// `\`: some stacks read it as `/`.
     Backslash,
-    /// NUL, another control character, a space or `#`.
+    /// NUL, another control character or a space.
     Control,
+    /// `#` anywhere in `:path`: a fragment is no part of a request target (Envoy
+    /// rejects it unless told not to), and stacks read it two ways — Go keeps it in
+    /// the path or query value, Node, Python and PHP cut it off.
+    Fragment,
     /// `%` not followed by two hex digits, or `%25` (double encoding).
     BadEscape,
     /// `;` path parameters (Java stacks strip them before routing).
@@ -65,6 +69,7 @@ impl PathError {
             PathError::EncodedSeparator => "encoded_separator",
             PathError::Backslash => "backslash",
             PathError::Control => "control",
+            PathError::Fragment => "fragment",
             PathError::BadEscape => "bad_escape",
             PathError::Parameters => "parameters",
             PathError::FormatSuffix => "format_suffix",
@@ -129,7 +134,8 @@ pub fn canonical(raw: &[u8], opts: &PathOptions) -> Result<Vec<u8>, PathError> {
                 continue;
             }
             b'\\' => return Err(PathError::Backslash),
-            0..=0x20 | 0x7f | b'#' => return Err(PathError::Control),
+            0..=0x20 | 0x7f => return Err(PathError::Control),
+            b'#' => return Err(PathError::Fragment),
             b';' => return Err(PathError::Parameters),
             _ => decoded.push(b),
         }
@@ -341,7 +347,7 @@ mod tests {
         assert_eq!(c("/x\\event"), Err(PathError::Backslash));
         assert_eq!(c("/event%00"), Err(PathError::Control));
         assert_eq!(c("/event\0"), Err(PathError::Control));
-        assert_eq!(c("/event#x"), Err(PathError::Control));
+        assert_eq!(c("/event#x"), Err(PathError::Fragment));
         assert_eq!(c("/event%0a"), Err(PathError::Control));
         assert_eq!(c("/event%"), Err(PathError::BadEscape));
         assert_eq!(c("/event%zz"), Err(PathError::BadEscape));
