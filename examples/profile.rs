@@ -65,7 +65,11 @@ fn run(args: &[String]) -> Result<(), String> {
             let now = count(4, 1_767_222_942)? as u64;
             let n = count(3, 100_000)?;
             let d = decision::decide(&policy, &view, body.as_deref(), now);
-            println!("{:?} {:?}", d.outcome, d.signature);
+            if std::env::var_os("PROFILE_SHOW").is_some() {
+                println!("{d:#?}");
+            } else {
+                println!("{:?} {:?}", d.outcome, d.signature);
+            }
             let t = Instant::now();
             for _ in 0..n {
                 std::hint::black_box(decision::decide(&policy, &view, body.as_deref(), now));

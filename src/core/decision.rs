@@ -2,6 +2,8 @@
 //! reads it) and the time, what to answer or how to forward, and what to count.
 //! Pure: the adapter applies the result.
 
+use std::borrow::Cow;
+
 use crate::credential::{self, Extracted, Location};
 use crate::metrics::{Counter, SigCounter};
 use crate::path::{self, PathError};
@@ -110,15 +112,19 @@ pub enum ReplayResult {
 
 /// Where a request lands, on its canonical path.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Resolved<'a> {
+pub struct Resolved<'a, 'v> {
     pub routing: Routing<'a>,
-    /// The canonical path (the raw path for unknown paths).
-    pub path: Vec<u8>,
+    /// The canonical path (the raw path for unknown paths), borrowed from the
+    /// request when that is what it is.
+    pub path: Cow<'v, [u8]>,
 }
 
 /// Resolves a request's route on its canonical path. `Err` when the path cannot be
 /// made canonical safely and some reading of it could reach a protected route.
-pub fn resolve<'a>(policy: &'a Policy, view: &RequestView) -> Result<Resolved<'a>, PathError> {
+pub fn resolve<'a, 'v>(
+    policy: &'a Policy,
+    view: &'v RequestView,
+) -> Result<Resolved<'a, 'v>, PathError> {
     // Refused on every path: no reading of the rest is the collector's for sure.
     if view.path.contains(&b'#') {
         return Err(PathError::Fragment);
@@ -177,7 +183,7 @@ pub fn resolve<'a>(policy: &'a Policy, view: &RequestView) -> Result<Resolved<'a
             match path::lenient(raw, &policy.paths) {
                 Some(l) if policy.routing(&view.method, &l) == Routing::Unknown => Ok(Resolved {
                     routing: Routing::Unknown,
-                    path: raw.to_vec(),
+                    path: Cow::Borrowed(raw),
                 }),
                 _ => Err(e),
             }
@@ -530,10 +536,10 @@ fn decide_inner(
     // From here on, the request as the collector will route it.
     let raw_path: &[u8] = &view.path;
     let canonical_view;
-    let view = if resolved.path.as_slice() == view.url_path() {
+    let view = if *resolved.path == *view.url_path() {
         view
     } else {
-        let mut path = resolved.path.clone();
+        let mut path = resolved.path.into_owned();
         if view.path.contains(&b'?') {
             path.push(b'?');
             path.extend_from_slice(view.raw_query());

@@ -6,6 +6,8 @@
 //! one of them as `/event`. A path that cannot be made canonical safely, because
 //! stacks disagree on what it means, is refused ([`PathError`]).
 
+use std::borrow::Cow;
+
 /// How paths are made canonical. Every step is on by default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PathOptions {
@@ -98,10 +100,41 @@ fn unreserved(b: u8) -> bool {
 /// `;` is refused only by [`canonical`]'s caller when it matters (see
 /// [`without_parameters`]); here it is an error too, so that a protected path never
 /// carries one.
-pub fn canonical(raw: &[u8], opts: &PathOptions) -> Result<Vec<u8>, PathError> {
+pub fn canonical<'r>(raw: &'r [u8], opts: &PathOptions) -> Result<Cow<'r, [u8]>, PathError> {
     if raw.first() != Some(&b'/') {
         return Err(PathError::NotOriginForm);
     }
+    if is_plain(raw) {
+        // Nothing any step would change, whatever the options: the common case,
+        // read without a copy.
+        return Ok(Cow::Borrowed(raw));
+    }
+    canonical_steps(raw, opts).map(Cow::Owned)
+}
+
+/// A path every step of [`canonical`] leaves as it is: lower-case letters, digits,
+/// `-`, `_`, `~` and `.` in non-empty segments that are not `.` or `..`, separated
+/// by single slashes, no trailing slash (but `/` itself). No escape, no upper case,
+/// no byte [`canonical`] refuses.
+fn is_plain(raw: &[u8]) -> bool {
+    if raw == b"/" {
+        return true;
+    }
+    let Some(rest) = raw.strip_prefix(b"/") else {
+        return false;
+    };
+    rest.split(|&b| b == b'/').all(|seg| {
+        !seg.is_empty()
+            && seg != b"."
+            && seg != b".."
+            && seg
+                .iter()
+                .all(|&b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'~' | b'.'))
+    })
+}
+
+/// [`canonical`]'s steps, on a path that starts with `/`.
+fn canonical_steps(raw: &[u8], opts: &PathOptions) -> Result<Vec<u8>, PathError> {
     // Pass 1: escapes and forbidden bytes.
     let mut decoded = Vec::with_capacity(raw.len());
     let mut i = 0;
@@ -261,7 +294,7 @@ pub fn lenient(raw: &[u8], opts: &PathOptions) -> Option<Vec<u8>> {
     let out = without_parameters(&out).unwrap_or(out);
     // A double-encoded escape may decode to a separator: read once more.
     let again = lenient_once_more(&out);
-    canonical(&again, opts).ok()
+    canonical(&again, opts).ok().map(Cow::into_owned)
 }
 
 fn lenient_once_more(p: &[u8]) -> Vec<u8> {
@@ -310,7 +343,8 @@ mod tests {
     use super::*;
 
     fn c(p: &str) -> Result<String, PathError> {
-        canonical(p.as_bytes(), &PathOptions::default()).map(|v| String::from_utf8(v).unwrap())
+        canonical(p.as_bytes(), &PathOptions::default())
+            .map(|v| String::from_utf8(v.into_owned()).unwrap())
     }
 
     #[test]
@@ -366,7 +400,9 @@ mod tests {
             ignore_trailing_slash: false,
             fold_case: false,
         };
-        let c = |p: &str| String::from_utf8(canonical(p.as_bytes(), &none).unwrap()).unwrap();
+        let c = |p: &str| {
+            String::from_utf8(canonical(p.as_bytes(), &none).unwrap().into_owned()).unwrap()
+        };
         assert_eq!(c("/EVENT/"), "/EVENT/");
         assert_eq!(c("/%65vent"), "/%65vent");
         assert_eq!(c("/./x"), "/./x");
@@ -377,6 +413,54 @@ mod tests {
         for p in ["/a/./b/../c//d/", "/%7e%41", "/X/Y/..", "/a%2d"] {
             let once = canonical(p.as_bytes(), &PathOptions::default()).unwrap();
             assert_eq!(canonical(&once, &PathOptions::default()).unwrap(), once);
+        }
+    }
+
+    #[test]
+    fn plain_paths_are_read_without_a_copy_and_as_the_steps_read_them() {
+        let paths = [
+            "/",
+            "/event",
+            "/sdk_click",
+            "/a/b-c/d_e~f",
+            "/event.json",
+            "/a.b/c",
+            "/.well-known",
+            // Not plain: each some step may change.
+            "//",
+            "/event/",
+            "//event",
+            "/a//b",
+            "/./a",
+            "/a/..",
+            "/a/../b",
+            "/EVENT",
+            "/a%41",
+            "/a%2e",
+            "/a b",
+            "/a+b",
+            "/a@b",
+            "/a:b",
+            "/a!b",
+        ];
+        for p in paths {
+            for bits in 0..32u8 {
+                let opts = PathOptions {
+                    decode_unreserved: bits & 1 != 0,
+                    remove_dot_segments: bits & 2 != 0,
+                    merge_slashes: bits & 4 != 0,
+                    ignore_trailing_slash: bits & 8 != 0,
+                    fold_case: bits & 16 != 0,
+                };
+                let fast = canonical(p.as_bytes(), &opts);
+                let steps = canonical_steps(p.as_bytes(), &opts);
+                assert_eq!(fast.clone().map(Cow::into_owned), steps, "{p} {opts:?}");
+                assert_eq!(
+                    matches!(fast, Ok(Cow::Borrowed(_))),
+                    is_plain(p.as_bytes()),
+                    "{p}"
+                );
+            }
         }
     }
 
