@@ -19,7 +19,7 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, MetricType};
 
 use crate::config;
-use crate::decision::{self, Action as Act, Decision, Forward, ReplayResult};
+use crate::decision::{self, Action as Act, Clock, Decision, Forward, ReplayResult};
 use crate::fetcher::{Distribution, Gate};
 use crate::metrics::Counter;
 use crate::policy::{Mode, Policy};
@@ -411,12 +411,15 @@ impl Stream {
     }
 
     fn respond(&self, r: &decision::Respond) {
-        let headers: Vec<(&str, &str)> = r
-            .headers
-            .iter()
-            .filter_map(|(k, v)| std::str::from_utf8(v).ok().map(|v| (k.as_str(), v)))
+        let headers: Vec<(&str, &str)> = (r.content_type.as_deref())
+            .map(|t| ("content-type", t))
+            .into_iter()
+            .chain(
+                (r.headers.iter())
+                    .filter_map(|(k, v)| std::str::from_utf8(v).ok().map(|v| (k.as_str(), v))),
+            )
             .collect();
-        let body = (!r.body.is_empty()).then_some(r.body.as_slice());
+        let body = (!r.body.is_empty()).then_some(&r.body[..]);
         self.send_http_response(r.status as u32, headers, body);
     }
 
@@ -475,9 +478,10 @@ impl Stream {
         };
         let policy = &loaded.policy;
         let body = self.get_http_request_body(0, size).unwrap_or_default();
-        let now = self.now();
+        let read = || self.now();
+        let clock = Clock::new(&read);
         let d = self.with_tokens(policy, |t| {
-            decision::decide_with(policy, t, &view, Some(&body), now)
+            decision::decide_with(policy, t, &view, Some(&body), &clock)
         });
         let d = self.settle(policy, d);
         let held = policy.hold_headers_for_body;
@@ -551,10 +555,12 @@ impl HttpContext for Stream {
         let mut view = RequestView::from_headers(self.get_http_request_headers_bytes());
         view.has_body = !end_of_stream && !crate::reading::announced_empty(&view);
         self.announced_empty = !end_of_stream && !view.has_body;
-        let now = self.now();
+        let read = || self.now();
+        let clock = Clock::new(&read);
         if view.has_body && decision::needs_body(policy, &view) {
-            let partial =
-                self.with_tokens(policy, |t| decision::decide_partial(policy, t, &view, now));
+            let partial = self.with_tokens(policy, |t| {
+                decision::decide_partial(policy, t, &view, &clock)
+            });
             if partial.early {
                 // Refused whatever the body holds: answer before anything goes upstream.
                 self.count(&partial);
@@ -586,7 +592,7 @@ impl HttpContext for Stream {
             return Action::Continue;
         }
         let d = self.with_tokens(policy, |t| {
-            decision::decide_with(policy, t, &view, None, now)
+            decision::decide_with(policy, t, &view, None, &clock)
         });
         let d = self.settle(policy, d);
         self.log(&d);

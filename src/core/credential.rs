@@ -1,7 +1,10 @@
 //! Credential extraction: where a route allows a token, find it, and refuse to
 //! choose when there is more than one.
 
+use std::borrow::Cow;
+
 use base64::Engine as _;
+use smallvec::{smallvec, SmallVec};
 
 use crate::policy::{Route, Source};
 use crate::request::{trim, Param, RequestView};
@@ -12,8 +15,10 @@ pub const MAX_CREDENTIAL_LEN: usize = 4096;
 /// Where a credential was found, so it can be stripped before forwarding.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Location {
-    /// A header to remove entirely (`authorization`, `x-auth-token`...).
-    Header(String),
+    /// `Authorization`, to remove entirely.
+    Authorization,
+    /// Another header to remove entirely (`x-auth-token`...).
+    Header(crate::policy::Name),
     /// A query pair (byte span in the raw query).
     Query((usize, usize)),
     /// A form-body pair (byte span in the raw body).
@@ -22,25 +27,29 @@ pub enum Location {
 
 /// The result of looking for a credential.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Extracted {
+pub enum Extracted<'a> {
     /// Nothing usable (including `Bearer` with no token, or an empty parameter).
     Missing,
-    /// One value, possibly found in several places (all to be stripped).
+    /// One value, possibly found in several places (all to be stripped); borrowed
+    /// from the request unless it had to be decoded (Basic, escapes).
     One {
-        value: Vec<u8>,
-        locations: Vec<Location>,
+        value: Cow<'a, [u8]>,
+        locations: Locations,
     },
     /// Two different values, or a header sent twice: never pick one.
     Ambiguous,
     /// A credential was presented but cannot be a token (undecodable Basic, too long).
-    Malformed { locations: Vec<Location> },
+    Malformed { locations: Locations },
 }
 
+/// Where a credential was found: almost always one place, kept inline.
+pub type Locations = SmallVec<[Location; 2]>;
+
 /// What one source yielded.
-enum Hit {
+enum Hit<'a> {
     None,
     /// The value and every place it was found.
-    Value(Vec<u8>, Vec<Location>),
+    Value(Cow<'a, [u8]>, Locations),
     Ambiguous,
     Malformed(Location),
 }
@@ -86,13 +95,13 @@ fn authorization(view: &RequestView) -> Result<Option<&[u8]>, ()> {
     }
 }
 
-fn from_source(
-    source: &Source,
-    view: &RequestView,
-    query: &[Param],
-    form: Option<&[Param]>,
-) -> Hit {
-    let auth_loc = || Location::Header("authorization".into());
+fn from_source<'a>(
+    source: &'a Source,
+    view: &'a RequestView,
+    query: &'a [Param<'a>],
+    form: Option<&'a [Param<'a>]>,
+) -> Hit<'a> {
+    let auth_loc = || Location::Authorization;
     match source {
         Source::Bearer | Source::Authorization | Source::Basic => {
             let Ok(auth) = authorization(view) else {
@@ -105,12 +114,12 @@ fn from_source(
                     if t.is_empty() {
                         Hit::None
                     } else {
-                        Hit::Value(t.to_vec(), vec![auth_loc()])
+                        Hit::Value(Cow::Borrowed(t), smallvec![auth_loc()])
                     }
                 }
                 (Source::Basic, AuthValue::Basic(b64)) => match decode_basic_user(b64) {
                     Some(user) if user.is_empty() => Hit::None,
-                    Some(user) => Hit::Value(user, vec![auth_loc()]),
+                    Some(user) => Hit::Value(Cow::Owned(user), smallvec![auth_loc()]),
                     None => Hit::Malformed(auth_loc()),
                 },
                 _ => Hit::None,
@@ -123,15 +132,16 @@ fn from_source(
                 let first = values.next();
                 match first {
                     Some(f) if values.all(|v| v == f) => {
-                        Hit::Value(f.to_vec(), vec![Location::Header(name.clone())])
+                        Hit::Value(Cow::Borrowed(f), smallvec![Location::Header(name.clone())])
                     }
                     Some(_) => Hit::Ambiguous,
                     None => Hit::None,
                 }
             }
-            Ok(Some(v)) if !trim(v).is_empty() => {
-                Hit::Value(trim(v).to_vec(), vec![Location::Header(name.clone())])
-            }
+            Ok(Some(v)) if !trim(v).is_empty() => Hit::Value(
+                Cow::Borrowed(trim(v)),
+                smallvec![Location::Header(name.clone())],
+            ),
             Ok(_) => Hit::None,
         },
         Source::Query(name) => {
@@ -153,9 +163,9 @@ fn from_source(
 fn params_hit<'a>(
     params: impl Iterator<Item = &'a Param<'a>>,
     loc: fn((usize, usize)) -> Location,
-) -> Hit {
-    let mut found: Option<&[u8]> = None;
-    let mut spans = Vec::new();
+) -> Hit<'a> {
+    let mut found: Option<&'a [u8]> = None;
+    let mut spans = Locations::new();
     for p in params {
         if p.value.is_empty() {
             continue;
@@ -168,7 +178,7 @@ fn params_hit<'a>(
         spans.push(loc(p.span));
     }
     match found {
-        Some(v) => Hit::Value(v.to_vec(), spans),
+        Some(v) => Hit::Value(Cow::Borrowed(v), spans),
         None => Hit::None,
     }
 }
@@ -189,15 +199,15 @@ fn decode_basic_user(b64: &[u8]) -> Option<Vec<u8>> {
 /// Looks for the credential in every source the route allows. Every location of
 /// the chosen value is reported, so that all copies can be stripped; the same value
 /// in several places is one credential, different values are [`Extracted::Ambiguous`].
-pub fn extract(
-    route: &Route,
-    view: &RequestView,
-    query: &[Param],
-    form: Option<&[Param]>,
-) -> Extracted {
-    let mut value: Option<Vec<u8>> = None;
-    let mut locations = Vec::new();
-    let mut malformed = Vec::new();
+pub fn extract<'a>(
+    route: &'a Route,
+    view: &'a RequestView,
+    query: &'a [Param<'a>],
+    form: Option<&'a [Param<'a>]>,
+) -> Extracted<'a> {
+    let mut value: Option<Cow<'a, [u8]>> = None;
+    let mut locations = Locations::new();
+    let mut malformed = Locations::new();
     for source in &route.sources {
         match from_source(source, view, query, form) {
             Hit::None => {}
@@ -257,13 +267,21 @@ mod tests {
         }
     }
 
-    fn run(r: &Route, v: &RequestView) -> Extracted {
+    fn run(r: &Route, v: &RequestView) -> Extracted<'static> {
         let q = parse_params(v.raw_query());
-        extract(r, v, &q, None)
+        match extract(r, v, &q, None) {
+            Extracted::One { value, locations } => Extracted::One {
+                value: Cow::Owned(value.into_owned()),
+                locations,
+            },
+            Extracted::Missing => Extracted::Missing,
+            Extracted::Ambiguous => Extracted::Ambiguous,
+            Extracted::Malformed { locations } => Extracted::Malformed { locations },
+        }
     }
 
-    fn one(value: &[u8]) -> Vec<u8> {
-        value.to_vec()
+    fn one(value: &[u8]) -> Cow<'static, [u8]> {
+        Cow::Owned(value.to_vec())
     }
 
     #[test]
@@ -356,7 +374,7 @@ mod tests {
             Extracted::Ambiguous
         );
         assert!(
-            matches!(run(&r, &view(&[], "/x?s2s_token=%61")), Extracted::One { value, .. } if value == b"a")
+            matches!(run(&r, &view(&[], "/x?s2s_token=%61")), Extracted::One { value, .. } if *value == *b"a")
         );
         assert_eq!(run(&r, &view(&[], "/x?s2s_token=")), Extracted::Missing);
     }
@@ -368,11 +386,11 @@ mod tests {
             Source::Header("x-auth-token".into()),
         ]);
         assert!(
-            matches!(run(&r, &view(&[], "/x?a=1&p_abc=k"), ), Extracted::One { value, .. } if value == b"k")
+            matches!(run(&r, &view(&[], "/x?a=1&p_abc=k"), ), Extracted::One { value, .. } if *value == *b"k")
         );
         assert_eq!(run(&r, &view(&[], "/x?p_a=k&p_b=j")), Extracted::Ambiguous);
         assert!(
-            matches!(run(&r, &view(&[("x-auth-token", b" k ")], "/x")), Extracted::One { value, .. } if value == b"k")
+            matches!(run(&r, &view(&[("x-auth-token", b" k ")], "/x")), Extracted::One { value, .. } if *value == *b"k")
         );
         assert_eq!(
             run(

@@ -4,11 +4,13 @@
 
 use std::borrow::Cow;
 
-use crate::credential::{self, Extracted, Location};
+use smallvec::{smallvec, SmallVec};
+
+use crate::credential::{self, Extracted, Location, Locations};
 use crate::metrics::{Counter, SigCounter};
 use crate::path::{self, PathError};
 use crate::policy::{
-    Checks, LaterSdk, Mode, OriginMismatch, Outcome, Policy, Route, Routing, Source, Stat,
+    Checks, LaterSdk, Mode, Name, OriginMismatch, Outcome, Policy, Route, Routing, Source, Stat,
 };
 use crate::reading::{self, Ambiguity, BodyPlan, BodyRefusal, Class};
 use crate::replay;
@@ -20,7 +22,10 @@ use crate::token::{self, Kind, Lookup, Scope};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Respond {
     pub status: u16,
-    pub body: Vec<u8>,
+    /// Shared with the policy's reply: no copy per answer.
+    pub body: std::rc::Rc<[u8]>,
+    pub content_type: Option<Name>,
+    /// Other headers (CORS).
     pub headers: Vec<(String, Vec<u8>)>,
 }
 
@@ -28,9 +33,9 @@ pub struct Respond {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Forward {
     /// Headers to remove (credentials, and the headers the filter owns).
-    pub remove_headers: Vec<String>,
+    pub remove_headers: SmallVec<[Name; 2]>,
     /// Headers to set, replacing anything the client sent.
-    pub set_headers: Vec<(String, Vec<u8>)>,
+    pub set_headers: SmallVec<[(Name, Vec<u8>); 2]>,
     /// A new `:path` (the credential removed from the query).
     pub path: Option<Vec<u8>>,
     /// A new body (the credential removed from the form).
@@ -64,18 +69,18 @@ pub struct Decision {
     pub outcome: Outcome,
     pub enforcement: Enforcement,
     pub action: Action,
-    pub route: Option<String>,
+    pub route: Option<Name>,
     pub scope: Option<Scope>,
     /// The verified token's id, when one was verified.
     pub token_id: Option<String>,
     /// Short fingerprint of a presented but unknown credential, for logs.
     pub fingerprint: Option<String>,
-    pub counters: Vec<Counter>,
+    pub counters: SmallVec<[Counter; 4]>,
     /// The SDK signature result, for logs (`verified secret_id=1`, a reason...).
     pub signature: Option<String>,
     /// Series defined with the policy to increment (indexes into `Policy::stat_names`):
     /// App Secret statistics, the decision by route, a shadow decision by app.
-    pub stats: Vec<usize>,
+    pub stats: SmallVec<[usize; 4]>,
     /// A verified signature still to be checked against the replay memory.
     pub replay: Option<PendingReplay>,
     /// The double reading that refused the request, for logs.
@@ -211,7 +216,37 @@ pub fn needs_body(policy: &Policy, view: &RequestView) -> bool {
 
 /// Decides a request. `body` is the complete body when [`needs_body`] said so.
 pub fn decide(policy: &Policy, view: &RequestView, body: Option<&[u8]>, now: u64) -> Decision {
-    decide_inner(policy, &policy.tokens, view, body, false, now)
+    let at = move || now;
+    decide_inner(policy, &policy.tokens, view, body, false, &Clock::new(&at))
+}
+
+/// The time of a decision, Unix seconds, read only when a check needs it (a
+/// token's validity window, a signature's freshness, the replay memory) and then
+/// once: most decisions never ask, and asking the host is a call per request.
+pub struct Clock<'c> {
+    read: &'c dyn Fn() -> u64,
+    seen: std::cell::Cell<Option<u64>>,
+}
+
+impl<'c> Clock<'c> {
+    pub fn new(read: &'c dyn Fn() -> u64) -> Clock<'c> {
+        Clock {
+            read,
+            seen: std::cell::Cell::new(None),
+        }
+    }
+
+    /// The time, read on the first call.
+    pub fn now(&self) -> u64 {
+        match self.seen.get() {
+            Some(t) => t,
+            None => {
+                let t = (self.read)();
+                self.seen.set(Some(t));
+                t
+            }
+        }
+    }
 }
 
 /// [`decide`] with tokens looked up elsewhere (shared data, for very large sets).
@@ -220,9 +255,9 @@ pub fn decide_with(
     tokens: &dyn Lookup,
     view: &RequestView,
     body: Option<&[u8]>,
-    now: u64,
+    clock: &Clock,
 ) -> Decision {
-    decide_inner(policy, tokens, view, body, false, now)
+    decide_inner(policy, tokens, view, body, false, clock)
 }
 
 /// The header-phase view of a request whose body is still to come: what can be
@@ -235,9 +270,9 @@ pub fn decide_partial(
     policy: &Policy,
     tokens: &dyn Lookup,
     view: &RequestView,
-    now: u64,
+    clock: &Clock,
 ) -> Decision {
-    decide_inner(policy, tokens, view, None, true, now)
+    decide_inner(policy, tokens, view, None, true, clock)
 }
 
 /// A request decided at its headers as bodiless (its framing announced no body)
@@ -344,9 +379,9 @@ impl Decision {
             scope: None,
             token_id: None,
             fingerprint: None,
-            counters: Vec::new(),
+            counters: SmallVec::new(),
             signature: None,
-            stats: Vec::new(),
+            stats: SmallVec::new(),
             replay: None,
             ambiguity: None,
             early: false,
@@ -496,7 +531,7 @@ fn decide_inner(
     view: &RequestView,
     body: Option<&[u8]>,
     pending: bool,
-    now: u64,
+    clock: &Clock,
 ) -> Decision {
     let resolved = match resolve(policy, view) {
         Ok(r) => r,
@@ -554,7 +589,9 @@ fn decide_inner(
         query: &query,
         form: form.as_deref(),
     };
-    let mut d = decide_route(policy, tokens, route, view, form_raw, params, pending, now);
+    let mut d = decide_route(
+        policy, tokens, route, view, form_raw, params, pending, clock,
+    );
     d.body_marker_free = form.as_ref().is_some_and(|f| !f.iter().any(|p| p.has_j));
     if pending && matches!(d.action, Action::Respond(_)) {
         // Not final: the body may change it. Only the header changes apply now.
@@ -665,8 +702,8 @@ fn strip_every_credential(f: &mut Forward, route: &Route, view: &RequestView, bo
             || (route.sources.iter()).any(|s| {
                 matches!(s, Source::Header(h) if reading::folds_onto(name, &h.to_ascii_lowercase()))
             });
-        if reads && !f.remove_headers.contains(name) {
-            f.remove_headers.push(name.clone());
+        if reads && !f.remove_headers.iter().any(|h| **h == **name) {
+            f.remove_headers.push(name.as_str().into());
         }
     }
     let mut fields = reading::Fields::of_names(
@@ -771,7 +808,7 @@ fn decide_route(
     body: Option<&[u8]>,
     params: Params<'_>,
     pending: bool,
-    now: u64,
+    clock: &Clock,
 ) -> Decision {
     let Params { query, form } = params;
     // An app named in another case than configured: protected to a collector that
@@ -803,14 +840,16 @@ fn decide_route(
         Checks::S2sTokenElseSignature => (s2s(), !s2s()),
     };
     let d = if want_token {
-        token_decision(policy, tokens, route, view, body, pending, now, query, form)
+        token_decision(
+            policy, tokens, route, view, body, pending, clock, query, form,
+        )
     } else {
         passed(policy, route, view)
     };
     if !want_signature || pending || d.outcome != Outcome::Allowed {
         return d;
     }
-    signature_decision(policy, route, view, query, form, now, d)
+    signature_decision(policy, route, view, query, form, clock, d)
 }
 
 /// A route's decision before any check: forward, without the headers the filter owns.
@@ -834,25 +873,25 @@ fn token_decision(
     view: &RequestView,
     body: Option<&[u8]>,
     pending: bool,
-    now: u64,
+    clock: &Clock,
     query: &[Param],
     form: Option<&[Param]>,
 ) -> Decision {
     let extracted = credential::extract(route, view, query, form);
     // The decision's action is set below, from `forward` or a reply.
     let mut d = passed(policy, route, view);
-    let mut forward = Forward {
-        remove_headers: owned_headers_in(policy, view),
-        ..Forward::default()
+    let mut forward = match &mut d.action {
+        Action::Forward(f) => std::mem::take(f),
+        Action::Respond(_) => Forward::default(),
     };
     let origin = view.header_values("origin").next();
     let app = single_param(&route.app_param, query, form);
 
     let (outcome, locations) = match extracted {
         // The credential may be in the body still to come.
-        Extracted::Missing if pending => (Outcome::Allowed, Vec::new()),
-        Extracted::Missing => (Outcome::Missing, Vec::new()),
-        Extracted::Ambiguous => (Outcome::Ambiguous, Vec::new()),
+        Extracted::Missing if pending => (Outcome::Allowed, Locations::new()),
+        Extracted::Missing => (Outcome::Missing, Locations::new()),
+        Extracted::Ambiguous => (Outcome::Ambiguous, Locations::new()),
         Extracted::Malformed { locations } => (Outcome::Wrong, locations),
         Extracted::One {
             value, locations, ..
@@ -872,8 +911,8 @@ fn token_decision(
                     Outcome::Wrong
                 } else if !t.active {
                     Outcome::Inactive
-                } else if t.not_before.is_some_and(|nb| now < nb)
-                    || t.expires_at.is_some_and(|ea| now >= ea)
+                } else if t.not_before.is_some_and(|nb| clock.now() < nb)
+                    || t.expires_at.is_some_and(|ea| clock.now() >= ea)
                 {
                     Outcome::Expired
                 } else if !Policy::accepts(route, v.kind) {
@@ -945,7 +984,7 @@ fn token_decision(
         };
     d.outcome = outcome;
     if policy.strip_credential {
-        strip(&mut forward, view, body, &locations);
+        strip(policy, &mut forward, view, body, &locations);
     }
     count_decision(policy, &mut d, Some(route), outcome);
 
@@ -969,7 +1008,7 @@ fn token_decision(
 }
 
 /// The headers the filter owns: removed from every client request.
-pub fn owned_headers(policy: &Policy) -> Vec<String> {
+pub fn owned_headers(policy: &Policy) -> Vec<Name> {
     vec![
         policy.headers.token_id.clone(),
         policy.headers.app.clone(),
@@ -981,16 +1020,16 @@ pub fn owned_headers(policy: &Policy) -> Vec<String> {
 /// one the filter owns, under any spelling that folds onto it (case, `_` for
 /// `-`: CGI stacks merge them). Only names the request carries: removing an
 /// absent header is a host call for nothing, on every request.
-pub fn owned_headers_in(policy: &Policy, view: &RequestView) -> Vec<String> {
+pub fn owned_headers_in(policy: &Policy, view: &RequestView) -> SmallVec<[Name; 2]> {
     let h = &policy.headers;
-    let mut out: Vec<String> = Vec::new();
+    let mut out: SmallVec<[Name; 2]> = SmallVec::new();
     for (name, _) in &view.headers {
-        if !out.contains(name)
+        if !out.iter().any(|o| **o == **name)
             && [&h.token_id, &h.app, &h.reason]
                 .iter()
                 .any(|o| reading::folds_onto(name, o))
         {
-            out.push(name.clone());
+            out.push(name.as_str().into());
         }
     }
     out
@@ -1003,7 +1042,7 @@ fn signature_decision(
     view: &RequestView,
     query: &[Param],
     form: Option<&[Param]>,
-    now: u64,
+    clock: &Clock,
     mut d: Decision,
 ) -> Decision {
     let app = single_param(&route.app_param, query, form);
@@ -1099,7 +1138,7 @@ fn signature_decision(
                 path: view.url_path(),
                 client_sdk: view.header_values("client-sdk").next(),
                 params: &params,
-                now,
+                now: clock.now(),
                 max_age: settings.max_age,
                 max_future: settings.max_future,
                 require_device_id: settings.require_device_id,
@@ -1145,7 +1184,7 @@ fn signature_decision(
                             secret.replay_window,
                             &v.signature,
                             v.created_at,
-                            now,
+                            clock.now(),
                         ),
                         full_rejects: settings.replay_full_rejects,
                         reject_stat: stat(Stat::Rejected(secret_id)),
@@ -1292,7 +1331,8 @@ fn signature_rejected(
             d.action = Action::Respond(Respond {
                 status: r.status,
                 body: r.body.clone(),
-                headers: vec![("content-type".into(), r.content_type.clone().into_bytes())],
+                content_type: Some(r.content_type.clone()),
+                headers: Vec::new(),
             });
         }
         (Mode::DryRun, _) => {
@@ -1374,10 +1414,7 @@ fn respond(
     mut d: Decision,
 ) -> Decision {
     let reply = policy.profiles[profile].reply(outcome);
-    let mut headers = vec![(
-        "content-type".to_string(),
-        reply.content_type.clone().into_bytes(),
-    )];
+    let mut headers = Vec::new();
     if let Some(o) = cors_origin {
         headers.push(("access-control-allow-origin".into(), o.to_vec()));
         headers.push(("vary".into(), b"origin".to_vec()));
@@ -1387,6 +1424,7 @@ fn respond(
     d.action = Action::Respond(Respond {
         status: reply.status,
         body: reply.body.clone(),
+        content_type: Some(reply.content_type.clone()),
         headers,
     });
     d
@@ -1443,7 +1481,7 @@ fn unknown_path(policy: &Policy, view: &RequestView) -> Decision {
         return Decision {
             outcome: Outcome::Allowed,
             action: Action::Forward(forward),
-            counters: vec![Counter::Unmatched],
+            counters: smallvec![Counter::Unmatched],
             ..d
         };
     }
@@ -1464,7 +1502,8 @@ fn preflight(route: &Route, view: &RequestView) -> Decision {
     Decision {
         action: Action::Respond(Respond {
             status: 204,
-            body: Vec::new(),
+            body: std::rc::Rc::from(&[][..]),
+            content_type: None,
             headers: vec![
                 ("access-control-allow-origin".into(), origin),
                 (
@@ -1481,7 +1520,7 @@ fn preflight(route: &Route, view: &RequestView) -> Decision {
         }),
         route: Some(route.name.clone()),
         scope: route.scope,
-        counters: vec![Counter::Preflight],
+        counters: smallvec![Counter::Preflight],
         ..Decision::new(Outcome::Allowed)
     }
 }
@@ -1542,12 +1581,22 @@ fn app_enforced(policy: &Policy, route: &Route, app: Option<&[u8]>) -> bool {
 }
 
 /// Removes the credential from every place it was found.
-fn strip(forward: &mut Forward, view: &RequestView, body: Option<&[u8]>, locations: &[Location]) {
+fn strip(
+    policy: &Policy,
+    forward: &mut Forward,
+    view: &RequestView,
+    body: Option<&[u8]>,
+    locations: &[Location],
+) {
     let mut query_spans = Vec::new();
     let mut form_spans = Vec::new();
     for loc in locations {
         match loc {
-            Location::Header(h) => {
+            Location::Authorization | Location::Header(_) => {
+                let h = match loc {
+                    Location::Header(h) => h,
+                    _ => &policy.headers.authorization,
+                };
                 if !forward.remove_headers.contains(h) {
                     forward.remove_headers.push(h.clone());
                 }

@@ -112,7 +112,7 @@ pub enum Source {
     /// `Authorization: Basic base64(user:pass)`: the user name is the token (Jitsu).
     Basic,
     /// A header holding only the token (`X-Auth-Token`, `api_key`).
-    Header(String),
+    Header(Name),
     /// A query parameter (`s2s_token`, `token`).
     Query(Vec<u8>),
     /// The first query parameter whose name starts with this (`p_`, Jitsu).
@@ -148,7 +148,7 @@ pub struct RequiredParam {
 /// An endpoint and what it demands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
-    pub name: String,
+    pub name: Name,
     pub path: PathMatch,
     /// Upper-case methods; empty means any.
     pub methods: Vec<Vec<u8>>,
@@ -214,8 +214,8 @@ impl Route {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
     pub status: u16,
-    pub body: Vec<u8>,
-    pub content_type: String,
+    pub body: std::rc::Rc<[u8]>,
+    pub content_type: Name,
 }
 
 /// Per-outcome answers: how one reference system talks to its clients.
@@ -340,10 +340,16 @@ pub enum OriginMismatch {
 /// set only from verified data.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamHeaders {
-    pub token_id: String,
-    pub app: String,
-    pub reason: String,
+    pub token_id: Name,
+    pub app: Name,
+    pub reason: Name,
+    /// `authorization`, the credential header several sources read (stripped).
+    pub authorization: Name,
 }
+
+/// A header or route name the policy hands to every decision: shared, so that a
+/// decision names it without a copy.
+pub type Name = std::rc::Rc<str>;
 
 /// Who fetches from the token source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

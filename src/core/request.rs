@@ -23,16 +23,19 @@ pub struct RequestView {
 
 impl RequestView {
     /// Builds a view from Envoy's header map (pseudo-headers included).
-    pub fn from_headers(headers: Vec<(String, Vec<u8>)>) -> RequestView {
+    pub fn from_headers(mut headers: Vec<(String, Vec<u8>)>) -> RequestView {
         let mut view = RequestView::default();
-        for (name, value) in headers {
+        // In place, in order: the host's list becomes the view's, without a copy.
+        headers.retain_mut(|(name, value)| {
             match name.as_str() {
-                ":method" => view.method = value,
-                ":path" => view.path = value,
+                ":method" => view.method = std::mem::take(value),
+                ":path" => view.path = std::mem::take(value),
                 _ if name.starts_with(':') => {}
-                _ => view.headers.push((name, value)),
+                _ => return true,
             }
-        }
+            false
+        });
+        view.headers = headers;
         view
     }
 

@@ -30,11 +30,11 @@ pub const START: u64 = 1_767_225_600;
 
 fn apply(headers: &mut Headers, f: &Forward) {
     for h in &f.remove_headers {
-        headers.retain(|(k, _)| k != h);
+        headers.retain(|(k, _)| **k != **h);
     }
     for (h, v) in &f.set_headers {
-        headers.retain(|(k, _)| k != h);
-        headers.push((h.clone(), v.clone()));
+        headers.retain(|(k, _)| **k != **h);
+        headers.push((h.to_string(), v.clone()));
     }
     if let Some(p) = &f.path {
         for (k, v) in headers.iter_mut() {
@@ -95,7 +95,12 @@ pub fn run_native_with(
     let hold = body_phase && policy.hold_headers_for_body;
     let mut early = None;
     if body_phase {
-        let partial = decision::decide_partial(&policy, &policy.tokens, &view, now);
+        let partial = decision::decide_partial(
+            &policy,
+            &policy.tokens,
+            &view,
+            &decision::Clock::new(&|| now),
+        );
         if partial.early {
             body_phase = false;
             early = Some(partial);
@@ -149,7 +154,11 @@ pub fn run_native_with(
     }
     match d.action.clone() {
         Action::Respond(r) => {
-            let mut rh = r.headers.clone();
+            // As the adapter sends it: the content type first, then the others.
+            let mut rh: Vec<(String, Vec<u8>)> = (r.content_type.iter())
+                .map(|t| ("content-type".to_string(), t.as_bytes().to_vec()))
+                .chain(r.headers.clone())
+                .collect();
             if !r.body.is_empty() {
                 rh.push((
                     "content-length".into(),
@@ -159,7 +168,7 @@ pub fn run_native_with(
             Observed {
                 forwarded: false,
                 status: r.status,
-                body: r.body,
+                body: r.body.to_vec(),
                 response_headers: rh,
                 upstream: None,
                 upstream_body: None,

@@ -15,9 +15,9 @@ use super::presets::{self, text};
 use super::{compile_tokens, err, ConfigError, Realms};
 use crate::path::PathOptions;
 use crate::policy::{
-    AppPlatform, AppSettings, BodyRule, Checks, LaterSdk, Mode, OriginMismatch, Outcome, PathMatch,
-    Policy, Profile, Reply, RequiredParam, Role, Route, SignatureSettings, Source, TokenSource,
-    UpstreamHeaders,
+    AppPlatform, AppSettings, BodyRule, Checks, LaterSdk, Mode, Name, OriginMismatch, Outcome,
+    PathMatch, Policy, Profile, Reply, RequiredParam, Role, Route, SignatureSettings, Source,
+    TokenSource, UpstreamHeaders,
 };
 use crate::replay;
 use crate::signature::AppSecret;
@@ -220,6 +220,7 @@ pub(super) fn compile(
                 token_id: header_name(p, "token_id", o.token_id.as_deref(), d.token_id)?,
                 app: header_name(p, "app", o.app.as_deref(), d.app)?,
                 reason: header_name(p, "reason", o.reason.as_deref(), d.reason)?,
+                authorization: d.authorization,
             }
         }
     };
@@ -300,11 +301,11 @@ fn header_name(
     base: &str,
     key: &str,
     value: Option<&str>,
-    default: String,
-) -> Result<String, ConfigError> {
+    default: Name,
+) -> Result<Name, ConfigError> {
     match value {
         None => Ok(default),
-        Some(h) if is_header_name(h) => Ok(h.to_ascii_lowercase()),
+        Some(h) if is_header_name(h) => Ok(h.to_ascii_lowercase().into()),
         Some(_) => err(format!("{base}.{key}"), "not a valid HTTP header name"),
     }
 }
@@ -320,12 +321,12 @@ fn reply(path: &str, r: &ReplyConfig, lo: u64, what: &str) -> Result<Reply, Conf
         .or_else(|_| err(format!("{path}.status"), format!("must be {what}")))?;
     Ok(Reply {
         status: status as u16,
-        body: r.body.as_deref().unwrap_or("").as_bytes().to_vec(),
+        body: r.body.as_deref().unwrap_or("").as_bytes().into(),
         content_type: r
             .content_type
             .as_deref()
             .unwrap_or("text/plain; charset=utf-8")
-            .to_string(),
+            .into(),
     })
 }
 
@@ -471,7 +472,7 @@ fn compile_route(
         realm,
         fields: Default::default(),
         stats_base: 0,
-        name,
+        name: name.into(),
         path,
         methods,
         scope: o.scope.map(scope),
@@ -520,7 +521,7 @@ fn parse_source(path: &str, s: &str) -> Result<Source, ConfigError> {
                     "use bearer, authorization or basic for the Authorization header",
                 );
             }
-            Source::Header(h)
+            Source::Header(h.into())
         }
         ("query", a) => Source::Query(arg_ok(a)?.into_bytes()),
         ("query_prefix", a) => Source::QueryPrefix(arg_ok(a)?.into_bytes()),
@@ -836,7 +837,7 @@ fn route_series(
         let label = route_label(r);
         match seen.get(&label) {
             Some((base, first)) => {
-                if *first != r.name {
+                if **first != *r.name {
                     let other = if first.is_empty() {
                         "the decisions on no route".to_string()
                     } else {
@@ -854,7 +855,7 @@ fn route_series(
             }
             None => {
                 let base = block(names, &label);
-                seen.insert(label, (base, r.name.clone()));
+                seen.insert(label, (base, r.name.to_string()));
                 r.stats_base = base;
             }
         }
@@ -1350,6 +1351,6 @@ mod tests {
         // Passed through unknown paths count in neither.
         let p = parse(br#"{"presets": ["adjust"]}"#).unwrap();
         let d = decision::decide(&p, &view("GET", "/nope"), None, 0);
-        assert!(d.stats.is_empty() && d.counters == [Counter::Unmatched]);
+        assert!(d.stats.is_empty() && d.counters[..] == [Counter::Unmatched]);
     }
 }

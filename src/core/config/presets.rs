@@ -55,6 +55,7 @@ pub fn default_headers() -> UpstreamHeaders {
         token_id: "x-s2s-guard-token-id".into(),
         app: "x-s2s-guard-app".into(),
         reason: "x-s2s-guard-rejection".into(),
+        authorization: "authorization".into(),
     }
 }
 
@@ -63,7 +64,7 @@ pub fn default_headers() -> UpstreamHeaders {
 pub fn text(status: u16, body: &str) -> Reply {
     Reply {
         status,
-        body: body.as_bytes().to_vec(),
+        body: body.as_bytes().into(),
         content_type: "text/plain; charset=utf-8".into(),
     }
 }
@@ -73,7 +74,8 @@ fn json(status: u16, message: &str) -> Reply {
         status,
         body: serde_json::json!({ "message": message })
             .to_string()
-            .into_bytes(),
+            .as_bytes()
+            .into(),
         content_type: "application/json".into(),
     }
 }
