@@ -1620,6 +1620,58 @@ fn strip(
 }
 
 #[cfg(test)]
+mod clock_tests {
+    use super::*;
+    use std::cell::Cell;
+
+    fn bearer(token: &str) -> RequestView {
+        RequestView::from_headers(vec![
+            (":method".into(), b"POST".to_vec()),
+            (
+                ":path".into(),
+                b"/event?s2s=1&app_token=abc123abc123".to_vec(),
+            ),
+            (
+                "authorization".into(),
+                format!("Bearer {token}").into_bytes(),
+            ),
+        ])
+    }
+
+    #[test]
+    fn the_clock_is_read_only_by_a_check_that_needs_it_and_then_once() {
+        let digest = |t: &str| {
+            use sha2::Digest;
+            hex::encode(sha2::Sha256::digest(t.as_bytes()))
+        };
+        let config = format!(
+            r#"{{"presets": ["adjust"], "tokens": [
+                {{"id": "plain", "realm": "adjust", "app": "abc123abc123", "sha256": "{}", "scopes": ["events"]}},
+                {{"id": "windowed", "realm": "adjust", "app": "abc123abc123", "sha256": "{}", "scopes": ["events"],
+                  "not_before": "2020-01-01T00:00:00Z", "expires_at": "2040-01-01T00:00:00Z"}}]}}"#,
+            digest("plain-token"),
+            digest("windowed-token"),
+        );
+        let policy = crate::config::parse(config.as_bytes()).expect("config");
+        let reads = Cell::new(0);
+        let read = || {
+            reads.set(reads.get() + 1);
+            1_900_000_000
+        };
+        for (token, want_reads, outcome) in [
+            ("plain-token", 0, Outcome::Allowed),
+            ("nobody", 0, Outcome::Wrong),
+            ("windowed-token", 1, Outcome::Allowed),
+        ] {
+            reads.set(0);
+            let clock = Clock::new(&read);
+            let d = decide_with(&policy, &policy.tokens, &bearer(token), None, &clock);
+            assert_eq!((d.outcome, reads.get()), (outcome, want_reads), "{token}");
+        }
+    }
+}
+
+#[cfg(test)]
 mod log_tests {
     use super::*;
 
