@@ -124,6 +124,7 @@ const ESCAPE: u8 = 2;
 const SEMICOLON: u8 = 4;
 const J: u8 = 8;
 const NOT_PLAIN: u8 = 16;
+const AMP: u8 = 32;
 const CLASS: [u8; 256] = {
     let mut t = [NOT_PLAIN; 256];
     let mut b = 0;
@@ -140,6 +141,7 @@ const CLASS: [u8; 256] = {
     t[b';' as usize] |= SEMICOLON;
     t[b'j' as usize] |= J;
     t[b'J' as usize] |= J;
+    t[b'&' as usize] |= AMP;
     t
 };
 
@@ -163,23 +165,38 @@ impl Param<'_> {
 pub fn parse_params(raw: &[u8]) -> Vec<Param<'_>> {
     let mut out = Vec::with_capacity(raw.len() / 16 + 1);
     let mut start = 0;
-    for seg in raw.split(|&b| b == b'&') {
-        let span = (start, start + seg.len());
-        start += seg.len() + 1;
+    while start <= raw.len() {
+        // One look at each byte: the name's classes up to the first `=`, then the
+        // value's, up to the `&` that ends the pair.
+        let mut i = start;
+        let mut in_name = 0u8;
+        while let Some(&b) = raw.get(i) {
+            let c = CLASS[b as usize];
+            if c & (EQ | AMP) != 0 {
+                break;
+            }
+            in_name |= c;
+            i += 1;
+        }
+        let name_len = i - start;
+        let mut in_value = 0u8;
+        if raw.get(i) == Some(&b'=') {
+            i += 1;
+            while let Some(&b) = raw.get(i) {
+                let c = CLASS[b as usize];
+                if c & AMP != 0 {
+                    break;
+                }
+                in_value |= c;
+                i += 1;
+            }
+        }
+        let span = (start, i);
+        start = i + 1;
+        let seg = raw.get(span.0..span.1).unwrap_or_default();
         if seg.is_empty() {
             continue;
         }
-        // The name's classes up to the first `=`, then the value's.
-        let name_len = seg
-            .iter()
-            .position(|&b| CLASS[b as usize] & EQ != 0)
-            .unwrap_or(seg.len());
-        let in_name = seg[..name_len]
-            .iter()
-            .fold(0u8, |acc, &b| acc | CLASS[b as usize]);
-        let in_value = seg[name_len..]
-            .iter()
-            .fold(0u8, |acc, &b| acc | CLASS[b as usize]);
         let has_j = (in_name | in_value) & J != 0
             || (in_name | in_value) & ESCAPE != 0
                 && seg
@@ -299,6 +316,17 @@ mod tests {
                 })
                 .collect();
             x = x.wrapping_add(1);
+            // The pairs are the non-empty `&`-separated segments, in order.
+            let mut want = Vec::new();
+            let mut at = 0;
+            for seg in raw.split(|&b| b == b'&') {
+                if !seg.is_empty() {
+                    want.push((at, at + seg.len()));
+                }
+                at += seg.len() + 1;
+            }
+            let spans: Vec<(usize, usize)> = parse_params(&raw).iter().map(|p| p.span).collect();
+            assert_eq!(spans, want, "{raw:?}");
             for p in parse_params(&raw) {
                 let seg = p.raw(&raw);
                 let (name, value) = match seg.iter().position(|&b| b == b'=') {
