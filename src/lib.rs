@@ -22,6 +22,7 @@ mod pure_core {
     pub mod decision;
     pub mod distribution;
     pub mod metrics;
+    pub(crate) mod order;
     pub mod path;
     pub mod policy;
     pub mod reading;
@@ -32,6 +33,7 @@ mod pure_core {
     pub mod token;
 }
 
+pub(crate) use pure_core::order;
 pub use pure_core::{
     config, credential, decision, distribution, metrics, path, policy, reading, replay, request,
     signature, store, token,

@@ -307,7 +307,7 @@ fn explain(path: &str, e: &serde_json::Error) -> ConfigError {
         .unwrap_or("");
     let (path, message) = if msg.starts_with("unknown field ") {
         let mut known: Vec<&str> = quoted.get(1..).unwrap_or_default().to_vec();
-        known.sort_unstable();
+        crate::order::by_name(&mut known, |s| s.as_bytes());
         let name = quoted.first().copied().unwrap_or("");
         // The path already ends in the unknown key.
         let _ = name;
@@ -507,7 +507,7 @@ impl<'a> Obj<'a> {
         for key in self.map.keys() {
             if !self.seen.contains(&key.as_str()) {
                 let mut known: Vec<&str> = self.seen.clone();
-                known.sort_unstable();
+                crate::order::by_name(&mut known, |s| s.as_bytes());
                 known.dedup();
                 return err(
                     self.at(key),

@@ -546,17 +546,26 @@ impl StoreBuilder {
                 *worst = Some(e);
             }
         };
-        // Entries are sorted by digest already.
-        for w in self.entries.windows(2) {
-            if w[0].0 == w[1].0 {
-                let (a, b) = (
-                    (w[0].1 & !CLIENT_BIT) as usize,
-                    (w[1].1 & !CLIENT_BIT) as usize,
-                );
-                let (first, later) = (a.min(b), a.max(b));
+        // Entries are sorted by digest already (equal ones in no particular
+        // order): in each run of equal digests, the second token to use it
+        // repeats the first's.
+        let rec = |e: &(Digest, u32)| (e.1 & !CLIENT_BIT) as usize;
+        for run in self.entries.chunk_by(|a, b| a.0 == b.0) {
+            let Some((head, rest)) = run.split_first() else {
+                continue;
+            };
+            let (mut first, mut second) = (rec(head), usize::MAX);
+            for r in rest.iter().map(rec) {
+                if r < first {
+                    (first, second) = (r, first);
+                } else if r < second {
+                    second = r;
+                }
+            }
+            if second != usize::MAX {
                 keep(
                     StoreError::DuplicateSecret {
-                        at: later,
+                        at: second,
                         other: self.id(first),
                     },
                     &mut worst,
@@ -571,15 +580,15 @@ impl StoreBuilder {
             };
             start..recs[i].id_end as usize
         };
-        let mut order: Vec<u32> = (0..self.records.len() as u32).collect();
-        order.sort_by(|&a, &b| {
-            self.ids[id_of(a as usize, &self.records)]
-                .cmp(&self.ids[id_of(b as usize, &self.records)])
-                .then(a.cmp(&b))
-        });
+        // By id, ties by position.
+        let mut order: Vec<(&[u8], u32)> = (0..self.records.len())
+            .zip(0u32..)
+            .map(|(i, at)| (&self.ids[id_of(i, &self.records)], at))
+            .collect();
+        crate::order::by_bytes(&mut order);
         for w in order.windows(2) {
-            let (a, b) = (w[0] as usize, w[1] as usize);
-            if self.ids[id_of(a, &self.records)] == self.ids[id_of(b, &self.records)] {
+            let b = w[1].1 as usize;
+            if w[0].0 == w[1].0 {
                 keep(
                     StoreError::DuplicateId {
                         at: b,
@@ -594,12 +603,8 @@ impl StoreBuilder {
 
     /// Lays the store out. `tag` identifies the set it comes from.
     pub fn finish(mut self, tag: Digest) -> Result<TokenStore, StoreError> {
-        // By digest (equal digests are duplicates, refused below): the first eight
-        // bytes as a number decide almost every comparison without a memcmp.
-        let lead =
-            |d: &Digest| u64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]]);
-        self.entries
-            .sort_unstable_by(|a, b| lead(&a.0).cmp(&lead(&b.0)).then_with(|| a.0.cmp(&b.0)));
+        // By digest (equal digests are duplicates, refused below).
+        crate::order::digests(&mut self.entries);
         if let Some(e) = self.first_duplicate() {
             return Err(e);
         }

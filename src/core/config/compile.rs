@@ -175,7 +175,7 @@ pub(super) fn compile(
             realms.push(r.realm.clone());
         }
     }
-    realms.sort();
+    crate::order::strings(&mut realms);
     let default_realm = match c.default_realm.as_deref() {
         Some(r) if realms.iter().any(|x| x == r) => Some(r.to_string()),
         Some(r) => {
@@ -563,7 +563,7 @@ fn signature_warnings(sigs: &HashMap<String, SignatureSettings>) -> Vec<String> 
             )
         })
         .collect();
-    out.sort();
+    crate::order::strings(&mut out);
     out
 }
 
@@ -878,7 +878,7 @@ fn shadow_series(
     let mut seen: HashMap<String, usize> = HashMap::new();
     seen.insert("other".into(), other);
     let mut sorted: Vec<(&String, &mut AppSettings)> = apps.iter_mut().collect();
-    sorted.sort_by(|a, b| a.0.cmp(b.0));
+    crate::order::by_name(&mut sorted, |a| a.0.as_bytes());
     for (n, (app, settings)) in sorted.into_iter().enumerate() {
         settings.shadow_stat = if n < max_stats_apps {
             let label = metric_safe(app);
@@ -909,7 +909,7 @@ fn compile_signatures(
         .map(|(app, path, t, v)| Ok((app.as_str(), (parse_signature(path, *v)?, t.as_ref()))))
         .collect::<Result<_, ConfigError>>()?;
     let mut apps: Vec<&RawSig> = raw.iter().collect();
-    apps.sort_by(|a, b| a.0.cmp(&b.0));
+    crate::order::by_name(&mut apps, |a| a.0.as_bytes());
     let mut out = HashMap::new();
     // The shared "other" block comes first.
     let mut names: Vec<String> = ["accepted", "rejected", "invalid_secret", "no_secret"]
