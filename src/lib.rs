@@ -30,14 +30,15 @@ mod pure_core {
     pub mod request;
     pub mod signature;
     pub mod store;
+    pub(crate) mod times;
     pub mod token;
 }
 
-pub(crate) use pure_core::order;
 pub use pure_core::{
     config, credential, decision, distribution, metrics, path, policy, reading, replay, request,
     signature, store, token,
 };
+pub(crate) use pure_core::{order, times};
 
 #[cfg(target_arch = "wasm32")]
 #[path = "adapter"]

@@ -576,12 +576,9 @@ fn parse_time(o: &mut Obj, key: &'static str) -> Result<Option<u64>, ConfigError
             Some(v) => Ok(Some(v)),
             None => err(o.at(key), "expected Unix seconds or an RFC 3339 time"),
         },
-        Some(Value::String(s)) => match humantime::parse_rfc3339(s) {
-            Ok(t) => Ok(Some(
-                t.duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs()),
-            )),
-            Err(_) => err(
+        Some(Value::String(s)) => match crate::times::rfc3339_secs(s) {
+            Some(t) => Ok(Some(t)),
+            None => err(
                 o.at(key),
                 format!("not an RFC 3339 time (e.g. 2026-01-31T00:00:00Z): \"{s}\""),
             ),
