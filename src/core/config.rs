@@ -396,7 +396,13 @@ pub fn set_meta(set: &[u8]) -> Option<Vec<u8>> {
     let parts: Vec<String> = top
         .into_iter()
         .filter(|(k, _)| k == "version" || k == "apps")
-        .map(|(k, v)| format!("{}:{}", Value::String(k), v.get()))
+        .map(|(k, v)| {
+            format!(
+                "{}:{}",
+                serde_json::to_string(&k).unwrap_or_default(),
+                v.get()
+            )
+        })
         .collect();
     Some(format!("{{{}}}", parts.join(",")).into_bytes())
 }
@@ -646,8 +652,7 @@ fn compile_tokens(raw: Option<&RawValue>, realms: &Realms) -> Result<TokenStore,
     // Jitsu's shorthand: a plain string is one client secret.
     if let Ok(secret) = serde_json::from_str::<String>(raw.get()) {
         let mut store = StoreBuilder::default();
-        let v = serde_json::json!([secret]);
-        compile_token(0, &v[0], &mut store, realms)?;
+        compile_token(0, &Value::String(secret), &mut store, realms)?;
         return store.finish(tag).map_err(store_error);
     }
     // One token object per `{` (a cheap count, exact for the usual shapes): a

@@ -71,9 +71,12 @@ pub fn text(status: u16, body: &str) -> Reply {
 fn json(status: u16, message: &str) -> Reply {
     Reply {
         status,
-        body: serde_json::json!({ "message": message })
-            .to_string()
-            .into_bytes(),
+        // As `json!({"message": message})` writes it, without building a Value.
+        body: format!(
+            "{{\"message\":{}}}",
+            serde_json::to_string(message).unwrap_or_default()
+        )
+        .into_bytes(),
         content_type: "application/json".into(),
     }
 }
