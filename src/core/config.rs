@@ -392,7 +392,10 @@ fn noun(field: &str) -> &'static str {
 /// large-set mode, where tokens are looked up in shared data. `None` if the set is
 /// not a JSON object.
 pub fn set_meta(set: &[u8]) -> Option<Vec<u8>> {
-    let top: Vec<(String, &RawValue)> = serde_json::from_slice::<RawObject>(set).ok()?.0;
+    // Read as text, as every other document: serde_json's parser is compiled
+    // into the .wasm for one reader (from_slice would add a second copy).
+    let text = std::str::from_utf8(set).ok()?;
+    let top: Vec<(String, &RawValue)> = serde_json::from_str::<RawObject>(text).ok()?.0;
     let parts: Vec<String> = top
         .into_iter()
         .filter(|(k, _)| k == "version" || k == "apps")
