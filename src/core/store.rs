@@ -433,7 +433,10 @@ pub struct StoreBuilder {
     entries: Vec<(Digest, u32)>,
     records: Vec<RawRecordBuf>,
     ids: Vec<u8>,
-    apps: std::collections::HashMap<Box<str>, u32>,
+    /// App name -> its index (below `NO_APP`); `String -> usize` as the
+    /// configuration compiler's maps, so hashbrown's code is compiled once for
+    /// them all.
+    apps: std::collections::HashMap<String, usize>,
     app_list: Vec<Box<str>>,
     realms: Vec<Box<str>>,
     extras: Vec<(u32, Extra)>,
@@ -480,13 +483,13 @@ impl StoreBuilder {
         let app = match token.app {
             None => NO_APP,
             Some(a) => match self.apps.get(a) {
-                Some(&i) => i,
+                Some(&i) => i as u32,
                 None => {
                     let i = u32::try_from(self.app_list.len())
                         .ok()
                         .filter(|&i| i != NO_APP)
                         .ok_or(StoreError::TooLarge)?;
-                    self.apps.insert(a.into(), i);
+                    self.apps.insert(a.into(), i as usize);
                     self.app_list.push(a.into());
                     i
                 }

@@ -829,12 +829,15 @@ fn route_series(
         base
     };
     let unrouted = block(names, UNROUTED_LABEL);
-    // label -> (block, the first route name that took it)
-    let mut seen: HashMap<String, (usize, String)> = HashMap::new();
-    seen.insert(UNROUTED_LABEL.into(), (unrouted, String::new()));
+    // label -> (block, the first route name that took it), through an index
+    // (one map type, String -> usize, for the compiler's maps: each map type
+    // compiles hashbrown's code again into the .wasm).
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut firsts: Vec<(usize, String)> = vec![(unrouted, String::new())];
+    seen.insert(UNROUTED_LABEL.into(), 0);
     for r in routes.iter_mut() {
         let label = route_label(r);
-        match seen.get(&label) {
+        match seen.get(&label).and_then(|&i| firsts.get(i)) {
             Some((base, first)) => {
                 if *first != r.name {
                     let other = if first.is_empty() {
@@ -854,7 +857,8 @@ fn route_series(
             }
             None => {
                 let base = block(names, &label);
-                seen.insert(label, (base, r.name.clone()));
+                seen.insert(label, firsts.len());
+                firsts.push((base, r.name.clone()));
                 r.stats_base = base;
             }
         }
@@ -1022,18 +1026,26 @@ fn compile_signatures(
     }
     // The replay memory is per App Secret: every app using one secret shares it,
     // with the longest window and the largest capacity among them.
-    let mut shared: HashMap<String, (u64, usize)> = HashMap::new();
+    // (Tag -> index of its (window, capacity).)
+    let mut shared: HashMap<String, usize> = HashMap::new();
+    let mut bounds: Vec<(u64, usize)> = Vec::new();
     for s in out.values().filter(|s| s.replay_enabled) {
         for sec in &s.secrets {
-            let e = shared.entry(sec.replay_tag.clone()).or_insert((0, 0));
-            e.0 = e.0.max(s.replay_window);
-            e.1 = e.1.max(s.replay_capacity);
+            let i = *shared.entry(sec.replay_tag.clone()).or_insert_with(|| {
+                bounds.push((0, 0));
+                bounds.len() - 1
+            });
+            if let Some(e) = bounds.get_mut(i) {
+                e.0 = e.0.max(s.replay_window);
+                e.1 = e.1.max(s.replay_capacity);
+            }
         }
     }
     for s in out.values_mut() {
         for sec in &mut s.secrets {
             let (window, capacity) = shared
                 .get(&sec.replay_tag)
+                .and_then(|&i| bounds.get(i))
                 .copied()
                 .unwrap_or((s.replay_window, s.replay_capacity));
             sec.replay_window = window;
