@@ -847,6 +847,27 @@ mod tests {
                 other: "a".into()
             }
         );
+        // Many tokens sharing one secret (in any order after the sort): the
+        // second is reported, against the first; ids are distinct.
+        let many: Vec<(Token, Vec<(Digest, Kind)>)> = (0..40)
+            .map(|i| {
+                let s: &[u8] = if i % 3 == 1 { b"shared" } else { b"own" };
+                let own = format!("{s:?}{i}");
+                let d = if i % 3 == 1 {
+                    secret(s)
+                } else {
+                    secret(own.as_bytes())
+                };
+                (token(&format!("t{i}"), None), d)
+            })
+            .collect();
+        assert_eq!(
+            build(&many).unwrap_err(),
+            StoreError::DuplicateSecret {
+                at: 4,
+                other: "t1".into()
+            }
+        );
     }
 
     #[test]
