@@ -48,7 +48,10 @@ fn run(args: &[String]) -> Result<(), String> {
             let policy = config::parse(&read(cfg)?).map_err(|e| e.to_string())?;
             let lines = String::from_utf8_lossy(&read(args.get(2).ok_or("no requests file")?)?)
                 .into_owned();
-            let line = lines.lines().next().ok_or("no request")?;
+            // The first request: comment and blank lines are skipped, as the host does.
+            let line = (lines.lines())
+                .find(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+                .ok_or("no request")?;
             let v: Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
             let text = |v: &Value| v.as_str().unwrap_or_default().as_bytes().to_vec();
             let mut headers = vec![

@@ -22,6 +22,7 @@ mod pure_core {
     pub mod decision;
     pub mod distribution;
     pub mod metrics;
+    pub(crate) mod order;
     pub mod path;
     pub mod policy;
     pub mod reading;
@@ -29,6 +30,7 @@ mod pure_core {
     pub mod request;
     pub mod signature;
     pub mod store;
+    pub(crate) mod times;
     pub mod token;
 }
 
@@ -36,6 +38,7 @@ pub use pure_core::{
     config, credential, decision, distribution, metrics, path, policy, reading, replay, request,
     signature, store, token,
 };
+pub(crate) use pure_core::{order, times};
 
 #[cfg(target_arch = "wasm32")]
 #[path = "adapter"]

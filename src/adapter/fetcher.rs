@@ -648,7 +648,7 @@ impl Distribution {
 
 /// Parses an HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`) to Unix seconds.
 fn httpdate_secs(v: &str) -> Option<u64> {
-    let t = humantime::parse_rfc3339_weak(&{
+    crate::times::rfc3339_weak_secs(&{
         let parts: Vec<&str> = v.split_whitespace().collect();
         let [_, day, mon, year, time, "GMT"] = parts.as_slice() else {
             return None;
@@ -661,6 +661,4 @@ fn httpdate_secs(v: &str) -> Option<u64> {
             + 1;
         format!("{year}-{m:02}-{day:0>2} {time}")
     })
-    .ok()?;
-    t.duration_since(UNIX_EPOCH).ok().map(|d| d.as_secs())
 }

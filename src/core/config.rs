@@ -307,7 +307,7 @@ fn explain(path: &str, e: &serde_json::Error) -> ConfigError {
         .unwrap_or("");
     let (path, message) = if msg.starts_with("unknown field ") {
         let mut known: Vec<&str> = quoted.get(1..).unwrap_or_default().to_vec();
-        known.sort_unstable();
+        crate::order::by_name(&mut known, |s| s.as_bytes());
         let name = quoted.first().copied().unwrap_or("");
         // The path already ends in the unknown key.
         let _ = name;
@@ -392,11 +392,20 @@ fn noun(field: &str) -> &'static str {
 /// large-set mode, where tokens are looked up in shared data. `None` if the set is
 /// not a JSON object.
 pub fn set_meta(set: &[u8]) -> Option<Vec<u8>> {
-    let top: Vec<(String, &RawValue)> = serde_json::from_slice::<RawObject>(set).ok()?.0;
+    // Read as text, as every other document: serde_json's parser is compiled
+    // into the .wasm for one reader (from_slice would add a second copy).
+    let text = std::str::from_utf8(set).ok()?;
+    let top: Vec<(String, &RawValue)> = serde_json::from_str::<RawObject>(text).ok()?.0;
     let parts: Vec<String> = top
         .into_iter()
         .filter(|(k, _)| k == "version" || k == "apps")
-        .map(|(k, v)| format!("{}:{}", Value::String(k), v.get()))
+        .map(|(k, v)| {
+            format!(
+                "{}:{}",
+                serde_json::to_string(&k).unwrap_or_default(),
+                v.get()
+            )
+        })
         .collect();
     Some(format!("{{{}}}", parts.join(",")).into_bytes())
 }
@@ -507,7 +516,7 @@ impl<'a> Obj<'a> {
         for key in self.map.keys() {
             if !self.seen.contains(&key.as_str()) {
                 let mut known: Vec<&str> = self.seen.clone();
-                known.sort_unstable();
+                crate::order::by_name(&mut known, |s| s.as_bytes());
                 known.dedup();
                 return err(
                     self.at(key),
@@ -576,12 +585,9 @@ fn parse_time(o: &mut Obj, key: &'static str) -> Result<Option<u64>, ConfigError
             Some(v) => Ok(Some(v)),
             None => err(o.at(key), "expected Unix seconds or an RFC 3339 time"),
         },
-        Some(Value::String(s)) => match humantime::parse_rfc3339(s) {
-            Ok(t) => Ok(Some(
-                t.duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs()),
-            )),
-            Err(_) => err(
+        Some(Value::String(s)) => match crate::times::rfc3339_secs(s) {
+            Some(t) => Ok(Some(t)),
+            None => err(
                 o.at(key),
                 format!("not an RFC 3339 time (e.g. 2026-01-31T00:00:00Z): \"{s}\""),
             ),
@@ -649,8 +655,7 @@ fn compile_tokens(raw: Option<&RawValue>, realms: &Realms) -> Result<TokenStore,
     // Jitsu's shorthand: a plain string is one client secret.
     if let Ok(secret) = serde_json::from_str::<String>(raw.get()) {
         let mut store = StoreBuilder::default();
-        let v = serde_json::json!([secret]);
-        compile_token(0, &v[0], &mut store, realms)?;
+        compile_token(0, &Value::String(secret), &mut store, realms)?;
         return store.finish(tag).map_err(store_error);
     }
     // One token object per `{` (a cheap count, exact for the usual shapes): a

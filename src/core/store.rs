@@ -433,7 +433,10 @@ pub struct StoreBuilder {
     entries: Vec<(Digest, u32)>,
     records: Vec<RawRecordBuf>,
     ids: Vec<u8>,
-    apps: std::collections::HashMap<Box<str>, u32>,
+    /// App name -> its index (below `NO_APP`); `String -> usize` as the
+    /// configuration compiler's maps, so hashbrown's code is compiled once for
+    /// them all.
+    apps: std::collections::HashMap<String, usize>,
     app_list: Vec<Box<str>>,
     realms: Vec<Box<str>>,
     extras: Vec<(u32, Extra)>,
@@ -480,13 +483,13 @@ impl StoreBuilder {
         let app = match token.app {
             None => NO_APP,
             Some(a) => match self.apps.get(a) {
-                Some(&i) => i,
+                Some(&i) => i as u32,
                 None => {
                     let i = u32::try_from(self.app_list.len())
                         .ok()
                         .filter(|&i| i != NO_APP)
                         .ok_or(StoreError::TooLarge)?;
-                    self.apps.insert(a.into(), i);
+                    self.apps.insert(a.into(), i as usize);
                     self.app_list.push(a.into());
                     i
                 }
@@ -546,17 +549,26 @@ impl StoreBuilder {
                 *worst = Some(e);
             }
         };
-        // Entries are sorted by digest already.
-        for w in self.entries.windows(2) {
-            if w[0].0 == w[1].0 {
-                let (a, b) = (
-                    (w[0].1 & !CLIENT_BIT) as usize,
-                    (w[1].1 & !CLIENT_BIT) as usize,
-                );
-                let (first, later) = (a.min(b), a.max(b));
+        // Entries are sorted by digest already (equal ones in no particular
+        // order): in each run of equal digests, the second token to use it
+        // repeats the first's.
+        let rec = |e: &(Digest, u32)| (e.1 & !CLIENT_BIT) as usize;
+        for run in self.entries.chunk_by(|a, b| a.0 == b.0) {
+            let Some((head, rest)) = run.split_first() else {
+                continue;
+            };
+            let (mut first, mut second) = (rec(head), usize::MAX);
+            for r in rest.iter().map(rec) {
+                if r < first {
+                    (first, second) = (r, first);
+                } else if r < second {
+                    second = r;
+                }
+            }
+            if second != usize::MAX {
                 keep(
                     StoreError::DuplicateSecret {
-                        at: later,
+                        at: second,
                         other: self.id(first),
                     },
                     &mut worst,
@@ -571,15 +583,15 @@ impl StoreBuilder {
             };
             start..recs[i].id_end as usize
         };
-        let mut order: Vec<u32> = (0..self.records.len() as u32).collect();
-        order.sort_by(|&a, &b| {
-            self.ids[id_of(a as usize, &self.records)]
-                .cmp(&self.ids[id_of(b as usize, &self.records)])
-                .then(a.cmp(&b))
-        });
+        // By id, ties by position.
+        let mut order: Vec<(&[u8], u32)> = (0..self.records.len())
+            .zip(0u32..)
+            .map(|(i, at)| (&self.ids[id_of(i, &self.records)], at))
+            .collect();
+        crate::order::by_bytes(&mut order);
         for w in order.windows(2) {
-            let (a, b) = (w[0] as usize, w[1] as usize);
-            if self.ids[id_of(a, &self.records)] == self.ids[id_of(b, &self.records)] {
+            let b = w[1].1 as usize;
+            if w[0].0 == w[1].0 {
                 keep(
                     StoreError::DuplicateId {
                         at: b,
@@ -594,12 +606,8 @@ impl StoreBuilder {
 
     /// Lays the store out. `tag` identifies the set it comes from.
     pub fn finish(mut self, tag: Digest) -> Result<TokenStore, StoreError> {
-        // By digest (equal digests are duplicates, refused below): the first eight
-        // bytes as a number decide almost every comparison without a memcmp.
-        let lead =
-            |d: &Digest| u64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]]);
-        self.entries
-            .sort_unstable_by(|a, b| lead(&a.0).cmp(&lead(&b.0)).then_with(|| a.0.cmp(&b.0)));
+        // By digest (equal digests are duplicates, refused below).
+        crate::order::digests(&mut self.entries);
         if let Some(e) = self.first_duplicate() {
             return Err(e);
         }
@@ -837,6 +845,27 @@ mod tests {
             StoreError::DuplicateSecret {
                 at: 0,
                 other: "a".into()
+            }
+        );
+        // Many tokens sharing one secret (in any order after the sort): the
+        // second is reported, against the first; ids are distinct.
+        let many: Vec<(Token, Vec<(Digest, Kind)>)> = (0..40)
+            .map(|i| {
+                let s: &[u8] = if i % 3 == 1 { b"shared" } else { b"own" };
+                let own = format!("{s:?}{i}");
+                let d = if i % 3 == 1 {
+                    secret(s)
+                } else {
+                    secret(own.as_bytes())
+                };
+                (token(&format!("t{i}"), None), d)
+            })
+            .collect();
+        assert_eq!(
+            build(&many).unwrap_err(),
+            StoreError::DuplicateSecret {
+                at: 4,
+                other: "t1".into()
             }
         );
     }

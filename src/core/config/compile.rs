@@ -175,7 +175,7 @@ pub(super) fn compile(
             realms.push(r.realm.clone());
         }
     }
-    realms.sort();
+    crate::order::strings(&mut realms);
     let default_realm = match c.default_realm.as_deref() {
         Some(r) if realms.iter().any(|x| x == r) => Some(r.to_string()),
         Some(r) => {
@@ -564,7 +564,7 @@ fn signature_warnings(sigs: &HashMap<String, SignatureSettings>) -> Vec<String> 
             )
         })
         .collect();
-    out.sort();
+    crate::order::strings(&mut out);
     out
 }
 
@@ -830,12 +830,15 @@ fn route_series(
         base
     };
     let unrouted = block(names, UNROUTED_LABEL);
-    // label -> (block, the first route name that took it)
-    let mut seen: HashMap<String, (usize, String)> = HashMap::new();
-    seen.insert(UNROUTED_LABEL.into(), (unrouted, String::new()));
+    // label -> (block, the first route name that took it), through an index
+    // (one map type, String -> usize, for the compiler's maps: each map type
+    // compiles hashbrown's code again into the .wasm).
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut firsts: Vec<(usize, String)> = vec![(unrouted, String::new())];
+    seen.insert(UNROUTED_LABEL.into(), 0);
     for r in routes.iter_mut() {
         let label = route_label(r);
-        match seen.get(&label) {
+        match seen.get(&label).and_then(|&i| firsts.get(i)) {
             Some((base, first)) => {
                 if **first != *r.name {
                     let other = if first.is_empty() {
@@ -855,7 +858,8 @@ fn route_series(
             }
             None => {
                 let base = block(names, &label);
-                seen.insert(label, (base, r.name.to_string()));
+                seen.insert(label, firsts.len());
+                firsts.push((base, r.name.to_string()));
                 r.stats_base = base;
             }
         }
@@ -879,7 +883,7 @@ fn shadow_series(
     let mut seen: HashMap<String, usize> = HashMap::new();
     seen.insert("other".into(), other);
     let mut sorted: Vec<(&String, &mut AppSettings)> = apps.iter_mut().collect();
-    sorted.sort_by(|a, b| a.0.cmp(b.0));
+    crate::order::by_name(&mut sorted, |a| a.0.as_bytes());
     for (n, (app, settings)) in sorted.into_iter().enumerate() {
         settings.shadow_stat = if n < max_stats_apps {
             let label = metric_safe(app);
@@ -910,7 +914,7 @@ fn compile_signatures(
         .map(|(app, path, t, v)| Ok((app.as_str(), (parse_signature(path, *v)?, t.as_ref()))))
         .collect::<Result<_, ConfigError>>()?;
     let mut apps: Vec<&RawSig> = raw.iter().collect();
-    apps.sort_by(|a, b| a.0.cmp(&b.0));
+    crate::order::by_name(&mut apps, |a| a.0.as_bytes());
     let mut out = HashMap::new();
     // The shared "other" block comes first.
     let mut names: Vec<String> = ["accepted", "rejected", "invalid_secret", "no_secret"]
@@ -1023,18 +1027,26 @@ fn compile_signatures(
     }
     // The replay memory is per App Secret: every app using one secret shares it,
     // with the longest window and the largest capacity among them.
-    let mut shared: HashMap<String, (u64, usize)> = HashMap::new();
+    // (Tag -> index of its (window, capacity).)
+    let mut shared: HashMap<String, usize> = HashMap::new();
+    let mut bounds: Vec<(u64, usize)> = Vec::new();
     for s in out.values().filter(|s| s.replay_enabled) {
         for sec in &s.secrets {
-            let e = shared.entry(sec.replay_tag.clone()).or_insert((0, 0));
-            e.0 = e.0.max(s.replay_window);
-            e.1 = e.1.max(s.replay_capacity);
+            let i = *shared.entry(sec.replay_tag.clone()).or_insert_with(|| {
+                bounds.push((0, 0));
+                bounds.len() - 1
+            });
+            if let Some(e) = bounds.get_mut(i) {
+                e.0 = e.0.max(s.replay_window);
+                e.1 = e.1.max(s.replay_capacity);
+            }
         }
     }
     for s in out.values_mut() {
         for sec in &mut s.secrets {
             let (window, capacity) = shared
                 .get(&sec.replay_tag)
+                .and_then(|&i| bounds.get(i))
                 .copied()
                 .unwrap_or((s.replay_window, s.replay_capacity));
             sec.replay_window = window;

@@ -767,10 +767,10 @@ impl<'de> Deserialize<'de> for Duration {
                 Ok(Duration(v))
             }
             fn visit_str<E: de::Error>(self, s: &str) -> Result<Duration, E> {
-                match humantime::parse_duration(s) {
-                    Ok(d) if d.as_secs() > MAX_DURATION_S => Err(too_long()),
-                    Ok(d) => Ok(Duration(d.as_secs())),
-                    Err(_) => Err(E::custom(format!(
+                match crate::times::duration_secs(s) {
+                    Some(d) if d > MAX_DURATION_S => Err(too_long()),
+                    Some(d) => Ok(Duration(d)),
+                    None => Err(E::custom(format!(
                         "not a duration (e.g. 30d, 12h, 300s): \"{s}\""
                     ))),
                 }

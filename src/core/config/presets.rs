@@ -72,10 +72,13 @@ pub fn text(status: u16, body: &str) -> Reply {
 fn json(status: u16, message: &str) -> Reply {
     Reply {
         status,
-        body: serde_json::json!({ "message": message })
-            .to_string()
-            .as_bytes()
-            .into(),
+        // As `json!({"message": message})` writes it, without building a Value.
+        body: format!(
+            "{{\"message\":{}}}",
+            serde_json::to_string(message).unwrap_or_default()
+        )
+        .as_bytes()
+        .into(),
         content_type: "application/json".into(),
     }
 }
