@@ -188,3 +188,74 @@ fn a_refused_request_forwarded_in_flag_mode_carries_no_credential() {
     let body = String::from_utf8(o.upstream_body.clone().unwrap_or_default()).unwrap();
     assert_eq!(body, "s2s_guard_rejection=ambiguous&user_id=u&user_id=v");
 }
+
+/// Flagged without a verified credential, each forwarded in flag mode: two
+/// credentials (Authorization joined by Envoy, query beside header), another
+/// route's credential, a refused path, a malformed one. Every credential place of
+/// every route is emptied (cold attack, session 5, finding 2).
+#[test]
+fn no_credential_reaches_the_collector_from_a_flagged_request() {
+    let mut w = WasmRunner::new();
+    let cfg = r#"{"presets": ["adjust", "swaarm", "jitsu"], "mode": "flag",
+      "app_authentication_default": true,
+      "tokens": [{"id": "adj", "realm": "adjust", "secret": "adjust-token-0123456789",
+                  "app": "abc123kuvada7", "scopes": ["events"]},
+                 {"id": "sw", "realm": "swaarm", "secret": "swaarm-token-0123456789"},
+                 {"id": "jitsu", "realm": "jitsu", "server_secret": "5f15eba2-db58-11ea-87d0-0242ac130003"}]}"#;
+    let secrets = [
+        "adjust-token-0123456789",
+        "swaarm-token-0123456789",
+        "5f15eba2",
+        "second-one",
+    ];
+    let cases = [
+        Request::get("/event?s2s=1&app_token=abc123kuvada7&event_token=x").header(
+            "authorization",
+            "Bearer adjust-token-0123456789,Bearer second-one",
+        ),
+        Request::get("/postback?s2s_token=swaarm-token-0123456789&user_id=u&event_id=e")
+            .header("authorization", "second-one"),
+        Request::get("/postback?token=swaarm-token-0123456789&user_id=u&event_id=e"),
+        Request::get("/s2sevent?s2s_token=swaarm-token-0123456789&user_id=u&user_ip=1.2.3.4"),
+        Request::get("/api/v1/s2s/event?token=second-one")
+            .header("x-auth-token", "5f15eba2-db58-11ea-87d0-0242ac130003"),
+        Request::get("/postback;x?token=swaarm-token-0123456789")
+            .header("authorization", "swaarm-token-0123456789"),
+        Request::get("/event.json?s2s=1&app_token=abc123kuvada7&s2s_token=second-one")
+            .header("authorization", "Bearer adjust-token-0123456789"),
+        Request::post("/api/v1/s2s/event")
+            .header("content-type", "application/json")
+            .header(
+                "authorization",
+                "Basic NWYxNWViYTItZGI1OC0xMWVhLTg3ZDAtMDI0MmFjMTMwMDAzOg==",
+            )
+            .header("x-auth-token", "second-one")
+            .body("{}"),
+    ];
+    for r in cases {
+        let o = w.run(cfg, &r);
+        assert!(o.forwarded, "{} {}: {o:?}", r.method, r.path);
+        let up = o.upstream.as_ref().expect("forwarded");
+        let rejection = header_value(up, "x-s2s-guard-rejection").or_else(|| {
+            o.upstream_body
+                .as_ref()
+                .filter(|b| b.starts_with(b"s2s_guard_rejection="))
+                .map(|b| &b[..])
+        });
+        assert!(rejection.is_some(), "{}: not marked: {up:?}", r.path);
+        let mut seen: String = (up.iter())
+            .map(|(k, v)| format!("{k}: {}\n", String::from_utf8_lossy(v)))
+            .collect();
+        seen.push_str(&String::from_utf8_lossy(
+            o.upstream_body.as_deref().unwrap_or_default(),
+        ));
+        for s in secrets {
+            assert!(
+                !seen.contains(s),
+                "{} {}: {s} reached the collector: {seen}",
+                r.method,
+                r.path
+            );
+        }
+    }
+}

@@ -306,6 +306,38 @@ fn cases() -> Vec<Case> {
             .ambiguous("path"),
         case("D: '#' on an unknown path", c(), Request::get("/health?check=1#top"))
             .ambiguous("path"),
+        // Absolute form: Go and Express route its path part (Envoy rewrites or
+        // rejects it first).
+        case("D: an absolute-form path naming a protected route", c(),
+             Request::post(&format!("http://s2s.adjust.com/event?s2s=1&app_token={APP}")))
+            .ambiguous("path"),
+        case("D: an absolute-form path", c(), Request::get("http://collector/health"))
+            .ambiguous("path"),
+        case("P: OPTIONS *", c(), Request::new("OPTIONS", "*")),
+        // A UTF-8 BOM before a form body: Express (iconv-lite) drops it, every other
+        // stack keeps it in the first name.
+        case("D: a BOM before a form body's app_token", c(),
+             form_post("/event", format!("\u{feff}app_token={APP}&s2s=1&event_token=x")))
+            .ambiguous("spelling"),
+        case("D: a BOM before a second app in the body of a verified request", c(),
+             form_post(&format!("/event?s2s=1&app_token={APP}"), "\u{feff}app_token=victimapp99")
+                 .header("authorization", bearer()))
+            .ambiguous("spelling"),
+        case("D: a BOM before an unrelated field", c(),
+             form_post(&format!("/event?s2s=1&app_token={APP}"), "\u{feff}event_token=x")
+                 .header("authorization", bearer()))
+            .ambiguous("spelling"),
+        // An app name only Unicode folding or collation matches to a configured one
+        // (Python casefold, JavaScript localeCompare, SQL _ci/_ai collations).
+        case("D: KELVIN SIGN for k in the app", c(),
+             Request::get("/event?s2s=1&app_token=abc123%E2%84%AAuvada7&event_token=x"))
+            .ambiguous("spelling"),
+        case("D: a fullwidth letter in the app", c(),
+             Request::get("/event?s2s=1&app_token=%EF%BD%81bc123kuvada7&event_token=x"))
+            .ambiguous("spelling"),
+        case("D: a soft hyphen after the app", c(),
+             Request::get("/event?s2s=1&app_token=abc123kuvada7%C2%AD&event_token=x"))
+            .ambiguous("spelling"),
         case("D: a format suffix on a protected path (Rails, older Spring)", c(),
              Request::get(&format!("/event.json?s2s=1&app_token={APP}")))
             .ambiguous("path"),

@@ -182,6 +182,12 @@ pub fn resolve<'a, 'v>(
             }
             Ok(Resolved { routing, path: c })
         }
+        // Absolute form (`http://host/event`): Go and Express route its path part;
+        // Envoy rewrites or rejects it before any filter, so it is refused here
+        // whatever it names (`*` and a CONNECT's empty path are not paths).
+        Err(PathError::NotOriginForm) if !raw.is_empty() && raw != b"*" => {
+            Err(PathError::NotOriginForm)
+        }
         Err(e) => {
             // Refused only if the most permissive reading could be protected: the
             // filter may front other traffic whose paths are not its business.
@@ -470,9 +476,11 @@ fn refuse(
     }
     let mut d = apply_mode(policy, profile, outcome, forward, origin, d);
     if let (Action::Forward(f), Mode::Flag) = (&mut d.action, policy.mode) {
-        if let (Some(r), true) = (route, policy.strip_credential) {
-            let form = body.filter(|_| matches!(reading::body_plan(r, view), Ok(BodyPlan::Form)));
-            strip_every_credential(f, r, view, form);
+        if policy.strip_credential {
+            let form = body.filter(|_| {
+                route.is_some_and(|r| matches!(reading::body_plan(r, view), Ok(BodyPlan::Form)))
+            });
+            strip_every_credential(f, policy, view, form);
         }
         // No client copy of the marker in the query either.
         let raw = view.path.clone();
@@ -690,16 +698,23 @@ fn spans_where(raw: &[u8], pick: impl Fn(&[u8]) -> bool) -> Vec<(usize, usize)> 
     spans
 }
 
-/// A refused request forwarded in flag mode: its credential was never read (the
-/// request reads more than one way, or takes another method), so every place the
-/// route reads one from is emptied, under any spelling a stack reads as it: no
-/// secret reaches the collector or its logs.
-fn strip_every_credential(f: &mut Forward, route: &Route, view: &RequestView, body: Option<&[u8]>) {
-    let authorization = (route.sources.iter())
-        .any(|s| matches!(s, Source::Bearer | Source::Authorization | Source::Basic));
+/// A refused request forwarded in flag mode whose credential was not verified
+/// (the request reads more than one way, takes another method or path, carries
+/// two credentials or another route's): every place any route reads a credential
+/// from is emptied, under any spelling a stack reads as it: no secret reaches the
+/// collector or its logs.
+fn strip_every_credential(
+    f: &mut Forward,
+    policy: &Policy,
+    view: &RequestView,
+    body: Option<&[u8]>,
+) {
+    let sources = || policy.routes.iter().flat_map(|r| r.sources.iter());
+    let authorization =
+        sources().any(|s| matches!(s, Source::Bearer | Source::Authorization | Source::Basic));
     for (name, _) in &view.headers {
         let reads = authorization && reading::folds_onto(name, "authorization")
-            || (route.sources.iter()).any(|s| {
+            || sources().any(|s| {
                 matches!(s, Source::Header(h) if reading::folds_onto(name, &h.to_ascii_lowercase()))
             });
         if reads && !f.remove_headers.iter().any(|h| **h == **name) {
@@ -707,14 +722,14 @@ fn strip_every_credential(f: &mut Forward, route: &Route, view: &RequestView, bo
         }
     }
     let mut fields = reading::Fields::of_names(
-        (route.sources.iter())
+        sources()
             .filter_map(|s| match s {
                 Source::Query(n) | Source::Form(n) => Some(n.clone()),
                 _ => None,
             })
             .collect(),
     );
-    fields.prefixes = (route.sources.iter())
+    fields.prefixes = sources()
         .filter_map(|s| match s {
             Source::QueryPrefix(p) => Some(p.clone()),
             _ => None,
@@ -812,12 +827,20 @@ fn decide_route(
 ) -> Decision {
     let Params { query, form } = params;
     // An app named in another case than configured: protected to a collector that
-    // looks apps up case-insensitively, unknown (unprotected) here.
+    // looks apps up case-insensitively, unknown (unprotected) here. Configured
+    // apps are ASCII: a name with any other character (`K` KELVIN SIGN for `k`,
+    // fullwidth letters, a soft hyphen, a combining accent) is one only Unicode
+    // folding or collation (Python's casefold, JavaScript's localeCompare, SQL
+    // `_ci`/`_ai`) can match, so it is refused too.
     if let Some(app) = single_param(&route.app_param, query, form) {
         let exact = std::str::from_utf8(app)
             .is_ok_and(|a| policy.apps.contains_key(a) || policy.signatures.contains_key(a));
-        let folded = String::from_utf8_lossy(app).to_ascii_lowercase();
-        if !exact && policy.app_names_folded.contains(&folded) {
+        if !exact
+            && (!app.is_ascii()
+                || policy
+                    .app_names_folded
+                    .contains(&String::from_utf8_lossy(app).to_ascii_lowercase()))
+        {
             let a = Ambiguity {
                 class: Class::Spelling,
                 field: route.app_param.clone().unwrap_or_default(),
@@ -1004,7 +1027,15 @@ fn token_decision(
     }
     // A refused origin is not told it may read the answer.
     let cors_origin = origin.filter(|_| route.cors && outcome != Outcome::OriginDenied);
-    apply_mode(policy, route.profile, outcome, forward, cors_origin, d)
+    let mut d = apply_mode(policy, route.profile, outcome, forward, cors_origin, d);
+    if let (Action::Forward(f), Mode::Flag, true) =
+        (&mut d.action, policy.mode, policy.strip_credential)
+    {
+        // Two credentials, a malformed one, one of another route: whatever was
+        // found, none of it goes on.
+        strip_every_credential(f, policy, view, body);
+    }
+    d
 }
 
 /// The headers the filter owns: removed from every client request.

@@ -532,6 +532,12 @@ pub fn check_parsed(
         } else {
             &fields.form_only
         };
+        // Express's body parser (iconv-lite) drops a leading UTF-8 BOM, Go, PHP,
+        // Rack and Python keep it in the first name: that pair reads two ways.
+        if in_form && raw.starts_with(b"\xEF\xBB\xBF") {
+            let first = params.first().map_or(&[][..], |p| p.raw_parts(raw).0);
+            return ambiguous(Class::Spelling, first.get(3..).unwrap_or_default());
+        }
         // More than MAX_PARAMS pairs needs at least as many bytes.
         if raw.len() >= MAX_PARAMS && raw.iter().filter(|&&b| b == b'&').count() >= MAX_PARAMS {
             return ambiguous(Class::TooManyParams, b"params");
