@@ -327,8 +327,26 @@ fn cases() -> Vec<Case> {
              form_post(&format!("/event?s2s=1&app_token={APP}"), "\u{feff}event_token=x")
                  .header("authorization", bearer()))
             .ambiguous("spelling"),
+        // The SDK path verifies signatures, never a Bearer or raw token: one sent
+        // there is not passed on (a collector's logs, one reading Bearer whatever
+        // `s2s` says).
+        case("P: a Bearer on the SDK path is not passed on", sdk(),
+             Request::get("/event?app_token=otherapp1234&event_token=x").header("authorization", bearer()))
+            .up("authorization", None),
+        case("P: a raw token on the SDK path of a signing app is not passed on",
+             sdk().replace("\"enforce_signature\": true", "\"enforce_signature\": false"),
+             Request::get(&format!("/event?app_token={APP}&event_token=x")).header("authorization", TOKEN))
+            .up("authorization", None),
         // An app name only Unicode folding or collation matches to a configured one
         // (Python casefold, JavaScript localeCompare, SQL _ci/_ai collations).
+        // Refused at the headers, whatever the body holds: an early refusal is never
+        // turned into "wait for the body" (the body then went on undecided).
+        case("D: the app in another case, before a form body", c(),
+             form_post("/event?s2s=1&app_token=ABC123KUVADA7", "event_token=x"))
+            .ambiguous("spelling"),
+        case("D: a non-ASCII app, before a form body", c(),
+             form_post("/event?s2s=1&app_token=abc123kuvada7%C3%A9", "s2s="))
+            .ambiguous("spelling"),
         case("D: KELVIN SIGN for k in the app", c(),
              Request::get("/event?s2s=1&app_token=abc123%E2%84%AAuvada7&event_token=x"))
             .ambiguous("spelling"),

@@ -601,8 +601,9 @@ fn decide_inner(
         policy, tokens, route, view, form_raw, params, pending, clock,
     );
     d.body_marker_free = form.as_ref().is_some_and(|f| !f.iter().any(|p| p.has_j));
-    if pending && matches!(d.action, Action::Respond(_)) {
+    if pending && !d.early && matches!(d.action, Action::Respond(_)) {
         // Not final: the body may change it. Only the header changes apply now.
+        // (An early refusal, one no body can change, is answered at the headers.)
         d.action = Action::Forward(Forward {
             remove_headers: owned_headers_in(policy, view),
             ..Forward::default()
@@ -1076,6 +1077,14 @@ fn signature_decision(
     clock: &Clock,
     mut d: Decision,
 ) -> Decision {
+    // An Authorization the SDK never sends (a Bearer or raw token): nothing on this
+    // path verifies it, so it does not reach the collector or its logs.
+    let foreign = (view.header_values("authorization")).any(|v| !signature::names_signature(v));
+    if let (Action::Forward(f), true, true) = (&mut d.action, policy.strip_credential, foreign) {
+        if !f.remove_headers.contains(&policy.headers.authorization) {
+            f.remove_headers.push(policy.headers.authorization.clone());
+        }
+    }
     let app = single_param(&route.app_param, query, form);
     let app = app.and_then(|a| std::str::from_utf8(a).ok());
     let Some(settings) = app.and_then(|a| policy.signatures.get(a)) else {

@@ -149,15 +149,17 @@ const KEYS: [&str; 7] = [
     "native_version",
 ];
 
+/// Does an `Authorization` value use the `Signature` scheme (whatever follows)?
+pub fn names_signature(value: &[u8]) -> bool {
+    (crate::request::trim(value).get(..10)).is_some_and(|p| p.eq_ignore_ascii_case(b"signature "))
+}
+
 /// Parses the value of an `Authorization` header whose scheme is `Signature`.
 /// `None` if the scheme is not `Signature` (not a signature at all).
 pub fn parse_header(value: &[u8]) -> Option<Result<Header, Reason>> {
     let bad = Err(Reason::BadFormat(Field::Authorization));
     let v = crate::request::trim(value);
-    let rest = v
-        .get(..10)
-        .filter(|p| p.eq_ignore_ascii_case(b"signature "))
-        .map(|_| &v[10..])?;
+    let rest = v.get(10..).filter(|_| names_signature(v))?;
     let Ok(rest) = std::str::from_utf8(rest) else {
         return Some(bad);
     };
