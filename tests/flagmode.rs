@@ -259,3 +259,44 @@ fn no_credential_reaches_the_collector_from_a_flagged_request() {
         }
     }
 }
+
+/// A signed SDK route's refusal forwarded marked (no signature, Swaarm secrets in
+/// the body and the query): every credential place of every route is emptied
+/// there too (cold attack, session 5, second round, finding 1).
+#[test]
+fn a_flagged_signature_refusal_carries_no_credential() {
+    let mut w = WasmRunner::new();
+    let cfg = r#"{"presets": ["adjust_sdk", "swaarm"], "mode": "flag",
+      "tokens": [{"id": "sw", "realm": "swaarm", "secret": "swaarm-token-0123456789"}],
+      "apps": {"abc123kuvada7": {"authentication": true, "signature": {"enforce_signature": true,
+               "secrets": [{"id": 1, "info": [1, 2, 3, 4]}]}}}}"#;
+    let form = Request::post("/session?app_token=abc123kuvada7&created_at=x")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("authorization", "Bearer nope")
+        .body("s2s_token=swaarm-token-0123456789&token=swaarm-token-0123456789&x=1");
+    let query = Request::get(
+        "/session?app_token=abc123kuvada7&s2s_token=swaarm-token-0123456789&token=swaarm-token-0123456789",
+    );
+    for r in [form, query] {
+        let o = w.run(cfg, &r);
+        assert!(o.forwarded, "{}: {o:?}", r.path);
+        let up = o.upstream.as_ref().expect("forwarded");
+        let mut seen: String = (up.iter())
+            .map(|(k, v)| format!("{k}: {}\n", String::from_utf8_lossy(v)))
+            .collect();
+        let body = String::from_utf8_lossy(o.upstream_body.as_deref().unwrap_or_default());
+        seen.push_str(&body);
+        assert!(
+            seen.contains("missing_signature"),
+            "{}: not marked: {seen}",
+            r.path
+        );
+        for s in ["swaarm-token-0123456789", "nope"] {
+            assert!(
+                !seen.contains(s),
+                "{}: {s} reached the collector: {seen}",
+                r.path
+            );
+        }
+    }
+}

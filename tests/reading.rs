@@ -323,6 +323,14 @@ fn cases() -> Vec<Case> {
              form_post(&format!("/event?s2s=1&app_token={APP}"), "\u{feff}app_token=victimapp99")
                  .header("authorization", bearer()))
             .ambiguous("spelling"),
+        case("D: a BOM before a later field's name (JavaScript's trim drops it)", c(),
+             form_post(&format!("/event?s2s=1&app_token={APP}"), "event_token=x&\u{feff}app_token=otherapp123")
+                 .header("authorization", bearer()))
+            .ambiguous("spelling"),
+        case("D: an NBSP after a field's name", c(),
+             form_post(&format!("/event?s2s=1&app_token={APP}"), "event_token=x&app_token%C2%A0=otherapp123")
+                 .header("authorization", bearer()))
+            .ambiguous("spelling"),
         case("D: a BOM before an unrelated field", c(),
              form_post(&format!("/event?s2s=1&app_token={APP}"), "\u{feff}event_token=x")
                  .header("authorization", bearer()))

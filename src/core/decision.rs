@@ -601,6 +601,16 @@ fn decide_inner(
         policy, tokens, route, view, form_raw, params, pending, clock,
     );
     d.body_marker_free = form.as_ref().is_some_and(|f| !f.iter().any(|p| p.has_j));
+    if let (Action::Forward(f), Mode::Flag, true, Enforcement::Flagged) = (
+        &mut d.action,
+        policy.mode,
+        policy.strip_credential,
+        d.enforcement,
+    ) {
+        // Refused, forwarded marked: two credentials, a malformed one, another
+        // route's, a signature refused: whatever was found, none of it goes on.
+        strip_every_credential(f, policy, view, form_raw);
+    }
     if pending && !d.early && matches!(d.action, Action::Respond(_)) {
         // Not final: the body may change it. Only the header changes apply now.
         // (An early refusal, one no body can change, is answered at the headers.)
@@ -1028,15 +1038,7 @@ fn token_decision(
     }
     // A refused origin is not told it may read the answer.
     let cors_origin = origin.filter(|_| route.cors && outcome != Outcome::OriginDenied);
-    let mut d = apply_mode(policy, route.profile, outcome, forward, cors_origin, d);
-    if let (Action::Forward(f), Mode::Flag, true) =
-        (&mut d.action, policy.mode, policy.strip_credential)
-    {
-        // Two credentials, a malformed one, one of another route: whatever was
-        // found, none of it goes on.
-        strip_every_credential(f, policy, view, body);
-    }
-    d
+    apply_mode(policy, route.profile, outcome, forward, cors_origin, d)
 }
 
 /// The headers the filter owns: removed from every client request.

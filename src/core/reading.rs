@@ -436,6 +436,14 @@ fn variants(name: &[u8]) -> Vec<Vec<u8>> {
         }
         None => name,
     };
+    // JavaScript's `trim` and Python's `strip` (a collector tidying names) drop
+    // Unicode white space and, JavaScript's, a BOM.
+    if let Ok(s) = std::str::from_utf8(name) {
+        let t = s.trim_matches(|c: char| c.is_whitespace() || c == '\u{feff}');
+        if t.len() != s.len() {
+            push(t.as_bytes().to_vec());
+        }
+    }
     // Rack and qs: leading brackets dropped, `a[...]` is (a hash or array under) `a`.
     let unbracketed: &[u8] = {
         let start = name
