@@ -275,7 +275,7 @@ fn a_flagged_signature_refusal_carries_no_credential() {
         .header("authorization", "Bearer nope")
         .body("s2s_token=swaarm-token-0123456789&token=swaarm-token-0123456789&x=1");
     let query = Request::get(
-        "/session?app_token=abc123kuvada7&s2s_token=swaarm-token-0123456789&token=swaarm-token-0123456789",
+        "/session?app_token=abc123kuvada7&s2s_token=swaarm-token-0123456789&TOKEN=swaarm-token-0123456789",
     );
     for r in [form, query] {
         let o = w.run(cfg, &r);

@@ -746,7 +746,11 @@ fn strip_every_credential(
             _ => None,
         })
         .collect();
-    let credential = |seg: &[u8]| reading::touches(&fields, seg);
+    // Names in any case too (`S2S_TOKEN`): stacks that read names case-insensitively
+    // (ASP.NET) would find the secret there.
+    let credential = |seg: &[u8]| {
+        reading::touches(&fields, seg) || reading::touches(&fields, &seg.to_ascii_lowercase())
+    };
     let query = view.raw_query();
     let spans = spans_where(query, credential);
     if !spans.is_empty() {
