@@ -1106,10 +1106,7 @@ fn signature_decision(
         .iter()
         .any(|p| *p.name == *b"environment" && *p.value == *b"sandbox");
     let stat = |s: Stat| (!sandbox).then(|| settings.stat_index(s));
-    let duplicate = params
-        .iter()
-        .enumerate()
-        .any(|(i, p)| params[..i].iter().any(|q| q.name == p.name));
+    let duplicate = has_duplicate_name(&params);
     let header = match view.header_once("authorization") {
         Err(_) => Some(Err(Reason::BadFormat(signature::Field::Authorization))),
         Ok(None) => None,
@@ -1138,7 +1135,7 @@ fn signature_decision(
         Some(Ok(Header::Later { signing_id, .. })) => {
             // Enforcing: a shape the filter cannot verify passes only when the app
             // allows its signing id explicitly. Not enforcing: any, unless listed.
-            let listed = settings.signing_ids.contains(&signing_id);
+            let listed = settings.signing_ids.iter().any(|s| s == signing_id);
             let allowed =
                 listed || (settings.signing_ids.is_empty() && !settings.enforce_signature);
             if !allowed {
@@ -1173,7 +1170,7 @@ fn signature_decision(
             // Secret ID than the signature's is a second reading of which secret
             // signed (a collector's statistics would take it).
             let named = params.iter().find(|p| *p.name == *b"secret_id");
-            if named.is_some_and(|p| *p.value != *secret_id.to_string().as_bytes()) {
+            if named.is_some_and(|p| !is_decimal_of(&p.value, secret_id)) {
                 return reject(
                     d,
                     Reason::BadFormat(signature::Field::SecretId),
@@ -1345,6 +1342,39 @@ pub fn settle_replay(policy: &Policy, mut d: Decision, result: ReplayResult) -> 
             signature_rejected(policy, d, reason, pending.reject_stat, false)
         }
     }
+}
+
+/// Is any parameter name given twice? Names are compared only when a cheap
+/// fingerprint (length, first and last byte) repeats: an SDK body has two dozen
+/// parameters, and comparing every pair cost more than verifying the signature.
+fn has_duplicate_name(params: &[&Param]) -> bool {
+    let mut seen = 0u64;
+    params.iter().enumerate().any(|(i, p)| {
+        let n: &[u8] = &p.name;
+        let print = n.len()
+            ^ (usize::from(n.first().copied().unwrap_or(0)) << 1)
+            ^ (usize::from(n.last().copied().unwrap_or(0)) << 3);
+        let bit = 1u64 << (print % 64);
+        let again = seen & bit != 0 && params[..i].iter().any(|q| q.name == p.name);
+        seen |= bit;
+        again
+    })
+}
+
+/// Is `value` the decimal spelling of `n` (no sign, no leading zero)?
+fn is_decimal_of(value: &[u8], n: u32) -> bool {
+    let mut digits = [0u8; 10];
+    let mut at = digits.len();
+    let mut rest = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    digits.get(at..) == Some(value)
 }
 
 /// A signature rejection: the configured answer (which never says which check
@@ -1713,6 +1743,74 @@ mod clock_tests {
             let clock = Clock::new(&read);
             let d = decide_with(&policy, &policy.tokens, &bearer(token), None, &clock);
             assert_eq!((d.outcome, reads.get()), (outcome, want_reads), "{token}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod signature_param_tests {
+    use super::*;
+
+    #[test]
+    fn a_secret_id_parameter_names_the_signature_s_only_in_its_own_spelling() {
+        for (value, n, same) in [
+            ("2", 2, true),
+            ("02", 2, false),
+            ("+2", 2, false),
+            ("2 ", 2, false),
+            ("", 2, false),
+            ("0", 0, true),
+            ("10", 10, true),
+            ("1", 10, false),
+            ("4294967295", u32::MAX, true),
+            ("4294967296", u32::MAX, false),
+        ] {
+            assert_eq!(is_decimal_of(value.as_bytes(), n), same, "{value} {n}");
+            assert_eq!(n.to_string() == value, same);
+        }
+    }
+
+    #[test]
+    fn duplicate_names_are_found_as_by_comparing_every_pair() {
+        let names = [
+            "a",
+            "b",
+            "ab",
+            "ba",
+            "aa",
+            "created_at",
+            "cxeated_at",
+            "gps_adid",
+            "gps%5Fadid",
+            "x",
+            "",
+            "source",
+            "s2s",
+            "app_token",
+            "environment",
+            "zz",
+            "dz",
+        ];
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..20_000 {
+            let n = (next() % 12) as usize;
+            let raw: Vec<String> = (0..n)
+                .map(|_| format!("{}=1", names[(next() % names.len() as u64) as usize]))
+                .collect();
+            let raw = raw.join("&");
+            let parsed = crate::request::parse_params(raw.as_bytes());
+            let params: Vec<&Param> = parsed.iter().collect();
+            let naive = params
+                .iter()
+                .enumerate()
+                .any(|(i, p)| params[..i].iter().any(|q| q.name == p.name));
+            assert_eq!(has_duplicate_name(&params), naive, "{raw}");
         }
     }
 }

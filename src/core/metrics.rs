@@ -41,6 +41,22 @@ impl SigCounter {
         v
     }
 
+    /// How many there are.
+    const COUNT: usize = 6 + Reason::COUNT;
+
+    /// The counter's place in [`SigCounter::all`], without building the list.
+    fn index(self) -> usize {
+        match self {
+            SigCounter::Verified => 0,
+            SigCounter::VerifiedWithoutDeviceId => 1,
+            SigCounter::NoSignature => 2,
+            SigCounter::UnverifiablePassed => 3,
+            SigCounter::UnconfiguredApp => 4,
+            SigCounter::ReplayFullAccepted => 5,
+            SigCounter::Reason(r) => 6 + r.index(),
+        }
+    }
+
     fn name(self) -> String {
         let o = match self {
             SigCounter::Verified => "verified".to_string(),
@@ -190,11 +206,11 @@ impl Counter {
             Counter::SignatureFlagged => fam + 3 * OUTCOMES + 6,
             Counter::Signature(s) => {
                 let base = fam + 3 * OUTCOMES + 7;
-                base + SigCounter::all().iter().position(|x| *x == s).unwrap_or(0)
+                base + s.index()
             }
             other => {
                 // The source counters follow, in `all()` order.
-                let base = fam + 3 * OUTCOMES + 7 + SigCounter::all().len();
+                let base = fam + 3 * OUTCOMES + 7 + SigCounter::COUNT;
                 let list = SOURCE_COUNTERS;
                 match other {
                     Counter::Ambiguity(c) => {

@@ -93,6 +93,30 @@ impl Reason {
         v
     }
 
+    /// How many reasons there are.
+    pub const COUNT: usize = 2 + Field::ALL.len() + 11;
+
+    /// The reason's place in [`Reason::all`] (a counter index, per request: no list).
+    pub fn index(self) -> usize {
+        let after = 2 + Field::ALL.len();
+        match self {
+            Reason::MissingSignature => 0,
+            Reason::InvalidSignature => 1,
+            Reason::BadFormat(f) => 2 + f as usize,
+            Reason::DuplicateParam => after,
+            Reason::WrongDeviceId => after + 1,
+            Reason::UnsignedField => after + 2,
+            Reason::AppSecretInRequest => after + 3,
+            Reason::Stale => after + 4,
+            Reason::Replayed => after + 5,
+            Reason::ReplayMemoryFull => after + 6,
+            Reason::Unverifiable => after + 7,
+            Reason::SigningIdNotAllowed => after + 8,
+            Reason::DeviceIdRequired => after + 9,
+            Reason::SdkTooOld => after + 10,
+        }
+    }
+
     /// `invalid_signature`, `bad_format:created_at`...
     pub fn name(self) -> String {
         match self {
@@ -121,21 +145,22 @@ impl Reason {
 
 /// A parsed `Authorization: Signature ...` header.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Header {
+pub enum Header<'a> {
     /// The legacy scheme: verifiable here.
     Legacy {
         secret_id: u32,
         /// Lower-case hex, 64 characters.
         signature: String,
-        /// Field names in the order their values were concatenated.
-        headers: Vec<String>,
+        /// Field names in the order their values were concatenated (borrowed from
+        /// the header: no allocation per name).
+        headers: Vec<&'a str>,
     },
     /// A later shape (closed signature library, SDK v5): not verifiable here, but
     /// complete: `signature`, `algorithm`, `headers_id` and a signing id.
     Later {
-        algorithm: String,
+        algorithm: &'a str,
         /// `adj_signing_id`, else `secret_id`.
-        signing_id: String,
+        signing_id: &'a str,
     },
 }
 
@@ -156,7 +181,7 @@ pub fn names_signature(value: &[u8]) -> bool {
 
 /// Parses the value of an `Authorization` header whose scheme is `Signature`.
 /// `None` if the scheme is not `Signature` (not a signature at all).
-pub fn parse_header(value: &[u8]) -> Option<Result<Header, Reason>> {
+pub fn parse_header(value: &[u8]) -> Option<Result<Header<'_>, Reason>> {
     let bad = Err(Reason::BadFormat(Field::Authorization));
     let v = crate::request::trim(value);
     let rest = v.get(10..).filter(|_| names_signature(v))?;
@@ -201,8 +226,8 @@ pub fn parse_header(value: &[u8]) -> Option<Result<Header, Reason>> {
             && algorithm.bytes().all(|b| b.is_ascii_alphanumeric());
         return Some(match (signing_id, complete) {
             (Some(id), true) => Ok(Header::Later {
-                algorithm: algorithm.to_string(),
-                signing_id: id.to_string(),
+                algorithm,
+                signing_id: id,
             }),
             _ => bad,
         });
@@ -224,7 +249,7 @@ pub fn parse_header(value: &[u8]) -> Option<Result<Header, Reason>> {
     if signature.len() != 64 || !signature.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Some(Err(Reason::BadFormat(Field::Signature)));
     }
-    let names: Vec<String> = headers.split(' ').map(str::to_string).collect();
+    let names: Vec<&str> = headers.split(' ').collect();
     if names.iter().any(|n| n.is_empty()) {
         return Some(Err(Reason::BadFormat(Field::Headers)));
     }
@@ -568,7 +593,7 @@ pub fn verify(
     secrets: &[AppSecret],
     secret_id: u32,
     signature: &str,
-    headers: &[String],
+    headers: &[&str],
     input: &Input,
 ) -> Result<Verified, Failure> {
     let fail = |reason| Failure {
@@ -577,12 +602,12 @@ pub fn verify(
     };
     // The names: each once, from the signable set, with the mandatory ones.
     let mut device: Option<&str> = None;
-    for (i, n) in headers.iter().enumerate() {
+    for (i, &n) in headers.iter().enumerate() {
         let known = matches!(
-            n.as_str(),
+            n,
             "app_secret" | "created_at" | "activity_kind" | "source" | "payload"
         ) || is_device_id(n);
-        if !known || headers[..i].contains(n) {
+        if !known || headers[..i].contains(&n) {
             return Err(fail(Reason::BadFormat(Field::Headers)));
         }
         if is_device_id(n) {
@@ -593,7 +618,7 @@ pub fn verify(
         }
     }
     for must in ["app_secret", "created_at", "activity_kind"] {
-        if !headers.iter().any(|h| h == must) {
+        if !headers.contains(&must) {
             return Err(fail(Reason::BadFormat(Field::Headers)));
         }
     }
@@ -692,7 +717,7 @@ pub fn verify(
     let signs_extra = sdk.version.is_none_or(|v| v >= (4, 18));
     for (name, field) in [("source", Field::Source), ("payload", Field::Payload)] {
         let present = read.get(name).is_some_and(|v| !v.is_empty());
-        let signed = headers.iter().any(|h| h == name);
+        let signed = headers.contains(&name);
         if signed && !present {
             return Err(fail(Reason::BadFormat(field)));
         }
@@ -706,8 +731,8 @@ pub fn verify(
         return Err(fail(Reason::InvalidSignature));
     };
     let mut h = Sha256::new();
-    for n in headers {
-        match n.as_str() {
+    for &n in headers {
+        match n {
             "app_secret" => h.update(&secret.secret),
             "activity_kind" => h.update(activity.as_bytes()),
             other => h.update(read.get(other).unwrap_or_default()),
@@ -770,8 +795,8 @@ mod tests {
         assert_eq!(
             parse_header(later),
             Some(Ok(Header::Later {
-                algorithm: "adj1".into(),
-                signing_id: "3".into()
+                algorithm: "adj1",
+                signing_id: "3"
             }))
         );
         // Later shapes must be complete; SHA256 is the legacy scheme, never later.
