@@ -671,7 +671,10 @@ fn finish_forward(
         Some(path) if path != raw_path || f.path.is_some() => f.path = Some(path),
         Some(_) => {}
         // Unchanged: only a canonical path differs from the one the client sent.
-        None if f.path.is_none() && base != raw_path => f.path = Some(base.to_vec()),
+        // (Most often `base` is the very bytes of `raw_path`: no byte compare then.)
+        None if f.path.is_none() && !std::ptr::eq(base, raw_path) && base != raw_path => {
+            f.path = Some(base.to_vec())
+        }
         None => {}
     }
     if let Some(b) = body.filter(|_| may_mark(params.and_then(|p| p.form))) {
