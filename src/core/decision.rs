@@ -946,7 +946,10 @@ fn token_decision(
             }
             Some(v) => {
                 let t = v.token();
-                d.token_id = Some(t.id.to_string());
+                // As the fingerprint: for the log line only.
+                if policy.log_level >= log::LevelFilter::Info {
+                    d.token_id = Some(t.id.to_string());
+                }
                 let outcome = if *t.realm != *route.realm {
                     // Another system's token is unknown here, whatever it grants there.
                     Outcome::Wrong
