@@ -396,6 +396,67 @@ fn cases() -> Vec<Case> {
              Request::post(&format!("/x/../EVENT/?s2s=1&app_token={APP}")).header("authorization", bearer()))
             .up(":path", Some(&format!("/event?s2s=1&app_token={APP}")))
             .up("x-s2s-guard-token-id", Some("adj-events")),
+        // Cold attack, session 7 (F1): PHP front controllers and CGI route what
+        // follows a script's name.
+        case("D: /index.php/event is /event to Laravel and Symfony", c(),
+             Request::get(&format!("/index.php/event?s2s=1&app_token={APP}&event_token=x")))
+            .ambiguous("path"),
+        case("D: ... any script, any case, extra slashes", c(),
+             Request::get(&format!("/x/App.PHP//event?s2s=1&app_token={APP}&event_token=x")))
+            .ambiguous("path"),
+        case("D: ... a CGI script, on the SDK's path", sdk(),
+             form_post("/cgi-bin/collect.cgi/session", format!("app_token={APP}")))
+            .ambiguous("path"),
+        case("D: ... when the path cannot be made canonical either", c(),
+             Request::get(&format!("/index.php/event;x?s2s=1&app_token={APP}")))
+            .ambiguous("path"),
+        case("D: ... a script's tail reaching another protected route", prefix(),
+             Request::get("/api/v2/x.php/postback?token=t"))
+            .ambiguous("path"),
+        case("D: a file's name before an unprotected tail is not ours", c(), Request::get("/static/app.js/map"))
+            .up(":path", Some("/static/app.js/map")),
+        case("D: X-Original-URL naming a protected route (old Symfony, ZF1, IIS)", c(),
+             Request::get("/healthz").header("x-original-url", format!("/event?s2s=1&app_token={APP}")))
+            .ambiguous("path"),
+        case("D: ... X-Rewrite-URL, under another spelling", c(),
+             Request::get("/healthz").header("X_Rewrite_URL", "/postback"))
+            .ambiguous("path"),
+        case("D: ... naming another route than the request's", c(),
+             Request::post(&format!("/event?s2s=1&app_token={APP}")).header("authorization", bearer())
+                .header("x-original-url", "/session"))
+            .ambiguous("path"),
+        case("D: ... naming the request's own route", c(),
+             Request::post(&format!("/event?s2s=1&app_token={APP}")).header("authorization", bearer())
+                .header("x-original-url", "/event"))
+            .up("x-s2s-guard-token-id", Some("adj-events")),
+        case("D: ... between unknown paths", c(),
+             Request::get("/healthz").header("x-original-url", "/status"))
+            .up(":path", Some("/healthz")),
+        // Cold attack, session 7 (F3, F4): names other stacks read as a field.
+        case("A: U+001F after a name (Python's strip drops it)", c(),
+             Request::get(&format!("/event?s2s=1&app_token=unlisted&app_token%1F={APP}&event_token=x")))
+            .ambiguous("spelling"),
+        case("A: U+001C before a name", c(),
+             Request::get(&format!("/event?s2s=1&%1Capp_token={APP}&event_token=x")))
+            .ambiguous("spelling"),
+        case("A: a name in another case (ASP.NET reads names case-insensitively)", c(),
+             Request::get(&format!("/event?s2s=1&app_token=unlisted&APP_TOKEN={APP}&event_token=x")))
+            .ambiguous("spelling"),
+        case("A: ... a credential name in another case on a route that does not read it", c(),
+             Request::get("/postback?user_id=u&event_id=e&TOKEN=revoked").header("authorization", SWAARM))
+            .ambiguous("other_credential"),
+        case("A: a fullwidth letter in a name (NFKC reads it as ASCII)", c(),
+             Request::get(&format!("/event?s2s=1&app_token=unlisted&%EF%BD%81pp_token={APP}&event_token=x")))
+            .ambiguous("spelling"),
+        case("A: KELVIN SIGN in a name (case folding reads it as k)", c(),
+             Request::get(&format!("/event?s2s=1&app_token=unlisted&app_to%E2%84%AAen={APP}&event_token=x")))
+            .ambiguous("spelling"),
+        case("A: a non-ASCII name that cannot fold onto a field passes", c(),
+             Request::post(&format!("/event?s2s=1&app_token={APP}&%C3%A9xyz=1")).header("authorization", bearer()))
+            .up("x-s2s-guard-token-id", Some("adj-events")),
+        case("A: flag mode: a client's marker with U+001F after its name is removed", flag(),
+             form_post("/event?s2s=1", format!("app_token={APP}&s2s_guard_rejection%1F=none")))
+            .up_body(&format!("s2s_guard_rejection=missing&app_token={APP}")),
         // ---- E. headers and fields the filter owns ------------------------------------
         case("E: owned headers under any spelling are removed (allowed)", c(),
              Request::post(&format!("/event?s2s=1&app_token={APP}")).header("authorization", bearer())

@@ -397,6 +397,115 @@ fn cases() -> Vec<Case> {
         )
         .counts(&[V, A2]),
     );
+    // Client-SDK is unsigned: an id of the other platform, or one an older SDK of
+    // the platform ranks first, reads another way to a collector looking devices up
+    // by any id it knows (cold attack, session 7: F2).
+    let android_signed = |n: u64,
+                          sdk: &'static str,
+                          signed: (&'static str, &'static str),
+                          extra: &[(&'static str, &'static str)]| {
+        let created = base(600 + n);
+        let mut params: Vec<(String, String)> = vec![
+            ("app_token".into(), "abc123".into()),
+            ("created_at".into(), created),
+            (signed.0.into(), signed.1.into()),
+        ];
+        params.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        Signer {
+            client_sdk: sdk,
+            ..app2()
+        }
+        .request(
+            "/session",
+            &refs(&params),
+            &["created_at", signed.0, "app_secret", "activity_kind"],
+        )
+    };
+    const UUID: &str = "7a3b1f0e-44c2-4a1e-9d8c-2f5b6e7d8c9a";
+    const MAC_SHA1: &str = "0123456789abcdef0123456789abcdef01234567";
+    for (n, name, sdk, signed, extra) in [
+        (
+            0,
+            "an unsigned idfa beside a signed android_id",
+            "android4.38.0",
+            ("android_id", ANDROID_ID),
+            ("idfa", IDFA),
+        ),
+        (
+            1,
+            "... with no Client-SDK",
+            "",
+            ("android_id", ANDROID_ID),
+            ("idfa", IDFA),
+        ),
+        (
+            2,
+            "... with Client-SDK claiming both platforms",
+            "android4.38.0,ios4.38.0",
+            ("android_id", ANDROID_ID),
+            ("idfa", IDFA),
+        ),
+        (
+            3,
+            "an idfv (iOS, never signed) beside a signed android_id",
+            "android4.38.0",
+            ("android_id", ANDROID_ID),
+            ("idfv", IDFA),
+        ),
+        (
+            4,
+            "a MAC id (first before 4.29) beside a 4.38 SDK's signed android_uuid",
+            "android4.38.0",
+            ("android_uuid", UUID),
+            ("mac_sha1", MAC_SHA1),
+        ),
+    ] {
+        let extra = [extra];
+        let req = android_signed(n, sdk, signed, &extra);
+        let req = if sdk.is_empty() {
+            Request {
+                headers: req
+                    .headers
+                    .into_iter()
+                    .filter(|(k, _)| k != "client-sdk")
+                    .collect(),
+                ..req
+            }
+        } else {
+            req
+        };
+        out.push(case(name, c(), req).rejected().counts(&[
+            "s2s_guard.signature.outcome.wrong_device_id",
+            REJ,
+            R2,
+        ]));
+    }
+    out.push(
+        case(
+            "an oaid (Android, never signed) beside a signed android_id passes",
+            c(),
+            android_signed(
+                5,
+                "android4.38.0",
+                ("android_id", ANDROID_ID),
+                &[("oaid", UUID)],
+            ),
+        )
+        .counts(&[V, A2]),
+    );
+    out.push(
+        case(
+            "an android_uuid after a signed android_id passes",
+            c(),
+            android_signed(
+                6,
+                "android4.38.0",
+                ("android_id", ANDROID_ID),
+                &[("android_uuid", UUID)],
+            ),
+        )
+        .counts(&[V, A2]),
+    );
 
     // Replay: the same signed request twice.
     let params = p(&base(15));
@@ -775,6 +884,30 @@ fn cases() -> Vec<Case> {
             "s2s_guard.signature.outcome.verified_without_device_id",
             A2,
         ]),
+    );
+    out.push(
+        case(
+            "no device id signed, an Android id present, iOS claimed",
+            c(),
+            ios_att(3, &[("gps_adid", GPS)]),
+        )
+        .rejected()
+        .counts(&["s2s_guard.signature.outcome.wrong_device_id", REJ, R2]),
+    );
+    out.push(
+        case(
+            "no device id signed, ids of both platforms that are never signed",
+            c(),
+            ios_att(
+                4,
+                &[
+                    ("idfv", IDFA),
+                    ("oaid", "7a3b1f0e-44c2-4a1e-9d8c-2f5b6e7d8c9a"),
+                ],
+            ),
+        )
+        .rejected()
+        .counts(&["s2s_guard.signature.outcome.wrong_device_id", REJ, R2]),
     );
     out.push(
         case(

@@ -130,14 +130,50 @@ pub fn resolve<'a, 'v>(
     policy: &'a Policy,
     view: &'v RequestView,
 ) -> Result<Resolved<'a, 'v>, PathError> {
+    let resolved = resolve_target(policy, &view.method, &view.path)?;
+    // Old Symfony (before 2.7.49 / 3.4.14), Zend Framework 1 and IIS's URL Rewrite
+    // route the URL in these headers, not `:path`: it must be the same route, or
+    // neither protected. (A client never needs to send them to Envoy.)
+    let rewrites = (view.headers.iter()).filter(|(n, _)| {
+        (n.len() == 14 && reading::folds_onto(n, "x-original-url"))
+            || (n.len() == 13 && reading::folds_onto(n, "x-rewrite-url"))
+    });
+    for (_, url) in rewrites {
+        let same = match (resolve_target(policy, &view.method, url), resolved.routing) {
+            (Ok(alt), Routing::Unknown) => alt.routing == Routing::Unknown,
+            (
+                Ok(Resolved {
+                    routing: Routing::Route(x) | Routing::MethodNotAllowed(x),
+                    ..
+                }),
+                Routing::Route(r) | Routing::MethodNotAllowed(r),
+            ) => std::ptr::eq(x, r),
+            _ => false,
+        };
+        if !same {
+            return Err(PathError::OtherReading);
+        }
+    }
+    Ok(resolved)
+}
+
+/// [`resolve`] for a request target (`:path`, or a URL a header names).
+fn resolve_target<'a, 'v>(
+    policy: &'a Policy,
+    method: &[u8],
+    target: &'v [u8],
+) -> Result<Resolved<'a, 'v>, PathError> {
     // Refused on every path: no reading of the rest is the collector's for sure.
-    if view.path.contains(&b'#') {
+    if target.contains(&b'#') {
         return Err(PathError::Fragment);
     }
-    let raw = view.url_path();
+    let raw = match target.iter().position(|&b| b == b'?') {
+        Some(i) => &target[..i],
+        None => target,
+    };
     match path::canonical(raw, &policy.paths) {
         Ok(c) => {
-            let routing = policy.routing(&view.method, &c);
+            let routing = policy.routing(method, &c);
             // Decoding, dot segments and slashes as every stack may apply them.
             let strict = path::PathOptions {
                 decode_unreserved: true,
@@ -145,7 +181,25 @@ pub fn resolve<'a, 'v>(
                 merge_slashes: true,
                 ..policy.paths
             };
-            let protected = |p: &[u8]| policy.routing(&view.method, p) != Routing::Unknown;
+            let protected = |p: &[u8]| policy.routing(method, p) != Routing::Unknown;
+            // PHP front controllers (Symfony's `getPathInfo`, so Laravel) and CGI
+            // route what follows a script's name: `/index.php/event` is `/event`
+            // there. No such tail may reach a protected route this one is not.
+            for tail in script_tails(&c) {
+                let other = path::canonical(tail, &strict).is_ok_and(|alt| {
+                    match (policy.routing(method, &alt), routing) {
+                        (Routing::Unknown, _) => false,
+                        (
+                            Routing::Route(x) | Routing::MethodNotAllowed(x),
+                            Routing::Route(r) | Routing::MethodNotAllowed(r),
+                        ) => !std::ptr::eq(x, r),
+                        _ => true,
+                    }
+                });
+                if other {
+                    return Err(PathError::OtherReading);
+                }
+            }
             match routing {
                 Routing::Unknown => {
                     // Passed unchanged: no other reading of the raw path may reach a
@@ -171,7 +225,7 @@ pub fn resolve<'a, 'v>(
                     // Forwarded as `c`: read with every decoding step, it must still
                     // be this route (`/s2s/%2e%2e/event` is `/event` behind Apache).
                     let same = path::canonical(&c, &strict).is_ok_and(|alt| {
-                        matches!(policy.routing(&view.method, &alt),
+                        matches!(policy.routing(method, &alt),
                             Routing::Route(x) | Routing::MethodNotAllowed(x) if std::ptr::eq(x, r))
                     });
                     if !same {
@@ -191,15 +245,52 @@ pub fn resolve<'a, 'v>(
         Err(e) => {
             // Refused only if the most permissive reading could be protected: the
             // filter may front other traffic whose paths are not its business.
+            let strict = path::PathOptions {
+                decode_unreserved: true,
+                remove_dot_segments: true,
+                merge_slashes: true,
+                ..policy.paths
+            };
+            let unprotected = |p: &[u8]| {
+                policy.routing(method, p) == Routing::Unknown
+                    && path::canonical(p, &strict)
+                        .map_or(true, |alt| policy.routing(method, &alt) == Routing::Unknown)
+            };
+            // (A script's tail included: `/index.php/event;x`.)
             match path::lenient(raw, &policy.paths) {
-                Some(l) if policy.routing(&view.method, &l) == Routing::Unknown => Ok(Resolved {
-                    routing: Routing::Unknown,
-                    path: Cow::Borrowed(raw),
-                }),
+                Some(l) if unprotected(&l) && script_tails(&l).into_iter().all(unprotected) => {
+                    Ok(Resolved {
+                        routing: Routing::Unknown,
+                        path: Cow::Borrowed(raw),
+                    })
+                }
                 _ => Err(e),
             }
         }
     }
+}
+
+/// The tails of a path after each segment that names a file (holds a `.`, but
+/// is not a dot segment): `/index.php/event` has `/event`, `/a.php/b.cgi/c` has
+/// `/b.cgi/c` and `/c`. None for most paths (no `.`).
+fn script_tails(path: &[u8]) -> Vec<&[u8]> {
+    let mut tails = Vec::new();
+    if !path.contains(&b'.') {
+        return tails;
+    }
+    let mut start = 0;
+    while let Some(len) = path
+        .get(start + 1..)
+        .and_then(|r| r.iter().position(|&b| b == b'/'))
+    {
+        let end = start + 1 + len;
+        let seg = &path[start + 1..end];
+        if seg.contains(&b'.') && seg != b"." && seg != b".." {
+            tails.push(&path[end..]);
+        }
+        start = end;
+    }
+    tails
 }
 
 /// Does deciding this request need its body? Only when it has one and its route
@@ -749,11 +840,10 @@ fn strip_every_credential(
             _ => None,
         })
         .collect();
-    // Names in any case too (`S2S_TOKEN`): stacks that read names case-insensitively
-    // (ASP.NET) would find the secret there.
-    let credential = |seg: &[u8]| {
-        reading::touches(&fields, seg) || reading::touches(&fields, &seg.to_ascii_lowercase())
-    };
+    // Names in any case too (`S2S_TOKEN`, [`reading::touches`]): stacks that read
+    // names case-insensitively (ASP.NET) would find the secret there.
+    let fields = fields.indexed();
+    let credential = |seg: &[u8]| reading::touches(&fields, seg);
     let query = view.raw_query();
     let spans = spans_where(query, credential);
     if !spans.is_empty() {
@@ -1824,6 +1914,23 @@ mod signature_param_tests {
 #[cfg(test)]
 mod log_tests {
     use super::*;
+
+    #[test]
+    fn script_tails_follow_each_segment_naming_a_file() {
+        let tails = |p: &str| -> Vec<String> {
+            script_tails(p.as_bytes())
+                .iter()
+                .map(|t| String::from_utf8_lossy(t).into_owned())
+                .collect()
+        };
+        assert_eq!(tails("/a.php/b.cgi/c"), ["/b.cgi/c", "/c"]);
+        assert_eq!(tails("/index.php//event"), ["//event"]);
+        assert_eq!(tails("/index.php/"), ["/"]);
+        assert!(tails("/event").is_empty());
+        assert!(tails("/api.dcvw").is_empty());
+        assert!(tails("/x/../y/./z").is_empty());
+        assert!(tails("").is_empty());
+    }
 
     #[test]
     fn logged_values_cannot_forge_fields_or_lines() {

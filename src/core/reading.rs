@@ -140,6 +140,9 @@ pub struct Fields {
     /// [`Fields::with_foreign`], [`Fields::indexed`]); a `Fields` built by hand
     /// without it is searched linearly.
     index: NameIndex,
+    /// Some name or prefix holds an upper-case letter (set by [`Fields::indexed`]):
+    /// a lower-case name is then another spelling of it, not a plain name.
+    cased: bool,
 }
 
 /// An open-addressing table of the plain names of [`Fields`]: every parameter of
@@ -299,7 +302,18 @@ impl Fields {
     /// Builds the lookup index (after the lists are set).
     pub fn indexed(mut self) -> Fields {
         self.index = NameIndex::build(&self.names, &self.foreign);
+        self.cased = (self.names.iter().chain(&self.foreign).chain(&self.prefixes))
+            .any(|n| n.iter().any(u8::is_ascii_uppercase));
         self
+    }
+
+    /// Is `name` plain (lower-case letters, digits, `_`, `-`) and so read one way
+    /// by every stack, these fields' names being lower case too?
+    fn plain(&self, name: &[u8]) -> bool {
+        !self.cased
+            && name
+                .iter()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_' || *b == b'-')
     }
 
     /// A plain name (no other reading) in `names` (`foreign == false`) or in
@@ -347,25 +361,21 @@ impl Fields {
     }
 
     fn touches_foreign(&self, name: &[u8]) -> Option<&[u8]> {
-        if name
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'-')
-        {
+        if self.plain(name) {
             return self.find_plain(name, true);
         }
         variants(name)
             .into_iter()
-            .find_map(|v| self.foreign.iter().find(|n| **n == v))
+            .find_map(|v| self.foreign.iter().find(|n| n.eq_ignore_ascii_case(&v)))
+            .or_else(|| self.foreign.iter().find(|n| folds_from_non_ascii(name, n)))
             .map(Vec::as_slice)
     }
 
     /// The decision field (or prefix) some reading of `name` names, if any.
     fn touches(&self, name: &[u8]) -> Option<&[u8]> {
-        // Fast path: a plain name (letters, digits, `_`, `-`) has no other reading.
-        if name
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'-')
-        {
+        // Fast path: a plain name (lower-case letters, digits, `_`, `-`) has no
+        // other reading.
+        if self.plain(name) {
             if let Some(n) = self.find_plain(name, false) {
                 return Some(n);
             }
@@ -375,17 +385,54 @@ impl Fields {
                 .find(|p| name.starts_with(p))
                 .map(Vec::as_slice);
         }
+        // Names in any case: ASP.NET reads them case-insensitively.
         for v in variants(name) {
-            if let Some(n) = self.names.iter().find(|n| **n == v) {
+            if let Some(n) = self.names.iter().find(|n| n.eq_ignore_ascii_case(&v)) {
                 return Some(n);
             }
-            if let Some(p) = self.prefixes.iter().find(|p| v.starts_with(p)) {
+            if let Some(p) = (self.prefixes.iter())
+                .find(|p| v.get(..p.len()).is_some_and(|h| h.eq_ignore_ascii_case(p)))
+            {
                 // A prefix field is identified by the prefix: at most one.
                 return Some(p);
             }
         }
-        None
+        (self.names.iter())
+            .find(|n| folds_from_non_ascii(name, n))
+            .or_else(|| (self.prefixes.iter()).find(|p| prefix_folds_from_non_ascii(name, p)))
+            .map(Vec::as_slice)
     }
+}
+
+/// Could a name holding characters that are not ASCII read as `field` once
+/// normalised (NFKC maps fullwidth letters and ligatures to ASCII, case folding
+/// KELVIN SIGN to `k` and LONG S to `s`; collations ignore soft hyphens and
+/// accents)? Yes when its ASCII characters, in any case, are in order a part of
+/// `field`: the others may have become the rest. Names a collector could read
+/// as a field this way are spellings of it (over-approximated: no real client
+/// sends non-ASCII parameter names).
+fn folds_from_non_ascii(name: &[u8], field: &[u8]) -> bool {
+    if name.is_ascii() {
+        return false;
+    }
+    let mut rest = field.iter();
+    name.iter()
+        .filter(|b| b.is_ascii())
+        .all(|b| rest.any(|f| f.eq_ignore_ascii_case(b)))
+}
+
+/// [`folds_from_non_ascii`] for a prefix field (`p_`): the ASCII characters
+/// before the name's first other one agree with the prefix as far as both go.
+fn prefix_folds_from_non_ascii(name: &[u8], prefix: &[u8]) -> bool {
+    if name.is_ascii() {
+        return false;
+    }
+    let head = &name[..name
+        .iter()
+        .position(|b| !b.is_ascii())
+        .unwrap_or(name.len())];
+    let n = head.len().min(prefix.len());
+    head[..n].eq_ignore_ascii_case(&prefix[..n])
 }
 
 /// Strict form decoding: `+` is a space, `%XX` a byte; `Err` on a broken escape.
@@ -437,9 +484,12 @@ fn variants(name: &[u8]) -> Vec<Vec<u8>> {
         None => name,
     };
     // JavaScript's `trim` and Python's `strip` (a collector tidying names) drop
-    // Unicode white space and, JavaScript's, a BOM.
+    // Unicode white space and, JavaScript's, a BOM; Python's also the four
+    // separators U+001C..U+001F (`str.isspace`).
     if let Ok(s) = std::str::from_utf8(name) {
-        let t = s.trim_matches(|c: char| c.is_whitespace() || c == '\u{feff}');
+        let t = s.trim_matches(|c: char| {
+            c.is_whitespace() || c == '\u{feff}' || ('\u{1c}'..='\u{1f}').contains(&c)
+        });
         if t.len() != s.len() {
             push(t.as_bytes().to_vec());
         }
@@ -553,7 +603,7 @@ pub fn check_parsed(
         for p in params {
             let seg = p.raw(raw);
             let (raw_name, raw_value) = p.raw_parts(raw);
-            if p.plain_name && !p.semicolon {
+            if p.plain_name && !p.semicolon && !fields.cased {
                 // The common case, one lookup: a name with no other reading.
                 let field = match fields.lookup_plain(raw_name) {
                     Some((true, f)) => return ambiguous(Class::OtherCredential, f),
@@ -859,6 +909,40 @@ mod tests {
             ..Fields::default()
         }
         .indexed()
+    }
+
+    #[test]
+    fn names_in_another_case_or_with_non_ascii_characters_touch_the_field() {
+        let f = Fields::of_names(vec![b"app_token".to_vec(), b"s2s".to_vec()]);
+        let t = |n: &[u8]| {
+            f.touches(n)
+                .map(|x| String::from_utf8_lossy(x).into_owned())
+        };
+        assert_eq!(t(b"APP_TOKEN").as_deref(), Some("app_token"));
+        assert_eq!(t(b"App_Token[]").as_deref(), Some("app_token"));
+        assert_eq!(
+            t("\u{ff41}pp_token".as_bytes()).as_deref(),
+            Some("app_token")
+        );
+        assert_eq!(
+            t("app_to\u{212a}en".as_bytes()).as_deref(),
+            Some("app_token")
+        );
+        assert_eq!(
+            t("app_token\u{1f}".as_bytes()).as_deref(),
+            Some("app_token")
+        );
+        assert_eq!(t("\u{17f}2\u{17f}".as_bytes()).as_deref(), Some("s2s"));
+        assert_eq!(t("\u{e9}xyz".as_bytes()), None);
+        assert_eq!(t(b"app_tokens"), None);
+        // A prefix field: any name whose non-ASCII part starts where the prefix may.
+        let p = fields(&[]);
+        assert_eq!(p.touches("\u{ff50}_x".as_bytes()), Some(&b"p_"[..]));
+        assert_eq!(p.touches("p_\u{e9}".as_bytes()), Some(&b"p_"[..]));
+        assert_eq!(p.touches("q\u{e9}".as_bytes()), None);
+        let cased = Fields::of_names(vec![b"Token".to_vec()]);
+        assert!(!cased.plain(b"token"));
+        assert_eq!(cased.touches(b"token"), Some(&b"Token"[..]));
     }
 
     #[test]

@@ -111,8 +111,9 @@ pub struct Param<'a> {
     /// The raw pair holds a `j`, plain or escaped (`%4A`, `%6a`): only such a
     /// pair can spell the flag marker (`…rejection…`), however encoded.
     pub has_j: bool,
-    /// The raw name is only letters, digits, `_` and `-`: no stack reads it
-    /// another way.
+    /// The raw name is only lower-case letters, digits, `_` and `-`: no stack
+    /// reads it another way (an upper-case letter is another reading to a
+    /// case-insensitive one, ASP.NET's).
     pub plain_name: bool,
     /// Length of the raw name (the pair up to its first `=`).
     pub name_len: usize,
@@ -130,7 +131,7 @@ const CLASS: [u8; 256] = {
     let mut b = 0;
     while b < 256 {
         let c = b as u8;
-        if c.is_ascii_alphanumeric() || c == b'_' || c == b'-' {
+        if c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_' || c == b'-' {
             t[b] = 0;
         }
         b += 1;
@@ -341,8 +342,10 @@ mod tests {
                 assert_eq!(p.semicolon, seg.contains(&b';'), "{raw:?}");
                 assert_eq!(
                     p.plain_name,
-                    name.iter()
-                        .all(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'-'),
+                    name.iter().all(|b| b.is_ascii_lowercase()
+                        || b.is_ascii_digit()
+                        || *b == b'_'
+                        || *b == b'-'),
                     "{raw:?}"
                 );
                 let decoded = form_decode(seg);

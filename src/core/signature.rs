@@ -299,9 +299,40 @@ enum IdFormat {
     Hex(usize, usize),
 }
 
-/// The names of every device identifier a signature may cover.
+/// Device identifiers the SDKs send but never sign, with the platform that sends
+/// them (`oaid`, `imei`: Android's plugins; `idfv`: iOS).
+const UNSIGNED_IDS: [(&str, Platform); 3] = [
+    ("oaid", Platform::Android),
+    ("imei", Platform::Android),
+    ("idfv", Platform::Ios),
+];
+
+/// The names of every device identifier a signature decision reads: those a
+/// signature may cover and those it never does.
 pub fn device_id_names() -> impl Iterator<Item = &'static str> {
-    DEVICE_IDS.iter().map(|(n, _)| *n)
+    (DEVICE_IDS.iter().map(|(n, _)| *n)).chain(UNSIGNED_IDS.iter().map(|(n, _)| *n))
+}
+
+/// The device identifiers a platform's SDKs send, signable in some version or not.
+fn ids_of(p: Platform) -> impl Iterator<Item = &'static str> {
+    (DEVICE_IDS
+        .iter()
+        .map(|(n, _)| *n)
+        .filter(move |n| platform_of(n) == p))
+    .chain(
+        UNSIGNED_IDS
+            .iter()
+            .filter(move |(_, q)| *q == p)
+            .map(|(n, _)| *n),
+    )
+}
+
+/// One version of each precedence a platform's SDKs have had.
+fn precedence_versions(p: Platform) -> &'static [(u32, u32)] {
+    match p {
+        Platform::Android => &[(4, 28), (4, 29)],
+        Platform::Ios => &[(4, 27), (4, 28), (4, 29)],
+    }
 }
 
 fn is_device_id(name: &str) -> bool {
@@ -527,6 +558,8 @@ pub struct Failure {
 struct Read<'a> {
     /// By index in [`DEVICE_IDS`].
     ids: [Option<&'a [u8]>; DEVICE_IDS.len()],
+    /// By index in [`UNSIGNED_IDS`].
+    unsigned: [Option<&'a [u8]>; UNSIGNED_IDS.len()],
     created_at: Option<&'a [u8]>,
     activity_kind: Option<&'a [u8]>,
     source: Option<&'a [u8]>,
@@ -545,7 +578,10 @@ impl<'a> Read<'a> {
                 b"payload" => &mut r.payload,
                 name => match id_index(name) {
                     Some(i) => &mut r.ids[i],
-                    None => continue,
+                    None => match UNSIGNED_IDS.iter().position(|(n, _)| n.as_bytes() == name) {
+                        Some(i) => &mut r.unsigned[i],
+                        None => continue,
+                    },
                 },
             };
             if slot.is_none() {
@@ -562,7 +598,12 @@ impl<'a> Read<'a> {
             "activity_kind" => self.activity_kind,
             "source" => self.source,
             "payload" => self.payload,
-            n => id_index(n.as_bytes()).and_then(|i| self.ids[i]),
+            n => match id_index(n.as_bytes()) {
+                Some(i) => self.ids[i],
+                None => (UNSIGNED_IDS.iter())
+                    .position(|(u, _)| *u == n)
+                    .and_then(|i| self.unsigned[i]),
+            },
         }
     }
 }
@@ -696,6 +737,38 @@ pub fn verify(
                 }
             }
         }
+    }
+    // Client-SDK is unsigned: whatever platform and version it claims, the ids
+    // must read one way. With a signed id, none that any version of its platform
+    // puts before it, and none of the other platform (a collector serving both may
+    // look a device up by any id it knows); with none signed, none any SDK signs,
+    // and those of one platform only.
+    let present = |n: &str| read.get(n).is_some_and(|v| !v.is_empty());
+    let injected = match device {
+        Some(d) => {
+            let p = platform_of(d);
+            let other = match p {
+                Platform::Android => Platform::Ios,
+                Platform::Ios => Platform::Android,
+            };
+            ids_of(other).any(present)
+                || precedence_versions(p).iter().any(|&v| {
+                    let list = precedence(Sdk {
+                        platform: p,
+                        version: Some(v),
+                    });
+                    list.iter()
+                        .position(|n| *n == d)
+                        .is_some_and(|i| list[..i].iter().any(|n| present(n)))
+                })
+        }
+        None => {
+            DEVICE_IDS.iter().any(|(n, _)| present(n))
+                || ids_of(Platform::Android).any(present) && ids_of(Platform::Ios).any(present)
+        }
+    };
+    if injected {
+        return Err(fail(Reason::WrongDeviceId));
     }
     // The app's minimum SDK: Client-SDK is unsigned, so an old version could be
     // claimed to use the old rules; once installs moved on, refuse them.
