@@ -432,6 +432,31 @@ fn cases() -> Vec<Case> {
         case("D: ... between unknown paths", c(),
              Request::get("/healthz").header("x-original-url", "/status"))
             .up(":path", Some("/healthz")),
+        // Cold attack, session 7, round 2: readings combined, IIS and ASP.NET.
+        case("D: a format suffix and a ';' (Rails' (.:format), Spring)", c(),
+             Request::get(&format!("/event.json;?s2s=1&app_token={APP}&event_token=x")))
+            .ambiguous("path"),
+        case("D: ... on the SDK's path", sdk(), form_post("/session.json;", format!("app_token={APP}")))
+            .ambiguous("path"),
+        case("D: ... a bare dot", c(), Request::get("/postback.;?user_id=u&event_id=e"))
+            .ambiguous("path"),
+        case("D: %u escapes in the path (IIS)", c(),
+             Request::get(&format!("/%u0065vent?s2s=1&app_token={APP}&event_token=x")))
+            .ambiguous("path"),
+        case("D: ASP.NET's cookieless-session segment", c(),
+             Request::get(&format!("/(S(x))/event?s2s=1&app_token={APP}&event_token=x")))
+            .ambiguous("path"),
+        case("D: ... with a script and a format suffix", c(),
+             Request::get(&format!("/(S(x))/index.php/event.json?s2s=1&app_token={APP}")))
+            .ambiguous("path"),
+        case("D: a parenthesised segment before an unknown path is not ours", c(), Request::get("/(S(x))/static"))
+            .up(":path", Some("/(S(x))/static")),
+        case("A: a %u escape in a name (classic ASP.NET decodes it)", c(),
+             Request::get(&format!("/event?s2s=1&app_token=unlisted&app_%u0074oken={APP}&event_token=x")))
+            .ambiguous("bad_escape"),
+        case("A: ... a device id's name on a signed route", sdk(),
+             form_post("/session", format!("app_token={APP}&%u0069dfa=EA7583CD-A667-48BC-B806-42ECB2B48606")))
+            .ambiguous("bad_escape"),
         // Cold attack, session 7 (F3, F4): names other stacks read as a field.
         case("A: U+001F after a name (Python's strip drops it)", c(),
              Request::get(&format!("/event?s2s=1&app_token=unlisted&app_token%1F={APP}&event_token=x")))

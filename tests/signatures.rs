@@ -459,6 +459,27 @@ fn cases() -> Vec<Case> {
             ("android_uuid", UUID),
             ("mac_sha1", MAC_SHA1),
         ),
+        (
+            7,
+            "Adjust's adid (no signing SDK sends it) beside a signed android_id",
+            "android4.38.0",
+            ("android_id", ANDROID_ID),
+            ("adid", "8d3ee1e3eb3ea7dcdf4e5c9d8d5c2a3e"),
+        ),
+        (
+            8,
+            "the web SDK's web_uuid beside a signed gps_adid",
+            "android4.38.0",
+            ("gps_adid", GPS),
+            ("web_uuid", "7a3b1f0e-44c2-4a1e-9d8c-2f5b6e7d8c9a"),
+        ),
+        (
+            9,
+            "a Windows id beside a signed gps_adid",
+            "android4.38.0",
+            ("gps_adid", GPS),
+            ("win_adid", "7a3b1f0e-44c2-4a1e-9d8c-2f5b6e7d8c9a"),
+        ),
     ] {
         let extra = [extra];
         let req = android_signed(n, sdk, signed, &extra);
@@ -480,6 +501,40 @@ fn cases() -> Vec<Case> {
             R2,
         ]));
     }
+    let ios_signed = |n: u64, extra: &[(&'static str, &'static str)]| {
+        let created = base(620 + n);
+        let mut params: Vec<(String, String)> = vec![
+            ("app_token".into(), "abc123".into()),
+            ("created_at".into(), created),
+            (
+                "random_token".into(),
+                "0f8a3c2e-1b4d-4e6f-8a9b-7c6d5e4f3a2b".into(),
+            ),
+        ];
+        params.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        Signer::ios(2, [1234, 5678, 9012, 3456]).request(
+            "/session",
+            &refs(&params),
+            &["created_at", "random_token", "app_secret", "activity_kind"],
+        )
+    };
+    out.push(
+        case(
+            "an ios_uuid (an older SDK's id, never beside random_token) beside a signed random_token",
+            c(),
+            ios_signed(0, &[("ios_uuid", "7a3b1f0e-44c2-4a1e-9d8c-2f5b6e7d8c9a")]),
+        )
+        .rejected()
+        .counts(&["s2s_guard.signature.outcome.wrong_device_id", REJ, R2]),
+    );
+    out.push(
+        case(
+            "an idfv (iOS, never signed) beside a signed random_token passes",
+            c(),
+            ios_signed(1, &[("idfv", IDFA)]),
+        )
+        .counts(&[V, A2]),
+    );
     out.push(
         case(
             "an oaid (Android, never signed) beside a signed android_id passes",

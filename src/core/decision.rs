@@ -182,23 +182,15 @@ fn resolve_target<'a, 'v>(
                 ..policy.paths
             };
             let protected = |p: &[u8]| policy.routing(method, p) != Routing::Unknown;
-            // PHP front controllers (Symfony's `getPathInfo`, so Laravel) and CGI
-            // route what follows a script's name: `/index.php/event` is `/event`
-            // there. No such tail may reach a protected route this one is not.
-            for tail in script_tails(&c) {
-                let other = path::canonical(tail, &strict).is_ok_and(|alt| {
-                    match (policy.routing(method, &alt), routing) {
-                        (Routing::Unknown, _) => false,
-                        (
-                            Routing::Route(x) | Routing::MethodNotAllowed(x),
-                            Routing::Route(r) | Routing::MethodNotAllowed(r),
-                        ) => !std::ptr::eq(x, r),
-                        _ => true,
-                    }
-                });
-                if other {
-                    return Err(PathError::OtherReading);
-                }
+            // Readings other stacks give the path (a script's tail, without
+            // ASP.NET's session segments, without a format suffix): none may reach
+            // a protected route this one is not.
+            let suffixes = routing == Routing::Unknown;
+            if other_readings(&c, suffixes)
+                .iter()
+                .any(|alt| reaches_other(policy, method, alt, routing))
+            {
+                return Err(PathError::OtherReading);
             }
             match routing {
                 Routing::Unknown => {
@@ -245,20 +237,14 @@ fn resolve_target<'a, 'v>(
         Err(e) => {
             // Refused only if the most permissive reading could be protected: the
             // filter may front other traffic whose paths are not its business.
-            let strict = path::PathOptions {
-                decode_unreserved: true,
-                remove_dot_segments: true,
-                merge_slashes: true,
-                ..policy.paths
-            };
-            let unprotected = |p: &[u8]| {
-                policy.routing(method, p) == Routing::Unknown
-                    && path::canonical(p, &strict)
-                        .map_or(true, |alt| policy.routing(method, &alt) == Routing::Unknown)
-            };
-            // (A script's tail included: `/index.php/event;x`.)
+            // (Its other readings included: `/index.php/event;x`, `/event.json;`.)
             match path::lenient(raw, &policy.paths) {
-                Some(l) if unprotected(&l) && script_tails(&l).into_iter().all(unprotected) => {
+                Some(l)
+                    if !reaches_other(policy, method, &l, Routing::Unknown)
+                        && !other_readings(&l, true)
+                            .iter()
+                            .any(|alt| reaches_other(policy, method, alt, Routing::Unknown)) =>
+                {
                     Ok(Resolved {
                         routing: Routing::Unknown,
                         path: Cow::Borrowed(raw),
@@ -268,6 +254,63 @@ fn resolve_target<'a, 'v>(
             }
         }
     }
+}
+
+/// Other stacks' readings of a canonical path (none for most paths):
+/// - ASP.NET Framework removes cookieless-session segments (`/(S(x))/event`);
+/// - PHP front controllers (Symfony's `getPathInfo`, so Laravel) and CGI route
+///   what follows a script's name (`/index.php/event` is `/event`);
+/// - with `suffixes`, Rails and older Spring drop a format suffix
+///   (`/event.json`, and `/index.php/event.json`).
+fn other_readings(c: &[u8], suffixes: bool) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    if !c.iter().any(|&b| b == b'.' || b == b'(') {
+        return out;
+    }
+    let bases: Vec<Vec<u8>> = std::iter::once(c.to_vec())
+        .chain(path::without_cookieless(c))
+        .collect();
+    for (k, base) in bases.iter().enumerate() {
+        let tails = script_tails(base);
+        for t in std::iter::once(&base[..]).chain(tails) {
+            if suffixes {
+                out.extend(path::without_format_suffix(t));
+            }
+            if k > 0 || t.len() != base.len() {
+                out.push(t.to_vec());
+            }
+        }
+    }
+    out
+}
+
+/// Does `alt`, read with every decoding step, reach a protected route other than
+/// `routing`'s (any protected route, for an unknown path)? An `alt` no step can
+/// read is read leniently.
+fn reaches_other(policy: &Policy, method: &[u8], alt: &[u8], routing: Routing) -> bool {
+    let strict = path::PathOptions {
+        decode_unreserved: true,
+        remove_dot_segments: true,
+        merge_slashes: true,
+        ..policy.paths
+    };
+    let read = match path::canonical(alt, &strict) {
+        Ok(p) => Some(p.into_owned()),
+        Err(_) => path::lenient(alt, &policy.paths),
+    };
+    let Some(read) = read else {
+        return false;
+    };
+    [policy.routing(method, alt), policy.routing(method, &read)]
+        .into_iter()
+        .any(|r| match (r, routing) {
+            (Routing::Unknown, _) => false,
+            (
+                Routing::Route(x) | Routing::MethodNotAllowed(x),
+                Routing::Route(r) | Routing::MethodNotAllowed(r),
+            ) => !std::ptr::eq(x, r),
+            _ => true,
+        })
 }
 
 /// The tails of a path after each segment that names a file (holds a `.`, but

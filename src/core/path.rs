@@ -234,6 +234,32 @@ pub fn without_format_suffix(canonical: &[u8]) -> Option<Vec<u8>> {
     (dot > start && dot < canonical.len()).then(|| canonical[..dot].to_vec())
 }
 
+/// The path without ASP.NET's cookieless-session segments (`/(S(x))/event`,
+/// `/(A(x)F(y))/event`: ASP.NET Framework removes any `(...)` segment before
+/// routing); `None` when it has none.
+pub fn without_cookieless(p: &[u8]) -> Option<Vec<u8>> {
+    if !p.contains(&b'(') {
+        return None;
+    }
+    let session = |s: &[u8]| s.len() >= 2 && s[0] == b'(' && s[s.len() - 1] == b')';
+    let mut out = Vec::with_capacity(p.len());
+    let mut removed = false;
+    for (k, seg) in p.split(|&b| b == b'/').enumerate() {
+        if k > 0 && session(seg) {
+            removed = true;
+            continue;
+        }
+        if k > 0 {
+            out.push(b'/');
+        }
+        out.extend_from_slice(seg);
+    }
+    if out.is_empty() {
+        out.push(b'/');
+    }
+    removed.then_some(out)
+}
+
 /// The path with `;` parameters removed from every segment, as Java stacks route
 /// it; `None` when there are none.
 pub fn without_parameters(raw: &[u8]) -> Option<Vec<u8>> {
@@ -264,6 +290,24 @@ pub fn lenient(raw: &[u8], opts: &PathOptions) -> Option<Vec<u8>> {
     while i < raw.len() {
         let b = raw[i];
         match b {
+            // IIS and classic ASP.NET decode `%uXXXX` (`/%u0065vent` is `/event`).
+            b'%' if matches!(raw.get(i + 1), Some(b'u' | b'U'))
+                && raw
+                    .get(i + 2..i + 6)
+                    .is_some_and(|h| h.iter().all(|&b| hex(b).is_some())) =>
+            {
+                let c = raw[i + 2..i + 6]
+                    .iter()
+                    .fold(0u32, |a, &b| a << 4 | u32::from(hex(b).unwrap_or(0)));
+                match u8::try_from(c) {
+                    Ok(b'/' | b'\\') => out.push(b'/'),
+                    Ok(0..=0x20 | 0x7f) => break,
+                    Ok(c) if unreserved(c) => out.push(c),
+                    _ => out.extend_from_slice(&raw[i..i + 6]),
+                }
+                i += 6;
+                continue;
+            }
             b'%' => {
                 match (
                     raw.get(i + 1).copied().and_then(hex),

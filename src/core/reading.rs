@@ -364,10 +364,13 @@ impl Fields {
         if self.plain(name) {
             return self.find_plain(name, true);
         }
-        variants(name)
-            .into_iter()
-            .find_map(|v| self.foreign.iter().find(|n| n.eq_ignore_ascii_case(&v)))
-            .or_else(|| self.foreign.iter().find(|n| folds_from_non_ascii(name, n)))
+        let variants = variants(name);
+        (variants.iter())
+            .find_map(|v| self.foreign.iter().find(|n| n.eq_ignore_ascii_case(v)))
+            .or_else(|| {
+                (variants.iter())
+                    .find_map(|v| self.foreign.iter().find(|n| folds_from_non_ascii(v, n)))
+            })
             .map(Vec::as_slice)
     }
 
@@ -386,8 +389,9 @@ impl Fields {
                 .map(Vec::as_slice);
         }
         // Names in any case: ASP.NET reads them case-insensitively.
-        for v in variants(name) {
-            if let Some(n) = self.names.iter().find(|n| n.eq_ignore_ascii_case(&v)) {
+        let variants = variants(name);
+        for v in &variants {
+            if let Some(n) = self.names.iter().find(|n| n.eq_ignore_ascii_case(v)) {
                 return Some(n);
             }
             if let Some(p) = (self.prefixes.iter())
@@ -397,10 +401,12 @@ impl Fields {
                 return Some(p);
             }
         }
-        (self.names.iter())
-            .find(|n| folds_from_non_ascii(name, n))
-            .or_else(|| (self.prefixes.iter()).find(|p| prefix_folds_from_non_ascii(name, p)))
-            .map(Vec::as_slice)
+        variants.iter().find_map(|v| {
+            (self.names.iter())
+                .find(|n| folds_from_non_ascii(v, n))
+                .or_else(|| (self.prefixes.iter()).find(|p| prefix_folds_from_non_ascii(v, p)))
+                .map(Vec::as_slice)
+        })
     }
 }
 
@@ -467,6 +473,37 @@ fn decode_name(raw: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, ()> {
     }
 }
 
+/// `%uXXXX` escapes decoded (as UTF-8); `None` when there are none.
+fn decode_percent_u(name: &[u8]) -> Option<Vec<u8>> {
+    let hex4 = |h: &[u8]| {
+        (h.len() == 4 && h.iter().all(u8::is_ascii_hexdigit)).then(|| {
+            h.iter()
+                .fold(0u32, |a, &b| a << 4 | (b as char).to_digit(16).unwrap_or(0))
+        })
+    };
+    let mut out = Vec::with_capacity(name.len());
+    let mut found = false;
+    let mut i = 0;
+    while i < name.len() {
+        let escape = (name[i] == b'%' && matches!(name.get(i + 1), Some(b'u' | b'U')))
+            .then(|| name.get(i + 2..i + 6).and_then(hex4))
+            .flatten()
+            .and_then(char::from_u32);
+        match escape {
+            Some(c) => {
+                out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
+                found = true;
+                i += 6;
+            }
+            None => {
+                out.push(name[i]);
+                i += 1;
+            }
+        }
+    }
+    found.then_some(out)
+}
+
 /// Every name a stack may read a (decoded) parameter name as.
 fn variants(name: &[u8]) -> Vec<Vec<u8>> {
     let mut out = vec![name.to_vec()];
@@ -475,6 +512,11 @@ fn variants(name: &[u8]) -> Vec<Vec<u8>> {
             out.push(v);
         }
     };
+    // IIS and classic ASP.NET decode `%uXXXX` (`app_%u0074oken`), which the form
+    // decoding leaves as it is.
+    if let Some(u) = decode_percent_u(name) {
+        push(u);
+    }
     // C stacks stop at NUL.
     let name = match name.iter().position(|&b| b == 0) {
         Some(i) => {
@@ -826,7 +868,7 @@ fn is_token(s: &[u8]) -> bool {
 /// type only at `;`, `,` or space: with a tab it parses no body at all).
 pub fn is_form_media_type(ct: &[u8]) -> bool {
     // The SDKs' spelling, decided without splitting (several times per request).
-    if ct.eq_ignore_ascii_case(FORM) {
+    if ct == FORM || ct.eq_ignore_ascii_case(FORM) {
         return true;
     }
     if ct.contains(&b',') || ct.iter().any(|&b| b < 0x20 || b == 0x7f) {

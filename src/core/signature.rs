@@ -299,12 +299,20 @@ enum IdFormat {
     Hex(usize, usize),
 }
 
-/// Device identifiers the SDKs send but never sign, with the platform that sends
-/// them (`oaid`, `imei`: Android's plugins; `idfv`: iOS).
-const UNSIGNED_IDS: [(&str, Platform); 3] = [
-    ("oaid", Platform::Android),
-    ("imei", Platform::Android),
-    ("idfv", Platform::Ios),
+/// Device identifiers a signature never covers, with the platform whose SDKs
+/// send them (`oaid`, `imei`, `meid`: Android's plugins; `idfv`: iOS), or none
+/// for those no signing SDK sends (Adjust's `adid`, the web and Windows SDKs').
+const UNSIGNED_IDS: [(&str, Option<Platform>); 10] = [
+    ("oaid", Some(Platform::Android)),
+    ("imei", Some(Platform::Android)),
+    ("meid", Some(Platform::Android)),
+    ("idfv", Some(Platform::Ios)),
+    ("adid", None),
+    ("web_uuid", None),
+    ("win_udid", None),
+    ("win_hwid", None),
+    ("win_naid", None),
+    ("win_adid", None),
 ];
 
 /// The names of every device identifier a signature decision reads: those a
@@ -313,26 +321,36 @@ pub fn device_id_names() -> impl Iterator<Item = &'static str> {
     (DEVICE_IDS.iter().map(|(n, _)| *n)).chain(UNSIGNED_IDS.iter().map(|(n, _)| *n))
 }
 
-/// The device identifiers a platform's SDKs send, signable in some version or not.
-fn ids_of(p: Platform) -> impl Iterator<Item = &'static str> {
-    (DEVICE_IDS
-        .iter()
-        .map(|(n, _)| *n)
-        .filter(move |n| platform_of(n) == p))
-    .chain(
-        UNSIGNED_IDS
-            .iter()
-            .filter(move |(_, q)| *q == p)
-            .map(|(n, _)| *n),
-    )
-}
+/// Sets of device ids as bits: bit `i` for `DEVICE_IDS[i]`, bit `10 + j` for
+/// `UNSIGNED_IDS[j]` (tested against [`platform_of`], [`UNSIGNED_IDS`] and
+/// [`precedence`] in `id_sets_agree_with_their_definitions`).
+type IdSet = u32;
+/// Every id an SDK may sign.
+const SIGNABLE: IdSet = 0x3FF;
+/// The ids each platform's SDKs send and never sign.
+const ANDROID_UNSIGNED: IdSet = 0x1C00;
+const IOS_UNSIGNED: IdSet = 0x2000;
+/// The ids no signing SDK sends.
+const NO_PLATFORM: IdSet = 0xFC000;
+/// Per signable id: the ids some SDK version of its platform ranks after it (an
+/// SDK that signed it may have sent them too).
+const RANKED_AFTER: [IdSet; 10] = [0x3E, 0x3C, 0x38, 0x30, 0x20, 0, 0x380, 0x100, 0, 0];
 
-/// One version of each precedence a platform's SDKs have had.
-fn precedence_versions(p: Platform) -> &'static [(u32, u32)] {
-    match p {
-        Platform::Android => &[(4, 28), (4, 29)],
-        Platform::Ios => &[(4, 27), (4, 28), (4, 29)],
-    }
+/// The index of a never-signed device id in [`UNSIGNED_IDS`].
+fn unsigned_index(name: &[u8]) -> Option<usize> {
+    Some(match name {
+        b"oaid" => 0,
+        b"imei" => 1,
+        b"meid" => 2,
+        b"idfv" => 3,
+        b"adid" => 4,
+        b"web_uuid" => 5,
+        b"win_udid" => 6,
+        b"win_hwid" => 7,
+        b"win_naid" => 8,
+        b"win_adid" => 9,
+        _ => return None,
+    })
 }
 
 fn is_device_id(name: &str) -> bool {
@@ -578,7 +596,7 @@ impl<'a> Read<'a> {
                 b"payload" => &mut r.payload,
                 name => match id_index(name) {
                     Some(i) => &mut r.ids[i],
-                    None => match UNSIGNED_IDS.iter().position(|(n, _)| n.as_bytes() == name) {
+                    None => match unsigned_index(name) {
                         Some(i) => &mut r.unsigned[i],
                         None => continue,
                     },
@@ -600,11 +618,19 @@ impl<'a> Read<'a> {
             "payload" => self.payload,
             n => match id_index(n.as_bytes()) {
                 Some(i) => self.ids[i],
-                None => (UNSIGNED_IDS.iter())
-                    .position(|(u, _)| *u == n)
-                    .and_then(|i| self.unsigned[i]),
+                None => unsigned_index(n.as_bytes()).and_then(|i| self.unsigned[i]),
             },
         }
+    }
+
+    /// The device ids present with a value.
+    fn ids_present(&self) -> IdSet {
+        let bit = |(i, v): (usize, &Option<&[u8]>)| match v {
+            Some(v) if !v.is_empty() => 1 << i,
+            _ => 0,
+        };
+        (self.ids.iter().enumerate().map(bit)).fold(0, |a, b| a | b)
+            | (self.unsigned.iter().enumerate().map(bit)).fold(0, |a, b| a | b) << DEVICE_IDS.len()
     }
 }
 
@@ -626,7 +652,19 @@ fn lower_hex_32(v: &[u8]) -> Option<[u8; 32]> {
 }
 
 fn id_index(name: &[u8]) -> Option<usize> {
-    DEVICE_IDS.iter().position(|(n, _)| n.as_bytes() == name)
+    Some(match name {
+        b"gps_adid" => 0,
+        b"fire_adid" => 1,
+        b"android_id" => 2,
+        b"mac_sha1" => 3,
+        b"mac_md5" => 4,
+        b"android_uuid" => 5,
+        b"idfa" => 6,
+        b"persistent_ios_uuid" => 7,
+        b"ios_uuid" => 8,
+        b"random_token" => 9,
+        _ => return None,
+    })
 }
 
 /// Verifies a legacy signature against an app's secrets.
@@ -739,32 +777,23 @@ pub fn verify(
         }
     }
     // Client-SDK is unsigned: whatever platform and version it claims, the ids
-    // must read one way. With a signed id, none that any version of its platform
-    // puts before it, and none of the other platform (a collector serving both may
-    // look a device up by any id it knows); with none signed, none any SDK signs,
-    // and those of one platform only.
-    let present = |n: &str| read.get(n).is_some_and(|v| !v.is_empty());
-    let injected = match device {
+    // must read one way (a collector serving every platform may look a device up
+    // by any id it knows, and an attacker with their own build signs fresh
+    // requests). With a signed id: beside it only ids some SDK version of its
+    // platform ranks after it, and its platform's never-signed ones. With none:
+    // no id any SDK signs, and never-signed ids of one platform only.
+    let present = read.ids_present();
+    let injected = match device.and_then(|d| id_index(d.as_bytes())) {
         Some(d) => {
-            let p = platform_of(d);
-            let other = match p {
-                Platform::Android => Platform::Ios,
-                Platform::Ios => Platform::Android,
+            let own = match platform_of(DEVICE_IDS[d].0) {
+                Platform::Android => ANDROID_UNSIGNED,
+                Platform::Ios => IOS_UNSIGNED,
             };
-            ids_of(other).any(present)
-                || precedence_versions(p).iter().any(|&v| {
-                    let list = precedence(Sdk {
-                        platform: p,
-                        version: Some(v),
-                    });
-                    list.iter()
-                        .position(|n| *n == d)
-                        .is_some_and(|i| list[..i].iter().any(|n| present(n)))
-                })
+            present & !(1 << d | RANKED_AFTER[d] | own) != 0
         }
         None => {
-            DEVICE_IDS.iter().any(|(n, _)| present(n))
-                || ids_of(Platform::Android).any(present) && ids_of(Platform::Ios).any(present)
+            present & (SIGNABLE | NO_PLATFORM) != 0
+                || present & ANDROID_UNSIGNED != 0 && present & IOS_UNSIGNED != 0
         }
     };
     if injected {
@@ -835,6 +864,56 @@ pub fn verify(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn id_sets_agree_with_their_definitions() {
+        let bit = |n: &str| -> IdSet {
+            let i = (DEVICE_IDS.iter().position(|(x, _)| *x == n))
+                .or_else(|| (UNSIGNED_IDS.iter().position(|(x, _)| *x == n)).map(|j| 10 + j))
+                .unwrap();
+            1 << i
+        };
+        assert_eq!(DEVICE_IDS.len(), 10);
+        assert!(DEVICE_IDS.len() + UNSIGNED_IDS.len() <= IdSet::BITS as usize);
+        for (i, (n, _)) in DEVICE_IDS.iter().enumerate() {
+            assert_eq!(id_index(n.as_bytes()), Some(i));
+        }
+        for (i, (n, _)) in UNSIGNED_IDS.iter().enumerate() {
+            assert_eq!(unsigned_index(n.as_bytes()), Some(i));
+        }
+        assert_eq!(DEVICE_IDS.iter().fold(0, |a, (n, _)| a | bit(n)), SIGNABLE);
+        let unsigned = |p: Platform| {
+            (UNSIGNED_IDS.iter().filter(|(_, q)| *q == Some(p))).fold(0, |a, (n, _)| a | bit(n))
+        };
+        assert_eq!(unsigned(Platform::Android), ANDROID_UNSIGNED);
+        assert_eq!(unsigned(Platform::Ios), IOS_UNSIGNED);
+        let none =
+            (UNSIGNED_IDS.iter().filter(|(_, q)| q.is_none())).fold(0, |a, (n, _)| a | bit(n));
+        assert_eq!(none, NO_PLATFORM);
+        // Every precedence an SDK version has had (versions on both sides of each
+        // change, and none).
+        let versions = [
+            None,
+            Some((4, 12)),
+            Some((4, 27)),
+            Some((4, 28)),
+            Some((4, 29)),
+            Some((5, 0)),
+        ];
+        for (d, (name, _)) in DEVICE_IDS.iter().enumerate() {
+            let mut after = 0;
+            for version in versions {
+                let list = precedence(Sdk {
+                    platform: platform_of(name),
+                    version,
+                });
+                if let Some(i) = list.iter().position(|n| n == name) {
+                    after |= list[i + 1..].iter().fold(0, |a, n| a | bit(n));
+                }
+            }
+            assert_eq!(after, RANKED_AFTER[d], "{name}");
+        }
+    }
 
     #[test]
     fn lower_hex_reads_exactly_what_hex_encode_writes() {

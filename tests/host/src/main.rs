@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! s2s-guard-host run   --wasm F --config C.json --requests R.jsonl [--workers N] [--table]
+//!                      [--allow-on-headers-stop-iteration]
 //! s2s-guard-host bench --wasm F --noop N.wasm [--noop-body B.wasm] --config C.json
 //!                      --requests R.jsonl [--iterations K] [--rounds 7] [--tokens N]
 //!                      [--out BENCHMARKS.md --section NAME --title T]
@@ -25,7 +26,7 @@ mod bench;
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage:\n  s2s-guard-host run --wasm F --config C.json --requests R.jsonl [--workers N] [--table]\n  \
+        "usage:\n  s2s-guard-host run --wasm F --config C.json --requests R.jsonl [--workers N] [--table] [--allow-on-headers-stop-iteration]\n  \
          s2s-guard-host bench --wasm F --noop N.wasm [--noop-body B.wasm] --config C.json --requests R.jsonl [--iterations K] [--rounds R] [--out FILE]\n  \
          s2s-guard-host soak --wasm F --config C.json --requests R.jsonl[,R2.jsonl] [--count N] [--workers W] [--out FILE]"
     );
@@ -48,7 +49,7 @@ impl Args {
             let Some(name) = a.strip_prefix("--") else {
                 return Err(format!("unexpected argument {a}"));
             };
-            if name == "table" {
+            if name == "table" || name == "allow-on-headers-stop-iteration" {
                 flags.push(name.to_string());
                 i += 1;
                 continue;
@@ -317,6 +318,8 @@ fn run(args: &Args) -> Result<ExitCode, String> {
         HostOptions {
             workers,
             plugin_config: config,
+            // Envoy's PluginConfig option (`hold_headers_for_body: true` needs it).
+            allow_on_headers_stop_iteration: args.flag("allow-on-headers-stop-iteration"),
             ..HostOptions::default()
         },
     )
