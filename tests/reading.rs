@@ -457,6 +457,16 @@ fn cases() -> Vec<Case> {
         case("A: ... a device id's name on a signed route", sdk(),
              form_post("/session", format!("app_token={APP}&%u0069dfa=EA7583CD-A667-48BC-B806-42ECB2B48606")))
             .ambiguous("bad_escape"),
+        // Cold attack, session 7, round 3.
+        case("D: ... encoded, as IIS decodes the path before ASP.NET removes it", c(),
+             Request::get(&format!("/%28S%28x%29%29/event?s2s=1&app_token={APP}&event_token=x")))
+            .ambiguous("path"),
+        case("D: ... half encoded, %u, or after the route", c(),
+             Request::get(&format!("/event/%u0028S(x)%29/?s2s=1&app_token={APP}&event_token=x")))
+            .ambiguous("path"),
+        case("A: flag mode: a client's marker spelt with %u in the body is removed", flag(),
+             form_post("/event?s2s=1", format!("app_token={APP}&s2s_guard_%u0072ejection=none")))
+            .up_body(&format!("s2s_guard_rejection=missing&app_token={APP}")),
         // Cold attack, session 7 (F3, F4): names other stacks read as a field.
         case("A: U+001F after a name (Python's strip drops it)", c(),
              Request::get(&format!("/event?s2s=1&app_token=unlisted&app_token%1F={APP}&event_token=x")))

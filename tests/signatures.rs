@@ -480,6 +480,20 @@ fn cases() -> Vec<Case> {
             ("gps_adid", GPS),
             ("win_adid", "7a3b1f0e-44c2-4a1e-9d8c-2f5b6e7d8c9a"),
         ),
+        (
+            10,
+            "an id no signing SDK sends (device_id) beside a signed gps_adid",
+            "android4.38.0",
+            ("gps_adid", GPS),
+            ("device_id", "7a3b1f0e-44c2-4a1e-9d8c-2f5b6e7d8c9a"),
+        ),
+        (
+            11,
+            "an iOS-only never-signed id (fb_anon_id) beside a signed gps_adid",
+            "android4.38.0",
+            ("gps_adid", GPS),
+            ("fb_anon_id", "7a3b1f0e-44c2-4a1e-9d8c-2f5b6e7d8c9a"),
+        ),
     ] {
         let extra = [extra];
         let req = android_signed(n, sdk, signed, &extra);
@@ -544,6 +558,22 @@ fn cases() -> Vec<Case> {
                 "android4.38.0",
                 ("android_id", ANDROID_ID),
                 &[("oaid", UUID)],
+            ),
+        )
+        .counts(&[V, A2]),
+    );
+    out.push(
+        case(
+            "Android's google_app_set_id and an app's external_device_id (sent, never signed) pass",
+            c(),
+            android_signed(
+                12,
+                "android4.38.0",
+                ("gps_adid", GPS),
+                &[
+                    ("google_app_set_id", UUID),
+                    ("external_device_id", "user-42"),
+                ],
             ),
         )
         .counts(&[V, A2]),

@@ -264,7 +264,7 @@ fn resolve_target<'a, 'v>(
 ///   (`/event.json`, and `/index.php/event.json`).
 fn other_readings(c: &[u8], suffixes: bool) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
-    if !c.iter().any(|&b| b == b'.' || b == b'(') {
+    if !c.iter().any(|&b| b == b'.' || b == b'(' || b == b'%') {
         return out;
     }
     let bases: Vec<Vec<u8>> = std::iter::once(c.to_vec())
@@ -911,13 +911,9 @@ fn strip_every_credential(
 /// every pair's decoded text is a part of the whole's.
 fn might_hold_marker(raw: &[u8]) -> bool {
     const WORD: &[u8] = b"rejection";
-    // Quick: the word needs a `j`, plain or escaped (`%4A`, `%6a`, ...).
+    // Quick: the word needs a `j`, plain or escaped (`%4A`, `%6a`, `%u006A`, ...).
     let plain = raw.iter().fold(false, |acc, &b| acc | (b | 0x20 == b'j'));
-    let escaped = || {
-        raw.windows(3)
-            .any(|w| w[0] == b'%' && w[1] | 2 == b'6' && w[2] | 0x20 == b'a')
-    };
-    if !plain && !escaped() {
+    if !plain && !request::escapes_j(raw) {
         return false;
     }
     let hex = |b: Option<&u8>| b.and_then(|b| (*b as char).to_digit(16));
@@ -926,6 +922,23 @@ fn might_hold_marker(raw: &[u8]) -> bool {
     let mut k = 0;
     let mut i = 0;
     while let Some(&b) = raw.get(i) {
+        // `%uXXXX` (IIS, classic ASP.NET): its ASCII character, or none.
+        let u = (b == b'%' && raw.get(i + 1).is_some_and(|&u| u | 0x20 == b'u'))
+            .then(|| (2..6).try_fold(0u32, |a, k| hex(raw.get(i + k)).map(|d| a << 4 | d)))
+            .flatten();
+        if let Some(c) = u {
+            i += 6;
+            let b = u8::try_from(c).unwrap_or(0).to_ascii_lowercase();
+            if b == WORD[k] {
+                k += 1;
+                if k == WORD.len() {
+                    return true;
+                }
+            } else {
+                k = usize::from(b == WORD[0]);
+            }
+            continue;
+        }
         let b = match (b, hex(raw.get(i + 1)), hex(raw.get(i + 2))) {
             (b'%', Some(h), Some(l)) => {
                 i += 2;
@@ -953,7 +966,8 @@ fn might_hold_marker(raw: &[u8]) -> bool {
 fn might_name_marker(seg: &[u8]) -> bool {
     let has = |b: &[u8]| b.windows(9).any(|w| w.eq_ignore_ascii_case(b"rejection"));
     if seg.contains(&b'%') || seg.contains(&b'+') {
-        return has(&request::form_decode(seg));
+        let decoded = request::form_decode(seg);
+        return has(&decoded) || reading::decode_percent_u(&decoded).is_some_and(|d| has(&d));
     }
     has(seg)
 }
@@ -1995,11 +2009,36 @@ mod tests {
 
     #[test]
     fn the_marker_prefilter_agrees_with_decoding_the_whole_text() {
+        // Decoded in one pass as classic ASP.NET does: `%uXXXX` (to its ASCII
+        // character, or none), `%XX`, `+`.
         let reference = |raw: &[u8]| {
-            request::form_decode(raw)
-                .to_ascii_lowercase()
-                .windows(9)
-                .any(|w| w == b"rejection")
+            let mut d = Vec::new();
+            let mut i = 0;
+            let hex = |s: &[u8]| {
+                std::str::from_utf8(s)
+                    .ok()
+                    .filter(|t| t.bytes().all(|b| b.is_ascii_hexdigit()))
+                    .and_then(|t| u32::from_str_radix(t, 16).ok())
+            };
+            while i < raw.len() {
+                if raw[i] == b'%' && raw.get(i + 1).is_some_and(|u| u | 0x20 == b'u') {
+                    if let Some(c) = raw.get(i + 2..i + 6).and_then(hex) {
+                        d.push(u8::try_from(c).unwrap_or(0));
+                        i += 6;
+                        continue;
+                    }
+                }
+                if raw[i] == b'%' {
+                    if let Some(c) = raw.get(i + 1..i + 3).and_then(hex) {
+                        d.push(c as u8);
+                        i += 3;
+                        continue;
+                    }
+                }
+                d.push(if raw[i] == b'+' { b' ' } else { raw[i] });
+                i += 1;
+            }
+            d.to_ascii_lowercase().windows(9).any(|w| w == b"rejection")
         };
         let mut cases: Vec<Vec<u8>> = vec![
             b"".to_vec(),
@@ -2013,6 +2052,12 @@ mod tests {
             b"reje%6".to_vec(),
             b"rej+ection".to_vec(),
             b"x=%52%45%4a%45%43%54%49%4f%4e".to_vec(),
+            b"s2s_guard_%u0072ejection=".to_vec(),
+            b"s2s_guard_reje%U0063tion=".to_vec(),
+            b"s2s_guard_re%u006Aection=".to_vec(),
+            b"s2s_guard_re%u016Aection=".to_vec(),
+            b"s2s_guard_re%u00".to_vec(),
+            b"%u%u0072ejection".to_vec(),
         ];
         // Every spelling of the word with each byte plain, escaped in either case.
         for mask in 0..512u32 {
@@ -2020,6 +2065,8 @@ mod tests {
             for (i, b) in b"rejection".iter().enumerate() {
                 if mask >> i & 1 == 1 {
                     c.extend_from_slice(format!("%{b:02X}").as_bytes());
+                } else if mask == 511 - (1 << i) {
+                    c.extend_from_slice(format!("%u00{b:02x}").as_bytes());
                 } else {
                     c.push(b.to_ascii_uppercase());
                 }

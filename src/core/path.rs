@@ -236,8 +236,16 @@ pub fn without_format_suffix(canonical: &[u8]) -> Option<Vec<u8>> {
 
 /// The path without ASP.NET's cookieless-session segments (`/(S(x))/event`,
 /// `/(A(x)F(y))/event`: ASP.NET Framework removes any `(...)` segment before
-/// routing); `None` when it has none.
+/// routing, after IIS decoded the path: `%28S%28x%29%29`, `%u0028` too); `None`
+/// when it has none.
 pub fn without_cookieless(p: &[u8]) -> Option<Vec<u8>> {
+    let decoded;
+    let p = if p.contains(&b'%') {
+        decoded = decode_parentheses(p);
+        &decoded[..]
+    } else {
+        p
+    };
     if !p.contains(&b'(') {
         return None;
     }
@@ -258,6 +266,43 @@ pub fn without_cookieless(p: &[u8]) -> Option<Vec<u8>> {
         out.push(b'/');
     }
     removed.then_some(out)
+}
+
+/// `%28`, `%29`, `%u0028` and `%u0029` (any case) decoded.
+fn decode_parentheses(p: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(p.len());
+    let mut i = 0;
+    while i < p.len() {
+        let rest = &p[i..];
+        let paren = |d: u8| match d {
+            b'8' => Some(b'('),
+            b'9' => Some(b')'),
+            _ => None,
+        };
+        let decoded = if rest.len() >= 3 && rest[0] == b'%' && rest[1] == b'2' {
+            paren(rest[2]).map(|c| (c, 3))
+        } else if rest.len() >= 6
+            && rest[0] == b'%'
+            && rest[1] | 0x20 == b'u'
+            && &rest[2..4] == b"00"
+            && rest[4] == b'2'
+        {
+            paren(rest[5]).map(|c| (c, 6))
+        } else {
+            None
+        };
+        match decoded {
+            Some((c, n)) => {
+                out.push(c);
+                i += n;
+            }
+            None => {
+                out.push(p[i]);
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 /// The path with `;` parameters removed from every segment, as Java stacks route
@@ -302,8 +347,16 @@ pub fn lenient(raw: &[u8], opts: &PathOptions) -> Option<Vec<u8>> {
                 match u8::try_from(c) {
                     Ok(b'/' | b'\\') => out.push(b'/'),
                     Ok(0..=0x20 | 0x7f) => break,
-                    Ok(c) if unreserved(c) => out.push(c),
-                    _ => out.extend_from_slice(&raw[i..i + 6]),
+                    // Unreserved, and the sub-delimiters a path holds as they are
+                    // (ASP.NET's session segments are `(...)`).
+                    Ok(c) if unreserved(c) || b"!$&'()*+,=:@".contains(&c) => out.push(c),
+                    // Anything else as the UTF-8 escapes a path would carry.
+                    _ => {
+                        let ch = char::from_u32(c).unwrap_or(char::REPLACEMENT_CHARACTER);
+                        for b in ch.encode_utf8(&mut [0; 4]).bytes() {
+                            out.extend_from_slice(format!("%{b:02X}").as_bytes());
+                        }
+                    }
                 }
                 i += 6;
                 continue;

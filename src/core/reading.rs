@@ -474,7 +474,7 @@ fn decode_name(raw: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, ()> {
 }
 
 /// `%uXXXX` escapes decoded (as UTF-8); `None` when there are none.
-fn decode_percent_u(name: &[u8]) -> Option<Vec<u8>> {
+pub fn decode_percent_u(name: &[u8]) -> Option<Vec<u8>> {
     let hex4 = |h: &[u8]| {
         (h.len() == 4 && h.iter().all(u8::is_ascii_hexdigit)).then(|| {
             h.iter()

@@ -198,11 +198,8 @@ pub fn parse_params(raw: &[u8]) -> Vec<Param<'_>> {
         if seg.is_empty() {
             continue;
         }
-        let has_j = (in_name | in_value) & J != 0
-            || (in_name | in_value) & ESCAPE != 0
-                && seg
-                    .windows(3)
-                    .any(|w| w[0] == b'%' && w[1] | 2 == b'6' && w[2] | 0x20 == b'a');
+        let has_j =
+            (in_name | in_value) & J != 0 || (in_name | in_value) & ESCAPE != 0 && escapes_j(seg);
         let name = &seg[..name_len];
         let value = seg.get(name_len + 1..).unwrap_or_default();
         let escaped_name = in_name & ESCAPE != 0;
@@ -218,6 +215,16 @@ pub fn parse_params(raw: &[u8]) -> Vec<Param<'_>> {
         });
     }
     out
+}
+
+/// Does `raw` hold an escaped `j` (`%4A`, `%6a`, `%u006A`: IIS and classic
+/// ASP.NET decode `%uXXXX`)?
+pub fn escapes_j(raw: &[u8]) -> bool {
+    let j = |w: &[u8]| w[0] | 2 == b'6' && w[1] | 0x20 == b'a';
+    raw.windows(3).any(|w| w[0] == b'%' && j(&w[1..]))
+        || raw
+            .windows(6)
+            .any(|w| w[0] == b'%' && w[1] | 0x20 == b'u' && &w[2..4] == b"00" && j(&w[4..]))
 }
 
 fn decoded(raw: &[u8], escaped: bool) -> Cow<'_, [u8]> {

@@ -299,20 +299,36 @@ enum IdFormat {
     Hex(usize, usize),
 }
 
-/// Device identifiers a signature never covers, with the platform whose SDKs
-/// send them (`oaid`, `imei`, `meid`: Android's plugins; `idfv`: iOS), or none
-/// for those no signing SDK sends (Adjust's `adid`, the web and Windows SDKs').
-const UNSIGNED_IDS: [(&str, Option<Platform>); 10] = [
-    ("oaid", Some(Platform::Android)),
-    ("imei", Some(Platform::Android)),
-    ("meid", Some(Platform::Android)),
-    ("idfv", Some(Platform::Ios)),
-    ("adid", None),
-    ("web_uuid", None),
-    ("win_udid", None),
-    ("win_hwid", None),
-    ("win_naid", None),
-    ("win_adid", None),
+/// Which signing SDKs send a never-signed id: bits for Android's and iOS's, none
+/// for an id no signing SDK sends.
+const ANDROID_SDK: u8 = 1;
+const IOS_SDK: u8 = 2;
+
+/// Device identifiers a signature never covers, with the SDKs that send them
+/// (`oaid`, `imei`, `meid`, `google_app_set_id`: Android's, some through plugins;
+/// `idfv`, `fb_anon_id`: iOS's; `external_device_id`, `primary_dedupe_token`: both,
+/// set by the app), or none for ids no signing SDK sends (Adjust's `adid`, the
+/// web and Windows SDKs' ids). The SDKs send the first kinds unsigned: they read
+/// one way (once, clean) but cannot be proven; the others are refused beside a
+/// signature.
+const UNSIGNED_IDS: [(&str, u8); 17] = [
+    ("oaid", ANDROID_SDK),
+    ("imei", ANDROID_SDK),
+    ("meid", ANDROID_SDK),
+    ("imeis", ANDROID_SDK),
+    ("meids", ANDROID_SDK),
+    ("google_app_set_id", ANDROID_SDK),
+    ("idfv", IOS_SDK),
+    ("fb_anon_id", IOS_SDK),
+    ("external_device_id", ANDROID_SDK | IOS_SDK),
+    ("primary_dedupe_token", ANDROID_SDK | IOS_SDK),
+    ("adid", 0),
+    ("web_uuid", 0),
+    ("win_udid", 0),
+    ("win_hwid", 0),
+    ("win_naid", 0),
+    ("win_adid", 0),
+    ("device_id", 0),
 ];
 
 /// The names of every device identifier a signature decision reads: those a
@@ -322,16 +338,34 @@ pub fn device_id_names() -> impl Iterator<Item = &'static str> {
 }
 
 /// Sets of device ids as bits: bit `i` for `DEVICE_IDS[i]`, bit `10 + j` for
-/// `UNSIGNED_IDS[j]` (tested against [`platform_of`], [`UNSIGNED_IDS`] and
-/// [`precedence`] in `id_sets_agree_with_their_definitions`).
+/// `UNSIGNED_IDS[j]` (tested against [`precedence`] in
+/// `id_sets_agree_with_their_definitions`).
 type IdSet = u32;
 /// Every id an SDK may sign.
-const SIGNABLE: IdSet = 0x3FF;
-/// The ids each platform's SDKs send and never sign.
-const ANDROID_UNSIGNED: IdSet = 0x1C00;
-const IOS_UNSIGNED: IdSet = 0x2000;
-/// The ids no signing SDK sends.
-const NO_PLATFORM: IdSet = 0xFC000;
+const SIGNABLE: IdSet = (1 << DEVICE_IDS.len()) - 1;
+
+/// The never-signed ids whose senders are exactly `sdks` (`exact`) or include one
+/// of them.
+const fn unsigned_sent_by(sdks: u8, exact: bool) -> IdSet {
+    let mut set = 0;
+    let mut j = 0;
+    while j < UNSIGNED_IDS.len() {
+        let f = UNSIGNED_IDS[j].1;
+        if (exact && f == sdks) || (!exact && f & sdks != 0) {
+            set |= 1 << (DEVICE_IDS.len() + j);
+        }
+        j += 1;
+    }
+    set
+}
+/// The never-signed ids each platform's SDKs send (some both platforms' do)...
+const ANDROID_UNSIGNED: IdSet = unsigned_sent_by(ANDROID_SDK, false);
+const IOS_UNSIGNED: IdSet = unsigned_sent_by(IOS_SDK, false);
+/// ... those only one platform's send...
+const ANDROID_ONLY: IdSet = unsigned_sent_by(ANDROID_SDK, true);
+const IOS_ONLY: IdSet = unsigned_sent_by(IOS_SDK, true);
+/// ... and those no signing SDK sends.
+const NO_PLATFORM: IdSet = unsigned_sent_by(0, true);
 /// Per signable id: the ids some SDK version of its platform ranks after it (an
 /// SDK that signed it may have sent them too).
 const RANKED_AFTER: [IdSet; 10] = [0x3E, 0x3C, 0x38, 0x30, 0x20, 0, 0x380, 0x100, 0, 0];
@@ -342,13 +376,20 @@ fn unsigned_index(name: &[u8]) -> Option<usize> {
         b"oaid" => 0,
         b"imei" => 1,
         b"meid" => 2,
-        b"idfv" => 3,
-        b"adid" => 4,
-        b"web_uuid" => 5,
-        b"win_udid" => 6,
-        b"win_hwid" => 7,
-        b"win_naid" => 8,
-        b"win_adid" => 9,
+        b"imeis" => 3,
+        b"meids" => 4,
+        b"google_app_set_id" => 5,
+        b"idfv" => 6,
+        b"fb_anon_id" => 7,
+        b"external_device_id" => 8,
+        b"primary_dedupe_token" => 9,
+        b"adid" => 10,
+        b"web_uuid" => 11,
+        b"win_udid" => 12,
+        b"win_hwid" => 13,
+        b"win_naid" => 14,
+        b"win_adid" => 15,
+        b"device_id" => 16,
         _ => return None,
     })
 }
@@ -793,7 +834,7 @@ pub fn verify(
         }
         None => {
             present & (SIGNABLE | NO_PLATFORM) != 0
-                || present & ANDROID_UNSIGNED != 0 && present & IOS_UNSIGNED != 0
+                || present & ANDROID_ONLY != 0 && present & IOS_ONLY != 0
         }
     };
     if injected {
@@ -882,14 +923,22 @@ mod tests {
             assert_eq!(unsigned_index(n.as_bytes()), Some(i));
         }
         assert_eq!(DEVICE_IDS.iter().fold(0, |a, (n, _)| a | bit(n)), SIGNABLE);
-        let unsigned = |p: Platform| {
-            (UNSIGNED_IDS.iter().filter(|(_, q)| *q == Some(p))).fold(0, |a, (n, _)| a | bit(n))
+        let sent_by = |f: u8| {
+            (UNSIGNED_IDS.iter().filter(|(_, g)| *g & f != 0)).fold(0, |a, (n, _)| a | bit(n))
         };
-        assert_eq!(unsigned(Platform::Android), ANDROID_UNSIGNED);
-        assert_eq!(unsigned(Platform::Ios), IOS_UNSIGNED);
-        let none =
-            (UNSIGNED_IDS.iter().filter(|(_, q)| q.is_none())).fold(0, |a, (n, _)| a | bit(n));
-        assert_eq!(none, NO_PLATFORM);
+        let only =
+            |f: u8| (UNSIGNED_IDS.iter().filter(|(_, g)| *g == f)).fold(0, |a, (n, _)| a | bit(n));
+        assert_eq!(sent_by(ANDROID_SDK), ANDROID_UNSIGNED);
+        assert_eq!(sent_by(IOS_SDK), IOS_UNSIGNED);
+        assert_eq!(only(ANDROID_SDK), ANDROID_ONLY);
+        assert_eq!(only(IOS_SDK), IOS_ONLY);
+        assert_eq!(only(0), NO_PLATFORM);
+        assert_eq!(ANDROID_ONLY & IOS_UNSIGNED, 0);
+        assert_eq!(
+            SIGNABLE & (ANDROID_UNSIGNED | IOS_UNSIGNED | NO_PLATFORM),
+            0
+        );
+        assert_eq!(ANDROID_UNSIGNED & IOS_UNSIGNED, only(ANDROID_SDK | IOS_SDK));
         // Every precedence an SDK version has had (versions on both sides of each
         // change, and none).
         let versions = [
