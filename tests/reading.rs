@@ -467,6 +467,22 @@ fn cases() -> Vec<Case> {
         case("A: flag mode: a client's marker spelt with %u in the body is removed", flag(),
              form_post("/event?s2s=1", format!("app_token={APP}&s2s_guard_%u0072ejection=none")))
             .up_body(&format!("s2s_guard_rejection=missing&app_token={APP}")),
+        // Cold attack, session 7, round 4: model binding.
+        case("A: a dotted prefix (ASP.NET MVC binds request.app_token first)", c(),
+             Request::get(&format!("/event?s2s=1&app_token=unlisted&event_token=x&request.app_token={APP}")))
+            .ambiguous("spelling"),
+        case("A: ... bracketed (ASP.NET, Rails' nested params)", c(),
+             Request::get(&format!("/event?s2s=1&event_token=x&model[app_token]={APP}")))
+            .ambiguous("spelling"),
+        case("A: Spring's field default and marker (!app_token, _app_token)", c(),
+             Request::get(&format!("/event?s2s=1&event_token=x&!app_token={APP}")))
+            .ambiguous("spelling"),
+        case("A: ... a device id's name on a signed route", sdk(),
+             form_post("/session", format!("app_token={APP}&request.gps_adid=38400000-8cf0-11bd-b23e-10b96e40000d")))
+            .ambiguous("spelling"),
+        case("A: a dotted name with no field in it passes", c(),
+             Request::post(&format!("/event?s2s=1&app_token={APP}&partner.value=1")).header("authorization", bearer()))
+            .up("x-s2s-guard-token-id", Some("adj-events")),
         // Cold attack, session 7 (F3, F4): names other stacks read as a field.
         case("A: U+001F after a name (Python's strip drops it)", c(),
              Request::get(&format!("/event?s2s=1&app_token=unlisted&app_token%1F={APP}&event_token=x")))

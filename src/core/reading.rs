@@ -517,6 +517,21 @@ fn variants(name: &[u8]) -> Vec<Vec<u8>> {
     if let Some(u) = decode_percent_u(name) {
         push(u);
     }
+    // Model binding reads the parts of a dotted or bracketed name as fields of a
+    // bound object: ASP.NET (Core) MVC fills a parameter `request` from
+    // `request.app_token` or `request[app_token]` before `app_token`, Rails from
+    // `request[app_token]`. Spring's binder sets a field from `!app_token` (its
+    // default) and `_app_token` (its marker).
+    if name.iter().any(|&b| matches!(b, b'.' | b'[' | b']')) {
+        for part in name.split(|&b| matches!(b, b'.' | b'[' | b']')) {
+            if !part.is_empty() && part.len() != name.len() {
+                push(part.to_vec());
+            }
+        }
+    }
+    if let Some(rest) = name.strip_prefix(b"!").or_else(|| name.strip_prefix(b"_")) {
+        push(rest.to_vec());
+    }
     // C stacks stop at NUL.
     let name = match name.iter().position(|&b| b == 0) {
         Some(i) => {
@@ -1071,10 +1086,11 @@ mod tests {
             ("app_token=a&app_token=a", None, Repeated),
             ("app_token=a", Some("app_token=b"), Repeated),
             ("app_token=a&app%5Ftoken=b", None, Repeated),
-            ("app.token=a", None, Spelling),
+            // (`token` of a bound `app` to ASP.NET MVC, a route's foreign credential here.)
+            ("app.token=a", None, OtherCredential),
             ("app+token=a", None, Spelling),
             ("app%20token=a", None, Spelling),
-            ("app[token=a", None, Spelling),
+            ("app[token=a", None, OtherCredential),
             ("app_token[]=a", None, Spelling),
             ("app_token[x]=a", None, Spelling),
             ("[app_token]=a", None, Spelling),
