@@ -483,6 +483,20 @@ fn cases() -> Vec<Case> {
         case("A: a dotted name with no field in it passes", c(),
              Request::post(&format!("/event?s2s=1&app_token={APP}&partner.value=1")).header("authorization", bearer()))
             .up("x-s2s-guard-token-id", Some("adj-events")),
+        // Cold attack, session 7, round 5.
+        case("A: a model-binding prefix spelt with %u (System.Web decodes it first)", c(),
+             Request::get(&format!("/event?s2s=1&event_token=x&request%u002eapp_token={APP}")))
+            .ambiguous("bad_escape"),
+        case("A: Spring's map-key spelling", c(),
+             Request::get(&format!("/event?s2s=1&event_token=x&request['app_token']={APP}")))
+            .ambiguous("spelling"),
+        case("A: more pairs than Tomcat keeps, query and body together", c(),
+             form_post(&format!("/event?s2s=1&{}", vec!["k=1"; 600].join("&")),
+                       format!("{}&app_token={APP}", vec!["k=1"; 400].join("&"))))
+            .ambiguous("too_many_params"),
+        case("A: flag mode: too many pairs to be sure the marker is read is answered, not marked", flag(),
+             form_post(&format!("/event?s2s=1&app_token={APP}&{}", vec!["k=1"; 998].join("&")), "x=1"))
+            .ambiguous("too_many_params"),
         // Cold attack, session 7 (F3, F4): names other stacks read as a field.
         case("A: U+001F after a name (Python's strip drops it)", c(),
              Request::get(&format!("/event?s2s=1&app_token=unlisted&app_token%1F={APP}&event_token=x")))

@@ -590,6 +590,14 @@ fn refuse(
     let origin = route
         .filter(|r| r.cors)
         .and_then(|_| view.header_values("origin").next());
+    // More pairs than collectors keep: wherever the marker goes, some stack may
+    // drop it (Tomcat drops the body after 1000 pairs in the query). Answered as
+    // enforce answers it, not forwarded unmarked.
+    if policy.mode == Mode::Flag
+        && (d.ambiguity.as_ref()).is_some_and(|a| a.class == Class::TooManyParams)
+    {
+        return respond(policy, profile, outcome, origin, d);
+    }
     if policy.mode == Mode::Flag && view.has_body {
         let readable = route.is_some_and(|r| {
             matches!(

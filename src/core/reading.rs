@@ -506,24 +506,36 @@ pub fn decode_percent_u(name: &[u8]) -> Option<Vec<u8>> {
 
 /// Every name a stack may read a (decoded) parameter name as.
 fn variants(name: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = variants_of(name);
+    // IIS and classic ASP.NET decode `%uXXXX` (`app_%u0074oken`), which the form
+    // decoding leaves as it is: every reading of the decoded name too
+    // (`request%u002eapp_token` is `request.app_token`).
+    if let Some(u) = decode_percent_u(name) {
+        for v in variants_of(&u) {
+            if !out.contains(&v) {
+                out.push(v);
+            }
+        }
+    }
+    out
+}
+
+/// [`variants`] but the `%uXXXX` decoding.
+fn variants_of(name: &[u8]) -> Vec<Vec<u8>> {
     let mut out = vec![name.to_vec()];
     let mut push = |v: Vec<u8>| {
         if !out.contains(&v) {
             out.push(v);
         }
     };
-    // IIS and classic ASP.NET decode `%uXXXX` (`app_%u0074oken`), which the form
-    // decoding leaves as it is.
-    if let Some(u) = decode_percent_u(name) {
-        push(u);
-    }
     // Model binding reads the parts of a dotted or bracketed name as fields of a
     // bound object: ASP.NET (Core) MVC fills a parameter `request` from
     // `request.app_token` or `request[app_token]` before `app_token`, Rails from
-    // `request[app_token]`. Spring's binder sets a field from `!app_token` (its
-    // default) and `_app_token` (its marker).
-    if name.iter().any(|&b| matches!(b, b'.' | b'[' | b']')) {
-        for part in name.split(|&b| matches!(b, b'.' | b'[' | b']')) {
+    // `request[app_token]`, Spring from `request['app_token']`. Spring's binder
+    // sets a field from `!app_token` (its default) and `_app_token` (its marker).
+    let separator = |b: &u8| matches!(b, b'.' | b'[' | b']' | b'\'' | b'"');
+    if name.iter().any(separator) {
+        for part in name.split(separator) {
             if !part.is_empty() && part.len() != name.len() {
                 push(part.to_vec());
             }
@@ -640,6 +652,20 @@ pub fn check_parsed(
     query: (&[u8], &[Param<'_>]),
     form: Option<(&[u8], &[Param<'_>])>,
 ) -> Result<(), Ambiguity> {
+    // Collectors keep at most MAX_PARAMS pairs and drop the rest silently, Tomcat
+    // counting query and body together (`maxParameterCount`, 1000 in Tomcat 10.1
+    // and 11): more than that in all is refused. (More pairs than MAX_PARAMS need
+    // at least MAX_PARAMS - 1 bytes.)
+    let total = query.0.len() + form.map_or(0, |f| f.0.len());
+    if total + 1 >= MAX_PARAMS {
+        let pairs = |raw: &[u8]| match raw {
+            [] => 0,
+            _ => raw.iter().filter(|&&b| b == b'&').count() + 1,
+        };
+        if pairs(query.0) + form.map_or(0, |f| pairs(f.0)) > MAX_PARAMS {
+            return ambiguous(Class::TooManyParams, b"params");
+        }
+    }
     let mut seen: Vec<&[u8]> = Vec::new();
     for (in_form, (raw, params)) in std::iter::once((false, query)).chain(form.map(|f| (true, f))) {
         let elsewhere = if in_form {
@@ -652,10 +678,6 @@ pub fn check_parsed(
         if in_form && raw.starts_with(b"\xEF\xBB\xBF") {
             let first = params.first().map_or(&[][..], |p| p.raw_parts(raw).0);
             return ambiguous(Class::Spelling, first.get(3..).unwrap_or_default());
-        }
-        // More than MAX_PARAMS pairs needs at least as many bytes.
-        if raw.len() >= MAX_PARAMS && raw.iter().filter(|&&b| b == b'&').count() >= MAX_PARAMS {
-            return ambiguous(Class::TooManyParams, b"params");
         }
         for p in params {
             let seg = p.raw(raw);
