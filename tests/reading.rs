@@ -497,6 +497,14 @@ fn cases() -> Vec<Case> {
         case("A: flag mode: too many pairs to be sure the marker is read is answered, not marked", flag(),
              form_post(&format!("/event?s2s=1&app_token={APP}&{}", vec!["k=1"; 998].join("&")), "x=1"))
             .ambiguous("too_many_params"),
+        // Round 6 (no bypass; an inconsistency closed): a prefix and a control
+        // character together.
+        case("A: a model-binding prefix with U+001F after the field", c(),
+             Request::get(&format!("/event?s2s=1&event_token=x&request.app_token%1F={APP}")))
+            .ambiguous("spelling"),
+        case("A: flag mode: a prefixed client marker with a NUL is removed", flag(),
+             form_post("/event?s2s=1", format!("app_token={APP}&request.s2s_guard_rejection%00=none")))
+            .up_body(&format!("s2s_guard_rejection=missing&app_token={APP}")),
         // Cold attack, session 7 (F3, F4): names other stacks read as a field.
         case("A: U+001F after a name (Python's strip drops it)", c(),
              Request::get(&format!("/event?s2s=1&app_token=unlisted&app_token%1F={APP}&event_token=x")))

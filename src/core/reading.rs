@@ -520,6 +520,30 @@ fn variants(name: &[u8]) -> Vec<Vec<u8>> {
     out
 }
 
+/// A name as C stacks cut it (at NUL) and as collectors tidying names trim it
+/// (JavaScript's `trim` and Python's `strip` drop Unicode white space and,
+/// JavaScript's, a BOM; Python's also the four separators U+001C..U+001F,
+/// `str.isspace`); only the readings that differ from `name`.
+fn tidied(name: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let cut = match name.iter().position(|&b| b == 0) {
+        Some(i) => {
+            out.push(name[..i].to_vec());
+            &name[..i]
+        }
+        None => name,
+    };
+    if let Ok(s) = std::str::from_utf8(cut) {
+        let t = s.trim_matches(|c: char| {
+            c.is_whitespace() || c == '\u{feff}' || ('\u{1c}'..='\u{1f}').contains(&c)
+        });
+        if t.len() != s.len() {
+            out.push(t.as_bytes().to_vec());
+        }
+    }
+    out
+}
+
 /// [`variants`] but the `%uXXXX` decoding.
 fn variants_of(name: &[u8]) -> Vec<Vec<u8>> {
     let mut out = vec![name.to_vec()];
@@ -532,37 +556,29 @@ fn variants_of(name: &[u8]) -> Vec<Vec<u8>> {
     // bound object: ASP.NET (Core) MVC fills a parameter `request` from
     // `request.app_token` or `request[app_token]` before `app_token`, Rails from
     // `request[app_token]`, Spring from `request['app_token']`. Spring's binder
-    // sets a field from `!app_token` (its default) and `_app_token` (its marker).
+    // sets a field from `!app_token` (its default; its `_app_token` marker
+    // carries no value). Each part is tidied as a whole name is, below.
     let separator = |b: &u8| matches!(b, b'.' | b'[' | b']' | b'\'' | b'"');
     if name.iter().any(separator) {
         for part in name.split(separator) {
             if !part.is_empty() && part.len() != name.len() {
                 push(part.to_vec());
+                for t in tidied(part) {
+                    push(t);
+                }
             }
         }
     }
-    if let Some(rest) = name.strip_prefix(b"!").or_else(|| name.strip_prefix(b"_")) {
+    if let Some(rest) = name.strip_prefix(b"!") {
         push(rest.to_vec());
     }
-    // C stacks stop at NUL.
+    for t in tidied(name) {
+        push(t);
+    }
     let name = match name.iter().position(|&b| b == 0) {
-        Some(i) => {
-            push(name[..i].to_vec());
-            &name[..i]
-        }
+        Some(i) => &name[..i],
         None => name,
     };
-    // JavaScript's `trim` and Python's `strip` (a collector tidying names) drop
-    // Unicode white space and, JavaScript's, a BOM; Python's also the four
-    // separators U+001C..U+001F (`str.isspace`).
-    if let Ok(s) = std::str::from_utf8(name) {
-        let t = s.trim_matches(|c: char| {
-            c.is_whitespace() || c == '\u{feff}' || ('\u{1c}'..='\u{1f}').contains(&c)
-        });
-        if t.len() != s.len() {
-            push(t.as_bytes().to_vec());
-        }
-    }
     // Rack and qs: leading brackets dropped, `a[...]` is (a hash or array under) `a`.
     let unbracketed: &[u8] = {
         let start = name
