@@ -934,28 +934,13 @@ fn might_hold_marker(raw: &[u8]) -> bool {
         let u = (b == b'%' && raw.get(i + 1).is_some_and(|&u| u | 0x20 == b'u'))
             .then(|| (2..6).try_fold(0u32, |a, k| hex(raw.get(i + k)).map(|d| a << 4 | d)))
             .flatten();
-        if let Some(c) = u {
-            i += 6;
-            let b = u8::try_from(c).unwrap_or(0).to_ascii_lowercase();
-            if b == WORD[k] {
-                k += 1;
-                if k == WORD.len() {
-                    return true;
-                }
-            } else {
-                k = usize::from(b == WORD[0]);
-            }
-            continue;
-        }
-        let b = match (b, hex(raw.get(i + 1)), hex(raw.get(i + 2))) {
-            (b'%', Some(h), Some(l)) => {
-                i += 2;
-                (h * 16 + l) as u8
-            }
-            (b'+', ..) => b' ',
-            (b, ..) => b,
+        let (b, len) = match (u, b, hex(raw.get(i + 1)), hex(raw.get(i + 2))) {
+            (Some(c), ..) => (u8::try_from(c).unwrap_or(0), 6),
+            (None, b'%', Some(h), Some(l)) => ((h * 16 + l) as u8, 3),
+            (None, b'+', ..) => (b' ', 1),
+            (None, b, ..) => (b, 1),
         };
-        i += 1;
+        i += len;
         let b = b.to_ascii_lowercase();
         if b == WORD[k] {
             k += 1;
