@@ -781,7 +781,8 @@ const OWNED: [&str; 3] = [
 /// Checks the invariant on one forwarded request; `Err` says which reading broke it.
 fn check_readings(o: &Observed) -> Result<(), String> {
     if !o.forwarded {
-        return Ok(());
+        // Refused, but its headers may have gone upstream before the body decided.
+        return common::early_query_problem(o).map_or(Ok(()), Err);
     }
     let up = Upstream::of(o);
     let raw = up.raw();
@@ -1146,6 +1147,7 @@ fn the_check_catches_a_filter_that_forwards_everything() {
         response_headers: Vec::new(),
         upstream: Some(req.envoy_headers()),
         upstream_body: Some(req.body.clone()),
+        early_upstream: None,
         counters: [(counter.to_string(), 1)].into_iter().collect(),
     };
     let allowed = "s2s_guard.requests.outcome.allowed.scope.events";

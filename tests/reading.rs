@@ -36,6 +36,16 @@ fn flag() -> String {
     config(r#", "mode": "flag""#)
 }
 
+/// Headers held while the body is read (Envoy's `allow_on_headers_stop_iteration`):
+/// a query beside a form body is read with it, not refused as sent too early.
+fn held() -> String {
+    config(r#", "hold_headers_for_body": true"#)
+}
+
+fn flag_held() -> String {
+    config(r#", "mode": "flag", "hold_headers_for_body": true"#)
+}
+
 fn prefix() -> String {
     config(
         r#", "routes": [{"path": "/api/v2", "match": "prefix", "realm": "jitsu", "profile": "jitsu",
@@ -50,9 +60,27 @@ fn no_decode() -> String {
     )
 }
 
+/// One path step switched off (`fold_case`, `ignore_trailing_slash`): the requests
+/// it no longer reads as a route are refused when another stack's reading is one.
+fn paths_off(step: &str) -> String {
+    config(&format!(r#", "path_normalization": {{"{step}": false}}"#))
+}
+
 fn sdk() -> String {
     format!(
         r#"{{"presets": ["adjust_sdk"],
+  "apps": {{"{APP}": {{"authentication": true, "signature": {{"enforce_signature": true,
+     "secrets": [{{"id": 1, "info": [1, 2, 3, 4]}}]}}}}}}}}"#
+    )
+}
+
+fn flag_sdk() -> String {
+    sdk().replacen('{', r#"{"mode": "flag", "#, 1)
+}
+
+fn held_sdk() -> String {
+    format!(
+        r#"{{"presets": ["adjust_sdk"], "hold_headers_for_body": true,
   "apps": {{"{APP}": {{"authentication": true, "signature": {{"enforce_signature": true,
      "secrets": [{{"id": 1, "info": [1, 2, 3, 4]}}]}}}}}}}}"#
     )
@@ -132,7 +160,7 @@ fn cases() -> Vec<Case> {
             .ambiguous("repeated"),
         case("A: an empty second value", c(), Request::post(&format!("/event?s2s=1&app_token={APP}&app_token=")))
             .ambiguous("repeated"),
-        case("A: one in the query, one in the form body", c(),
+        case("A: one in the query, one in the form body", held(),
              form_post(&format!("/event?s2s=1&app_token={APP}"), "app_token=zzz"))
             .ambiguous("repeated"),
         case("A: a name that decodes to the same name", c(),
@@ -176,7 +204,7 @@ fn cases() -> Vec<Case> {
         case("A: signature route: the app twice", sdk(),
              Request::post(&format!("/session?app_token={APP}&app_token=zzz")))
             .ambiguous("repeated"),
-        case("A: signature route: a device id in query and body", sdk(),
+        case("A: signature route: a device id in query and body", held_sdk(),
              form_post("/session?gps_adid=38400000-8cf0-11bd-b23e-10b96e40000d", format!("app_token={APP}&gps_adid=38400000-8cf0-11bd-b23e-10b96e40000e")))
             .ambiguous("repeated"),
         case("A: a credential header under a second spelling", c(),
@@ -203,7 +231,7 @@ fn cases() -> Vec<Case> {
         case("A: an app named in another case (case-insensitive lookups)", c(),
              Request::get(&format!("/event?s2s=1&app_token={}&event_token=x", APP.to_uppercase())))
             .ambiguous("spelling"),
-        case("A: the route's query credential sent in the form body", c(),
+        case("A: the route's query credential sent in the form body", held(),
              form_post("/postback?user_id=u&event_id=e", "s2s_token=revoked").header("authorization", SWAARM))
             .ambiguous("other_credential"),
         case("A: flag mode: a refusal known at the headers is marked first in the body, client copies removed", flag(),
@@ -263,7 +291,7 @@ fn cases() -> Vec<Case> {
              form_post("/event?s2s=1", format!("app_token={APP}&event_token=e")).http2().chunked(4)
                 .trailer("x-checksum", "1").header("authorization", bearer()))
             .up_body(&format!("app_token={APP}&event_token=e")),
-        case("C: a second app in the body is found at the true end", c(),
+        case("C: a second app in the body is found at the true end", held(),
              form_post(&format!("/event?s2s=1&app_token={APP}"), "app_token=zzz").http2().trailer("x-checksum", "1")
                 .header("authorization", bearer()))
             .ambiguous("repeated"),
@@ -319,19 +347,19 @@ fn cases() -> Vec<Case> {
         case("D: a BOM before a form body's app_token", c(),
              form_post("/event", format!("\u{feff}app_token={APP}&s2s=1&event_token=x")))
             .ambiguous("spelling"),
-        case("D: a BOM before a second app in the body of a verified request", c(),
+        case("D: a BOM before a second app in the body of a verified request", held(),
              form_post(&format!("/event?s2s=1&app_token={APP}"), "\u{feff}app_token=victimapp99")
                  .header("authorization", bearer()))
             .ambiguous("spelling"),
-        case("D: a BOM before a later field's name (JavaScript's trim drops it)", c(),
+        case("D: a BOM before a later field's name (JavaScript's trim drops it)", held(),
              form_post(&format!("/event?s2s=1&app_token={APP}"), "event_token=x&\u{feff}app_token=otherapp123")
                  .header("authorization", bearer()))
             .ambiguous("spelling"),
-        case("D: an NBSP after a field's name", c(),
+        case("D: an NBSP after a field's name", held(),
              form_post(&format!("/event?s2s=1&app_token={APP}"), "event_token=x&app_token%C2%A0=otherapp123")
                  .header("authorization", bearer()))
             .ambiguous("spelling"),
-        case("D: a BOM before an unrelated field", c(),
+        case("D: a BOM before an unrelated field", held(),
              form_post(&format!("/event?s2s=1&app_token={APP}"), "\u{feff}event_token=x")
                  .header("authorization", bearer()))
             .ambiguous("spelling"),
@@ -349,10 +377,10 @@ fn cases() -> Vec<Case> {
         // (Python casefold, JavaScript localeCompare, SQL _ci/_ai collations).
         // Refused at the headers, whatever the body holds: an early refusal is never
         // turned into "wait for the body" (the body then went on undecided).
-        case("D: the app in another case, before a form body", c(),
+        case("D: the app in another case, before a form body", held(),
              form_post("/event?s2s=1&app_token=ABC123KUVADA7", "event_token=x"))
             .ambiguous("spelling"),
-        case("D: a non-ASCII app, before a form body", c(),
+        case("D: a non-ASCII app, before a form body", held(),
              form_post("/event?s2s=1&app_token=abc123kuvada7%C3%A9", "s2s="))
             .ambiguous("spelling"),
         case("D: KELVIN SIGN for k in the app", c(),
@@ -387,6 +415,37 @@ fn cases() -> Vec<Case> {
         case("D: escapes decoded by another stack reach another route", no_decode(),
              Request::get("/s2s/%2e%2e/event?s2s_token=s2sTokenForTheStoreApp"))
             .ambiguous("path"),
+        // Cold attack, session 8 (F2): a step switched off is still another
+        // stack's reading (Express and ASP.NET route without regard to case;
+        // Express, Spring MVC <= 5.3, Rails ignore a trailing slash).
+        case("D: fold_case off: /EVENT is still /event to Express", paths_off("fold_case"),
+             Request::get(&format!("/EVENT?s2s=1&app_token={APP}&event_token=x")))
+            .ambiguous("path"),
+        case("D: ... /Postback", paths_off("fold_case"), Request::get("/Postback?user_id=u&event_id=e"))
+            .ambiguous("path"),
+        case("D: ... /api/v1/S2S/event", paths_off("fold_case"),
+             Request::post("/api/v1/S2S/event").header("content-type", "application/json").body("{}"))
+            .ambiguous("path"),
+        case("D: ... /EvEnT;x", paths_off("fold_case"), Request::get(&format!("/EvEnT;x?s2s=1&app_token={APP}")))
+            .ambiguous("path"),
+        case("D: ... the route itself is read as configured", paths_off("fold_case"),
+             Request::post(&format!("/event?s2s=1&app_token={APP}")).header("authorization", bearer()))
+            .up("x-s2s-guard-token-id", Some("adj-events")),
+        case("D: ... an unknown path in upper case still passes", paths_off("fold_case"), Request::get("/Static/Logo.PNG"))
+            .up(":path", Some("/Static/Logo.PNG")),
+        case("D: ignore_trailing_slash off: /event/ is still /event to Spring", paths_off("ignore_trailing_slash"),
+             Request::get(&format!("/event/?s2s=1&app_token={APP}&event_token=x")))
+            .ambiguous("path"),
+        case("D: ... /session/", paths_off("ignore_trailing_slash"),
+             form_post("/session/", format!("app_token={APP}&gps_adid=38400000-8cf0-11bd-b23e-10b96e40000d")))
+            .ambiguous("path"),
+        case("D: ... /event/.", paths_off("ignore_trailing_slash"), Request::get(&format!("/event/.?s2s=1&app_token={APP}")))
+            .ambiguous("path"),
+        case("D: ... the route itself is read as configured", paths_off("ignore_trailing_slash"),
+             Request::post(&format!("/event?s2s=1&app_token={APP}")).header("authorization", bearer()))
+            .up("x-s2s-guard-token-id", Some("adj-events")),
+        case("D: ... an unknown path with a trailing slash still passes", paths_off("ignore_trailing_slash"), Request::get("/static/"))
+            .up(":path", Some("/static/")),
         case("D: an unknown path with an encoded slash is not ours", c(), Request::get("/static/a%2Fb"))
             .up(":path", Some("/static/a%2Fb"))
             .counts(&["s2s_guard.unmatched"]),
@@ -490,11 +549,11 @@ fn cases() -> Vec<Case> {
         case("A: Spring's map-key spelling", c(),
              Request::get(&format!("/event?s2s=1&event_token=x&request['app_token']={APP}")))
             .ambiguous("spelling"),
-        case("A: more pairs than Tomcat keeps, query and body together", c(),
+        case("A: more pairs than Tomcat keeps, query and body together", held(),
              form_post(&format!("/event?s2s=1&{}", vec!["k=1"; 600].join("&")),
                        format!("{}&app_token={APP}", vec!["k=1"; 400].join("&"))))
             .ambiguous("too_many_params"),
-        case("A: flag mode: too many pairs to be sure the marker is read is answered, not marked", flag(),
+        case("A: flag mode: too many pairs to be sure the marker is read is answered, not marked", flag_held(),
              form_post(&format!("/event?s2s=1&app_token={APP}&{}", vec!["k=1"; 998].join("&")), "x=1"))
             .ambiguous("too_many_params"),
         // Round 6 (no bypass; an inconsistency closed): a prefix and a control
@@ -561,6 +620,58 @@ fn cases() -> Vec<Case> {
         case("F: flag mode: an unread body is refused, not forwarded unmarked", flag(),
              form_post("/event?s2s=1", format!("app_token={APP}&pad={}", "p".repeat(70_000))).header("authorization", "Bearer other"))
             .local(413, "Request body too large"),
+        // Cold attack, session 8 (F1): without held headers, a query goes upstream
+        // before the body decides, and Go's FormValue (query kept when the body read
+        // fails), Tomcat or a query-only handler act on it.
+        case("F: a query beside a form body, headers not held: refused at the headers", c(),
+             form_post(&format!("/event?s2s=1&app_token={APP}&event_token=x&gps_adid=11110111-2345-6789-1122-000000005678"), "foo=bar"))
+            .ambiguous("query_with_body"),
+        case("F: ... even with a valid token (the body could still refuse it)", c(),
+             form_post(&format!("/event?s2s=1&app_token={APP}&event_token=x"), "foo=bar").header("authorization", bearer()))
+            .ambiguous("query_with_body"),
+        case("F: ... an SDK session with its fields in the query", sdk(),
+             form_post(&format!("/session?app_token={APP}&created_at=2025-12-31T23%3A40%3A00.000Z%2B0000&gps_adid=38400000-8cf0-11bd-b23e-10b96e40000e"), "foo=bar")
+                .header("client-sdk", "android4.38.0"))
+            .ambiguous("query_with_body"),
+        case("F: ... a Swaarm postback", c(),
+             form_post("/postback?user_id=u&event_id=purchase&sale_amount=42", "foo=bar").header("authorization", SWAARM))
+            .ambiguous("query_with_body"),
+        case("F: ... HTTP/2, the body in chunks", c(),
+             form_post(&format!("/event?s2s=1&app_token={APP}&event_token=x"), "foo=bar").http2().chunked(2))
+            .ambiguous("query_with_body"),
+        case("F: ... flag mode answers it (its marker would come after the query)", flag(),
+             form_post(&format!("/event?s2s=1&app_token={APP}&event_token=x"), "foo=bar"))
+            .ambiguous("query_with_body"),
+        case("F: ... a flag spelt otherwise is not the flag", c(),
+             form_post("/event?s2s=1&%73%32s_x=1", format!("app_token={APP}")).header("authorization", bearer()))
+            .ambiguous("query_with_body"),
+        case("F: the flag alone may go first (it names no event)", c(),
+             form_post("/event?s2s=1&", format!("app_token={APP}&event_token=x")).header("authorization", bearer()))
+            .up_body(&format!("app_token={APP}&event_token=x")),
+        case("F: ... and a refusal then resets a request whose query named nothing", c(),
+             form_post("/event?s2s=1", format!("app_token={APP}&event_token=x")))
+            .local(202, "Missing authentication token"),
+        case("F: headers held: a query beside the body is read with it", held(),
+             form_post(&format!("/event?s2s=1&app_token={APP}&event_token=x"), "foo=bar").header("authorization", bearer()))
+            .up("x-s2s-guard-token-id", Some("adj-events"))
+            .up_body("foo=bar"),
+        case("F: ... and without a token nothing goes upstream", held(),
+             form_post(&format!("/event?s2s=1&app_token={APP}&event_token=x"), "foo=bar"))
+            .local(202, "Missing authentication token"),
+        // Cold attack, session 8 (F3, F4): flag mode forwards no unverified secret.
+        case("F: flag mode: a credential in the trailers is answered, not forwarded", flag(),
+             form_post("/event", format!("s2s=1&app_token={APP}")).http2()
+                .header("authorization", bearer()).trailer("authorization", "Bearer legacy-token"))
+            .ambiguous("trailer"),
+        case("F: flag mode: an App Secret in the query is not forwarded", flag_sdk(),
+             Request::get(&format!("/attribution?app_token={APP}&created_at=2025-12-31T23%3A59%3A00.000Z%2B0000&gps_adid=38400000-8cf0-11bd-b23e-10b96e40000d&app_secret=1234567890123456"))
+                .header("client-sdk", "android4.38.0"))
+            .up(":path", Some(&format!("/attribution?app_token={APP}&created_at=2025-12-31T23%3A59%3A00.000Z%2B0000&gps_adid=38400000-8cf0-11bd-b23e-10b96e40000d")))
+            .up("x-s2s-guard-rejection", Some("app_secret_in_request")),
+        case("F: ... nor in the body", flag_sdk(),
+             form_post("/session", format!("app_token={APP}&app_secret=1234567890123456&gps_adid=38400000-8cf0-11bd-b23e-10b96e40000d"))
+                .header("client-sdk", "android4.38.0"))
+            .up_body(&format!("s2s_guard_rejection=app_secret_in_request&app_token={APP}&gps_adid=38400000-8cf0-11bd-b23e-10b96e40000d")),
         case("F: identity headers come only from the final decision", c(),
              form_post("/event?s2s=1", format!("app_token={APP}")).header("authorization", bearer()))
             .up("x-s2s-guard-token-id", None)
@@ -623,6 +734,9 @@ fn check(c: &Case, o: &Observed, runner: &str) -> Result<(), String> {
         if got.as_deref() != Some(b.as_str()) {
             return err(format!("upstream body {got:?}"));
         }
+    }
+    if let Some(e) = common::early_query_problem(o) {
+        return err(e);
     }
     if let Err(e) = common::without_breakdowns(&o.counters) {
         return err(e);

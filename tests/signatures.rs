@@ -896,12 +896,26 @@ fn cases() -> Vec<Case> {
     let mut dup = app2().request("/session", &refs(&params), &ORDER);
     dup.path = format!("/session?gps_adid={GPS}");
     out.push(
-        case("a parameter in both query and body", c(), dup)
+        case(
+            "a parameter in both query and body (headers held)",
+            config(r#","hold_headers_for_body": true"#),
+            dup.clone(),
+        )
+        .ambiguous()
+        .counts(&[
+            "s2s_guard.requests.outcome.ambiguous.scope.sessions",
+            "s2s_guard.rejected.outcome.ambiguous",
+            "s2s_guard.ambiguous.class.repeated",
+        ]),
+    );
+    // Headers not held: the query would reach the collector before the body decides.
+    out.push(
+        case("a parameter in the query beside a form body", c(), dup)
             .ambiguous()
             .counts(&[
                 "s2s_guard.requests.outcome.ambiguous.scope.sessions",
                 "s2s_guard.rejected.outcome.ambiguous",
-                "s2s_guard.ambiguous.class.repeated",
+                "s2s_guard.ambiguous.class.query_with_body",
             ]),
     );
 

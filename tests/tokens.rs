@@ -318,7 +318,7 @@ fn cases() -> Vec<Case> {
                 .body(format!("user_id=u&s2s_token={SWAARM}&x=1")))
             .up_body("user_id=u&x=1")
             .counts(&["s2s_guard.requests.outcome.allowed.scope.none"]),
-        case("form: body and query disagree", form(),
+        case("form: body and query disagree", hold_form(),
              Request::post("/form?s2s_token=other").header("content-type", "application/x-www-form-urlencoded")
                 .body(format!("user_id=u&s2s_token={SWAARM}")))
             .local(400, "Ambiguous request")

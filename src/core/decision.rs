@@ -174,14 +174,10 @@ fn resolve_target<'a, 'v>(
     match path::canonical(raw, &policy.paths) {
         Ok(c) => {
             let routing = policy.routing(method, &c);
-            // Decoding, dot segments and slashes as every stack may apply them.
-            let strict = path::PathOptions {
-                decode_unreserved: true,
-                remove_dot_segments: true,
-                merge_slashes: true,
-                ..policy.paths
-            };
-            let protected = |p: &[u8]| policy.routing(method, p) != Routing::Unknown;
+            // Decoding, dot segments, slashes, case and a trailing slash as every
+            // stack may apply them, whatever `path_normalization` switches off.
+            let strict = path::PathOptions::default();
+            let protected = |p: &[u8]| policy.routing_loose(method, p) != Routing::Unknown;
             // Readings other stacks give the path (a script's tail, without
             // ASP.NET's session segments, without a format suffix): none may reach
             // a protected route this one is not.
@@ -217,7 +213,7 @@ fn resolve_target<'a, 'v>(
                     // Forwarded as `c`: read with every decoding step, it must still
                     // be this route (`/s2s/%2e%2e/event` is `/event` behind Apache).
                     let same = path::canonical(&c, &strict).is_ok_and(|alt| {
-                        matches!(policy.routing(method, &alt),
+                        matches!(policy.routing_loose(method, &alt),
                             Routing::Route(x) | Routing::MethodNotAllowed(x) if std::ptr::eq(x, r))
                     });
                     if !same {
@@ -288,12 +284,7 @@ fn other_readings(c: &[u8], suffixes: bool) -> Vec<Vec<u8>> {
 /// `routing`'s (any protected route, for an unknown path)? An `alt` no step can
 /// read is read leniently.
 fn reaches_other(policy: &Policy, method: &[u8], alt: &[u8], routing: Routing) -> bool {
-    let strict = path::PathOptions {
-        decode_unreserved: true,
-        remove_dot_segments: true,
-        merge_slashes: true,
-        ..policy.paths
-    };
+    let strict = path::PathOptions::default();
     let read = match path::canonical(alt, &strict) {
         Ok(p) => Some(p.into_owned()),
         Err(_) => path::lenient(alt, &policy.paths),
@@ -301,16 +292,19 @@ fn reaches_other(policy: &Policy, method: &[u8], alt: &[u8], routing: Routing) -
     let Some(read) = read else {
         return false;
     };
-    [policy.routing(method, alt), policy.routing(method, &read)]
-        .into_iter()
-        .any(|r| match (r, routing) {
-            (Routing::Unknown, _) => false,
-            (
-                Routing::Route(x) | Routing::MethodNotAllowed(x),
-                Routing::Route(r) | Routing::MethodNotAllowed(r),
-            ) => !std::ptr::eq(x, r),
-            _ => true,
-        })
+    [
+        policy.routing(method, alt),
+        policy.routing_loose(method, &read),
+    ]
+    .into_iter()
+    .any(|r| match (r, routing) {
+        (Routing::Unknown, _) => false,
+        (
+            Routing::Route(x) | Routing::MethodNotAllowed(x),
+            Routing::Route(r) | Routing::MethodNotAllowed(r),
+        ) => !std::ptr::eq(x, r),
+        _ => true,
+    })
 }
 
 /// The tails of a path after each segment that names a file (holds a `.`, but
@@ -438,7 +432,9 @@ pub fn unannounced_body(policy: &Policy, view: &RequestView) -> Option<Decision>
 /// announced, trailers a decision field is named in): in flag mode a marker can no
 /// longer be added, so the request is answered, never forwarded unmarked.
 fn late_refusal(policy: &Policy, view: &RequestView, route: &Route, d: Decision) -> Decision {
-    if policy.mode != Mode::Flag {
+    if policy.mode != Mode::Flag || matches!(d.action, Action::Respond(_)) {
+        // Enforced, or answered already (a trailer refusal is answered in flag
+        // mode wherever it is found).
         return d;
     }
     let origin = route
@@ -593,8 +589,17 @@ fn refuse(
     // More pairs than collectors keep: wherever the marker goes, some stack may
     // drop it (Tomcat drops the body after 1000 pairs in the query). Answered as
     // enforce answers it, not forwarded unmarked.
+    // A query sent upstream before the body decides: the marker, in the body,
+    // would come after a collector acted on the query. A trailer naming a header
+    // the decision reads goes upstream after the body, the marker with it: a
+    // collector reading it (a second credential) was never told.
     if policy.mode == Mode::Flag
-        && (d.ambiguity.as_ref()).is_some_and(|a| a.class == Class::TooManyParams)
+        && (d.ambiguity.as_ref()).is_some_and(|a| {
+            matches!(
+                a.class,
+                Class::TooManyParams | Class::QueryWithBody | Class::Trailer
+            )
+        })
     {
         return respond(policy, profile, outcome, origin, d);
     }
@@ -716,6 +721,16 @@ fn decide_inner(
         form_raw.zip(form.as_deref()),
     );
     if let Err(a) = checked {
+        return refuse(policy, view, Some(route), Outcome::Ambiguous, Some(a), body);
+    }
+    if pending && !policy.hold_headers_for_body && !query.iter().all(reading::is_plain_flag) {
+        // The headers go upstream now, query and all, and the body decides later:
+        // a collector acting on the query alone would act on an unverified request
+        // (a flag alone, `s2s=1`, names no event).
+        let a = Ambiguity {
+            class: Class::QueryWithBody,
+            field: b"query".to_vec(),
+        };
         return refuse(policy, view, Some(route), Outcome::Ambiguous, Some(a), body);
     }
     // From here on, the request as the collector will route it.
@@ -877,12 +892,16 @@ fn strip_every_credential(
             f.remove_headers.push(name.as_str().into());
         }
     }
+    // An App Secret sent as a parameter (`app_secret_in_request`): the secret of
+    // every install of the app, never forwarded.
+    let app_secret = (!policy.signatures.is_empty()).then(|| b"app_secret".to_vec());
     let mut fields = reading::Fields::of_names(
         sources()
             .filter_map(|s| match s {
                 Source::Query(n) | Source::Form(n) => Some(n.clone()),
                 _ => None,
             })
+            .chain(app_secret)
             .collect(),
     );
     fields.prefixes = sources()

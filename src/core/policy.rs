@@ -100,6 +100,29 @@ impl PathMatch {
             PathMatch::Prefix(p) => path.starts_with(p),
         }
     }
+
+    /// [`PathMatch::matches`] as a stack that routes without regard to ASCII case
+    /// or a trailing slash reads both paths (Express by default, ASP.NET, Spring
+    /// MVC up to 5.3, Rails), whatever the configured path options say.
+    pub fn matches_loosely(&self, path: &[u8]) -> bool {
+        let trim = |p: &[u8]| -> usize {
+            match p {
+                [rest @ .., b'/'] if !rest.is_empty() => rest.len(),
+                _ => p.len(),
+            }
+        };
+        match self {
+            PathMatch::Exact(p) => {
+                let (a, b) = (&p[..trim(p)], &path[..trim(path)]);
+                a.eq_ignore_ascii_case(b)
+            }
+            PathMatch::Prefix(p) => {
+                let p = &p[..trim(p)];
+                path.get(..p.len())
+                    .is_some_and(|h| h.eq_ignore_ascii_case(p))
+            }
+        }
+    }
 }
 
 /// Where a credential may be found.
@@ -476,11 +499,22 @@ impl Policy {
     /// longest prefix. A protected path with another method is
     /// [`Routing::MethodNotAllowed`], never unknown.
     pub fn routing(&self, method: &[u8], path: &[u8]) -> Routing<'_> {
+        self.routing_by(method, |m| m.matches(path))
+    }
+
+    /// [`Policy::routing`] as a stack reads it that routes without regard to ASCII
+    /// case or a trailing slash ([`PathMatch::matches_loosely`]): for the readings
+    /// other stacks give a path, whatever `path_normalization` says.
+    pub fn routing_loose(&self, method: &[u8], path: &[u8]) -> Routing<'_> {
+        self.routing_by(method, |m| m.matches_loosely(path))
+    }
+
+    fn routing_by(&self, method: &[u8], matches: impl Fn(&PathMatch) -> bool) -> Routing<'_> {
         let method_ok = |r: &Route| r.methods.is_empty() || r.methods.iter().any(|m| m == method);
         let exact = |want_method: bool| {
             self.routes.iter().find(|r| {
                 matches!(r.path, PathMatch::Exact(_))
-                    && r.path.matches(path)
+                    && matches(&r.path)
                     && (!want_method || method_ok(r))
             })
         };
@@ -489,7 +523,7 @@ impl Policy {
                 .iter()
                 .filter(|r| {
                     matches!(r.path, PathMatch::Prefix(_))
-                        && r.path.matches(path)
+                        && matches(&r.path)
                         && (!want_method || method_ok(r))
                 })
                 .max_by_key(|r| match &r.path {

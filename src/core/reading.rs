@@ -45,10 +45,17 @@ pub enum Class {
     /// A credential parameter of the realm that this route does not read: a
     /// collector with one credential reader could take it instead.
     OtherCredential,
+    /// Parameters (but a flag, `s2s=1`) in the query of a request whose form body
+    /// must be read before it is decided, with headers that cannot be held
+    /// (`hold_headers_for_body` off): they would reach the collector before the
+    /// decision, and a collector may act on the query alone (Go's `FormValue`
+    /// keeps it when the body read fails, Tomcat too, a query-only handler at
+    /// once).
+    QueryWithBody,
 }
 
 impl Class {
-    pub const ALL: [Class; 12] = [
+    pub const ALL: [Class; 13] = [
         Class::Repeated,
         Class::Spelling,
         Class::Separator,
@@ -61,6 +68,7 @@ impl Class {
         Class::Trailer,
         Class::TooManyParams,
         Class::OtherCredential,
+        Class::QueryWithBody,
     ];
 
     pub fn name(self) -> &'static str {
@@ -77,6 +85,7 @@ impl Class {
             Class::Trailer => "trailer",
             Class::TooManyParams => "too_many_params",
             Class::OtherCredential => "other_credential",
+            Class::QueryWithBody => "query_with_body",
         }
     }
 
@@ -200,6 +209,12 @@ pub const MAX_PARAMS: usize = 1000;
 /// Decision fields that are flags: only `0` and `1` read the same everywhere (PHP
 /// and Go read `01`, `1.0`, `true` as true where the filter would not).
 const FLAGS: [&str; 1] = ["s2s"];
+
+/// Is `p` a flag spelt plainly (`s2s`)? Its value is `0` or `1` once the pairs
+/// are checked: nothing a collector records an event from.
+pub fn is_plain_flag(p: &crate::request::Param) -> bool {
+    p.plain_name && !p.escaped_name && FLAGS.iter().any(|f| f.as_bytes() == &*p.name)
+}
 
 /// Parameters an SDK signature decision reads, beside the device identifiers.
 const SIGNATURE_FIELDS: [&str; 8] = [

@@ -21,6 +21,9 @@ pub struct Observed {
     /// Request headers as they reached the upstream (None if answered locally).
     pub upstream: Option<Headers>,
     pub upstream_body: Option<Vec<u8>>,
+    /// Request headers sent upstream before the request was refused (headers not
+    /// held while the body is read): what a collector acting early has seen.
+    pub early_upstream: Option<Headers>,
     /// Counters incremented by this request (name → delta), without `wasmcustom.`.
     pub counters: BTreeMap<String, i64>,
 }
@@ -94,6 +97,7 @@ pub fn run_native_with(
     let mut body_phase = view.has_body && decision::needs_body(&policy, &view);
     let hold = body_phase && policy.hold_headers_for_body;
     let mut early = None;
+    let mut sent_early = None;
     if body_phase {
         let partial = decision::decide_partial(
             &policy,
@@ -111,6 +115,7 @@ pub fn run_native_with(
             if policy.strip_credential || policy.mode != s2s_guard::policy::Mode::DryRun {
                 headers.retain(|(k, _)| k != "content-length");
             }
+            sent_early = Some(headers.clone());
         }
     }
     let d = if let Some(d) = early {
@@ -172,6 +177,7 @@ pub fn run_native_with(
                 response_headers: rh,
                 upstream: None,
                 upstream_body: None,
+                early_upstream: sent_early,
                 counters,
             }
         }
@@ -202,6 +208,7 @@ pub fn run_native_with(
                 response_headers: rh,
                 upstream: Some(headers),
                 upstream_body: Some(body),
+                early_upstream: None,
                 counters,
             }
         }
@@ -324,6 +331,7 @@ impl WasmRunner {
             response_headers: o.response_headers.clone(),
             upstream: o.upstream.as_ref().map(|u| u.headers.clone()),
             upstream_body: o.upstream.as_ref().map(|u| u.body.clone()),
+            early_upstream: o.early_upstream.clone(),
             counters,
         }
     }
@@ -339,4 +347,29 @@ impl Default for WasmRunner {
 /// them), all of them over HTTP/2.
 pub fn delivered_trailers(req: &Request) -> Headers {
     req.delivered_trailers()
+}
+
+/// A refused request's headers that went upstream before the refusal (headers not
+/// held while the body is read) must carry no query a collector could act on: at
+/// most the flag `s2s=0|1` (docs/security.md, `query_with_body`), unless they were
+/// verified (an identity header: decided at the headers, refused by a later
+/// trailer). `None` if so.
+pub fn early_query_problem(o: &Observed) -> Option<String> {
+    let early = o.early_upstream.as_ref()?;
+    if s2s_guard_host::header_value(early, "x-s2s-guard-token-id").is_some() {
+        // Verified at its headers and forwarded, refused only later (a trailer
+        // naming a credential header): what went early was authenticated.
+        return None;
+    }
+    let path = s2s_guard_host::header_value(early, ":path").unwrap_or_default();
+    let query = path.splitn(2, |&b| b == b'?').nth(1).unwrap_or_default();
+    let actionable = query
+        .split(|&b| b == b'&')
+        .any(|pair| !pair.is_empty() && pair != b"s2s=1" && pair != b"s2s=0");
+    actionable.then(|| {
+        format!(
+            "refused after its headers went upstream with the query of {:?}",
+            String::from_utf8_lossy(path)
+        )
+    })
 }

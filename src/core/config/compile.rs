@@ -216,12 +216,14 @@ pub(super) fn compile(
         Some(o) => {
             let d = presets::default_headers();
             let p = "upstream_headers";
-            UpstreamHeaders {
+            let h = UpstreamHeaders {
                 token_id: header_name(p, "token_id", o.token_id.as_deref(), d.token_id)?,
                 app: header_name(p, "app", o.app.as_deref(), d.app)?,
                 reason: header_name(p, "reason", o.reason.as_deref(), d.reason)?,
                 authorization: d.authorization,
-            }
+            };
+            owned_header_names(&h)?;
+            h
         }
     };
     let origin_mismatch = match c.origin_mismatch {
@@ -310,6 +312,60 @@ fn header_name(
     }
 }
 
+/// Headers a request needs or the filter reads: never owned by the filter, which
+/// removes every client copy of the headers it owns (under any folded spelling).
+const NOT_OWNABLE: [&str; 16] = [
+    "authorization",
+    "content-type",
+    "content-encoding",
+    "content-length",
+    "transfer-encoding",
+    "origin",
+    "client-sdk",
+    "host",
+    "connection",
+    "te",
+    "upgrade",
+    "expect",
+    "cookie",
+    "keep-alive",
+    "proxy-authorization",
+    "x-forwarded-for",
+];
+
+/// The owned headers are headers of their own: none a request needs, no two
+/// read as one (case and non-alphanumeric characters folded, as stacks do).
+fn owned_header_names(h: &UpstreamHeaders) -> Result<(), ConfigError> {
+    let named = [
+        ("token_id", &h.token_id),
+        ("app", &h.app),
+        ("reason", &h.reason),
+    ];
+    for (k, (key, name)) in named.iter().enumerate() {
+        let path = format!("upstream_headers.{key}");
+        if name.starts_with(':')
+            || NOT_OWNABLE
+                .iter()
+                .any(|n| crate::reading::folds_onto(name, n))
+        {
+            return err(
+                path,
+                format!(
+                    "\"{name}\" is a header requests need or the filter reads (the filter \
+                     removes every client copy of the headers it owns)"
+                ),
+            );
+        }
+        if let Some((other, _)) = named[..k]
+            .iter()
+            .find(|(_, o)| crate::reading::folds_onto(name, o))
+        {
+            return err(path, format!("the same header as upstream_headers.{other}"));
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn is_header_name(h: &str) -> bool {
     !h.is_empty()
         && h.bytes()
@@ -319,6 +375,15 @@ pub(crate) fn is_header_name(h: &str) -> bool {
 fn reply(path: &str, r: &ReplyConfig, lo: u64, what: &str) -> Result<Reply, ConfigError> {
     let status = in_range(&format!("{path}.status"), r.status, lo, 599, "")
         .or_else(|_| err(format!("{path}.status"), format!("must be {what}")))?;
+    if let Some(t) = r.content_type.as_deref() {
+        // Sent as a header value: a CR or LF would split it (Envoy refuses it).
+        if t.is_empty() || t.bytes().any(|b| b < 0x20 && b != b'\t' || b == 0x7f) {
+            return err(
+                format!("{path}.content_type"),
+                "not a valid header value (empty, or control characters)",
+            );
+        }
+    }
     Ok(Reply {
         status: status as u16,
         body: r.body.as_deref().unwrap_or("").as_bytes().into(),
@@ -371,6 +436,13 @@ fn compile_route(
         Some(model::PathMatchKind::Prefix) => PathMatch::Prefix(path_text.as_bytes().to_vec()),
     };
     let name = o.name.as_deref().unwrap_or(path_text).to_string();
+    if o.methods.as_ref().is_some_and(|m| m.is_empty()) {
+        // Read as "every method" it would open what the operator meant to close.
+        return err(
+            f("methods"),
+            "must name at least one method (leave it out for every method)",
+        );
+    }
     let mut methods = Vec::new();
     for (i, m) in o.methods.iter().flatten().enumerate() {
         if m.is_empty() || !m.bytes().all(|b| b.is_ascii_alphabetic()) {
@@ -448,6 +520,15 @@ fn compile_route(
         None | Some(model::BodyName::Form) => BodyRule::Form,
         Some(model::BodyName::Ignore) => BodyRule::Ignore,
     };
+    if body == BodyRule::Ignore {
+        if let Some(i) = sources.iter().position(|s| matches!(s, Source::Form(_))) {
+            // Never read, the credential would always be missing.
+            return err(
+                format!("{at}.credentials[{i}]"),
+                "a form credential needs \"body\": \"form\" (this route ignores its body)",
+            );
+        }
+    }
     let mut single_params = Vec::new();
     for (i, n) in o.single_params.iter().flatten().enumerate() {
         if n.is_empty() {

@@ -400,6 +400,12 @@ pub struct Outcome {
     pub response_headers: Headers,
     pub response_body: Vec<u8>,
     pub upstream: Option<Upstream>,
+    /// Request headers that reached the upstream before the stream ended without
+    /// being forwarded (a local reply or a fail-closed 503): Envoy sends headers on
+    /// once the filter continues them, and a later local reply resets the upstream
+    /// request, which never gets its body. What a collector acting before the body
+    /// has seen.
+    pub early_upstream: Option<Headers>,
 }
 
 impl Outcome {
@@ -923,6 +929,7 @@ impl Host {
                     response_headers: resp.headers,
                     response_body: resp.body,
                     upstream: Some(upstream),
+                    early_upstream: None,
                 }
             } else {
                 fail_closed_outcome()
@@ -960,6 +967,7 @@ impl Host {
                 response_headers: Vec::new(),
                 response_body: Vec::new(),
                 upstream: None,
+                early_upstream: None,
             })
     }
 
@@ -1468,12 +1476,15 @@ impl Host {
                 .filter(|(k, _)| !k.starts_with(':'))
                 .cloned()
                 .collect();
+            let early_upstream =
+                (upstream.is_none() && s.request_headers_sent).then(|| s.upstream.headers.clone());
             s.outcome = Some(Outcome {
                 verdict,
                 status,
                 response_headers,
                 response_body: s.response_body.clone(),
                 upstream,
+                early_upstream,
             });
         }
         self.end_stream(id);
@@ -1495,7 +1506,9 @@ impl Host {
     fn fail_stream(&mut self, id: StreamId) {
         if let Some(s) = self.stream_mut(id) {
             if s.outcome.is_none() {
-                s.outcome = Some(fail_closed_outcome());
+                let mut o = fail_closed_outcome();
+                o.early_upstream = s.request_headers_sent.then(|| s.upstream.headers.clone());
+                s.outcome = Some(o);
             }
         }
     }
@@ -1736,6 +1749,7 @@ fn fail_closed_outcome() -> Outcome {
         response_headers: Vec::new(),
         response_body: Vec::new(),
         upstream: None,
+        early_upstream: None,
     }
 }
 
