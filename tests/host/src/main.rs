@@ -142,6 +142,10 @@ pub(crate) fn outcome_json(name: &str, req: &Request, o: &Outcome) -> Value {
             m.insert("upstream_trailers".into(), headers_json(&u.trailers));
         }
     }
+    if let Some(h) = &o.early_upstream {
+        // Headers the upstream got before the request was refused (and reset).
+        m.insert("early_upstream_headers".into(), headers_json(h));
+    }
     Value::Object(m)
 }
 
