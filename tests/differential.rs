@@ -97,6 +97,16 @@ impl Sys {
         }
     }
 
+    /// Of those, the ones only whose presence the decision reads (a required
+    /// parameter that may be empty: docs/security.md), in any number: every
+    /// reading of a request that has one finds one.
+    fn presence_only(self) -> &'static [&'static str] {
+        match self {
+            Sys::SwaarmEvent => &["event_id"],
+            _ => &[],
+        }
+    }
+
     /// The headers the route's decision reads.
     fn headers(self) -> &'static [&'static str] {
         match self {
@@ -878,7 +888,7 @@ fn check_readings(o: &Observed) -> Result<(), String> {
             .filter(|&&s| !refuses(s, &view))
             .map(|&s| (s, read_param(s, &view, field)))
             .collect();
-        if readings.is_empty() {
+        if readings.is_empty() || sys.presence_only().contains(field) {
             continue;
         }
         // An empty value and no value are the same reading (legacy Python drops

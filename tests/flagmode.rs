@@ -302,3 +302,55 @@ fn a_flagged_signature_refusal_carries_no_credential() {
         }
     }
 }
+
+/// Flag mode, refused and forwarded flagged: another realm's credential header
+/// (Jitsu's `x-auth-token`, `api_key`) reaches the collector neither in the
+/// headers sent before the body decides nor in HTTP/2 trailers (cold attack,
+/// session 8, round 2, F5).
+#[test]
+fn a_flagged_request_carries_no_credential_of_any_route() {
+    let mut w = WasmRunner::new();
+    let cfg = format!(
+        r#"{{"presets": ["adjust", "swaarm", "jitsu"], "mode": "flag", "app_authentication_default": true,
+  "tokens": [{{"id": "jitsu-web", "realm": "jitsu", "server_secret": "{JITSU_SERVER}"}}]}}"#
+    );
+    let form = |path: &str, body: &str| {
+        Request::post(path)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+    };
+    let cases = [
+        form("/postback", "user_id=u&event_id=e")
+            .http2()
+            .trailer("x-auth-token", JITSU_SERVER),
+        form("/event", &format!("s2s=1&app_token={APP}&event_token=x"))
+            .http2()
+            .trailer("api_key", JITSU_SERVER),
+        form("/postback", "user_id=u&event_id=e").header("x-auth-token", JITSU_SERVER),
+        form("/postback", "user_id=u&event_id=e").header("X_Auth_Token", JITSU_SERVER),
+    ];
+    for r in cases {
+        let o = w.host(&cfg).send(r.clone());
+        let up = o
+            .upstream
+            .as_ref()
+            .unwrap_or_else(|| panic!("{}: not forwarded: {o:?}", r.path));
+        let text = |h: &[(String, Vec<u8>)]| -> String {
+            h.iter()
+                .map(|(k, v)| format!("{k}: {}\n", String::from_utf8_lossy(v)))
+                .collect()
+        };
+        let seen = format!(
+            "{}{}{}",
+            text(&up.headers),
+            text(&up.trailers),
+            String::from_utf8_lossy(&up.body)
+        );
+        assert!(seen.contains("missing"), "{}: not flagged: {seen}", r.path);
+        assert!(
+            !seen.contains(JITSU_SERVER),
+            "{}: a credential reached the collector: {seen}",
+            r.path
+        );
+    }
+}

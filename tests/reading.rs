@@ -446,6 +446,25 @@ fn cases() -> Vec<Case> {
             .up("x-s2s-guard-token-id", Some("adj-events")),
         case("D: ... an unknown path with a trailing slash still passes", paths_off("ignore_trailing_slash"), Request::get("/static/"))
             .up(":path", Some("/static/")),
+        // Cold attack, session 8, round 2 (F1, F2): older Spring trims each segment;
+        // with decoding off, a suffix is still a suffix once decoded.
+        case("D: a segment of escaped white space (older Spring trims it away)", c(),
+             Request::get(&format!("/event/%20?s2s=1&app_token={APP}&event_token=x")))
+            .ambiguous("path"),
+        case("D: ... before the route", c(), Request::get(&format!("/%20/event?s2s=1&app_token={APP}&event_token=x")))
+            .ambiguous("path"),
+        case("D: ... a tab", c(), Request::get(&format!("/%09/event?s2s=1&app_token={APP}&event_token=x")))
+            .ambiguous("path"),
+        case("D: ... on Swaarm's route", c(), Request::get("/postback/%20?user_id=u&event_id=e"))
+            .ambiguous("path"),
+        case("D: ... white space inside a segment is no other reading", c(), Request::get("/a%20b/event"))
+            .up(":path", Some("/a%20b/event")),
+        case("D: decoding off: an escaped format suffix", paths_off("decode_unreserved"),
+             Request::get(&format!("/event%2ejson?s2s=1&app_token={APP}&event_token=x")))
+            .ambiguous("path"),
+        case("D: ... an escaped dot alone", paths_off("decode_unreserved"),
+             Request::get(&format!("/event%2e?s2s=1&app_token={APP}&event_token=x")))
+            .ambiguous("path"),
         case("D: an unknown path with an encoded slash is not ours", c(), Request::get("/static/a%2Fb"))
             .up(":path", Some("/static/a%2Fb"))
             .counts(&["s2s_guard.unmatched"]),
@@ -658,6 +677,23 @@ fn cases() -> Vec<Case> {
         case("F: ... and without a token nothing goes upstream", held(),
              form_post(&format!("/event?s2s=1&app_token={APP}&event_token=x"), "foo=bar"))
             .local(202, "Missing authentication token"),
+        // Cold attack, session 8, round 2 (F3): Swaarm's document, as it sends it.
+        case("F: Swaarm's click-id call needs its token", c(),
+             Request::get("/click?no_redirect=true&user_ip=203.0.113.9&user_ua=Mozilla&s2stoken=guessed"))
+            .local(401, "The s2s token is invalid"),
+        case("F: ... and with it, it is forwarded", c(),
+             Request::get(&format!("/click?no_redirect=true&user_ip=203.0.113.9&user_ua=Mozilla&s2stoken={SWAARM}")))
+            .up("x-s2s-guard-token-id", Some("swaarm"))
+            .up(":path", Some("/click?no_redirect=true&user_ip=203.0.113.9&user_ua=Mozilla")),
+        case("F: Swaarm's event call sends event_id twice: only its presence is read", c(),
+             Request::get(&format!("/s2sevent?event_id=registration&token={SWAARM}&user_id=u1&event_id=&user_ip=203.0.113.9&user_ua=Mozilla%2F5.0")))
+            .up("x-s2s-guard-token-id", Some("swaarm")),
+        case("F: ... but the token may not repeat", c(),
+             Request::get(&format!("/s2sevent?event_id=registration&token={SWAARM}&user_id=u1&token=other&user_ip=203.0.113.9&user_ua=Mozilla")))
+            .ambiguous("repeated"),
+        case("F: ... nor user_id, which may not be empty", c(),
+             Request::get(&format!("/s2sevent?event_id=e&token={SWAARM}&user_id=u1&user_id=u2&user_ip=203.0.113.9&user_ua=Mozilla")))
+            .ambiguous("repeated"),
         // Cold attack, session 8 (F3, F4): flag mode forwards no unverified secret.
         case("F: flag mode: a credential in the trailers is answered, not forwarded", flag(),
              form_post("/event", format!("s2s=1&app_token={APP}")).http2()

@@ -89,7 +89,7 @@ fn check_reads_json_yaml_envoy_and_istio() {
     let r = run(&["check", &yaml]);
     assert_eq!(r.code, 0, "{} {}", r.stdout, r.stderr);
     assert!(
-        r.stdout.contains(": 2 routes, 1 tokens, mode enforce"),
+        r.stdout.contains(": 3 routes, 1 tokens, mode enforce"),
         "{}",
         r.stdout
     );

@@ -19,7 +19,7 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, MetricType};
 
 use crate::config;
-use crate::decision::{self, Action as Act, Clock, Decision, Forward, ReplayResult};
+use crate::decision::{self, Action as Act, Clock, Decision, Enforcement, Forward, ReplayResult};
 use crate::fetcher::{Distribution, Gate};
 use crate::metrics::Counter;
 use crate::policy::{Mode, Policy};
@@ -519,6 +519,14 @@ impl Stream {
                 }
                 if trailers_phase {
                     self.strip_owned_trailers(policy);
+                    if d.enforcement == Enforcement::Flagged && policy.strip_credential {
+                        // A flagged request carries no credential, trailers included.
+                        for (name, _) in self.get_http_request_trailers_bytes() {
+                            if decision::credential_header(policy, &name) {
+                                self.set_http_request_trailer(&name, None);
+                            }
+                        }
+                    }
                 }
                 self.response_headers = f.response_headers.clone();
                 Action::Continue

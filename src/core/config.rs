@@ -1082,7 +1082,7 @@ mod tests {
     #[test]
     fn presets_compile() {
         let p = parse(br#"{"presets": ["adjust", "swaarm", "jitsu"]}"#).unwrap();
-        assert_eq!(p.routes.len(), 12);
+        assert_eq!(p.routes.len(), 13);
         let r = p.route(b"POST", b"/event").unwrap();
         assert_eq!(r.scope, Some(Scope::Events));
         assert!(p.route(b"DELETE", b"/event").is_none());
@@ -1232,7 +1232,7 @@ mod tests {
     #[test]
     fn user_route_replaces_preset_route() {
         let p = parse(br#"{"presets":["swaarm"],"routes":[{"path":"/postback","profile":"swaarm","credentials":["authorization"]}]}"#).unwrap();
-        assert_eq!(p.routes.len(), 2);
+        assert_eq!(p.routes.len(), 3);
         assert_eq!(
             p.route(b"GET", b"/postback").unwrap().sources,
             vec![Source::Authorization]

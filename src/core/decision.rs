@@ -182,9 +182,16 @@ fn resolve_target<'a, 'v>(
             // ASP.NET's session segments, without a format suffix): none may reach
             // a protected route this one is not.
             let suffixes = routing == Routing::Unknown;
-            if other_readings(&c, suffixes)
-                .iter()
-                .any(|alt| reaches_other(policy, method, alt, routing))
+            // The same readings of the path every step reads (escapes decoded
+            // where `path_normalization` switches decoding off: `/event%2ejson`).
+            let every_step = match path::canonical(raw, &strict) {
+                Ok(alt) if policy.paths != strict && *alt != *c => Some(alt),
+                _ => None,
+            };
+            if std::iter::once(&c)
+                .chain(every_step.as_ref())
+                .flat_map(|p| other_readings(p, suffixes))
+                .any(|alt| reaches_other(policy, method, &alt, routing))
             {
                 return Err(PathError::OtherReading);
             }
@@ -234,11 +241,15 @@ fn resolve_target<'a, 'v>(
             // Refused only if the most permissive reading could be protected: the
             // filter may front other traffic whose paths are not its business.
             // (Its other readings included: `/index.php/event;x`, `/event.json;`.)
+            // (The lenient reading stops at an escaped control character: older
+            // Spring trims it away with its segment, `/%09/event`.)
+            let trimmed = path::trimmed_segments(raw);
             match path::lenient(raw, &policy.paths) {
                 Some(l)
                     if !reaches_other(policy, method, &l, Routing::Unknown)
                         && !other_readings(&l, true)
                             .iter()
+                            .chain(trimmed.as_ref())
                             .any(|alt| reaches_other(policy, method, alt, Routing::Unknown)) =>
                 {
                     Ok(Resolved {
@@ -272,6 +283,8 @@ fn other_readings(c: &[u8], suffixes: bool) -> Vec<Vec<u8>> {
             if suffixes {
                 out.extend(path::without_format_suffix(t));
             }
+            // Older Spring trims each segment (`/event/%20`, `/%09/event`).
+            out.extend(path::trimmed_segments(t));
             if k > 0 || t.len() != base.len() {
                 out.push(t.to_vec());
             }
@@ -780,6 +793,11 @@ fn decide_inner(
         if pending {
             // Identity headers come only from the final decision.
             f.set_headers.clear();
+            if policy.mode == Mode::Flag && policy.strip_credential {
+                // The headers go now; if the body then refuses the request, it is
+                // forwarded flagged, and a flagged request carries no credential.
+                strip_credential_headers(f, policy, view);
+            }
         }
         finish_forward(f, raw_path, view, form_raw, Some(params));
     }
@@ -881,17 +899,7 @@ fn strip_every_credential(
     body: Option<&[u8]>,
 ) {
     let sources = || policy.routes.iter().flat_map(|r| r.sources.iter());
-    let authorization =
-        sources().any(|s| matches!(s, Source::Bearer | Source::Authorization | Source::Basic));
-    for (name, _) in &view.headers {
-        let reads = authorization && reading::folds_onto(name, "authorization")
-            || sources().any(|s| {
-                matches!(s, Source::Header(h) if reading::folds_onto(name, &h.to_ascii_lowercase()))
-            });
-        if reads && !f.remove_headers.iter().any(|h| **h == **name) {
-            f.remove_headers.push(name.as_str().into());
-        }
-    }
+    strip_credential_headers(f, policy, view);
     // An App Secret sent as a parameter (`app_secret_in_request`): the secret of
     // every install of the app, never forwarded.
     let app_secret = (!policy.signatures.is_empty()).then(|| b"app_secret".to_vec());
@@ -929,6 +937,27 @@ fn strip_every_credential(
         let spans = spans_where(b, credential);
         if !spans.is_empty() {
             f.body = Some(request::remove_spans(b, &spans));
+        }
+    }
+}
+
+/// Is `name`, under any folded spelling, a header some route reads a credential
+/// from (`authorization` where a route reads one there)?
+pub fn credential_header(policy: &Policy, name: &str) -> bool {
+    let sources = || policy.routes.iter().flat_map(|r| r.sources.iter());
+    let authorization =
+        sources().any(|s| matches!(s, Source::Bearer | Source::Authorization | Source::Basic));
+    authorization && reading::folds_onto(name, "authorization")
+        || sources().any(|s| {
+            matches!(s, Source::Header(h) if reading::folds_onto(name, &h.to_ascii_lowercase()))
+        })
+}
+
+/// Removes every header of the request that some route reads a credential from.
+fn strip_credential_headers(f: &mut Forward, policy: &Policy, view: &RequestView) {
+    for (name, _) in &view.headers {
+        if credential_header(policy, name) && !f.remove_headers.iter().any(|h| **h == **name) {
+            f.remove_headers.push(name.as_str().into());
         }
     }
 }

@@ -234,6 +234,41 @@ pub fn without_format_suffix(canonical: &[u8]) -> Option<Vec<u8>> {
     (dot > start && dot < canonical.len()).then(|| canonical[..dot].to_vec())
 }
 
+/// The path as older Spring MVC matches it (`AntPathMatcher` with `trimTokens`,
+/// the default before 4.3, after decoding): each segment without leading and
+/// trailing escaped white space or control characters (`%20`, `%09`, `%00`..),
+/// and empty segments dropped (`/event/%20`, `/%09/event` → `/event`); `None` when
+/// that changes nothing.
+pub fn trimmed_segments(p: &[u8]) -> Option<Vec<u8>> {
+    if !p.contains(&b'%') {
+        return None;
+    }
+    let blank = |e: &[u8]| match e {
+        [b'%', h, l, ..] => matches!((hex(*h), hex(*l)), (Some(h), Some(l)) if h << 4 | l <= 0x20),
+        _ => false,
+    };
+    let mut out = Vec::with_capacity(p.len());
+    let mut changed = false;
+    for seg in p.split(|&b| b == b'/').skip(1) {
+        let mut t = seg;
+        while blank(t) {
+            t = &t[3..];
+        }
+        while t.len() >= 3 && blank(&t[t.len() - 3..]) {
+            t = &t[..t.len() - 3];
+        }
+        changed |= t.len() != seg.len();
+        if !t.is_empty() {
+            out.push(b'/');
+            out.extend_from_slice(t);
+        }
+    }
+    if out.is_empty() {
+        out.push(b'/');
+    }
+    changed.then_some(out)
+}
+
 /// The path without ASP.NET's cookieless-session segments (`/(S(x))/event`,
 /// `/(A(x)F(y))/event`: ASP.NET Framework removes any `(...)` segment before
 /// routing, after IIS decoded the path: `%28S%28x%29%29`, `%u0028` too); `None`
@@ -581,6 +616,25 @@ mod tests {
             assert_eq!(l(p).as_deref(), Some("/event"), "{p}");
         }
         assert_eq!(l("/static/a%2Fb").as_deref(), Some("/static/a/b"));
+    }
+
+    #[test]
+    fn trimmed_segments_read_as_older_spring_does() {
+        let t = |p: &str| trimmed_segments(p.as_bytes()).map(|v| String::from_utf8(v).unwrap());
+        assert_eq!(t("/event/%20").as_deref(), Some("/event"));
+        assert_eq!(t("/%20/event").as_deref(), Some("/event"));
+        assert_eq!(t("/%09/event").as_deref(), Some("/event"));
+        assert_eq!(t("/%00%20event%0A").as_deref(), Some("/event"));
+        assert_eq!(
+            t("/api/%20v1/s2s/event%20").as_deref(),
+            Some("/api/v1/s2s/event")
+        );
+        assert_eq!(t("/%20").as_deref(), Some("/"));
+        // Inside a segment, or not white space: unchanged.
+        assert_eq!(t("/a%20b/event"), None);
+        assert_eq!(t("/%21event"), None);
+        assert_eq!(t("/event"), None);
+        assert_eq!(t("/%2"), None);
     }
 
     #[test]

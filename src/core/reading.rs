@@ -145,6 +145,10 @@ pub struct Fields {
     /// body: a collector reading the body would take that one) or only in the body.
     pub query_only: Vec<Vec<u8>>,
     pub form_only: Vec<Vec<u8>>,
+    /// Names that may repeat: required parameters that may be empty (Swaarm's
+    /// `event_id` on `/s2sevent`, which its own document sends twice). The
+    /// decision reads only that one is present, true under every reading.
+    pub repeatable: Vec<Vec<u8>>,
     /// `names` and `foreign` by hash, built by the constructors ([`Fields::of`],
     /// [`Fields::with_foreign`], [`Fields::indexed`]); a `Fields` built by hand
     /// without it is searched linearly.
@@ -292,6 +296,20 @@ impl Fields {
                 _ => {}
             }
         }
+        // Presence only: not a credential, the app, a flag or a signed input.
+        let single = |n: &[u8]| {
+            route
+                .sources
+                .iter()
+                .any(|s| matches!(s, Source::Query(x) | Source::Form(x) if x == n))
+                || route.app_param.as_deref() == Some(n)
+                || route.single_params.iter().any(|x| x == n)
+                || route.checks != Checks::Token
+        };
+        f.repeatable = (route.required.iter())
+            .filter(|r| r.allow_empty && !single(&r.name))
+            .map(|r| r.name.clone())
+            .collect();
         f.indexed()
     }
 
@@ -723,7 +741,7 @@ pub fn check_parsed(
                         None => continue,
                     },
                 };
-                check_value(field, raw_value, elsewhere, &mut seen)?;
+                check_value(field, raw_value, elsewhere, &fields.repeatable, &mut seen)?;
                 continue;
             }
             // The strict reading of the name: a broken escape is an error here.
@@ -771,7 +789,7 @@ pub fn check_parsed(
             if !exact || name.contains(&b'[') || name.contains(&0) {
                 return ambiguous(Class::Spelling, field);
             }
-            check_value(field, raw_value, elsewhere, &mut seen)?;
+            check_value(field, raw_value, elsewhere, &fields.repeatable, &mut seen)?;
         }
     }
     Ok(())
@@ -783,13 +801,14 @@ fn check_value<'f>(
     field: &'f [u8],
     raw_value: &[u8],
     elsewhere: &[Vec<u8>],
+    repeatable: &[Vec<u8>],
     seen: &mut Vec<&'f [u8]>,
 ) -> Result<(), Ambiguity> {
     if elsewhere.iter().any(|e| e.as_slice() == field) {
         // The credential where this route does not read it.
         return ambiguous(Class::OtherCredential, field);
     }
-    if seen.contains(&field) {
+    if seen.contains(&field) && !repeatable.iter().any(|r| r.as_slice() == field) {
         return ambiguous(Class::Repeated, field);
     }
     seen.push(field);

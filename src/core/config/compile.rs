@@ -212,7 +212,11 @@ pub(super) fn compile(
     };
 
     let headers = match &c.upstream_headers {
-        None => presets::default_headers(),
+        None => {
+            let h = presets::default_headers();
+            owned_header_names(&h, [false; 3], &routes)?;
+            h
+        }
         Some(o) => {
             let d = presets::default_headers();
             let p = "upstream_headers";
@@ -222,7 +226,8 @@ pub(super) fn compile(
                 reason: header_name(p, "reason", o.reason.as_deref(), d.reason)?,
                 authorization: d.authorization,
             };
-            owned_header_names(&h)?;
+            let configured = [o.token_id.is_some(), o.app.is_some(), o.reason.is_some()];
+            owned_header_names(&h, configured, &routes)?;
             h
         }
     };
@@ -314,7 +319,10 @@ fn header_name(
 
 /// Headers a request needs or the filter reads: never owned by the filter, which
 /// removes every client copy of the headers it owns (under any folded spelling).
-const NOT_OWNABLE: [&str; 16] = [
+const NOT_OWNABLE: [&str; 18] = [
+    // Old Symfony, ZF1 and IIS route on these.
+    "x-original-url",
+    "x-rewrite-url",
     "authorization",
     "content-type",
     "content-encoding",
@@ -333,20 +341,32 @@ const NOT_OWNABLE: [&str; 16] = [
     "x-forwarded-for",
 ];
 
-/// The owned headers are headers of their own: none a request needs, no two
-/// read as one (case and non-alphanumeric characters folded, as stacks do).
-fn owned_header_names(h: &UpstreamHeaders) -> Result<(), ConfigError> {
+/// The owned headers are headers of their own: none a request needs, no
+/// credential header of a route, no two read as one (case and non-alphanumeric
+/// characters folded, as stacks do).
+fn owned_header_names(
+    h: &UpstreamHeaders,
+    configured: [bool; 3],
+    routes: &[Route],
+) -> Result<(), ConfigError> {
     let named = [
         ("token_id", &h.token_id),
         ("app", &h.app),
         ("reason", &h.reason),
     ];
+    let credential = |name: &str| {
+        routes
+            .iter()
+            .flat_map(|r| r.sources.iter())
+            .any(|s| matches!(s, Source::Header(c) if crate::reading::folds_onto(name, c)))
+    };
     for (k, (key, name)) in named.iter().enumerate() {
         let path = format!("upstream_headers.{key}");
         if name.starts_with(':')
             || NOT_OWNABLE
                 .iter()
                 .any(|n| crate::reading::folds_onto(name, n))
+            || configured[k] && credential(name)
         {
             return err(
                 path,
@@ -361,6 +381,22 @@ fn owned_header_names(h: &UpstreamHeaders) -> Result<(), ConfigError> {
             .find(|(_, o)| crate::reading::folds_onto(name, o))
         {
             return err(path, format!("the same header as upstream_headers.{other}"));
+        }
+    }
+    for r in routes {
+        for s in &r.sources {
+            let Source::Header(c) = s else { continue };
+            if let Some((key, _)) = named.iter().find(|(_, n)| crate::reading::folds_onto(c, n)) {
+                // Removed from every request, it could never be read.
+                return err(
+                    "routes",
+                    format!(
+                        "route \"{}\" reads its credential from \"{c}\", a header the filter \
+                         owns (upstream_headers.{key})",
+                        r.name
+                    ),
+                );
+            }
         }
     }
     Ok(())

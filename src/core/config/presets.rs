@@ -244,7 +244,8 @@ fn required(names: &[(&str, bool)]) -> Vec<RequiredParam> {
         .collect()
 }
 
-/// Swaarm S2S: raw `Authorization` or `s2s_token`; `/s2sevent` takes `token`.
+/// Swaarm S2S: raw `Authorization` or `s2s_token`; `/s2sevent` takes `token`,
+/// `/click` `s2stoken`.
 fn swaarm_routes() -> Vec<Route> {
     vec![
         Route {
@@ -264,6 +265,14 @@ fn swaarm_routes() -> Vec<Route> {
                 ("user_ua", false),
             ]),
             ..route("swaarm_s2sevent", "/s2sevent")
+        },
+        Route {
+            // "Attribution Advanced": the S2S call that creates a click id, its
+            // token in `s2stoken` (GET in the document).
+            methods: methods(&["GET", "POST"]),
+            sources: vec![Source::Query(b"s2stoken".to_vec()), Source::Authorization],
+            required: required(&[("user_ip", false), ("user_ua", false)]),
+            ..route("swaarm_click", "/click")
         },
     ]
 }
