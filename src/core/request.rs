@@ -313,10 +313,11 @@ mod tests {
 
     #[test]
     fn one_scan_flags_agree_with_their_definitions() {
-        let alphabet = b"a_-=%+;jJ&4A6a.[ ";
+        let alphabet = b"a_-=%+;jJ&4A6a.[ '$*:kK\x80\xff";
         let mut x: u32 = 7;
-        for _ in 0..20000 {
-            let len = (x % 9) as usize;
+        for round in 0..40000 {
+            // Short inputs, and longer ones with several pairs.
+            let len = if round % 2 == 0 { x % 9 } else { x % 41 } as usize;
             let raw: Vec<u8> = (0..len)
                 .map(|_| {
                     x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
@@ -359,6 +360,8 @@ mod tests {
                 if decoded.iter().any(|b| b.eq_ignore_ascii_case(&b'j')) {
                     assert!(p.has_j, "{raw:?}");
                 }
+                let plain_j = seg.iter().any(|b| b.eq_ignore_ascii_case(&b'j'));
+                assert_eq!(p.has_j, plain_j || esc(seg) && escapes_j(seg), "{raw:?}");
             }
         }
     }

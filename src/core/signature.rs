@@ -185,24 +185,28 @@ pub fn parse_header(value: &[u8]) -> Option<Result<Header<'_>, Reason>> {
     let bad = Err(Reason::BadFormat(Field::Authorization));
     let v = crate::request::trim(value);
     let rest = v.get(10..).filter(|_| names_signature(v))?;
-    let Ok(rest) = std::str::from_utf8(rest) else {
-        return Some(bad);
-    };
     let mut found: [Option<&str>; 7] = [None; 7];
-    for item in rest.split(',') {
-        let item = item.trim_matches([' ', '\t']);
-        let Some((k, v)) = item.split_once('=') else {
+    // Items `key="value"` split at `,`. Every byte that is not ASCII is in a key
+    // (no key matches) or a value (which must be UTF-8): the header is refused
+    // unless it is UTF-8 text.
+    for item in rest.split(|&b| b == b',') {
+        let item = crate::request::trim(item);
+        let Some(eq) = item.iter().position(|&b| b == b'=') else {
             return Some(bad);
         };
-        let Some(slot) = KEYS.iter().position(|x| *x == k) else {
+        let (k, v) = (&item[..eq], &item[eq + 1..]);
+        let Some(slot) = KEYS.iter().position(|x| x.as_bytes() == k) else {
             return Some(bad);
         };
-        let Some(v) = v.strip_prefix('"').and_then(|v| v.strip_suffix('"')) else {
+        let [b'"', v @ .., b'"'] = v else {
             return Some(bad);
         };
-        if v.contains('"') || found[slot].is_some() {
+        if v.contains(&b'"') || found[slot].is_some() {
             return Some(bad);
         }
+        let Ok(v) = std::str::from_utf8(v) else {
+            return Some(bad);
+        };
         found[slot] = Some(v);
     }
     let [secret_id, signature, algorithm, headers, headers_id, adj_signing_id, native_version] =
@@ -485,12 +489,11 @@ pub fn parse_created_at(v: &[u8]) -> Option<i64> {
     if v.len() != 29 {
         return None;
     }
+    // At most four ASCII digits each: no sign, no overflow.
     let digits = |r: std::ops::Range<usize>| -> Option<i64> {
-        let s = v.get(r)?;
-        if !s.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        std::str::from_utf8(s).ok()?.parse().ok()
+        v.get(r)?.iter().try_fold(0i64, |n, &b| {
+            b.is_ascii_digit().then(|| n * 10 + i64::from(b - b'0'))
+        })
     };
     let lit = |i: usize, c: u8| v.get(i) == Some(&c);
     if !(lit(4, b'-') && lit(7, b'-') && lit(10, b'T') && lit(13, b':') && lit(16, b':'))
@@ -1028,6 +1031,15 @@ mod tests {
             bad
         );
         assert_eq!(parse_header(b"Signature \xff"), bad);
+        // Bytes that are not UTF-8 in a value, or in a key.
+        assert_eq!(
+            parse_header(b"Signature secret_id=\"1\xff\",algorithm=\"sha256\""),
+            bad
+        );
+        assert_eq!(
+            parse_header(b"Signature secret_id\xff=\"1\",algorithm=\"sha256\""),
+            bad
+        );
         assert_eq!(parse_header(b"Bearer x"), None);
         assert_eq!(
             parse_header(
