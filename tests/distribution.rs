@@ -337,6 +337,34 @@ fn the_lease_moves_when_the_fetcher_stops() {
     }
 }
 
+/// Once a versioned set is in force, a set without a version (ordered only by its
+/// date) is a rollback: an old unversioned copy, then an old versioned one, would
+/// bring back a revoked token (cold attack, session 8, round 3).
+#[test]
+fn an_unversioned_set_after_a_versioned_one_is_a_rollback() {
+    let svc = service(r#"{"version": 6, "tokens": [{"id": "v6", "secret": "six"}]}"#);
+    let mut h = host_with(&config(""), 2, &svc);
+    h.advance(1000);
+    assert_eq!(status_on_all(&mut h, "six"), vec![200; 2]);
+    serve(&svc, &jitsu_set(&["old"]), "Wed, 01 Jan 2020 00:00:00 GMT");
+    h.advance(4000);
+    assert!(h.metric("s2s_guard.source.rollback_refused").unwrap_or(0) >= 1);
+    assert_eq!(status_on_all(&mut h, "six"), vec![200; 2]);
+    assert_eq!(status_on_all(&mut h, "old"), vec![401; 2]);
+    serve(
+        &svc,
+        r#"{"version": 1, "tokens": [{"id": "v1", "secret": "one"}]}"#,
+        "Thu, 01 Jan 2026 00:02:00 GMT",
+    );
+    h.advance(4000);
+    assert_eq!(status_on_all(&mut h, "six"), vec![200; 2]);
+    assert_eq!(status_on_all(&mut h, "one"), vec![401; 2]);
+    assert_eq!(
+        h.metric_record("s2s_guard.source.version").unwrap().value,
+        6
+    );
+}
+
 #[test]
 fn rollback_is_refused() {
     let svc = service(r#"{"version": 5, "tokens": [{"id": "v5", "secret": "five"}]}"#);

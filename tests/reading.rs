@@ -457,6 +457,15 @@ fn cases() -> Vec<Case> {
             .ambiguous("path"),
         case("D: ... on Swaarm's route", c(), Request::get("/postback/%20?user_id=u&event_id=e"))
             .ambiguous("path"),
+        // Round 3: trimmed, then read with a format suffix.
+        case("D: ... then a format suffix", c(), Request::get(&format!("/%20/event.json?s2s=1&app_token={APP}&event_token=x")))
+            .ambiguous("path"),
+        case("D: ... leading white space in the segment", c(), Request::get(&format!("/%20event.json?s2s=1&app_token={APP}&event_token=x")))
+            .ambiguous("path"),
+        case("D: ... a white-space segment after the suffix", c(), Request::get(&format!("/event.json/%20?s2s=1&app_token={APP}&event_token=x")))
+            .ambiguous("path"),
+        case("D: ... a tab segment before Swaarm's route with a suffix", c(), Request::get("/%09/postback.json?user_id=u&event_id=e"))
+            .ambiguous("path"),
         case("D: ... white space inside a segment is no other reading", c(), Request::get("/a%20b/event"))
             .up(":path", Some("/a%20b/event")),
         case("D: decoding off: an escaped format suffix", paths_off("decode_unreserved"),

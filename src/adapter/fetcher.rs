@@ -374,7 +374,11 @@ impl Distribution {
                             "s2s-guard: token source {}: set refused: {refusal}",
                             self.src.name
                         );
-                        if matches!(refusal, distribution::VersionRefusal::Older { .. }) {
+                        if matches!(
+                            refusal,
+                            distribution::VersionRefusal::Older { .. }
+                                | distribution::VersionRefusal::UnversionedAfterVersioned { .. }
+                        ) {
                             count(Counter::SourceRollbackRefused);
                             self.confirmed(now, stored);
                         } else {

@@ -244,13 +244,15 @@ fn resolve_target<'a, 'v>(
             // (The lenient reading stops at an escaped control character: older
             // Spring trims it away with its segment, `/%09/event`.)
             let trimmed = path::trimmed_segments(raw);
+            let trimmed_readings = trimmed.iter().flat_map(|t| other_readings(t, true));
             match path::lenient(raw, &policy.paths) {
                 Some(l)
                     if !reaches_other(policy, method, &l, Routing::Unknown)
                         && !other_readings(&l, true)
-                            .iter()
-                            .chain(trimmed.as_ref())
-                            .any(|alt| reaches_other(policy, method, alt, Routing::Unknown)) =>
+                            .into_iter()
+                            .chain(trimmed.clone())
+                            .chain(trimmed_readings)
+                            .any(|alt| reaches_other(policy, method, &alt, Routing::Unknown)) =>
                 {
                     Ok(Resolved {
                         routing: Routing::Unknown,
@@ -274,17 +276,22 @@ fn other_readings(c: &[u8], suffixes: bool) -> Vec<Vec<u8>> {
     if !c.iter().any(|&b| b == b'.' || b == b'(' || b == b'%') {
         return out;
     }
-    let bases: Vec<Vec<u8>> = std::iter::once(c.to_vec())
+    let mut bases: Vec<Vec<u8>> = std::iter::once(c.to_vec())
         .chain(path::without_cookieless(c))
         .collect();
+    // Older Spring trims each segment (`/event/%20`, `/%09/event`), then reads
+    // the rest as every other reading does (`/%20/event.json`).
+    let trimmed: Vec<Vec<u8>> = bases
+        .iter()
+        .filter_map(|b| path::trimmed_segments(b))
+        .collect();
+    bases.extend(trimmed);
     for (k, base) in bases.iter().enumerate() {
         let tails = script_tails(base);
         for t in std::iter::once(&base[..]).chain(tails) {
             if suffixes {
                 out.extend(path::without_format_suffix(t));
             }
-            // Older Spring trims each segment (`/event/%20`, `/%09/event`).
-            out.extend(path::trimmed_segments(t));
             if k > 0 || t.len() != base.len() {
                 out.push(t.to_vec());
             }

@@ -112,6 +112,10 @@ pub enum VersionRefusal {
     Unversioned,
     /// Older than the set in force (a rollback).
     Older { version: u64, in_force: u64 },
+    /// A set without a version while a versioned one is in force: ordered by
+    /// `Last-Modified`, it could bring back any older set (an old unversioned
+    /// copy, then an old versioned one); refused as a rollback.
+    UnversionedAfterVersioned { in_force: u64 },
     /// The version in force, with other content.
     SameVersion { version: u64 },
     /// Beyond `MAX_SET_VERSION`, or more than `MAX_VERSION_JUMP` ahead.
@@ -122,6 +126,10 @@ impl std::fmt::Display for VersionRefusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             VersionRefusal::Unversioned => write!(f, "a signed set must carry its version"),
+            VersionRefusal::UnversionedAfterVersioned { in_force } => write!(
+                f,
+                "a set without a version after set version {in_force} (once versioned, a source must keep publishing versions)"
+            ),
             VersionRefusal::Older { version, in_force } => {
                 write!(f, "set version {version} is older than {in_force} in force")
             }
@@ -151,6 +159,12 @@ pub fn order(
         }
         // Jitsu's format: order by Last-Modified, else by arrival; never backwards.
         let f = in_force.unwrap_or_default();
+        if f.explicit {
+            // Not comparable with the version in force: it could be any old copy.
+            return Err(VersionRefusal::UnversionedAfterVersioned {
+                in_force: f.version,
+            });
+        }
         let next = f.version.saturating_add(1);
         return Ok(SetVersion {
             epoch: f.epoch,
@@ -587,8 +601,19 @@ mod tests {
             Err(Older { .. })
         ));
         // Unsigned, versionless (Jitsu): Last-Modified, never backwards.
-        assert_eq!(order(false, None, 0, f, Some(5)), Ok(v(0, 11, false)));
-        assert_eq!(order(false, None, 0, f, Some(50)), Ok(v(0, 50, false)));
+        let derived = Some(v(0, 10, false));
+        assert_eq!(order(false, None, 0, derived, Some(5)), Ok(v(0, 11, false)));
+        assert_eq!(
+            order(false, None, 0, derived, Some(50)),
+            Ok(v(0, 50, false))
+        );
+        assert_eq!(order(false, None, 0, None, Some(50)), Ok(v(0, 50, false)));
+        // ... but never after a versioned set: an old unversioned copy, then an old
+        // versioned one, would bring back a revoked token (cold attack, session 8).
+        assert_eq!(
+            order(false, None, 0, f, Some(u64::MAX)),
+            Err(UnversionedAfterVersioned { in_force: 10 })
+        );
         // From derived versions to explicit ones: the set's own version counts.
         assert_eq!(
             order(false, Some(2), 0, Some(v(0, 1_700_000_000, false)), None),
