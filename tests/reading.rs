@@ -466,6 +466,19 @@ fn cases() -> Vec<Case> {
             .ambiguous("path"),
         case("D: ... a tab segment before Swaarm's route with a suffix", c(), Request::get("/%09/postback.json?user_id=u&event_id=e"))
             .ambiguous("path"),
+        // Round 4: a control character (which a C stack stops at) trimmed, then
+        // an escaped suffix; `;` parameters dropped first.
+        case("D: ... a tab segment, then an escaped suffix", c(), Request::get(&format!("/%09/event%2ejson?s2s=1&app_token={APP}&event_token=x")))
+            .ambiguous("path"),
+        case("D: ... a control character before the name, an escaped dot alone", c(), Request::get(&format!("/%0bevent%2e?s2s=1&app_token={APP}")))
+            .ambiguous("path"),
+        case("D: ... a session", sdk(),
+             form_post("/%09/session%2ejson", format!("app_token={APP}&gps_adid=38400000-8cf0-11bd-b23e-10b96e40000d")))
+            .ambiguous("path"),
+        case("D: ... a ';' segment after the trimmed one", c(), Request::get(&format!("/%20/;x/event%2ejson?s2s=1&app_token={APP}")))
+            .ambiguous("path"),
+        case("D: ... ';' on the trimmed segment", c(), Request::get(&format!("/%20;x/event%2ejson?s2s=1&app_token={APP}")))
+            .ambiguous("path"),
         case("D: ... white space inside a segment is no other reading", c(), Request::get("/a%20b/event"))
             .up(":path", Some("/a%20b/event")),
         case("D: decoding off: an escaped format suffix", paths_off("decode_unreserved"),

@@ -243,14 +243,20 @@ fn resolve_target<'a, 'v>(
             // (Its other readings included: `/index.php/event;x`, `/event.json;`.)
             // (The lenient reading stops at an escaped control character: older
             // Spring trims it away with its segment, `/%09/event`.)
+            // Trimmed first, then read leniently (Tomcat drops `;x` and decodes,
+            // then Spring trims and matches suffixes: `/%09/event%2ejson`).
             let trimmed = path::trimmed_segments(raw);
-            let trimmed_readings = trimmed.iter().flat_map(|t| other_readings(t, true));
+            let trimmed_lenient = trimmed
+                .as_deref()
+                .and_then(|t| path::lenient(t, &policy.paths));
+            let trimmed_all: Vec<Vec<u8>> = trimmed.into_iter().chain(trimmed_lenient).collect();
+            let trimmed_readings = trimmed_all.iter().flat_map(|t| other_readings(t, true));
             match path::lenient(raw, &policy.paths) {
                 Some(l)
                     if !reaches_other(policy, method, &l, Routing::Unknown)
                         && !other_readings(&l, true)
                             .into_iter()
-                            .chain(trimmed.clone())
+                            .chain(trimmed_all.clone())
                             .chain(trimmed_readings)
                             .any(|alt| reaches_other(policy, method, &alt, Routing::Unknown)) =>
                 {
