@@ -479,6 +479,25 @@ fn cases() -> Vec<Case> {
             .ambiguous("path"),
         case("D: ... ';' on the trimmed segment", c(), Request::get(&format!("/%20;x/event%2ejson?s2s=1&app_token={APP}")))
             .ambiguous("path"),
+        // Round 5: the most permissive reading takes every step whatever the
+        // switches say (Rails merges and drops the slash, then takes the format);
+        // an escaped space (IIS's %u0020 too) is kept in its segment.
+        case("D: trailing slash kept: a suffix with ';' before the slash (Rails)", paths_off("ignore_trailing_slash"),
+             Request::get(&format!("/event.json;x/?s2s=1&app_token={APP}")))
+            .ambiguous("path"),
+        case("D: ... a blank segment with ';' after a suffix (older Spring)", paths_off("ignore_trailing_slash"),
+             Request::get(&format!("/event.json/%20;?s2s=1&app_token={APP}")))
+            .ambiguous("path"),
+        case("D: slashes not merged: a suffix with ';' before two slashes", paths_off("merge_slashes"),
+             Request::get(&format!("/event.json;x//?s2s=1&app_token={APP}")))
+            .ambiguous("path"),
+        case("D: IIS's escaped space before a script's name", c(),
+             Request::get(&format!("/%u0020/index.php/event?s2s=1&app_token={APP}")))
+            .ambiguous("path"),
+        case("D: ... inside a segment", c(), Request::get(&format!("/a%u0020b/index.php/event?s2s=1&app_token={APP}")))
+            .ambiguous("path"),
+        case("D: ... after the script's name", c(), Request::get(&format!("/index.php/%u0020/event?s2s=1&app_token={APP}")))
+            .ambiguous("path"),
         case("D: ... white space inside a segment is no other reading", c(), Request::get("/a%20b/event"))
             .up(":path", Some("/a%20b/event")),
         case("D: decoding off: an escaped format suffix", paths_off("decode_unreserved"),

@@ -184,10 +184,10 @@ fn resolve_target<'a, 'v>(
             let suffixes = routing == Routing::Unknown;
             // The same readings of the path every step reads (escapes decoded
             // where `path_normalization` switches decoding off: `/event%2ejson`).
-            let every_step = match path::canonical(raw, &strict) {
-                Ok(alt) if policy.paths != strict && *alt != *c => Some(alt),
-                _ => None,
-            };
+            let every_step = (policy.paths != strict)
+                .then(|| path::canonical(raw, &strict).ok())
+                .flatten()
+                .filter(|alt| **alt != *c);
             if std::iter::once(&c)
                 .chain(every_step.as_ref())
                 .flat_map(|p| other_readings(p, suffixes))
@@ -248,10 +248,11 @@ fn resolve_target<'a, 'v>(
             let trimmed = path::trimmed_segments(raw);
             let trimmed_lenient = trimmed
                 .as_deref()
-                .and_then(|t| path::lenient(t, &policy.paths));
+                .and_then(|t| path::lenient(t, &path::PathOptions::default()));
             let trimmed_all: Vec<Vec<u8>> = trimmed.into_iter().chain(trimmed_lenient).collect();
             let trimmed_readings = trimmed_all.iter().flat_map(|t| other_readings(t, true));
-            match path::lenient(raw, &policy.paths) {
+            // The most permissive reading: every step, whatever the switches say.
+            match path::lenient(raw, &path::PathOptions::default()) {
                 Some(l)
                     if !reaches_other(policy, method, &l, Routing::Unknown)
                         && !other_readings(&l, true)
@@ -313,7 +314,7 @@ fn reaches_other(policy: &Policy, method: &[u8], alt: &[u8], routing: Routing) -
     let strict = path::PathOptions::default();
     let read = match path::canonical(alt, &strict) {
         Ok(p) => Some(p.into_owned()),
-        Err(_) => path::lenient(alt, &policy.paths),
+        Err(_) => path::lenient(alt, &strict),
     };
     let Some(read) = read else {
         return false;

@@ -243,19 +243,36 @@ pub fn trimmed_segments(p: &[u8]) -> Option<Vec<u8>> {
     if !p.contains(&b'%') {
         return None;
     }
-    let blank = |e: &[u8]| match e {
-        [b'%', h, l, ..] => matches!((hex(*h), hex(*l)), (Some(h), Some(l)) if h << 4 | l <= 0x20),
+    // The length of the escape `e` starts with if it is white space or a control
+    // character: `%09`, or `%u0020` (IIS), else 0.
+    let small = |h: &[u8]| match h {
+        [h, l] => matches!((hex(*h), hex(*l)), (Some(h), Some(l)) if h << 4 | l <= 0x20),
         _ => false,
+    };
+    let blank = |e: &[u8]| match e {
+        [b'%', b'u' | b'U', b'0', b'0', h, l, ..] if small(&[*h, *l]) => 6,
+        [b'%', h, l, ..] if small(&[*h, *l]) => 3,
+        _ => 0,
     };
     let mut out = Vec::with_capacity(p.len());
     let mut changed = false;
     for seg in p.split(|&b| b == b'/').skip(1) {
         let mut t = seg;
-        while blank(t) {
-            t = &t[3..];
+        loop {
+            match blank(t) {
+                0 => break,
+                n => t = &t[n..],
+            }
         }
-        while t.len() >= 3 && blank(&t[t.len() - 3..]) {
-            t = &t[..t.len() - 3];
+        loop {
+            let n = [6, 3]
+                .into_iter()
+                .find(|&n| t.len() >= n && blank(&t[t.len() - n..]) == n)
+                .unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            t = &t[..t.len() - n];
         }
         changed |= t.len() != seg.len();
         if !t.is_empty() {
@@ -381,7 +398,10 @@ pub fn lenient(raw: &[u8], opts: &PathOptions) -> Option<Vec<u8>> {
                     .fold(0u32, |a, &b| a << 4 | u32::from(hex(b).unwrap_or(0)));
                 match u8::try_from(c) {
                     Ok(b'/' | b'\\') => out.push(b'/'),
-                    Ok(0..=0x20 | 0x7f) => break,
+                    // An escaped space is a space in a segment (IIS keeps it):
+                    // only a control character ends the path here.
+                    Ok(b' ') => out.extend_from_slice(b"%20"),
+                    Ok(0..=0x1f | 0x7f) => break,
                     // Unreserved, and the sub-delimiters a path holds as they are
                     // (ASP.NET's session segments are `(...)`).
                     Ok(c) if unreserved(c) || b"!$&'()*+,=:@".contains(&c) => out.push(c),
@@ -405,7 +425,8 @@ pub fn lenient(raw: &[u8], opts: &PathOptions) -> Option<Vec<u8>> {
                         let c = h << 4 | l;
                         match c {
                             b'/' | b'\\' => out.push(b'/'),
-                            0..=0x20 | 0x7f => break,
+                            b' ' => out.extend_from_slice(b"%20"),
+                            0..=0x1f | 0x7f => break,
                             // Double encoding: read as the escape it encodes.
                             b'%' => out.push(b'%'),
                             _ if unreserved(c) => out.push(c),
@@ -449,7 +470,8 @@ fn lenient_once_more(p: &[u8]) -> Vec<u8> {
                     i += 3;
                     continue;
                 }
-                if c < 0x21 || c == 0x7f || c == b'%' || c == b';' || c == b'#' {
+                // (An escaped space stays in its segment, as the first pass keeps it.)
+                if c < 0x20 || c == 0x7f || c == b'%' || c == b';' || c == b'#' {
                     break;
                 }
             } else {
@@ -630,6 +652,11 @@ mod tests {
             Some("/api/v1/s2s/event")
         );
         assert_eq!(t("/%20").as_deref(), Some("/"));
+        assert_eq!(
+            t("/%u0020/index.php/event").as_deref(),
+            Some("/index.php/event")
+        );
+        assert_eq!(t("/event%U0009").as_deref(), Some("/event"));
         // Inside a segment, or not white space: unchanged.
         assert_eq!(t("/a%20b/event"), None);
         assert_eq!(t("/%21event"), None);
