@@ -261,7 +261,7 @@ pub fn trimmed_segments(p: &[u8]) -> Option<Vec<u8>> {
         loop {
             match blank(t) {
                 0 => break,
-                n => t = &t[n..],
+                n => t = t.get(n..).unwrap_or_default(),
             }
         }
         loop {

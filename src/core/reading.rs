@@ -233,7 +233,7 @@ const SIGNATURE_FIELDS: [&str; 8] = [
 ];
 
 /// Headers every decision reads or that decide how the body is read.
-const HEADERS: [&str; 7] = [
+pub const HEADERS: [&str; 7] = [
     "authorization",
     "content-type",
     "content-encoding",

@@ -317,19 +317,13 @@ fn header_name(
     }
 }
 
-/// Headers a request needs or the filter reads: never owned by the filter, which
-/// removes every client copy of the headers it owns (under any folded spelling).
-const NOT_OWNABLE: [&str; 18] = [
+/// Headers a request needs (beside the ones every decision reads,
+/// [`crate::reading::HEADERS`]): never owned by the filter, which removes every
+/// client copy of the headers it owns (under any folded spelling).
+const NOT_OWNABLE: [&str; 11] = [
     // Old Symfony, ZF1 and IIS route on these.
     "x-original-url",
     "x-rewrite-url",
-    "authorization",
-    "content-type",
-    "content-encoding",
-    "content-length",
-    "transfer-encoding",
-    "origin",
-    "client-sdk",
     "host",
     "connection",
     "te",
@@ -363,8 +357,7 @@ fn owned_header_names(
     for (k, (key, name)) in named.iter().enumerate() {
         let path = format!("upstream_headers.{key}");
         if name.starts_with(':')
-            || NOT_OWNABLE
-                .iter()
+            || (NOT_OWNABLE.iter().chain(crate::reading::HEADERS.iter()))
                 .any(|n| crate::reading::folds_onto(name, n))
             || configured[k] && credential(name)
         {
