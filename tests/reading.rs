@@ -409,6 +409,55 @@ fn cases() -> Vec<Case> {
             .ambiguous("path"),
         case("D: ... encoded", prefix(), Request::post("/api/v2/x/%2e%2e/.."))
             .ambiguous("path"),
+        // Cold attack, session 9 (F1, F2): what one stack decodes or strips (`;`,
+        // `%u`, `%25`, `\\`) another keeps in its segment, and the dots after it
+        // stay under the prefix (Express mounts, Flask `<path:>`, Go's ServeMux,
+        // gin's `/api.:ignored`).
+        case("D: ';' hides dot segments from a prefix (Tomcat climbs out, Express stays)", prefix(),
+             Request::post("/api/v2/..;/x"))
+            .ambiguous("path"),
+        case("D: ... several, upper case", prefix(), Request::post("/API/V2/x/..;/..;/y"))
+            .ambiguous("path"),
+        case("D: ... with a suffix", prefix(), Request::post("/api/v2/..;.json/x"))
+            .ambiguous("path"),
+        case("D: ... %u dots (IIS climbs out, Flask stays)", prefix(), Request::post("/api/v2/%u002e%u002e/x"))
+            .ambiguous("path"),
+        case("D: ... one dot escaped with %u", prefix(), Request::post("/api/v2/.%U002E/x"))
+            .ambiguous("path"),
+        case("D: ... double-encoded dots", prefix(), Request::post("/api/v2/%252e%252e/x"))
+            .ambiguous("path"),
+        case("D: ... %u then ';'", prefix(), Request::post("/api/v2/..%u003b/x"))
+            .ambiguous("path"),
+        case("D: ... a backslash before the dots (gin, Flask, Go read it literally)", prefix(),
+             Request::post("/api/v2/web\\..\\.."))
+            .ambiguous("path"),
+        case("D: Jitsu's /api. route: a backslash before dots in its segment", c(),
+             Request::post("/api.x\\..").header("content-type", "application/json").body("{}"))
+            .ambiguous("path"),
+        case("D: ... escaped", c(),
+             Request::post("/api.x%5C%2E%2E").header("content-type", "application/json").body("{}"))
+            .ambiguous("path"),
+        case("D: ... with %u (passes Envoy's normalisation unchanged)", c(),
+             Request::post("/api.x%u005c..").header("content-type", "application/json").body("{}"))
+            .ambiguous("path"),
+        case("D: %u decoded, ';' kept (IIS reads /api/v2/..;/x)", prefix(), Request::post("/%u0061pi/v2/..;/x"))
+            .ambiguous("path"),
+        // Reading a path every other way has a budget: a path built to multiply its
+        // readings (thousands of segments naming files, every feature stacks read
+        // two ways) is refused at once, never read for seconds.
+        case("D: thousands of script segments in an unknown path", prefix(),
+             Request::get(&format!("/zzz{}", "/a.php".repeat(10_000))))
+            .ambiguous("path"),
+        case("D: ... with every feature read two ways", prefix(),
+             Request::get(&format!("/zzz{}", "/s\\x;y%u0061b%2Fc%2541d%zz..e/f.json/(S(x))/index.php".repeat(1_000))))
+            .ambiguous("path"),
+        case("D: ... a long unknown path naming a file is still not ours", prefix(),
+             Request::get(&format!("/static{}/app.min.js", "/abcdefgh".repeat(1_000))))
+            .up(":path", Some(&format!("/static{}/app.min.js", "/abcdefgh".repeat(1_000)))),
+        case("D: ';' elsewhere in an unknown path is not ours", prefix(), Request::get("/static/a;b/..;/c"))
+            .up(":path", Some("/static/a;b/..;/c")),
+        case("D: ... nor a backslash", prefix(), Request::get("/static/a\\..\\b"))
+            .up(":path", Some("/static/a\\..\\b")),
         case("D: Jitsu's /api.* client endpoints are protected", c(),
              Request::post("/api.dcvw").header("content-type", "application/json").body("{}"))
             .local(401, r#"{"message":"The token is not found"}"#),

@@ -157,6 +157,62 @@ pub fn resolve<'a, 'v>(
     Ok(resolved)
 }
 
+/// Bytes of other readings one request target may be routed in (each reading
+/// routed costs its length): a path a few hundred bytes long has a few kilobytes of
+/// readings; one built to make them grow (thousands of segments naming files, every
+/// feature a stack reads two ways) is refused when its readings exceed this, never
+/// read for seconds (`path`, `too_complex`).
+const READING_BUDGET: usize = 64 * 1024;
+
+/// The readings other stacks give one request target, routed against the policy
+/// within [`READING_BUDGET`].
+struct Readings<'p> {
+    policy: &'p Policy,
+    method: &'p [u8],
+    left: std::cell::Cell<usize>,
+}
+
+impl<'p> Readings<'p> {
+    fn new(policy: &'p Policy, method: &'p [u8]) -> Readings<'p> {
+        Readings {
+            policy,
+            method,
+            left: std::cell::Cell::new(READING_BUDGET),
+        }
+    }
+
+    /// Charges `n` bytes of reading; `false` once the budget is spent.
+    fn charge(&self, n: usize) -> bool {
+        let left = self.left.get();
+        self.left.set(left.saturating_sub(n));
+        n <= left
+    }
+
+    fn exhausted(&self) -> bool {
+        self.left.get() == 0
+    }
+
+    /// [`reaches_other`], charged; a reading past the budget counts as reaching.
+    fn reaches(&self, alt: &[u8], routing: Routing) -> bool {
+        !self.charge(alt.len()) || reaches_other(self.policy, self.method, alt, routing)
+    }
+
+    /// Does some [`other_readings`] of `c` reach a protected route other than
+    /// `routing`'s? Stops at the first that does.
+    fn any_other(&self, c: &[u8], suffixes: bool, routing: Routing) -> bool {
+        other_readings(c, suffixes, &mut |alt| self.reaches(alt, routing))
+    }
+
+    /// `Err(OtherReading)`, or `Err(TooComplex)` when the budget ran out first.
+    fn refusal(&self) -> PathError {
+        if self.exhausted() {
+            PathError::TooComplex
+        } else {
+            PathError::OtherReading
+        }
+    }
+}
+
 /// [`resolve`] for a request target (`:path`, or a URL a header names).
 fn resolve_target<'a, 'v>(
     policy: &'a Policy,
@@ -171,6 +227,7 @@ fn resolve_target<'a, 'v>(
         Some(i) => &target[..i],
         None => target,
     };
+    let readings = Readings::new(policy, method);
     match path::canonical(raw, &policy.paths) {
         Ok(c) => {
             let routing = policy.routing(method, &c);
@@ -190,10 +247,9 @@ fn resolve_target<'a, 'v>(
                 .filter(|alt| **alt != *c);
             if std::iter::once(&c)
                 .chain(every_step.as_ref())
-                .flat_map(|p| other_readings(p, suffixes))
-                .any(|alt| reaches_other(policy, method, &alt, routing))
+                .any(|p| readings.any_other(p, suffixes, routing))
             {
-                return Err(PathError::OtherReading);
+                return Err(readings.refusal());
             }
             match routing {
                 Routing::Unknown => {
@@ -238,73 +294,102 @@ fn resolve_target<'a, 'v>(
             Err(PathError::NotOriginForm)
         }
         Err(e) => {
-            // Refused only if the most permissive reading could be protected: the
-            // filter may front other traffic whose paths are not its business.
+            // Refused only if some reading could be protected: the filter may front
+            // other traffic whose paths are not its business.
+            let unknown = Routing::Unknown;
+            // The most permissive reading: every step, whatever the switches say.
             // (Its other readings included: `/index.php/event;x`, `/event.json;`.)
-            // (The lenient reading stops at an escaped control character: older
-            // Spring trims it away with its segment, `/%09/event`.)
+            let Some(l) = path::lenient(raw, &path::PathOptions::default()) else {
+                return Err(e);
+            };
+            if readings.reaches(&l, unknown) || readings.any_other(&l, true, unknown) {
+                return Err(e);
+            }
             // Trimmed first, then read leniently (Tomcat drops `;x` and decodes,
-            // then Spring trims and matches suffixes: `/%09/event%2ejson`).
+            // then older Spring trims each segment, stopping at an escaped control
+            // character, and matches suffixes: `/%09/event%2ejson`).
             let trimmed = path::trimmed_segments(raw);
             let trimmed_lenient = trimmed
                 .as_deref()
                 .and_then(|t| path::lenient(t, &path::PathOptions::default()));
-            let trimmed_all: Vec<Vec<u8>> = trimmed.into_iter().chain(trimmed_lenient).collect();
-            let trimmed_readings = trimmed_all.iter().flat_map(|t| other_readings(t, true));
-            // The most permissive reading: every step, whatever the switches say.
-            match path::lenient(raw, &path::PathOptions::default()) {
-                Some(l)
-                    if !reaches_other(policy, method, &l, Routing::Unknown)
-                        && !other_readings(&l, true)
-                            .into_iter()
-                            .chain(trimmed_all.clone())
-                            .chain(trimmed_readings)
-                            .any(|alt| reaches_other(policy, method, &alt, Routing::Unknown)) =>
-                {
-                    Ok(Resolved {
-                        routing: Routing::Unknown,
-                        path: Cow::Borrowed(raw),
-                    })
+            for t in trimmed.iter().chain(trimmed_lenient.iter()) {
+                if readings.reaches(t, unknown) || readings.any_other(t, true, unknown) {
+                    return Err(e);
                 }
-                _ => Err(e),
             }
+            // Between the literal reading and the most permissive one: what one
+            // stack decodes another takes as a character of its segment, and the
+            // dots after it stay under a prefix (`/ingest/..;/x` is `/x` to
+            // Tomcat, under `/ingest` to Express; `/api.x\..` likewise).
+            let keep_dots = path::PathOptions {
+                remove_dot_segments: false,
+                ..path::PathOptions::default()
+            };
+            let present = path::partial_features(raw);
+            let mut mask = present;
+            loop {
+                if !readings.charge(raw.len()) {
+                    return Err(PathError::TooComplex);
+                }
+                let r = path::partial_reading(raw, mask);
+                let kept = || {
+                    path::canonical(&r, &keep_dots)
+                        .is_ok_and(|k| policy.routing_loose(method, &k) != unknown)
+                };
+                if readings.reaches(&r, unknown) || kept() || readings.any_other(&r, true, unknown)
+                {
+                    return Err(readings.refusal());
+                }
+                if mask == 0 {
+                    break;
+                }
+                mask = (mask - 1) & present;
+            }
+            Ok(Resolved {
+                routing: Routing::Unknown,
+                path: Cow::Borrowed(raw),
+            })
         }
     }
 }
 
-/// Other stacks' readings of a canonical path (none for most paths):
+/// Other stacks' readings of a canonical path (none for most paths), each handed
+/// to `visit` until it returns `true` (then `true`):
 /// - ASP.NET Framework removes cookieless-session segments (`/(S(x))/event`);
 /// - PHP front controllers (Symfony's `getPathInfo`, so Laravel) and CGI route
 ///   what follows a script's name (`/index.php/event` is `/event`);
 /// - with `suffixes`, Rails and older Spring drop a format suffix
 ///   (`/event.json`, and `/index.php/event.json`).
-fn other_readings(c: &[u8], suffixes: bool) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
+fn other_readings(c: &[u8], suffixes: bool, visit: &mut dyn FnMut(&[u8]) -> bool) -> bool {
     if !c.iter().any(|&b| b == b'.' || b == b'(' || b == b'%') {
-        return out;
+        return false;
     }
-    let mut bases: Vec<Vec<u8>> = std::iter::once(c.to_vec())
-        .chain(path::without_cookieless(c))
+    let mut bases: Vec<Cow<[u8]>> = std::iter::once(Cow::Borrowed(c))
+        .chain(path::without_cookieless(c).map(Cow::Owned))
         .collect();
     // Older Spring trims each segment (`/event/%20`, `/%09/event`), then reads
     // the rest as every other reading does (`/%20/event.json`).
-    let trimmed: Vec<Vec<u8>> = bases
+    let trimmed: Vec<Cow<[u8]>> = bases
         .iter()
-        .filter_map(|b| path::trimmed_segments(b))
+        .filter_map(|b| path::trimmed_segments(b).map(Cow::Owned))
         .collect();
     bases.extend(trimmed);
     for (k, base) in bases.iter().enumerate() {
         let tails = script_tails(base);
         for t in std::iter::once(&base[..]).chain(tails) {
             if suffixes {
-                out.extend(path::without_format_suffix(t));
+                if let Some(stem) = path::without_format_suffix(t) {
+                    if visit(&stem) {
+                        return true;
+                    }
+                }
             }
-            if k > 0 || t.len() != base.len() {
-                out.push(t.to_vec());
+            if (k > 0 || t.len() != base.len()) && visit(t) {
+                return true;
             }
         }
     }
-    out
+    false
 }
 
 /// Does `alt`, read with every decoding step, reach a protected route other than
@@ -1951,6 +2036,62 @@ mod clock_tests {
             let clock = Clock::new(&read);
             let d = decide_with(&policy, &policy.tokens, &bearer(token), None, &clock);
             assert_eq!((d.outcome, reads.get()), (outcome, want_reads), "{token}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod reading_budget_tests {
+    use super::*;
+
+    fn policy() -> Policy {
+        crate::config::parse(
+            br#"{"presets": ["adjust", "jitsu"], "routes": [{"path": "/ingest", "match": "prefix",
+                "realm": "jitsu", "profile": "jitsu", "credentials": ["query:token"], "body": "ignore"}]}"#,
+        )
+        .expect("config")
+    }
+
+    /// `Ok(true)`: an unknown path, passed as it is.
+    fn target(policy: &Policy, path: &str) -> Result<bool, PathError> {
+        resolve_target(policy, b"GET", path.as_bytes()).map(|r| r.routing == Routing::Unknown)
+    }
+
+    #[test]
+    fn a_path_whose_readings_exceed_the_budget_is_too_complex() {
+        let p = policy();
+        let tails = format!("/zzz{}", "/a.php".repeat(20_000));
+        assert_eq!(target(&p, &tails), Err(PathError::TooComplex));
+        let features = format!(
+            "/zzz{}",
+            "/s\\x;y%u0061b%2Fc%2541d%zz..e/f.json".repeat(2_000)
+        );
+        assert!(target(&p, &features).is_err());
+        // Within the budget, the same shapes are unknown paths.
+        assert_eq!(
+            target(&p, &format!("/zzz{}", "/a.php".repeat(20))),
+            Ok(true)
+        );
+        assert_eq!(
+            target(&p, "/zzz/s\\x;y%u0061b%2Fc%2541d%zz..e/f.json"),
+            Ok(true)
+        );
+    }
+
+    #[test]
+    fn every_reading_between_the_literal_and_the_lenient_one_is_routed() {
+        let p = policy();
+        for path in [
+            "/ingest/..;/x",
+            "/ingest/x/..;/..;/y",
+            "/ingest/%u002e%u002e/x",
+            "/ingest/%252e%252e/x",
+            "/ingest/web\\..\\..",
+            "/%u0069ngest/..;/x",
+            "/api.x\\..",
+            "/api.x%u005c..",
+        ] {
+            assert_eq!(target(&p, path), Err(PathError::OtherReading), "{path}");
         }
     }
 }

@@ -62,6 +62,10 @@ pub enum PathError {
     /// and Rack mounts do; or escapes decoded where this configuration does not)
     /// reaches a protected route this one does not.
     OtherReading,
+    /// Its other readings are too many to route within the filter's budget (a path
+    /// built of thousands of segments naming files, or of every feature stacks
+    /// read two ways).
+    TooComplex,
 }
 
 impl PathError {
@@ -76,6 +80,7 @@ impl PathError {
             PathError::Parameters => "parameters",
             PathError::FormatSuffix => "format_suffix",
             PathError::OtherReading => "other_reading",
+            PathError::TooComplex => "too_complex",
         }
     }
 }
@@ -450,6 +455,145 @@ pub fn lenient(raw: &[u8], opts: &PathOptions) -> Option<Vec<u8>> {
     canonical(&again, opts).ok().map(Cow::into_owned)
 }
 
+/// What [`lenient`] reads in a path that other stacks take as ordinary characters
+/// of a segment: each is one bit of [`partial_features`].
+const PART_U: u8 = 1; // `%uXXXX` decoded (IIS, classic ASP.NET)
+const PART_SEPARATOR: u8 = 2; // `%2F`, `%5C` as `/`
+const PART_BACKSLASH: u8 = 4; // `\` as `/` (IIS, and Envoy's normalize_path)
+const PART_SEMICOLON: u8 = 8; // `;` parameters dropped (Tomcat, Jetty)
+const PART_DOUBLE: u8 = 16; // `%25XX` read as the escape it encodes
+const PART_CUT: u8 = 32; // the path ends at a control character, a space or `#`
+const PART_BROKEN: u8 = 64; // a `%` that starts no escape dropped
+
+/// Stands for a byte a reading takes as an ordinary character of its segment
+/// (`\`, `;`, the `%` of `%u0065` or `%25`): never a separator, never part of a
+/// dot segment, never in a route.
+const OPAQUE: u8 = 0xFF;
+
+/// The features of a path [`canonical`] refuses that [`lenient`] reads and other
+/// stacks take as ordinary characters of a segment (a mask of `PART_*`): the
+/// readings between the literal one and [`lenient`]'s are [`partial_reading`] of
+/// each subset of them. Express, Flask and Go take `/ingest/..;/x` and `/api.x\\..`
+/// literally (under `/ingest`, under `/api.`), Tomcat and IIS climb out;
+/// `/%u0069ngest/..;/x` is `/ingest/..;/x` to IIS, which keeps `;`.
+pub fn partial_features(raw: &[u8]) -> u8 {
+    let mut present = 0u8;
+    let mut i = 0;
+    while i < raw.len() {
+        match raw[i] {
+            b'%' => match (raw.get(i + 1).copied(), raw.get(i + 2).copied()) {
+                (Some(b'u' | b'U'), _) => present |= PART_U | PART_BROKEN,
+                (Some(h), Some(l)) => match (hex(h), hex(l)) {
+                    (Some(h), Some(l)) => match h << 4 | l {
+                        b'/' | b'\\' => present |= PART_SEPARATOR,
+                        b'%' => present |= PART_DOUBLE,
+                        0..=0x1f | 0x7f => present |= PART_CUT,
+                        _ => {}
+                    },
+                    _ => present |= PART_BROKEN,
+                },
+                _ => present |= PART_BROKEN,
+            },
+            b'\\' => present |= PART_BACKSLASH,
+            b';' => present |= PART_SEMICOLON,
+            0..=0x20 | 0x7f | b'#' => present |= PART_CUT,
+            _ => {}
+        }
+        i += 1;
+    }
+    present
+}
+
+/// A reading of `raw` between the literal one and [`lenient`]'s: the features in
+/// `read` (a subset of [`partial_features`]) read as [`lenient`] reads them, the
+/// others kept as [`OPAQUE`] characters of their segment. Dot segments are resolved
+/// (or kept) by the caller's canonical reading of the result.
+pub fn partial_reading(raw: &[u8], read: u8) -> Vec<u8> {
+    let on = |f: u8| read & f != 0;
+    let mut out = Vec::with_capacity(raw.len() + 1);
+    if raw.first() != Some(&b'/') {
+        out.push(b'/');
+    }
+    let mut i = 0;
+    while i < raw.len() {
+        let b = raw[i];
+        let escape = (raw.get(i + 1).copied().and_then(hex))
+            .zip(raw.get(i + 2).copied().and_then(hex))
+            .map(|(h, l)| h << 4 | l);
+        let u = raw
+            .get(i + 2..i + 6)
+            .is_some_and(|h| h.iter().all(|&b| hex(b).is_some()));
+        match b {
+            b'%' if matches!(raw.get(i + 1), Some(b'u' | b'U')) && u && on(PART_U) => {
+                let c = raw[i + 2..i + 6]
+                    .iter()
+                    .fold(0u32, |a, &b| a << 4 | u32::from(hex(b).unwrap_or(0)));
+                match u8::try_from(c) {
+                    Ok(b'/' | b'\\') if on(PART_BACKSLASH) || on(PART_SEPARATOR) => out.push(b'/'),
+                    Ok(b' ') => out.extend_from_slice(b"%20"),
+                    Ok(0..=0x1f | 0x7f) if on(PART_CUT) => break,
+                    Ok(c) if unreserved(c) => out.push(c),
+                    Ok(b';') if on(PART_SEMICOLON) => out.push(b';'),
+                    _ => out.push(OPAQUE),
+                }
+                i += 6;
+                continue;
+            }
+            b'%' => match escape {
+                Some(b'/' | b'\\') if on(PART_SEPARATOR) => {
+                    out.push(b'/');
+                    i += 3;
+                }
+                Some(b'%') if on(PART_DOUBLE) => {
+                    out.push(b'%');
+                    i += 3;
+                }
+                Some(0..=0x1f | 0x7f) if on(PART_CUT) => break,
+                Some(b'/' | b'\\' | b'%' | 0..=0x1f | 0x7f) => {
+                    out.push(OPAQUE);
+                    i += 3;
+                }
+                Some(_) => {
+                    out.extend_from_slice(&raw[i..i + 3]);
+                    i += 3;
+                }
+                None if on(PART_BROKEN) => i += 1,
+                None => {
+                    out.push(OPAQUE);
+                    i += 1;
+                }
+            },
+            b'\\' if on(PART_BACKSLASH) => {
+                out.push(b'/');
+                i += 1;
+            }
+            0..=0x20 | 0x7f | b'#' if on(PART_CUT) => break,
+            b'\\' | 0..=0x20 | 0x7f | b'#' => {
+                out.push(OPAQUE);
+                i += 1;
+            }
+            b';' if !on(PART_SEMICOLON) => {
+                out.push(OPAQUE);
+                i += 1;
+            }
+            _ => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    let out = if on(PART_SEMICOLON) {
+        without_parameters(&out).unwrap_or(out)
+    } else {
+        out
+    };
+    if on(PART_DOUBLE) {
+        lenient_once_more(&out)
+    } else {
+        out
+    }
+}
+
 fn lenient_once_more(p: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(p.len());
     let mut i = 0;
@@ -499,6 +643,31 @@ mod tests {
     fn c(p: &str) -> Result<String, PathError> {
         canonical(p.as_bytes(), &PathOptions::default())
             .map(|v| String::from_utf8(v.into_owned()).unwrap())
+    }
+
+    #[test]
+    fn partial_readings_keep_what_they_do_not_read_in_its_segment() {
+        let r = |p: &str, read: u8| {
+            String::from_utf8_lossy(&partial_reading(p.as_bytes(), read)).into_owned()
+        };
+        let f = |p: &str| partial_features(p.as_bytes());
+        assert_eq!(f("/event"), 0);
+        assert_eq!(f("/a;b\\c"), PART_SEMICOLON | PART_BACKSLASH);
+        assert_eq!(
+            f("/%u0065%2F%25%09%zz"),
+            PART_U | PART_BROKEN | PART_SEPARATOR | PART_DOUBLE | PART_CUT
+        );
+        // Nothing read: every feature is a character of its segment.
+        assert_eq!(r("/ingest/..;/x", 0), "/ingest/..\u{FFFD}/x");
+        assert_eq!(r("/api.x\\..", 0), "/api.x\u{FFFD}..");
+        assert_eq!(r("/a/%u0065vent", 0), "/a/\u{FFFD}u0065vent");
+        // Each read as the most permissive stack reads it.
+        assert_eq!(r("/ingest/..;/x", PART_SEMICOLON), "/ingest/../x");
+        assert_eq!(r("/api.x\\..", PART_BACKSLASH), "/api.x/..");
+        assert_eq!(r("/%u0069ngest/..;/x", PART_U), "/ingest/..\u{FFFD}/x");
+        assert_eq!(r("/a%252e%252e/x", PART_DOUBLE), "/a../x");
+        assert_eq!(r("/a/%09/event", PART_CUT), "/a/");
+        assert_eq!(r("/a/%zzb", PART_BROKEN), "/a/zzb");
     }
 
     #[test]
