@@ -62,6 +62,12 @@ pub fn token_new(mut args: Args) -> Result<ExitCode, Fail> {
             .map(str::trim)
             .filter(|s| !s.is_empty())
             .collect();
+        if list.is_empty() {
+            // The filter refuses an empty list: it would grant every scope.
+            return Err(Fail(
+                "--scopes: no scope given (leave --scopes out for a legacy token, valid for every scope)".into(),
+            ));
+        }
         if let Some(bad) = list.iter().find(|s| !SCOPES.contains(s)) {
             return Err(Fail(format!(
                 "--scopes: unknown scope {bad:?} (expected {})",

@@ -216,6 +216,14 @@ fn token_new_prints_the_token_once_and_a_digest_entry() {
         "{}",
         r.stderr
     );
+    // An empty list would grant every scope: the filter refuses it, so does this.
+    let r = run(&["token", "new", "--scopes", " , "]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains("--scopes: no scope given"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]

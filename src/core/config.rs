@@ -805,6 +805,7 @@ fn header_safe(s: &str) -> bool {
 }
 
 const MAX_LABEL: usize = 256;
+const EMPTY_SCOPES: &str = "an empty list would grant every scope (a legacy token): leave scopes out for that, or list the scopes the token grants";
 const HEADER_SAFE: &str = "must be 1 to 256 visible ASCII characters (no control characters, no outer spaces): it is sent upstream as a header value";
 
 /// A token entry in its common shape, borrowed from the set: every string
@@ -923,6 +924,9 @@ fn fast_token<'a>(
         (None, None, Some(c)) if f.kind.is_none() => ([(c, Kind::Client), none], 1),
         _ => return None,
     };
+    if f.scopes.as_ref().is_some_and(|s| s.is_empty()) {
+        return None;
+    }
     let mut scopes = Scopes::NONE;
     for s in f.scopes.iter().flatten() {
         scopes.insert(Scope::parse(s)?);
@@ -1025,7 +1029,13 @@ fn compile_token(
             return err(o.at("app"), HEADER_SAFE);
         }
         let mut scopes = Scopes::NONE;
-        for (p, s) in o.strings("scopes")?.unwrap_or_default() {
+        let listed = o.strings("scopes")?;
+        if listed.as_ref().is_some_and(Vec::is_empty) {
+            // An empty set is a legacy token's, every scope: an operator emptying
+            // the list to take scopes away would grant them all.
+            return err(o.at("scopes"), EMPTY_SCOPES);
+        }
+        for (p, s) in listed.unwrap_or_default() {
             scopes.insert(parse_scope(&p, s)?);
         }
         let active = o.bool("active", true)?;

@@ -698,6 +698,23 @@ fn compile_apps(c: &Config, apps_in: Option<&Named<AppConfig>>) -> Result<Apps, 
                 a.signature.as_ref(),
             ));
         }
+        if !super::header_safe(app) {
+            // Requests name the app in a parameter; ` abc` or `abc\t` is a typo
+            // that would leave the app itself unconfigured.
+            return err(
+                &path,
+                "an app must be 1 to 256 visible ASCII characters (no control characters, no outer spaces)",
+            );
+        }
+        if a.authentication_scopes
+            .as_ref()
+            .is_some_and(|l| l.is_empty())
+        {
+            return err(
+                format!("{path}.authentication_scopes"),
+                "an empty list would require authentication nowhere: set authentication to false for that, or leave authentication_scopes out (every scope)",
+            );
+        }
         let authentication_scopes = a.authentication_scopes.as_ref().map(|list| {
             let mut s = Scopes::NONE;
             for &name in list {

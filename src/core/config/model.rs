@@ -453,7 +453,9 @@ impl<'de: 'a, 'a> Deserialize<'de> for RequiredParamConfig<'a> {
 pub struct AppConfig<'a> {
     /// Adjust's "Enable S2S authentication" switch (default false).
     pub authentication: Option<bool>,
-    /// The endpoints (by scope) that require authentication (default: all).
+    /// The endpoints (by scope) that require authentication (default: all). Not
+    /// empty: that would require it nowhere (`authentication: false` says so).
+    #[cfg_attr(feature = "schema", schemars(length(min = 1)))]
     pub authentication_scopes: Option<Vec<ScopeName>>,
     /// An app whose signature settings this app inherits.
     #[serde(borrow)]
@@ -994,7 +996,9 @@ pub struct Token {
     /// Valid for every app of its realm on routes that check the app. Contradicts
     /// `app`.
     all_apps: Option<bool>,
-    /// What the token grants (default: every scope of its realm).
+    /// What the token grants (default: every scope of its realm). Not empty: an
+    /// empty list would grant every scope; leave it out for a legacy token.
+    #[schemars(length(min = 1))]
     scopes: Option<Vec<ScopeName>>,
     /// Deactivated tokens are answered as `inactive` (default true).
     active: Option<bool>,
