@@ -130,7 +130,9 @@ pub fn resolve<'a, 'v>(
     policy: &'a Policy,
     view: &'v RequestView,
 ) -> Result<Resolved<'a, 'v>, PathError> {
-    let resolved = resolve_target(policy, &view.method, &view.path)?;
+    // One budget for every URL of the request (`:path` and each rewrite header).
+    let readings = Readings::new(policy, &view.method);
+    let resolved = resolve_target(&readings, &view.path)?;
     // Old Symfony (before 2.7.49 / 3.4.14), Zend Framework 1 and IIS's URL Rewrite
     // route the URL in these headers, not `:path`: it must be the same route, or
     // neither protected. (A client never needs to send them to Envoy.)
@@ -139,7 +141,7 @@ pub fn resolve<'a, 'v>(
             || (n.len() == 13 && reading::folds_onto(n, "x-rewrite-url"))
     });
     for (_, url) in rewrites {
-        let same = match (resolve_target(policy, &view.method, url), resolved.routing) {
+        let same = match (resolve_target(&readings, url), resolved.routing) {
             (Ok(alt), Routing::Unknown) => alt.routing == Routing::Unknown,
             (
                 Ok(Resolved {
@@ -166,14 +168,14 @@ const READING_BUDGET: usize = 64 * 1024;
 
 /// The readings other stacks give one request target, routed against the policy
 /// within [`READING_BUDGET`].
-struct Readings<'p> {
+struct Readings<'p, 'm> {
     policy: &'p Policy,
-    method: &'p [u8],
+    method: &'m [u8],
     left: std::cell::Cell<usize>,
 }
 
-impl<'p> Readings<'p> {
-    fn new(policy: &'p Policy, method: &'p [u8]) -> Readings<'p> {
+impl<'p, 'm> Readings<'p, 'm> {
+    fn new(policy: &'p Policy, method: &'m [u8]) -> Readings<'p, 'm> {
         Readings {
             policy,
             method,
@@ -215,10 +217,10 @@ impl<'p> Readings<'p> {
 
 /// [`resolve`] for a request target (`:path`, or a URL a header names).
 fn resolve_target<'a, 'v>(
-    policy: &'a Policy,
-    method: &[u8],
+    readings: &Readings<'a, '_>,
     target: &'v [u8],
 ) -> Result<Resolved<'a, 'v>, PathError> {
+    let (policy, method) = (readings.policy, readings.method);
     // Refused on every path: no reading of the rest is the collector's for sure.
     if target.contains(&b'#') {
         return Err(PathError::Fragment);
@@ -227,7 +229,6 @@ fn resolve_target<'a, 'v>(
         Some(i) => &target[..i],
         None => target,
     };
-    let readings = Readings::new(policy, method);
     match path::canonical(raw, &policy.paths) {
         Ok(c) => {
             let routing = policy.routing(method, &c);
@@ -2054,7 +2055,8 @@ mod reading_budget_tests {
 
     /// `Ok(true)`: an unknown path, passed as it is.
     fn target(policy: &Policy, path: &str) -> Result<bool, PathError> {
-        resolve_target(policy, b"GET", path.as_bytes()).map(|r| r.routing == Routing::Unknown)
+        let readings = Readings::new(policy, b"GET");
+        resolve_target(&readings, path.as_bytes()).map(|r| r.routing == Routing::Unknown)
     }
 
     #[test]
