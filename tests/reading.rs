@@ -454,6 +454,12 @@ fn cases() -> Vec<Case> {
         case("D: ... a long unknown path naming a file is still not ours", prefix(),
              Request::get(&format!("/static{}/app.min.js", "/abcdefgh".repeat(1_000))))
             .up(":path", Some(&format!("/static{}/app.min.js", "/abcdefgh".repeat(1_000)))),
+        case("D: a raw white-space segment, where a host lets one through (older Spring trims it)", c(),
+             Request::get(&format!("/ /event?s2s=1&app_token={APP}&event_token=x")))
+            .ambiguous("path"),
+        case("D: ... IIS's escaped space as a segment", c(),
+             Request::get(&format!("/%u0020/event?s2s=1&app_token={APP}&event_token=x")))
+            .ambiguous("path"),
         case("D: ';' elsewhere in an unknown path is not ours", prefix(), Request::get("/static/a;b/..;/c"))
             .up(":path", Some("/static/a;b/..;/c")),
         case("D: ... nor a backslash", prefix(), Request::get("/static/a\\..\\b"))

@@ -245,7 +245,7 @@ pub fn without_format_suffix(canonical: &[u8]) -> Option<Vec<u8>> {
 /// and empty segments dropped (`/event/%20`, `/%09/event` → `/event`); `None` when
 /// that changes nothing.
 pub fn trimmed_segments(p: &[u8]) -> Option<Vec<u8>> {
-    if !p.contains(&b'%') {
+    if !p.iter().any(|&b| b == b'%' || b <= 0x20) {
         return None;
     }
     // The length of the escape `e` starts with if it is white space or a control
@@ -257,6 +257,8 @@ pub fn trimmed_segments(p: &[u8]) -> Option<Vec<u8>> {
     let blank = |e: &[u8]| match e {
         [b'%', b'u' | b'U', b'0', b'0', h, l, ..] if small(&[*h, *l]) => 6,
         [b'%', h, l, ..] if small(&[*h, *l]) => 3,
+        // Raw, where a host lets one through (Envoy's codecs refuse them).
+        [b, ..] if *b <= 0x20 => 1,
         _ => 0,
     };
     let mut out = Vec::with_capacity(p.len());
@@ -270,7 +272,7 @@ pub fn trimmed_segments(p: &[u8]) -> Option<Vec<u8>> {
             }
         }
         loop {
-            let n = [6, 3]
+            let n = [6, 3, 1]
                 .into_iter()
                 .find(|&n| t.len() >= n && blank(&t[t.len() - n..]) == n)
                 .unwrap_or(0);
