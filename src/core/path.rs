@@ -386,75 +386,8 @@ pub fn without_parameters(raw: &[u8]) -> Option<Vec<u8>> {
 /// at a control character, `;` parameters and broken escapes dropped). Used to tell
 /// whether a refused path could reach a protected route.
 pub fn lenient(raw: &[u8], opts: &PathOptions) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(raw.len() + 1);
-    if raw.first() != Some(&b'/') {
-        out.push(b'/');
-    }
-    let mut i = 0;
-    while i < raw.len() {
-        let b = raw[i];
-        match b {
-            // IIS and classic ASP.NET decode `%uXXXX` (`/%u0065vent` is `/event`).
-            b'%' if matches!(raw.get(i + 1), Some(b'u' | b'U'))
-                && raw
-                    .get(i + 2..i + 6)
-                    .is_some_and(|h| h.iter().all(|&b| hex(b).is_some())) =>
-            {
-                let c = raw[i + 2..i + 6]
-                    .iter()
-                    .fold(0u32, |a, &b| a << 4 | u32::from(hex(b).unwrap_or(0)));
-                match u8::try_from(c) {
-                    Ok(b'/' | b'\\') => out.push(b'/'),
-                    // An escaped space is a space in a segment (IIS keeps it):
-                    // only a control character ends the path here.
-                    Ok(b' ') => out.extend_from_slice(b"%20"),
-                    Ok(0..=0x1f | 0x7f) => break,
-                    // Unreserved, and the sub-delimiters a path holds as they are
-                    // (ASP.NET's session segments are `(...)`).
-                    Ok(c) if unreserved(c) || b"!$&'()*+,=:@".contains(&c) => out.push(c),
-                    // Anything else as the UTF-8 escapes a path would carry.
-                    _ => {
-                        let ch = char::from_u32(c).unwrap_or(char::REPLACEMENT_CHARACTER);
-                        for b in ch.encode_utf8(&mut [0; 4]).bytes() {
-                            out.extend_from_slice(format!("%{b:02X}").as_bytes());
-                        }
-                    }
-                }
-                i += 6;
-                continue;
-            }
-            b'%' => {
-                match (
-                    raw.get(i + 1).copied().and_then(hex),
-                    raw.get(i + 2).copied().and_then(hex),
-                ) {
-                    (Some(h), Some(l)) => {
-                        let c = h << 4 | l;
-                        match c {
-                            b'/' | b'\\' => out.push(b'/'),
-                            b' ' => out.extend_from_slice(b"%20"),
-                            0..=0x1f | 0x7f => break,
-                            // Double encoding: read as the escape it encodes.
-                            b'%' => out.push(b'%'),
-                            _ if unreserved(c) => out.push(c),
-                            _ => out.extend_from_slice(&raw[i..i + 3]),
-                        }
-                        i += 3;
-                    }
-                    _ => i += 1,
-                }
-                continue;
-            }
-            b'\\' => out.push(b'/'),
-            0..=0x20 | 0x7f | b'#' => break,
-            _ => out.push(b),
-        }
-        i += 1;
-    }
-    let out = without_parameters(&out).unwrap_or(out);
-    // A double-encoded escape may decode to a separator: read once more.
-    let again = lenient_once_more(&out);
-    canonical(&again, opts).ok().map(Cow::into_owned)
+    let read = partial_reading(raw, PART_ALL);
+    canonical(&read, opts).ok().map(Cow::into_owned)
 }
 
 /// What [`lenient`] reads in a path that other stacks take as ordinary characters
@@ -466,6 +399,7 @@ const PART_SEMICOLON: u8 = 8; // `;` parameters dropped (Tomcat, Jetty)
 const PART_DOUBLE: u8 = 16; // `%25XX` read as the escape it encodes
 const PART_CUT: u8 = 32; // the path ends at a control character, a space or `#`
 const PART_BROKEN: u8 = 64; // a `%` that starts no escape dropped
+const PART_ALL: u8 = 127;
 
 /// Stands for a byte a reading takes as an ordinary character of its segment
 /// (`\`, `;`, the `%` of `%u0065` or `%25`): never a separator, never part of a
@@ -532,11 +466,21 @@ pub fn partial_reading(raw: &[u8], read: u8) -> Vec<u8> {
                     .fold(0u32, |a, &b| a << 4 | u32::from(hex(b).unwrap_or(0)));
                 match u8::try_from(c) {
                     Ok(b'/' | b'\\') if on(PART_BACKSLASH) || on(PART_SEPARATOR) => out.push(b'/'),
+                    // An escaped space is a space in a segment (IIS keeps it):
+                    // only a control character ends the path here.
                     Ok(b' ') => out.extend_from_slice(b"%20"),
                     Ok(0..=0x1f | 0x7f) if on(PART_CUT) => break,
-                    Ok(c) if unreserved(c) => out.push(c),
-                    Ok(b';') if on(PART_SEMICOLON) => out.push(b';'),
-                    _ => out.push(OPAQUE),
+                    Ok(b'/' | b'\\' | 0..=0x1f | 0x7f) => out.push(OPAQUE),
+                    // Unreserved, and the sub-delimiters a path holds as they are
+                    // (ASP.NET's session segments are `(...)`).
+                    Ok(c) if unreserved(c) || b"!$&'()*+,=:@".contains(&c) => out.push(c),
+                    // Anything else as the UTF-8 escapes a path would carry.
+                    _ => {
+                        let ch = char::from_u32(c).unwrap_or(char::REPLACEMENT_CHARACTER);
+                        for b in ch.encode_utf8(&mut [0; 4]).bytes() {
+                            out.extend_from_slice(format!("%{b:02X}").as_bytes());
+                        }
+                    }
                 }
                 i += 6;
                 continue;
