@@ -66,6 +66,19 @@ fn paths_off(step: &str) -> String {
     config(&format!(r#", "path_normalization": {{"{step}": false}}"#))
 }
 
+/// An operator's prefix route for public, events-only client tokens beside a GDPR
+/// route for operations tokens (session 9, round 2, F2d).
+fn track() -> String {
+    r#"{"unknown_paths": "reject",
+  "routes": [
+    {"path": "/track", "match": "prefix", "profile": "swaarm", "credentials": ["bearer"], "scope": "events",
+     "token_kinds": ["client", "server"], "body": "ignore", "methods": ["POST"]},
+    {"path": "/gdpr_forget_device", "profile": "swaarm", "credentials": ["bearer"], "scope": "gdpr", "methods": ["POST"], "body": "ignore"}],
+  "tokens": [{"id": "web-events", "secret": "pubclienttok", "kind": "client", "scopes": ["events"]},
+             {"id": "ops-gdpr", "secret": "opsgdprtok", "scopes": ["gdpr"]}]}"#
+        .to_string()
+}
+
 fn sdk() -> String {
     format!(
         r#"{{"presets": ["adjust_sdk"],
@@ -460,6 +473,70 @@ fn cases() -> Vec<Case> {
         case("D: ... IIS's escaped space as a segment", c(),
              Request::get(&format!("/%u0020/event?s2s=1&app_token={APP}&event_token=x")))
             .ambiguous("path"),
+        // Session 9, round 2 (helper-30). F1: two slashes start an authority to
+        // a URL parser (Node's WHATWG `URL`, Java's `URI`): `//host/postback` is
+        // `/postback` there, with `merge_slashes` off in Envoy.
+        case("D: //host/route: the first segment read as an authority", c(),
+             Request::get("//collector/postback?user_id=u1&event_id=purchase"))
+            .ambiguous("path"),
+        case("D: ... with userinfo and port", c(), Request::get("//u@x:80/postback?user_id=u1&event_id=purchase"))
+            .ambiguous("path"),
+        case("D: ... three slashes", c(), Request::get("///x/postback?user_id=u1&event_id=purchase"))
+            .ambiguous("path"),
+        case("D: ... a backslash for the second slash", c(), Request::get("/\\x/postback?user_id=u1&event_id=purchase"))
+            .ambiguous("path"),
+        case("D: ... onto a prefix route", prefix(), Request::post("//host/api/v2/x"))
+            .ambiguous("path"),
+        case("D: //event is still /event (no route behind its authority)", c(),
+             Request::post(&format!("//event?s2s=1&app_token={APP}")).header("authorization", bearer()))
+            .up(":path", Some(&format!("/event?s2s=1&app_token={APP}")))
+            .up("x-s2s-guard-token-id", Some("adj-events")),
+        // F2: root-path headers move the collector's route (Daphne from any
+        // client, gunicorn's SCRIPT_NAME from a loopback sidecar, middlewares).
+        case("D: Daphne-Root-Path strips /x from /x/postback (Django on Daphne)", c(),
+             Request::get("/x/postback?user_id=u1&event_id=purchase").header("daphne-root-path", "/x"))
+            .ambiguous("path"),
+        case("D: ... SCRIPT_NAME (gunicorn)", c(),
+             Request::get("/x/postback?user_id=u1&event_id=purchase").header("script_name", "/x"))
+            .ambiguous("path"),
+        case("D: ... X-Script-Name (a Flask middleware)", c(),
+             Request::post("/x/api/v1/s2s/event").header("x-script-name", "/x/"))
+            .ambiguous("path"),
+        case("D: ... X-Forwarded-Prefix (a Starlette middleware), escaped", c(),
+             Request::get(&format!("/x/event?s2s=1&app_token={APP}")).header("x-forwarded-prefix", "%2Fx"))
+            .ambiguous("path"),
+        case("D: ... a root path naming no protected route is not ours", c(),
+             Request::get("/app/static/a.js").header("daphne-root-path", "/app"))
+            .up(":path", Some("/app/static/a.js")),
+        case("D: ... nor one that is no prefix of the path", c(),
+             Request::post(&format!("/event?s2s=1&app_token={APP}")).header("authorization", bearer()).header("x-forwarded-prefix", "/v1"))
+            .up("x-s2s-guard-token-id", Some("adj-events")),
+        case("D: F2d: a root path turns an events-only prefix route into the GDPR route", track(),
+             Request::post("/track/gdpr_forget_device").header("authorization", "Bearer pubclienttok")
+                 .header("daphne-root-path", "/track"))
+            .ambiguous("path"),
+        case("D: ... the prefix route itself still takes the client token", track(),
+             Request::post("/track/web").header("authorization", "Bearer pubclienttok"))
+            .up("x-s2s-guard-token-id", Some("web-events")),
+        // F3: CodeIgniter routes a query starting with `/` on its front controller.
+        case("D: /?/route (CodeIgniter reads the query as the path)", c(),
+             Request::get("/?/postback?user_id=u1&event_id=purchase"))
+            .ambiguous("path"),
+        case("D: ... /index.php?/route with a form body", c(),
+             form_post("/index.php?/event", format!("s2s=1&app_token={APP}&event_token=x")))
+            .ambiguous("path"),
+        case("D: ... a query naming no route is not ours", c(), Request::get("/?/static/a.js"))
+            .up(":path", Some("/?/static/a.js")),
+        // N1: Java's equalsIgnoreCase reads ſ, ı and the Kelvin sign as s, i, k.
+        case("D: ſ for s in a route (Spring with case-insensitive matching)", c(),
+             Request::get("/po%C5%BFtback?user_id=u1&event_id=purchase"))
+            .ambiguous("path"),
+        case("D: ... the Kelvin sign for k", c(), Request::get("/clic%E2%84%AA?s2stoken=x"))
+            .ambiguous("path"),
+        case("D: ... ı for i, onto a prefix route", prefix(), Request::post("/ap%C4%B1/v2/x"))
+            .ambiguous("path"),
+        case("D: ... a letter outside ASCII elsewhere is not ours", c(), Request::get("/caf%C3%A9/menu"))
+            .up(":path", Some("/caf%C3%A9/menu")),
         case("D: ';' elsewhere in an unknown path is not ours", prefix(), Request::get("/static/a;b/..;/c"))
             .up(":path", Some("/static/a;b/..;/c")),
         case("D: ... nor a backslash", prefix(), Request::get("/static/a\\..\\b"))

@@ -140,24 +140,61 @@ pub fn resolve<'a, 'v>(
         (n.len() == 14 && reading::folds_onto(n, "x-original-url"))
             || (n.len() == 13 && reading::folds_onto(n, "x-rewrite-url"))
     });
+    let same_as = |alt: &[u8]| match (resolve_target(&readings, alt), resolved.routing) {
+        (Ok(alt), Routing::Unknown) => alt.routing == Routing::Unknown,
+        (
+            Ok(Resolved {
+                routing: Routing::Route(x) | Routing::MethodNotAllowed(x),
+                ..
+            }),
+            Routing::Route(r) | Routing::MethodNotAllowed(r),
+        ) => std::ptr::eq(x, r),
+        _ => false,
+    };
     for (_, url) in rewrites {
-        let same = match (resolve_target(&readings, url), resolved.routing) {
-            (Ok(alt), Routing::Unknown) => alt.routing == Routing::Unknown,
-            (
-                Ok(Resolved {
-                    routing: Routing::Route(x) | Routing::MethodNotAllowed(x),
-                    ..
-                }),
-                Routing::Route(r) | Routing::MethodNotAllowed(r),
-            ) => std::ptr::eq(x, r),
-            _ => false,
-        };
-        if !same {
+        if !same_as(url) {
             return Err(PathError::OtherReading);
+        }
+    }
+    // Root-path headers: the server strips the value from the front of the path
+    // and routes the rest (Daphne's `Daphne-Root-Path` from any client, gunicorn's
+    // `SCRIPT_NAME` from a loopback sidecar, the `X-Script-Name` and
+    // `X-Forwarded-Prefix` middlewares): `/x/postback` with `/x` is `/postback`.
+    let roots = (view.headers.iter()).filter(|(n, _)| {
+        ROOT_PATH_HEADERS
+            .iter()
+            .any(|r| n.len() == r.len() && reading::folds_onto(n, r))
+    });
+    for (_, prefix) in roots {
+        let decoded: Vec<u8> = percent_encoding::percent_decode(prefix).collect();
+        for p in [view.url_path(), &resolved.path[..]] {
+            for prefix in [&prefix[..], &decoded[..]] {
+                let Some(rest) = p.strip_prefix(prefix).filter(|_| !prefix.is_empty()) else {
+                    continue;
+                };
+                let mut alt = Vec::with_capacity(rest.len() + 1);
+                if rest.first() != Some(&b'/') {
+                    alt.push(b'/');
+                }
+                alt.extend_from_slice(rest);
+                if !same_as(&alt) {
+                    return Err(PathError::OtherReading);
+                }
+            }
         }
     }
     Ok(resolved)
 }
+
+/// Request headers some servers take as the application's root path, stripped
+/// from the front of the path before routing (names fold as CGI folds them:
+/// `SCRIPT_NAME` is `script-name`).
+const ROOT_PATH_HEADERS: [&str; 4] = [
+    "daphne-root-path",
+    "script-name",
+    "x-script-name",
+    "x-forwarded-prefix",
+];
 
 /// Bytes of other readings one request target may be routed in (each reading
 /// routed costs its length): a path a few hundred bytes long has a few kilobytes of
@@ -229,6 +266,20 @@ fn resolve_target<'a, 'v>(
         Some(i) => &target[..i],
         None => target,
     };
+    // Readings of the target beside its path:
+    // - `//host/event`: a URL parser (Node's WHATWG `URL`, Java's `URI`) reads the
+    //   first segment after two slashes as an authority, and routes the rest;
+    // - `/?/event`, `/index.php?/event`: CodeIgniter routes a query that starts
+    //   with `/` (up to its next `?`) when the path is its front controller.
+    let beside = |routing: Routing| {
+        let authority = path::without_authority(raw);
+        let query_path = (target.get(raw.len() + 1..))
+            .filter(|q| q.first() == Some(&b'/'))
+            .map(|q| &q[..q.iter().position(|&b| b == b'?').unwrap_or(q.len())]);
+        (authority.iter().map(|a| &a[..]))
+            .chain(query_path)
+            .any(|alt| readings.reaches(alt, routing) || readings.any_other(alt, true, routing))
+    };
     match path::canonical(raw, &policy.paths) {
         Ok(c) => {
             let routing = policy.routing(method, &c);
@@ -249,6 +300,7 @@ fn resolve_target<'a, 'v>(
             if std::iter::once(&c)
                 .chain(every_step.as_ref())
                 .any(|p| readings.any_other(p, suffixes, routing))
+                || beside(routing)
             {
                 return Err(readings.refusal());
             }
@@ -303,7 +355,10 @@ fn resolve_target<'a, 'v>(
             let Some(l) = path::lenient(raw, &path::PathOptions::default()) else {
                 return Err(e);
             };
-            if readings.reaches(&l, unknown) || readings.any_other(&l, true, unknown) {
+            if readings.reaches(&l, unknown)
+                || readings.any_other(&l, true, unknown)
+                || beside(unknown)
+            {
                 return Err(e);
             }
             // Trimmed first, then read leniently (Tomcat drops `;x` and decodes,
@@ -360,13 +415,19 @@ fn resolve_target<'a, 'v>(
 /// - PHP front controllers (Symfony's `getPathInfo`, so Laravel) and CGI route
 ///   what follows a script's name (`/index.php/event` is `/event`);
 /// - with `suffixes`, Rails and older Spring drop a format suffix
-///   (`/event.json`, and `/index.php/event.json`).
+///   (`/event.json`, and `/index.php/event.json`);
+/// - Java's case-insensitive matching (`equalsIgnoreCase`) reads `ſ`, `ı` and the
+///   Kelvin sign as `s`, `i`, `k` (`/po%C5%BFtback` is `/postback`).
 fn other_readings(c: &[u8], suffixes: bool, visit: &mut dyn FnMut(&[u8]) -> bool) -> bool {
-    if !c.iter().any(|&b| b == b'.' || b == b'(' || b == b'%') {
+    if !c
+        .iter()
+        .any(|&b| b == b'.' || b == b'(' || b == b'%' || b >= 0x80)
+    {
         return false;
     }
     let mut bases: Vec<Cow<[u8]>> = std::iter::once(Cow::Borrowed(c))
         .chain(path::without_cookieless(c).map(Cow::Owned))
+        .chain(path::ascii_case_folded(c).map(Cow::Owned))
         .collect();
     // Older Spring trims each segment (`/event/%20`, `/%09/event`), then reads
     // the rest as every other reading does (`/%20/event.json`).

@@ -327,6 +327,66 @@ pub fn without_cookieless(p: &[u8]) -> Option<Vec<u8>> {
     removed.then_some(out)
 }
 
+/// The path as a URL parser reads a request target that starts with two slashes
+/// (`//host/event`, `/\\host/event`, `///x/event`): a network-path reference whose
+/// first segment is an authority (Node's WHATWG `URL`, Java's `URI`), the rest its
+/// path (`/` when there is none); `None` for any other target.
+pub fn without_authority(raw: &[u8]) -> Option<Cow<'_, [u8]>> {
+    let sep = |b: &u8| *b == b'/' || *b == b'\\';
+    if !(raw.len() >= 2 && sep(&raw[0]) && sep(&raw[1])) {
+        return None;
+    }
+    let host = raw.iter().position(|b| !sep(b))?;
+    let rest = &raw[host..];
+    match rest.iter().position(sep) {
+        Some(end) => Some(Cow::Borrowed(&rest[end..])),
+        None => Some(Cow::Borrowed(b"/")),
+    }
+}
+
+/// The path with the letters outside ASCII that Java's `equalsIgnoreCase` takes
+/// for ASCII ones (`ſ` U+017F for `s`, `ı` U+0131 for `i`, the Kelvin sign U+212A
+/// for `k`), raw or escaped, read as those; `None` when it has none.
+pub fn ascii_case_folded(p: &[u8]) -> Option<Vec<u8>> {
+    if !p.iter().any(|&b| b == b'%' || b >= 0x80) {
+        return None;
+    }
+    const LETTERS: [(&[u8], u8); 3] = [
+        (b"\xC5\xBF", b's'),
+        (b"\xC4\xB1", b'i'),
+        (b"\xE2\x84\xAA", b'k'),
+    ];
+    let mut out = Vec::with_capacity(p.len());
+    let mut changed = false;
+    let mut i = 0;
+    'scan: while i < p.len() {
+        for (utf8, ascii) in LETTERS {
+            // Raw, or each byte escaped (`%C5%BF`, any case).
+            let escaped = utf8.len() * 3;
+            let matches_escaped = p.get(i..i + escaped).is_some_and(|e| {
+                e.chunks(3).zip(utf8).all(|(c, &b)| {
+                    c[0] == b'%'
+                        && matches!((hex(c[1]), hex(c[2])), (Some(h), Some(l)) if h << 4 | l == b)
+                })
+            });
+            let n = if p[i..].starts_with(utf8) {
+                utf8.len()
+            } else if matches_escaped {
+                escaped
+            } else {
+                continue;
+            };
+            out.push(ascii);
+            changed = true;
+            i += n;
+            continue 'scan;
+        }
+        out.push(p[i]);
+        i += 1;
+    }
+    changed.then_some(out)
+}
+
 /// `%28`, `%29`, `%u0028` and `%u0029` (any case) decoded.
 fn decode_parentheses(p: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(p.len());
