@@ -66,6 +66,23 @@ fn paths_off(step: &str) -> String {
     config(&format!(r#", "path_normalization": {{"{step}": false}}"#))
 }
 
+/// An operator's route whose apps are numbers (session 9, round 3, F4).
+fn numeric_apps() -> String {
+    r#"{"routes": [{"path": "/v1/track", "profile": "swaarm", "methods": ["GET", "POST"], "app_param": "app_id",
+      "per_app_enforcement": true, "credentials": ["bearer"], "scope": "events"}],
+  "tokens": [{"id": "app42-events", "secret": "tok-for-app-42-aaaaaaaaaaaa", "app": "42", "scopes": ["events"]}],
+  "apps": {"42": {"authentication": true}}}"#
+        .to_string()
+}
+
+/// An operator's JSON event API that does not read bodies (F6), methods listed (F7).
+fn ignore_body() -> String {
+    r#"{"routes": [{"path": "/v1/events", "profile": "swaarm", "methods": ["POST"], "app_param": "app_token",
+      "body": "ignore", "credentials": ["bearer"], "scope": "events"}],
+  "tokens": [{"id": "appA-events", "secret": "tok-for-app-A-aaaaaaaaaaaa", "app": "appA", "scopes": ["events"]}]}"#
+        .to_string()
+}
+
 /// An operator's prefix route for public, events-only client tokens beside a GDPR
 /// route for operations tokens (session 9, round 2, F2d).
 fn track() -> String {
@@ -537,6 +554,107 @@ fn cases() -> Vec<Case> {
             .ambiguous("path"),
         case("D: ... a letter outside ASCII elsewhere is not ours", c(), Request::get("/caf%C3%A9/menu"))
             .up(":path", Some("/caf%C3%A9/menu")),
+        // Session 9, round 3 (helper-31). F1: PHP's `$_REQUEST` (built-in
+        // `variables_order`) takes cookies over the query and the body; classic
+        // ASP.NET's `Request[...]` reads them when those lack the name.
+        case("A: a decision field as a cookie (another app beside the verified one)", c(),
+             Request::post(&format!("/event?s2s=1&app_token={APP}&event_token=x")).header("authorization", bearer())
+                 .header("cookie", "sid=1; app_token=otherapp0000001"))
+            .ambiguous("cookie"),
+        case("A: ... the app as a cookie, none in the query", c(),
+             Request::post("/event?s2s=1&event_token=x").header("cookie", format!("app_token={APP}")))
+            .ambiguous("cookie"),
+        case("A: ... the s2s flag as a cookie", c(),
+             Request::get(&format!("/event?app_token={APP}&event_token=x")).header("cookie", "s2s=1"))
+            .ambiguous("cookie"),
+        case("A: ... spelt as PHP folds it (app.token)", c(),
+             Request::get(&format!("/event?s2s=1&app_token={APP}")).header("cookie", "app.token=otherapp0000001"))
+            .ambiguous("cookie"),
+        case("A: ... the flag marker as a cookie", c(),
+             Request::post(&format!("/event?s2s=1&app_token={APP}&event_token=x")).header("authorization", bearer())
+                 .header("cookie", "s2s_guard_rejection="))
+            .ambiguous("cookie"),
+        case("A: other cookies go on", c(),
+             Request::post(&format!("/event?s2s=1&app_token={APP}&event_token=x")).header("authorization", bearer())
+                 .header("cookie", "sid=1; theme=dark"))
+            .up("cookie", Some("sid=1; theme=dark"))
+            .up("x-s2s-guard-token-id", Some("adj-events")),
+        // F8: owned headers as server variables (ASP.NET's `Request["HTTP_…"]`
+        // looks in the query, the form body and cookies first).
+        case("A: an owned header as a server-variable query field", c(),
+             Request::get("/event?s2s=1&app_token=zzz&event_token=x&HTTP_X_S2S_GUARD_TOKEN_ID=adj-events"))
+            .ambiguous("spelling"),
+        case("A: ... as a form field", c(),
+             form_post("/event", format!("s2s=1&app_token={APP}&event_token=x&http_x_s2s_guard_app=other")).header("authorization", bearer()))
+            .ambiguous("spelling"),
+        case("A: ... as a cookie", c(),
+             Request::get("/event?s2s=1&app_token=zzz&event_token=x").header("cookie", "HTTP_X_S2S_GUARD_APP=abc"))
+            .ambiguous("cookie"),
+        // F4: numeric app ids read as numbers by PHP, JavaScript, Python, Go, SQL.
+        case("A: a numeric app in another spelling (042)", numeric_apps(), Request::get("/v1/track?app_id=042&event=purchase"))
+            .ambiguous("spelling"),
+        case("A: ... 4.2e1", numeric_apps(), Request::get("/v1/track?app_id=4.2e1&event=purchase"))
+            .ambiguous("spelling"),
+        case("A: ... 0x2A", numeric_apps(), Request::get("/v1/track?app_id=0x2A&event=purchase"))
+            .ambiguous("spelling"),
+        case("A: ... 42abc", numeric_apps(), Request::get("/v1/track?app_id=42abc&event=purchase"))
+            .ambiguous("spelling"),
+        case("A: ... 4_2", numeric_apps(), Request::get("/v1/track?app_id=4_2&event=purchase"))
+            .ambiguous("spelling"),
+        case("A: ... the app itself is asked for its token", numeric_apps(), Request::get("/v1/track?app_id=42&event=purchase"))
+            .local(401, "The s2s token is invalid"),
+        case("A: ... another number is another app", numeric_apps(), Request::get("/v1/track?app_id=43&event=purchase"))
+            .up(":path", Some("/v1/track?app_id=43&event=purchase")),
+        // F5: an HTML numeric entity (qs's `interpretNumericEntities`).
+        case("A: an HTML numeric entity in a decision field", c(),
+             form_post("/event", "utf8=%26%2310003%3B&s2s=1&app_token=%26%2397%3Bbc123kuvada7&event_token=x"))
+            .ambiguous("bad_value"),
+        // F6: a form body on a route that does not read bodies.
+        case("A: a form body on a body: ignore route", ignore_body(),
+             form_post("/v1/events?app_token=appA", "app_token=appB&event=purchase").header("authorization", "Bearer tok-for-app-A-aaaaaaaaaaaa"))
+            .local(415, "Unsupported request body"),
+        case("A: ... a multipart body", ignore_body(),
+             Request::post("/v1/events?app_token=appA").header("authorization", "Bearer tok-for-app-A-aaaaaaaaaaaa")
+                 .header("content-type", "multipart/form-data; boundary=x").body("--x--"))
+            .local(415, "Unsupported request body"),
+        case("A: ... a JSON body is the route's", ignore_body(),
+             Request::post("/v1/events?app_token=appA").header("authorization", "Bearer tok-for-app-A-aaaaaaaaaaaa")
+                 .header("content-type", "application/json").body("{}"))
+            .up("x-s2s-guard-token-id", Some("appA-events")),
+        // F7: a second reading of the method.
+        case("A: X-HTTP-Method-Override names another method", ignore_body(),
+             Request::post("/v1/events?app_token=appA").header("authorization", "Bearer tok-for-app-A-aaaaaaaaaaaa")
+                 .header("x-http-method-override", "DELETE"))
+            .ambiguous("header"),
+        case("A: ... X_HTTP_METHOD", ignore_body(),
+             Request::post("/v1/events?app_token=appA").header("authorization", "Bearer tok-for-app-A-aaaaaaaaaaaa")
+                 .header("x_http_method", "PUT"))
+            .ambiguous("header"),
+        case("A: ... _method in the query", ignore_body(),
+             Request::post("/v1/events?app_token=appA&_method=DELETE").header("authorization", "Bearer tok-for-app-A-aaaaaaaaaaaa"))
+            .ambiguous("spelling"),
+        case("A: ... _method in a form body", c(),
+             form_post("/event", format!("s2s=1&app_token={APP}&event_token=x&_method=DELETE")).header("authorization", bearer()))
+            .ambiguous("spelling"),
+        case("A: ... naming the request's own method is no other reading", ignore_body(),
+             Request::post("/v1/events?app_token=appA").header("authorization", "Bearer tok-for-app-A-aaaaaaaaaaaa")
+                 .header("x-http-method-override", "post"))
+            .up("x-s2s-guard-token-id", Some("appA-events")),
+        // I5: Tomcat reads no form whose media type is not in lower case.
+        case("A: a form media type in upper case", c(),
+             Request::post("/event").header("content-type", "APPLICATION/X-WWW-FORM-URLENCODED")
+                 .body(format!("s2s=1&app_token={APP}&event_token=x")))
+            .local(415, "Unsupported request body"),
+        // F2: Jitsu's Segment-compatible and dry-run endpoints are Jitsu routes.
+        case("A: Jitsu's /api/v1/segment/compat takes a server secret", c(),
+             Request::post("/api/v1/segment/compat").header("content-type", "application/json").body("{}"))
+            .local(401, r#"{"message":"The token is not found"}"#),
+        case("A: ... /api/v1/segment/v1/batch with one", c(),
+             Request::post(&format!("/api/v1/segment/v1/batch?token={JITSU_SERVER}")).header("content-type", "application/json").body("{}"))
+            .up("x-s2s-guard-token-id", Some("jitsu")),
+        case("A: ... /api/v1/events/dry-run", c(),
+             Request::post("/api/v1/events/dry-run").header("content-type", "application/json").body("{}"))
+            .local(401, r#"{"message":"The token is not found"}"#),
         case("D: ';' elsewhere in an unknown path is not ours", prefix(), Request::get("/static/a;b/..;/c"))
             .up(":path", Some("/static/a;b/..;/c")),
         case("D: ... nor a backslash", prefix(), Request::get("/static/a\\..\\b"))

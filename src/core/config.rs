@@ -1092,7 +1092,7 @@ mod tests {
     #[test]
     fn presets_compile() {
         let p = parse(br#"{"presets": ["adjust", "swaarm", "jitsu"]}"#).unwrap();
-        assert_eq!(p.routes.len(), 13);
+        assert_eq!(p.routes.len(), 15);
         let r = p.route(b"POST", b"/event").unwrap();
         assert_eq!(r.scope, Some(Scope::Events));
         assert!(p.route(b"DELETE", b"/event").is_none());

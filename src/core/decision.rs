@@ -822,6 +822,7 @@ fn reading_check<'b>(
     let amb = |a: Ambiguity| (Outcome::Ambiguous, Some(a));
     reading::check_headers(&route.fields, &view.headers).map_err(amb)?;
     reading::check_trailers(&route.fields, &view.trailers).map_err(amb)?;
+    reading::check_cookies(&route.fields, &view.headers).map_err(amb)?;
     let plan = match reading::body_plan(route, view) {
         Ok(p) => p,
         Err(BodyRefusal::Unsupported(_)) => return Err((Outcome::UnsupportedMediaType, None)),
@@ -897,6 +898,11 @@ fn decide_inner(
     if let Err(a) = checked {
         return refuse(policy, view, Some(route), Outcome::Ambiguous, Some(a), body);
     }
+    if let Some(a) = forged_name(policy, view, &query, form.as_deref())
+        .or_else(|| method_override(view, &query, form.as_deref()))
+    {
+        return refuse(policy, view, Some(route), Outcome::Ambiguous, Some(a), body);
+    }
     if pending && !policy.hold_headers_for_body && !query.iter().all(reading::is_plain_flag) {
         // The headers go upstream now, query and all, and the body decides later:
         // a collector acting on the query alone would act on an unverified request
@@ -963,6 +969,90 @@ fn decide_inner(
         finish_forward(f, raw_path, view, form_raw, Some(params));
     }
     d
+}
+
+/// A parameter or cookie named like an owned header as a server variable
+/// (`HTTP_X_S2S_GUARD_TOKEN_ID`: classic ASP.NET's `Request[...]` and
+/// `Request.Params` look in the query, the form body and cookies before the server
+/// variables), or a cookie named like the flag marker (PHP's `$_REQUEST` takes
+/// cookies over the query and the body, where the filter writes it).
+fn forged_name(
+    policy: &Policy,
+    view: &RequestView,
+    query: &[Param],
+    form: Option<&[Param]>,
+) -> Option<Ambiguity> {
+    // Names compare as those stacks fold them: case ignored, any other character
+    // than a letter or digit as `_`.
+    let fold = |b: u8| {
+        if b.is_ascii_alphanumeric() {
+            b.to_ascii_lowercase()
+        } else {
+            b'_'
+        }
+    };
+    let same = |a: &[u8], b: &[u8]| {
+        a.len() == b.len() && a.iter().zip(b).all(|(&x, &y)| fold(x) == fold(y))
+    };
+    let server_variable = |name: &[u8]| {
+        let rest = name.get(5..).filter(|_| same(&name[..5], b"http_"))?;
+        let owned = &policy.headers;
+        [&owned.token_id, &owned.app, &owned.reason]
+            .into_iter()
+            .find(|h| same(rest, h.as_bytes()))
+            .map(|h| h.as_bytes().to_vec())
+    };
+    let field = (query.iter().chain(form.unwrap_or_default()))
+        .find_map(|p| server_variable(&p.name))
+        .map(|f| (Class::Spelling, f))
+        .or_else(|| {
+            reading::cookie_names(&view.headers, |name| {
+                server_variable(name).or_else(|| {
+                    same(name, FLAG_FIELD.as_bytes()).then(|| FLAG_FIELD.as_bytes().to_vec())
+                })
+            })
+            .map(|f| (Class::Cookie, f))
+        })?;
+    Some(Ambiguity {
+        class: field.0,
+        field: field.1,
+    })
+}
+
+/// A second reading of the method: `X-HTTP-Method-Override`, `X-HTTP-Method`,
+/// `X-Method-Override` (Symfony, ASP.NET, Express's `method-override`) or a
+/// `_method` parameter (Laravel, Rails' `Rack::MethodOverride`) naming another
+/// method than the request's: the collector would run another handler than the
+/// route's `methods` allowed.
+fn method_override(
+    view: &RequestView,
+    query: &[Param],
+    form: Option<&[Param]>,
+) -> Option<Ambiguity> {
+    const HEADERS: [&str; 3] = [
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+    ];
+    let other = |v: &[u8]| !request::trim(v).eq_ignore_ascii_case(&view.method);
+    let header = (view.headers.iter()).find(|(n, v)| {
+        HEADERS
+            .iter()
+            .any(|h| n.len() == h.len() && reading::folds_onto(n, h))
+            && other(v)
+    });
+    if let Some((name, _)) = header {
+        return Some(Ambiguity {
+            class: Class::Header,
+            field: name.as_bytes().to_vec(),
+        });
+    }
+    (query.iter().chain(form.unwrap_or_default()))
+        .find(|p| p.name.eq_ignore_ascii_case(b"_method") && other(&p.value))
+        .map(|_| Ambiguity {
+            class: Class::Spelling,
+            field: b"_method".to_vec(),
+        })
 }
 
 /// Every forwarded request: the canonical path, and no client-sent copy of the
@@ -1206,7 +1296,8 @@ fn decide_route(
             && (!app.is_ascii()
                 || policy
                     .app_names_folded
-                    .contains(&String::from_utf8_lossy(app).to_ascii_lowercase()))
+                    .contains(&String::from_utf8_lossy(app).to_ascii_lowercase())
+                || numeric_alias(policy, app))
         {
             let a = Ambiguity {
                 class: Class::Spelling,
@@ -1995,6 +2086,38 @@ fn origin_allowed(t: token::TokenRef, origin: Option<&[u8]>) -> bool {
 }
 
 /// Is authentication switched on for the request's app on this endpoint?
+/// Is `app` (not a configured app) another spelling of a configured app whose name
+/// is a number, as a numeric lookup reads it? PHP's `==` and `(int)`, JavaScript's
+/// `Number`, Python's `int`, Go's `ParseInt(v, 0, 64)`, SQLite and MySQL read
+/// `042`, `+42`, `42.0`, `4.2e1`, `0x2A`, `4_2` or `42abc` as 42.
+fn numeric_alias(policy: &Policy, app: &[u8]) -> bool {
+    if !app.iter().any(u8::is_ascii_digit) || app.len() > 64 {
+        return false;
+    }
+    let configured = |n: u64| {
+        let n = n.to_string();
+        policy.apps.contains_key(&n) || policy.signatures.contains_key(&n)
+    };
+    let text = String::from_utf8_lossy(app);
+    let plain: String = text.chars().filter(|&c| c != '_').collect();
+    // The leading digits, after a sign and zeros (`042`, `+42`, `42abc`, `42.0`).
+    let unsigned = plain.trim_start_matches(['+', '-']);
+    let digits: String = unsigned.chars().take_while(char::is_ascii_digit).collect();
+    let leading = digits.parse::<u64>().ok();
+    // A float that is a whole number (`4.2e1`, `42e0`).
+    let float = plain
+        .parse::<f64>()
+        .ok()
+        .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f < 1e18)
+        .map(|f| f as u64);
+    // Hexadecimal (`0x2A`).
+    let hex = unsigned
+        .strip_prefix("0x")
+        .or_else(|| unsigned.strip_prefix("0X"))
+        .and_then(|h| u64::from_str_radix(h, 16).ok());
+    [leading, float, hex].into_iter().flatten().any(configured)
+}
+
 fn app_enforced(policy: &Policy, route: &Route, app: Option<&[u8]>) -> bool {
     let settings = app
         .and_then(|a| std::str::from_utf8(a).ok())

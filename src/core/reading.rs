@@ -52,10 +52,15 @@ pub enum Class {
     /// keeps it when the body read fails, Tomcat too, a query-only handler at
     /// once).
     QueryWithBody,
+    /// A cookie named like a decision field, the flag marker, or an owned header
+    /// as a server variable: PHP's `$_REQUEST` (built-in `variables_order`, as the
+    /// official Docker images run it) takes cookies over the query and the form
+    /// body, classic ASP.NET's `Request[...]` reads them when those lack the name.
+    Cookie,
 }
 
 impl Class {
-    pub const ALL: [Class; 13] = [
+    pub const ALL: [Class; 14] = [
         Class::Repeated,
         Class::Spelling,
         Class::Separator,
@@ -69,6 +74,7 @@ impl Class {
         Class::TooManyParams,
         Class::OtherCredential,
         Class::QueryWithBody,
+        Class::Cookie,
     ];
 
     pub fn name(self) -> &'static str {
@@ -86,6 +92,7 @@ impl Class {
             Class::TooManyParams => "too_many_params",
             Class::OtherCredential => "other_credential",
             Class::QueryWithBody => "query_with_body",
+            Class::Cookie => "cookie",
         }
     }
 
@@ -815,10 +822,56 @@ fn check_value<'f>(
     match decode_name(raw_value) {
         Err(()) => ambiguous(Class::BadEscape, field),
         Ok(v) if !clean_value(&v) => ambiguous(Class::BadValue, field),
+        // An HTML numeric entity (`&#97;`): `qs` with `interpretNumericEntities`
+        // (Express's body parser, opt-in) reads it as the character.
+        Ok(v) if has_numeric_entity(&v) => ambiguous(Class::BadValue, field),
         Ok(v) if FLAGS.iter().any(|f| f.as_bytes() == field) && *v != *b"0" && *v != *b"1" => {
             ambiguous(Class::BadValue, field)
         }
         Ok(_) => Ok(()),
+    }
+}
+
+/// Does `v` hold an HTML numeric entity's start (`&#9`, `&#x`)?
+fn has_numeric_entity(v: &[u8]) -> bool {
+    v.windows(3)
+        .any(|w| w[0] == b'&' && w[1] == b'#' && (w[2].is_ascii_digit() || w[2] | 0x20 == b'x'))
+}
+
+/// The cookies of a request (`name=value` pairs of every `Cookie` header), each
+/// handed to `visit` by name until it returns something.
+pub fn cookie_names<'h, T>(
+    headers: &'h [(String, Vec<u8>)],
+    mut visit: impl FnMut(&'h [u8]) -> Option<T>,
+) -> Option<T> {
+    for (name, value) in headers {
+        if !name.eq_ignore_ascii_case("cookie") {
+            continue;
+        }
+        for pair in value.split(|&b| b == b';' || b == b',') {
+            let name = pair.split(|&b| b == b'=').next().unwrap_or_default();
+            let name = trim(name);
+            if !name.is_empty() {
+                if let Some(t) = visit(name) {
+                    return Some(t);
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Checks cookies: none may be named like a decision field of the route, under
+/// any spelling a stack folds onto it (PHP turns `.` and spaces into `_`,
+/// ASP.NET ignores case): see [`Class::Cookie`].
+pub fn check_cookies(fields: &Fields, headers: &[(String, Vec<u8>)]) -> Result<(), Ambiguity> {
+    match cookie_names(headers, |name| {
+        fields
+            .touches(name)
+            .or_else(|| fields.touches_foreign(name))
+    }) {
+        Some(f) => ambiguous(Class::Cookie, f),
+        None => Ok(()),
     }
 }
 
@@ -913,6 +966,11 @@ pub fn body_plan(route: &Route, view: &RequestView) -> Result<BodyPlan, BodyRefu
         return Ok(BodyPlan::None);
     }
     if route.body == BodyRule::Ignore {
+        // Not read, so not a body every collector parses into parameters (a form
+        // or a multipart body): its fields would contradict the decision's.
+        if view.header_values("content-type").any(names_parameters) {
+            return Err(BodyRefusal::Unsupported("content-type"));
+        }
         return Ok(BodyPlan::Ignore);
     }
     if !body_method(&view.method) {
@@ -955,7 +1013,11 @@ fn is_token(s: &[u8]) -> bool {
 /// type only at `;`, `,` or space: with a tab it parses no body at all).
 pub fn is_form_media_type(ct: &[u8]) -> bool {
     // The SDKs' spelling, decided without splitting (several times per request).
-    if ct == FORM || ct.eq_ignore_ascii_case(FORM) {
+    // In lower case only: Tomcat parses a form only when its media type is spelt
+    // so (`Request.parseParameters` compares with `equals`), other stacks in any
+    // case, so `Application/X-WWW-Form-Urlencoded` is a body two stacks read two
+    // ways.
+    if ct == FORM {
         return true;
     }
     if ct.contains(&b',') || ct.iter().any(|&b| b < 0x20 || b == 0x7f) {
@@ -963,7 +1025,7 @@ pub fn is_form_media_type(ct: &[u8]) -> bool {
     }
     let mut parts = ct.split(|&b| b == b';');
     let media = trim(parts.next().unwrap_or_default());
-    if !media.eq_ignore_ascii_case(FORM) {
+    if media != FORM {
         return false;
     }
     for p in parts {
@@ -987,6 +1049,20 @@ pub fn is_form_media_type(ct: &[u8]) -> bool {
 }
 
 const FORM: &[u8] = b"application/x-www-form-urlencoded";
+
+/// Does a content type name a body stacks parse into parameters (a form or a
+/// multipart body, in any case, with any parameters)?
+fn names_parameters(ct: &[u8]) -> bool {
+    let media = trim(
+        ct.split(|&b| b == b';' || b == b',')
+            .next()
+            .unwrap_or_default(),
+    );
+    media.eq_ignore_ascii_case(FORM)
+        || media
+            .get(..10)
+            .is_some_and(|m| m.eq_ignore_ascii_case(b"multipart/"))
+}
 
 /// Whether the request announces an empty body (`Content-Length: 0`, no
 /// `Transfer-Encoding`) although the host has not said the stream ended. Some
@@ -1225,7 +1301,7 @@ mod tests {
     fn only_plain_forms_are_read() {
         for ok in [
             "application/x-www-form-urlencoded",
-            "Application/X-WWW-Form-Urlencoded; charset=UTF-8",
+            "application/x-www-form-urlencoded; charset=UTF-8",
             "application/x-www-form-urlencoded;charset=\"utf-8\"",
         ] {
             assert!(is_form_media_type(ok.as_bytes()), "{ok}");
@@ -1240,6 +1316,9 @@ mod tests {
             "application/x-www-form-urlencoded\t;charset=utf-8",
             "application/x-www-form-urlencoded;\tcharset=utf-8",
             "multipart/form-data; boundary=x",
+            // Tomcat reads no form in another case.
+            "Application/X-WWW-Form-Urlencoded; charset=UTF-8",
+            "APPLICATION/X-WWW-FORM-URLENCODED",
             "text/plain",
             "",
         ] {

@@ -398,7 +398,7 @@ mod tests {
             (":path".into(), b"/event?x=1".to_vec()),
             (
                 "content-type".into(),
-                b"Application/X-WWW-Form-Urlencoded; charset=utf-8".to_vec(),
+                b"application/x-www-form-urlencoded; charset=UTF-8".to_vec(),
             ),
             ("x".into(), b"1".to_vec()),
             ("x".into(), b"2".to_vec()),

@@ -314,5 +314,17 @@ fn jitsu_routes() -> Vec<Route> {
         server("jitsu_s2s_event", "/api/v1/s2s/event"),
         server("jitsu_s2s_events", "/api/v1/s2s/events"),
         server("jitsu_events_bulk", "/api/v1/events/bulk"),
+        // Jitsu's Segment-compatible endpoints (`/api/v1/segment`, `/v1/batch`,
+        // `/compat`, `/compat/v1/batch`) take server secrets; its dry run either
+        // kind. (Its tracking pixel, `/api/v1/p.gif`, has no token check in Jitsu:
+        // the key inside its `data` only picks destinations.)
+        Route {
+            path: PathMatch::Prefix(b"/api/v1/segment".to_vec()),
+            ..server("jitsu_segment", "/api/v1/segment")
+        },
+        Route {
+            accept_client: true,
+            ..server("jitsu_events_dry_run", "/api/v1/events/dry-run")
+        },
     ]
 }
