@@ -2098,24 +2098,80 @@ fn numeric_alias(policy: &Policy, app: &[u8]) -> bool {
         let n = n.to_string();
         policy.apps.contains_key(&n) || policy.signatures.contains_key(&n)
     };
-    let text = String::from_utf8_lossy(app);
-    let plain: String = text.chars().filter(|&c| c != '_').collect();
+    let plain: Vec<u8> = app.iter().copied().filter(|&b| b != b'_').collect();
+    let sign = plain
+        .iter()
+        .take_while(|&&b| b == b'+' || b == b'-')
+        .count();
+    let unsigned = &plain[sign..];
     // The leading digits, after a sign and zeros (`042`, `+42`, `42abc`, `42.0`).
-    let unsigned = plain.trim_start_matches(['+', '-']);
-    let digits: String = unsigned.chars().take_while(char::is_ascii_digit).collect();
-    let leading = digits.parse::<u64>().ok();
-    // A float that is a whole number (`4.2e1`, `42e0`).
-    let float = plain
-        .parse::<f64>()
-        .ok()
-        .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f < 1e18)
-        .map(|f| f as u64);
+    let run = unsigned.iter().take_while(|b| b.is_ascii_digit()).count();
+    let leading = decimal(&unsigned[..run]);
+    // A decimal number in scientific notation that is a whole number (`4.2e1`,
+    // `42e0`, `420e-1`), read exactly (no float parser in the module).
+    let float = whole_decimal(unsigned);
     // Hexadecimal (`0x2A`).
-    let hex = unsigned
-        .strip_prefix("0x")
-        .or_else(|| unsigned.strip_prefix("0X"))
-        .and_then(|h| u64::from_str_radix(h, 16).ok());
+    let hex = match unsigned {
+        [b'0', b'x' | b'X', h @ ..] if !h.is_empty() && h.len() <= 15 => {
+            h.iter().try_fold(0u64, |n, &b| {
+                let d = char::from(b).to_digit(16)?;
+                Some(n << 4 | u64::from(d))
+            })
+        }
+        _ => None,
+    };
     [leading, float, hex].into_iter().flatten().any(configured)
+}
+
+/// Decimal digits (leading zeros ignored) as a number below 10^18.
+fn decimal(d: &[u8]) -> Option<u64> {
+    let zeros = d.iter().take_while(|&&b| b == b'0').count();
+    let d = &d[zeros..];
+    if (zeros == 0 && d.is_empty()) || d.len() > 18 || !d.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(d.iter().fold(0u64, |n, &b| n * 10 + u64::from(b - b'0')))
+}
+
+/// `d[.d][e[+-]d]` read exactly, when it is a whole number below 10^18.
+fn whole_decimal(t: &[u8]) -> Option<u64> {
+    let (mantissa, exponent) = match t.iter().position(|&b| b | 0x20 == b'e') {
+        Some(i) => {
+            let e = &t[i + 1..];
+            let (neg, e) = match e {
+                [b'-', r @ ..] => (true, r),
+                [b'+', r @ ..] => (false, r),
+                r => (false, r),
+            };
+            let e = i64::try_from(decimal(e)?).ok()?;
+            (&t[..i], if neg { -e } else { e })
+        }
+        None => (t, 0),
+    };
+    let (int, frac) = match mantissa.iter().position(|&b| b == b'.') {
+        Some(i) => (&mantissa[..i], &mantissa[i + 1..]),
+        None => (mantissa, &[][..]),
+    };
+    if int.is_empty() && frac.is_empty() || !int.iter().chain(frac).all(u8::is_ascii_digit) {
+        return None;
+    }
+    let mut digits: Vec<u8> = int.iter().chain(frac).copied().collect();
+    let mut scale = exponent.checked_sub(i64::try_from(frac.len()).ok()?)?;
+    while scale < 0 {
+        // Only trailing zeros may go: anything else is a fraction.
+        digits.pop().filter(|&c| c == b'0')?;
+        scale += 1;
+    }
+    let zeros = digits.iter().take_while(|&&b| b == b'0').count();
+    let significant = &digits[zeros..];
+    if significant.is_empty() {
+        return Some(0);
+    }
+    if significant.len() + usize::try_from(scale).ok()? > 18 {
+        return None;
+    }
+    let n = decimal(significant)?;
+    n.checked_mul(10u64.checked_pow(u32::try_from(scale).ok()?)?)
 }
 
 fn app_enforced(policy: &Policy, route: &Route, app: Option<&[u8]>) -> bool {
@@ -2221,6 +2277,37 @@ mod clock_tests {
             let clock = Clock::new(&read);
             let d = decide_with(&policy, &policy.tokens, &bearer(token), None, &clock);
             assert_eq!((d.outcome, reads.get()), (outcome, want_reads), "{token}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod numeric_app_tests {
+    use super::whole_decimal;
+
+    #[test]
+    fn whole_decimals_are_read_exactly() {
+        for (t, want) in [
+            ("42", Some(42)),
+            ("042", Some(42)),
+            ("42.0", Some(42)),
+            ("42.", Some(42)),
+            ("4.2e1", Some(42)),
+            ("4.20E1", Some(42)),
+            ("420e-1", Some(42)),
+            ("42e0", Some(42)),
+            (".42e2", Some(42)),
+            ("0", Some(0)),
+            ("4.25e1", None),
+            ("42.5", None),
+            ("4e-1", None),
+            ("e1", None),
+            (".", None),
+            ("4x", None),
+            ("1e30", None),
+            ("1e-99999999999", None),
+        ] {
+            assert_eq!(whole_decimal(t.as_bytes()), want, "{t}");
         }
     }
 }
