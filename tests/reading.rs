@@ -75,6 +75,15 @@ fn numeric_apps() -> String {
         .to_string()
 }
 
+/// Apps named by numbers in other spellings (session 9, round 4, F9).
+fn numeric_apps_padded() -> String {
+    r#"{"routes": [{"path": "/v1/track", "profile": "swaarm", "methods": ["GET", "POST"], "app_param": "app_id",
+      "per_app_enforcement": true, "credentials": ["bearer"], "scope": "events"}],
+  "tokens": [{"id": "app7-events", "secret": "tok-for-app-7-aaaaaaaaaaaa", "app": "007", "scopes": ["events"]}],
+  "apps": {"007": {"authentication": true}}}"#
+        .to_string()
+}
+
 /// An operator's JSON event API that does not read bodies (F6), methods listed (F7).
 fn ignore_body() -> String {
     r#"{"routes": [{"path": "/v1/events", "profile": "swaarm", "methods": ["POST"], "app_param": "app_token",
@@ -605,6 +614,25 @@ fn cases() -> Vec<Case> {
             .local(401, "The s2s token is invalid"),
         case("A: ... another number is another app", numeric_apps(), Request::get("/v1/track?app_id=43&event=purchase"))
             .up(":path", Some("/v1/track?app_id=43&event=purchase")),
+        // Round 4 (helper-32): every numeric spelling, not only those read as a
+        // configured number by a few parsers; no length limit.
+        case("A: ... 0o52 (Python's int(v, 0), JavaScript's Number)", numeric_apps(), Request::get("/v1/track?app_id=0o52&event=purchase"))
+            .ambiguous("spelling"),
+        case("A: ... 0b101010", numeric_apps(), Request::get("/v1/track?app_id=0b101010&event=purchase"))
+            .ambiguous("spelling"),
+        case("A: ... 41.9999999999999999 (a float)", numeric_apps(), Request::get("/v1/track?app_id=41.9999999999999999&event=purchase"))
+            .ambiguous("spelling"),
+        case("A: ... 0x1.5p5 (Go's ParseFloat)", numeric_apps(), Request::get("/v1/track?app_id=0x1.5p5&event=purchase"))
+            .ambiguous("spelling"),
+        case("A: ... 42xyz (PHP's (int), MySQL)", numeric_apps(), Request::get("/v1/track?app_id=42xyz&event=purchase"))
+            .ambiguous("spelling"),
+        case("A: ... sixty-three zeros and 42", numeric_apps(),
+             Request::get(&format!("/v1/track?app_id={}42&event=purchase", "0".repeat(63))))
+            .ambiguous("spelling"),
+        case("A: ... 7 beside a configured 007", numeric_apps_padded(), Request::get("/v1/track?app_id=7&event=purchase"))
+            .ambiguous("spelling"),
+        case("A: ... 007 itself is asked for its token", numeric_apps_padded(), Request::get("/v1/track?app_id=007&event=purchase"))
+            .local(401, "The s2s token is invalid"),
         // F5: an HTML numeric entity (qs's `interpretNumericEntities`).
         case("A: an HTML numeric entity in a decision field", c(),
              form_post("/event", "utf8=%26%2310003%3B&s2s=1&app_token=%26%2397%3Bbc123kuvada7&event_token=x"))
@@ -621,6 +649,24 @@ fn cases() -> Vec<Case> {
              Request::post("/v1/events?app_token=appA").header("authorization", "Bearer tok-for-app-A-aaaaaaaaaaaa")
                  .header("content-type", "application/json").body("{}"))
             .up("x-s2s-guard-token-id", Some("appA-events")),
+        case("A: ... a body without a media type (PHP and Python's cgi parse it as a form)", ignore_body(),
+             Request::post("/v1/events?app_token=appA").header("authorization", "Bearer tok-for-app-A-aaaaaaaaaaaa")
+                 .body("app_token=appB&event=purchase"))
+            .local(415, "Unsupported request body"),
+        case("A: ... a form media type with something after it", ignore_body(),
+             Request::post("/v1/events?app_token=appA").header("authorization", "Bearer tok-for-app-A-aaaaaaaaaaaa")
+                 .header("content-type", "application/x-www-form-urlencoded x").body("app_token=appB"))
+            .local(415, "Unsupported request body"),
+        case("A: ... text/plain (a beacon) is the route's", ignore_body(),
+             Request::post("/v1/events?app_token=appA").header("authorization", "Bearer tok-for-app-A-aaaaaaaaaaaa")
+                 .header("content-type", "text/plain").body("{}"))
+            .up("x-s2s-guard-token-id", Some("appA-events")),
+        case("A: an owned header as a server variable spelt with %u (IIS)", c(),
+             Request::get("/event?s2s=1&app_token=zzz&event_token=x&HTTP_X_S2S_GUARD_TOKEN_%u0049D=adj-events"))
+            .ambiguous("spelling"),
+        case("A: ... as IIS's HEADER_ variable", c(),
+             Request::get("/event?s2s=1&app_token=zzz&event_token=x&HEADER_X-S2S-GUARD-APP=abc"))
+            .ambiguous("spelling"),
         // F7: a second reading of the method.
         case("A: X-HTTP-Method-Override names another method", ignore_body(),
              Request::post("/v1/events?app_token=appA").header("authorization", "Bearer tok-for-app-A-aaaaaaaaaaaa")
@@ -636,6 +682,26 @@ fn cases() -> Vec<Case> {
         case("A: ... _method in a form body", c(),
              form_post("/event", format!("s2s=1&app_token={APP}&event_token=x&_method=DELETE")).header("authorization", bearer()))
             .ambiguous("spelling"),
+        case("A: ... _method as PHP folds .method", ignore_body(),
+             Request::post("/v1/events?app_token=appA&.method=DELETE").header("authorization", "Bearer tok-for-app-A-aaaaaaaaaaaa"))
+            .ambiguous("spelling"),
+        case("A: ... _method[]", ignore_body(),
+             Request::post("/v1/events?app_token=appA&_method%5B%5D=DELETE").header("authorization", "Bearer tok-for-app-A-aaaaaaaaaaaa"))
+            .ambiguous("spelling"),
+        case("A: ... a leading space (+_method)", ignore_body(),
+             Request::post("/v1/events?app_token=appA&+_method=DELETE").header("authorization", "Bearer tok-for-app-A-aaaaaaaaaaaa"))
+            .ambiguous("spelling"),
+        case("A: ... the override header's name as a parameter (ASP.NET MVC)", ignore_body(),
+             Request::post("/v1/events?app_token=appA&X-HTTP-Method-Override=DELETE").header("authorization", "Bearer tok-for-app-A-aaaaaaaaaaaa"))
+            .ambiguous("spelling"),
+        case("A: ... an override header as an HTTP/2 trailer", c(),
+             form_post("/event?s2s=1", format!("app_token={APP}&event_token=e")).http2().header("authorization", bearer())
+                 .trailer("x-http-method-override", "DELETE"))
+            .ambiguous("trailer"),
+        case("A: ... a cookie as an HTTP/2 trailer", c(),
+             form_post("/event?s2s=1", format!("app_token={APP}&event_token=e")).http2().header("authorization", bearer())
+                 .trailer("cookie", "app_token=other"))
+            .ambiguous("trailer"),
         case("A: ... naming the request's own method is no other reading", ignore_body(),
              Request::post("/v1/events?app_token=appA").header("authorization", "Bearer tok-for-app-A-aaaaaaaaaaaa")
                  .header("x-http-method-override", "post"))

@@ -995,7 +995,16 @@ fn forged_name(
         a.len() == b.len() && a.iter().zip(b).all(|(&x, &y)| fold(x) == fold(y))
     };
     let server_variable = |name: &[u8]| {
-        let rest = name.get(5..).filter(|_| same(&name[..5], b"http_"))?;
+        // IIS decodes `%uXXXX` in names, and names headers `HEADER_X-...` too.
+        let decoded;
+        let name = if name.windows(2).any(|w| w[0] == b'%' && w[1] | 0x20 == b'u') {
+            decoded = path::lenient_u_decoded(name);
+            &decoded[..]
+        } else {
+            name
+        };
+        let rest = (name.get(5..).filter(|_| same(&name[..5], b"http_")))
+            .or_else(|| name.get(7..).filter(|_| same(&name[..7], b"header_")))?;
         let owned = &policy.headers;
         [&owned.token_id, &owned.app, &owned.reason]
             .into_iter()
@@ -1047,8 +1056,30 @@ fn method_override(
             field: name.as_bytes().to_vec(),
         });
     }
+    // `_method` as PHP folds names (leading spaces dropped, `.` and spaces as `_`,
+    // cut at `[` or NUL), any case; the override headers' names as parameters
+    // (ASP.NET MVC reads `X-HTTP-Method-Override` from the form and query too).
+    let folded = |name: &[u8]| -> Vec<u8> {
+        let start = name.iter().position(|&b| b != b' ').unwrap_or(name.len());
+        let end = (name.iter().position(|&b| b == b'[' || b == 0)).unwrap_or(name.len());
+        (name.get(start..end.max(start)).unwrap_or_default().iter())
+            .map(|&b| match b {
+                b'.' | b' ' | b'-' => b'_',
+                b => b.to_ascii_lowercase(),
+            })
+            .collect()
+    };
+    let as_param = |h: &str| -> Vec<u8> {
+        h.bytes()
+            .map(|b| if b == b'-' { b'_' } else { b })
+            .collect()
+    };
+    let overriding = |name: &[u8]| {
+        let f = folded(name);
+        f == b"_method" || HEADERS.iter().any(|h| f == as_param(h))
+    };
     (query.iter().chain(form.unwrap_or_default()))
-        .find(|p| p.name.eq_ignore_ascii_case(b"_method") && other(&p.value))
+        .find(|p| other(&p.value) && overriding(&p.name))
         .map(|_| Ambiguity {
             class: Class::Spelling,
             field: b"_method".to_vec(),
@@ -2086,92 +2117,37 @@ fn origin_allowed(t: token::TokenRef, origin: Option<&[u8]>) -> bool {
 }
 
 /// Is authentication switched on for the request's app on this endpoint?
-/// Is `app` (not a configured app) another spelling of a configured app whose name
-/// is a number, as a numeric lookup reads it? PHP's `==` and `(int)`, JavaScript's
-/// `Number`, Python's `int`, Go's `ParseInt(v, 0, 64)`, SQLite and MySQL read
-/// `042`, `+42`, `42.0`, `4.2e1`, `0x2A`, `4_2` or `42abc` as 42.
+/// Is `app` (not a configured app) one a numeric lookup may read as a configured
+/// app named by a number? PHP's `==`, `(int)` and `intval($v, 0)`, JavaScript's
+/// `Number`, Python's `int(v, 0)` and `float`, Go's `ParseInt(v, 0, 64)` and
+/// `ParseFloat`, SQLite and MySQL read `042`, `+42`, `42.0`, `4.2e1`, `0x2A`,
+/// `0o52`, `0b101010`, `0x1.5p5`, `41.9999999999999999`, `4_2`, `42abc`, `42xyz`
+/// or sixty zeros and `42` as 42. So, with any app named by a number, an unknown
+/// app is refused unless it is a plain decimal (`43`: another app) that is no
+/// configured app's value (`7` beside a configured `007`).
 fn numeric_alias(policy: &Policy, app: &[u8]) -> bool {
-    if !app.iter().any(u8::is_ascii_digit) || app.len() > 64 {
+    let Some(values) = &policy.numeric_apps else {
         return false;
-    }
-    let configured = |n: u64| {
-        let n = n.to_string();
-        policy.apps.contains_key(&n) || policy.signatures.contains_key(&n)
     };
-    let plain: Vec<u8> = app.iter().copied().filter(|&b| b != b'_').collect();
-    let sign = plain
+    let plain_decimal =
+        !app.is_empty() && app.iter().all(u8::is_ascii_digit) && (app[0] != b'0' || app.len() == 1);
+    if plain_decimal {
+        return (app.len() <= 19)
+            .then(|| std::str::from_utf8(app).ok()?.parse::<u64>().ok())
+            .flatten()
+            .is_some_and(|n| values.contains(&n));
+    }
+    // In the characters of a numeric literal, or starting as a number (`(int)`
+    // and SQL casts read the leading number of any text).
+    let literal = app.iter().any(u8::is_ascii_digit)
+        && app
+            .iter()
+            .all(|&b| b.is_ascii_hexdigit() || b"xXoObBpP.+-_ \t".contains(&b));
+    let lead = app
         .iter()
-        .take_while(|&&b| b == b'+' || b == b'-')
-        .count();
-    let unsigned = &plain[sign..];
-    // The leading digits, after a sign and zeros (`042`, `+42`, `42abc`, `42.0`).
-    let run = unsigned.iter().take_while(|b| b.is_ascii_digit()).count();
-    let leading = decimal(&unsigned[..run]);
-    // A decimal number in scientific notation that is a whole number (`4.2e1`,
-    // `42e0`, `420e-1`), read exactly (no float parser in the module).
-    let float = whole_decimal(unsigned);
-    // Hexadecimal (`0x2A`).
-    let hex = match unsigned {
-        [b'0', b'x' | b'X', h @ ..] if !h.is_empty() && h.len() <= 15 => {
-            h.iter().try_fold(0u64, |n, &b| {
-                let d = char::from(b).to_digit(16)?;
-                Some(n << 4 | u64::from(d))
-            })
-        }
-        _ => None,
-    };
-    [leading, float, hex].into_iter().flatten().any(configured)
-}
-
-/// Decimal digits (leading zeros ignored) as a number below 10^18.
-fn decimal(d: &[u8]) -> Option<u64> {
-    let zeros = d.iter().take_while(|&&b| b == b'0').count();
-    let d = &d[zeros..];
-    if (zeros == 0 && d.is_empty()) || d.len() > 18 || !d.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    Some(d.iter().fold(0u64, |n, &b| n * 10 + u64::from(b - b'0')))
-}
-
-/// `d[.d][e[+-]d]` read exactly, when it is a whole number below 10^18.
-fn whole_decimal(t: &[u8]) -> Option<u64> {
-    let (mantissa, exponent) = match t.iter().position(|&b| b | 0x20 == b'e') {
-        Some(i) => {
-            let e = &t[i + 1..];
-            let (neg, e) = match e {
-                [b'-', r @ ..] => (true, r),
-                [b'+', r @ ..] => (false, r),
-                r => (false, r),
-            };
-            let e = i64::try_from(decimal(e)?).ok()?;
-            (&t[..i], if neg { -e } else { e })
-        }
-        None => (t, 0),
-    };
-    let (int, frac) = match mantissa.iter().position(|&b| b == b'.') {
-        Some(i) => (&mantissa[..i], &mantissa[i + 1..]),
-        None => (mantissa, &[][..]),
-    };
-    if int.is_empty() && frac.is_empty() || !int.iter().chain(frac).all(u8::is_ascii_digit) {
-        return None;
-    }
-    let mut digits: Vec<u8> = int.iter().chain(frac).copied().collect();
-    let mut scale = exponent.checked_sub(i64::try_from(frac.len()).ok()?)?;
-    while scale < 0 {
-        // Only trailing zeros may go: anything else is a fraction.
-        digits.pop().filter(|&c| c == b'0')?;
-        scale += 1;
-    }
-    let zeros = digits.iter().take_while(|&&b| b == b'0').count();
-    let significant = &digits[zeros..];
-    if significant.is_empty() {
-        return Some(0);
-    }
-    if significant.len() + usize::try_from(scale).ok()? > 18 {
-        return None;
-    }
-    let n = decimal(significant)?;
-    n.checked_mul(10u64.checked_pow(u32::try_from(scale).ok()?)?)
+        .find(|&&b| !b" \t+-.".contains(&b))
+        .is_some_and(u8::is_ascii_digit);
+    literal || lead
 }
 
 fn app_enforced(policy: &Policy, route: &Route, app: Option<&[u8]>) -> bool {
@@ -2277,37 +2253,6 @@ mod clock_tests {
             let clock = Clock::new(&read);
             let d = decide_with(&policy, &policy.tokens, &bearer(token), None, &clock);
             assert_eq!((d.outcome, reads.get()), (outcome, want_reads), "{token}");
-        }
-    }
-}
-
-#[cfg(test)]
-mod numeric_app_tests {
-    use super::whole_decimal;
-
-    #[test]
-    fn whole_decimals_are_read_exactly() {
-        for (t, want) in [
-            ("42", Some(42)),
-            ("042", Some(42)),
-            ("42.0", Some(42)),
-            ("42.", Some(42)),
-            ("4.2e1", Some(42)),
-            ("4.20E1", Some(42)),
-            ("420e-1", Some(42)),
-            ("42e0", Some(42)),
-            (".42e2", Some(42)),
-            ("0", Some(0)),
-            ("4.25e1", None),
-            ("42.5", None),
-            ("4e-1", None),
-            ("e1", None),
-            (".", None),
-            ("4x", None),
-            ("1e30", None),
-            ("1e-99999999999", None),
-        ] {
-            assert_eq!(whole_decimal(t.as_bytes()), want, "{t}");
         }
     }
 }

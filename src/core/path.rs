@@ -327,6 +327,35 @@ pub fn without_cookieless(p: &[u8]) -> Option<Vec<u8>> {
     removed.then_some(out)
 }
 
+/// `raw` with its `%uXXXX` escapes of ASCII characters decoded, as IIS decodes
+/// them (anything else kept as it is).
+pub fn lenient_u_decoded(raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        let esc = raw
+            .get(i..i + 6)
+            .filter(|e| e[0] == b'%' && e[1] | 0x20 == b'u');
+        let ch = esc.and_then(|e| {
+            let v = e[2..]
+                .iter()
+                .try_fold(0u32, |a, &b| Some(a << 4 | u32::from(hex(b)?)))?;
+            u8::try_from(v).ok().filter(u8::is_ascii)
+        });
+        match ch {
+            Some(c) => {
+                out.push(c);
+                i += 6;
+            }
+            None => {
+                out.push(raw[i]);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
 /// The path as a URL parser reads a request target that starts with two slashes
 /// (`//host/event`, `/\\host/event`, `///x/event`): a network-path reference whose
 /// first segment is an authority (Node's WHATWG `URL`, Java's `URI`), the rest its

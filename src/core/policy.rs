@@ -482,6 +482,11 @@ pub struct Policy {
     /// request naming one in another case is refused (a collector may look apps up
     /// case-insensitively).
     pub app_names_folded: std::collections::HashSet<String>,
+    /// Some configured app is named by a number (`42`, `007`, `1e3`): then a
+    /// request naming an unknown app in another spelling of a number is refused (a
+    /// numeric lookup may read it as a configured one: `042`, `0x2A`, `4.2e1`).
+    /// Holds the values of the apps named by decimal digits (`007` is 7).
+    pub numeric_apps: Option<std::collections::HashSet<u64>>,
 }
 
 /// Where a request lands.

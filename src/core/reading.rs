@@ -935,6 +935,15 @@ pub fn check_headers(fields: &Fields, headers: &[(String, Vec<u8>)]) -> Result<(
     Ok(())
 }
 
+/// Headers the decision reads beside [`HEADERS`] (cookies, method overrides),
+/// refused as trailers too.
+const TRAILER_ONLY: [&str; 4] = [
+    "cookie",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
 /// Checks request trailers: none may name a header the decision reads.
 pub fn check_trailers(fields: &Fields, trailers: &[(String, Vec<u8>)]) -> Result<(), Ambiguity> {
     for (name, _) in trailers {
@@ -942,6 +951,7 @@ pub fn check_trailers(fields: &Fields, trailers: &[(String, Vec<u8>)]) -> Result
             .iter()
             .copied()
             .chain(fields.headers.iter().map(String::as_str))
+            .chain(TRAILER_ONLY)
             .find(|h| fold_eq(name, h));
         if let Some(h) = hit {
             return ambiguous(Class::Trailer, h.as_bytes());
@@ -968,7 +978,10 @@ pub fn body_plan(route: &Route, view: &RequestView) -> Result<BodyPlan, BodyRefu
     if route.body == BodyRule::Ignore {
         // Not read, so not a body every collector parses into parameters (a form
         // or a multipart body): its fields would contradict the decision's.
-        if view.header_values("content-type").any(names_parameters) {
+        // Nor one without a media type: PHP, Python's `cgi` and classic ASP.NET
+        // parse such a POST body as a form.
+        let mut types = view.header_values("content-type").peekable();
+        if types.peek().is_none() || types.any(names_parameters) {
             return Err(BodyRefusal::Unsupported("content-type"));
         }
         return Ok(BodyPlan::Ignore);
@@ -1050,18 +1063,15 @@ pub fn is_form_media_type(ct: &[u8]) -> bool {
 
 const FORM: &[u8] = b"application/x-www-form-urlencoded";
 
-/// Does a content type name a body stacks parse into parameters (a form or a
-/// multipart body, in any case, with any parameters)?
+/// Might a content type name a body some stack parses into parameters (a form or a
+/// multipart body, in any case, with anything around it: PHP and Python's `cgi`
+/// match `application/x-www-form-urlencoded x`, `...urlencodedx` too)?
 fn names_parameters(ct: &[u8]) -> bool {
-    let media = trim(
-        ct.split(|&b| b == b';' || b == b',')
-            .next()
-            .unwrap_or_default(),
-    );
-    media.eq_ignore_ascii_case(FORM)
-        || media
-            .get(..10)
-            .is_some_and(|m| m.eq_ignore_ascii_case(b"multipart/"))
+    let has = |needle: &[u8]| {
+        ct.windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle))
+    };
+    has(b"urlencoded") || has(b"url-encoded") || has(b"multipart") || has(b"form-data")
 }
 
 /// Whether the request announces an empty body (`Content-Length: 0`, no

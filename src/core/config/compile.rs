@@ -259,6 +259,19 @@ pub(super) fn compile(
         .chain(apps.signatures.keys())
         .map(|a| a.to_ascii_lowercase())
         .collect();
+    let names = || app_settings.keys().chain(apps.signatures.keys());
+    let numeric_apps = names()
+        .any(|a| {
+            a.bytes().any(|b| b.is_ascii_digit())
+                && a.bytes()
+                    .all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b))
+        })
+        .then(|| {
+            names()
+                .filter(|a| a.len() <= 19 && a.bytes().all(|b| b.is_ascii_digit()))
+                .filter_map(|a| a.parse::<u64>().ok())
+                .collect()
+        });
 
     Ok(Policy {
         mode,
@@ -278,6 +291,7 @@ pub(super) fn compile(
         hold_headers_for_body: c.hold_headers_for_body.unwrap_or(false),
         warnings,
         app_names_folded,
+        numeric_apps,
         signatures: apps.signatures,
         signature_reply,
         stat_names,

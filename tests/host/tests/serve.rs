@@ -111,13 +111,13 @@ fn requests_over_loopback_and_token_rotation() {
     assert_eq!(status, 400);
     let (status, _, body) = http(
         addr,
-        "POST /api/v1/s2s/event HTTP/1.1\r\nhost: x\r\nx-auth-token: tok-j\r\ncontent-length: 2\r\n\r\n{}",
+        "POST /api/v1/s2s/event HTTP/1.1\r\nhost: x\r\nx-auth-token: tok-j\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}",
     );
     assert_eq!(status, 200, "{body}");
     // The Swaarm token (default realm) does not open Jitsu's routes.
     let (status, _, _) = http(
         addr,
-        "POST /api/v1/s2s/event HTTP/1.1\r\nhost: x\r\nx-auth-token: tok-1\r\ncontent-length: 2\r\n\r\n{}",
+        "POST /api/v1/s2s/event HTTP/1.1\r\nhost: x\r\nx-auth-token: tok-1\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}",
     );
     assert_eq!(status, 401);
     assert!(body.contains("\"body\":\"{}\""), "{body}");
