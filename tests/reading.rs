@@ -583,6 +583,13 @@ fn cases() -> Vec<Case> {
              Request::post(&format!("/event?s2s=1&app_token={APP}&event_token=x")).header("authorization", bearer())
                  .header("cookie", "s2s_guard_rejection="))
             .ambiguous("cookie"),
+        // Round 5 (helper-33): a credential's own name as a cookie is no second
+        // reading (the credential is stripped; browsers send a site's `token`
+        // cookie to a same-site collector): only the other decision fields are.
+        case("A: a cookie named like the route's credential goes on (Jitsu, a site's token cookie)", c(),
+             Request::post("/api/v1/s2s/event").header("x-auth-token", JITSU_SERVER).header("cookie", "token=session-abc; p_x=1")
+                 .header("content-type", "application/json").body("{}"))
+            .up("x-s2s-guard-token-id", Some("jitsu")),
         case("A: other cookies go on", c(),
              Request::post(&format!("/event?s2s=1&app_token={APP}&event_token=x")).header("authorization", bearer())
                  .header("cookie", "sid=1; theme=dark"))
@@ -629,6 +636,10 @@ fn cases() -> Vec<Case> {
         case("A: ... sixty-three zeros and 42", numeric_apps(),
              Request::get(&format!("/v1/track?app_id={}42&event=purchase", "0".repeat(63))))
             .ambiguous("spelling"),
+        case("A: ... 2^32 + 42 (32-bit code reads 42)", numeric_apps(), Request::get("/v1/track?app_id=4294967338&event=purchase"))
+            .ambiguous("spelling"),
+        case("A: ... 2^64 + 42", numeric_apps(), Request::get("/v1/track?app_id=18446744073709551658&event=purchase"))
+            .ambiguous("spelling"),
         case("A: ... 7 beside a configured 007", numeric_apps_padded(), Request::get("/v1/track?app_id=7&event=purchase"))
             .ambiguous("spelling"),
         case("A: ... 007 itself is asked for its token", numeric_apps_padded(), Request::get("/v1/track?app_id=007&event=purchase"))
@@ -656,6 +667,14 @@ fn cases() -> Vec<Case> {
         case("A: ... a form media type with something after it", ignore_body(),
              Request::post("/v1/events?app_token=appA").header("authorization", "Bearer tok-for-app-A-aaaaaaaaaaaa")
                  .header("content-type", "application/x-www-form-urlencoded x").body("app_token=appB"))
+            .local(415, "Unsupported request body"),
+        case("A: ... an empty media type", ignore_body(),
+             Request::post("/v1/events?app_token=appA").header("authorization", "Bearer tok-for-app-A-aaaaaaaaaaaa")
+                 .header("content-type", "").body("app_token=appB"))
+            .local(415, "Unsupported request body"),
+        case("A: ... two media types", ignore_body(),
+             Request::post("/v1/events?app_token=appA").header("authorization", "Bearer tok-for-app-A-aaaaaaaaaaaa")
+                 .header("content-type", "application/json").header("content-type", "text/plain").body("{}"))
             .local(415, "Unsupported request body"),
         case("A: ... text/plain (a beacon) is the route's", ignore_body(),
              Request::post("/v1/events?app_token=appA").header("authorization", "Bearer tok-for-app-A-aaaaaaaaaaaa")
@@ -691,6 +710,16 @@ fn cases() -> Vec<Case> {
         case("A: ... a leading space (+_method)", ignore_body(),
              Request::post("/v1/events?app_token=appA&+_method=DELETE").header("authorization", "Bearer tok-for-app-A-aaaaaaaaaaaa"))
             .ambiguous("spelling"),
+        case("A: ... [_method] (Rack 2 and qs drop the brackets)", ignore_body(),
+             Request::post("/v1/events?app_token=appA&%5B_method%5D=DELETE").header("authorization", "Bearer tok-for-app-A-aaaaaaaaaaaa"))
+            .ambiguous("spelling"),
+        case("A: ... ]_method", ignore_body(),
+             Request::post("/v1/events?app_token=appA&]_method=DELETE").header("authorization", "Bearer tok-for-app-A-aaaaaaaaaaaa"))
+            .ambiguous("spelling"),
+        case("A: ... a URL header as an HTTP/2 trailer", c(),
+             form_post("/event?s2s=1", format!("app_token={APP}&event_token=e")).http2().header("authorization", bearer())
+                 .trailer("x-original-url", "/session"))
+            .ambiguous("trailer"),
         case("A: ... the override header's name as a parameter (ASP.NET MVC)", ignore_body(),
              Request::post("/v1/events?app_token=appA&X-HTTP-Method-Override=DELETE").header("authorization", "Bearer tok-for-app-A-aaaaaaaaaaaa"))
             .ambiguous("spelling"),

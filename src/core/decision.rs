@@ -1059,9 +1059,15 @@ fn method_override(
     // `_method` as PHP folds names (leading spaces dropped, `.` and spaces as `_`,
     // cut at `[` or NUL), any case; the override headers' names as parameters
     // (ASP.NET MVC reads `X-HTTP-Method-Override` from the form and query too).
+    // (Rack 2 and `qs` also drop brackets before the name: `[_method]`, `]_method`.)
     let folded = |name: &[u8]| -> Vec<u8> {
-        let start = name.iter().position(|&b| b != b' ').unwrap_or(name.len());
-        let end = (name.iter().position(|&b| b == b'[' || b == 0)).unwrap_or(name.len());
+        let start =
+            (name.iter().position(|&b| !matches!(b, b' ' | b'[' | b']'))).unwrap_or(name.len());
+        let end = (name
+            .iter()
+            .skip(start)
+            .position(|&b| matches!(b, b'[' | b']' | 0)))
+        .map_or(name.len(), |e| start + e);
         (name.get(start..end.max(start)).unwrap_or_default().iter())
             .map(|&b| match b {
                 b'.' | b' ' | b'-' => b'_',
@@ -2132,10 +2138,23 @@ fn numeric_alias(policy: &Policy, app: &[u8]) -> bool {
     let plain_decimal =
         !app.is_empty() && app.iter().all(u8::is_ascii_digit) && (app[0] != b'0' || app.len() == 1);
     if plain_decimal {
-        return (app.len() <= 19)
-            .then(|| std::str::from_utf8(app).ok()?.parse::<u64>().ok())
-            .flatten()
-            .is_some_and(|n| values.contains(&n));
+        // Its value, and what code that cuts numbers to 32 or 64 bits reads
+        // (`v|0` in JavaScript, C's `atoi`, Java's `(int)`, Go's `int32()`):
+        // 4294967338 is 42 there. Above 2^53 a JavaScript number is a double:
+        // 9007199254740992 is 9007199254740993 there.
+        let (mut m32, mut m64) = (0u64, 0u128);
+        for &d in app {
+            let d = u64::from(d - b'0');
+            m32 = (m32 * 10 + d) % (1 << 32);
+            m64 = (m64 * 10 + u128::from(d)) % (1 << 64);
+        }
+        let m64 = u64::try_from(m64).unwrap_or(0);
+        let double = |v: &u64| {
+            *v > 1 << 53 && m64 > 1 << 53 && app.len() <= 20 && (*v as f64) == (m64 as f64)
+        };
+        return values.contains(&m32)
+            || values.contains(&m64)
+            || (m64 > 1 << 53 && values.iter().any(double));
     }
     // In the characters of a numeric literal, or starting as a number (`(int)`
     // and SQL casts read the leading number of any text).

@@ -156,6 +156,11 @@ pub struct Fields {
     /// `event_id` on `/s2sevent`, which its own document sends twice). The
     /// decision reads only that one is present, true under every reading.
     pub repeatable: Vec<Vec<u8>>,
+    /// The route's credential parameter names (`token`, `s2s_token`): not read in
+    /// cookies (a browser sends the site's own `token` cookie to a same-site
+    /// collector; the credential is stripped and the collector acts on the
+    /// identity the filter sets, not on it).
+    pub credentials: Vec<Vec<u8>>,
     /// `names` and `foreign` by hash, built by the constructors ([`Fields::of`],
     /// [`Fields::with_foreign`], [`Fields::indexed`]); a `Fields` built by hand
     /// without it is searched linearly.
@@ -286,6 +291,7 @@ impl Fields {
             match s {
                 Source::QueryPrefix(p) => f.prefixes.push(p.clone()),
                 Source::Header(h) => f.headers.push(h.to_ascii_lowercase()),
+                Source::Query(n) | Source::Form(n) => f.credentials.push(n.clone()),
                 _ => {}
             }
         }
@@ -865,10 +871,12 @@ pub fn cookie_names<'h, T>(
 /// any spelling a stack folds onto it (PHP turns `.` and spaces into `_`,
 /// ASP.NET ignores case): see [`Class::Cookie`].
 pub fn check_cookies(fields: &Fields, headers: &[(String, Vec<u8>)]) -> Result<(), Ambiguity> {
+    let credential = |f: &[u8]| {
+        fields.credentials.iter().any(|c| c.as_slice() == f)
+            || fields.prefixes.iter().any(|p| p.as_slice() == f)
+    };
     match cookie_names(headers, |name| {
-        fields
-            .touches(name)
-            .or_else(|| fields.touches_foreign(name))
+        fields.touches(name).filter(|f| !credential(f))
     }) {
         Some(f) => ambiguous(Class::Cookie, f),
         None => Ok(()),
@@ -935,13 +943,19 @@ pub fn check_headers(fields: &Fields, headers: &[(String, Vec<u8>)]) -> Result<(
     Ok(())
 }
 
-/// Headers the decision reads beside [`HEADERS`] (cookies, method overrides),
-/// refused as trailers too.
-const TRAILER_ONLY: [&str; 4] = [
+/// Headers the decision reads beside [`HEADERS`] (cookies, method overrides, the
+/// URL and root-path headers), refused as trailers too.
+const TRAILER_ONLY: [&str; 10] = [
     "cookie",
     "x-http-method-override",
     "x-http-method",
     "x-method-override",
+    "x-original-url",
+    "x-rewrite-url",
+    "daphne-root-path",
+    "script-name",
+    "x-script-name",
+    "x-forwarded-prefix",
 ];
 
 /// Checks request trailers: none may name a header the decision reads.
@@ -980,8 +994,14 @@ pub fn body_plan(route: &Route, view: &RequestView) -> Result<BodyPlan, BodyRefu
         // or a multipart body): its fields would contradict the decision's.
         // Nor one without a media type: PHP, Python's `cgi` and classic ASP.NET
         // parse such a POST body as a form.
-        let mut types = view.header_values("content-type").peekable();
-        if types.peek().is_none() || types.any(names_parameters) {
+        // An empty one is none (Envoy trims white space), and two are two readings.
+        let (mut types, mut parsed) = (0, false);
+        for v in view.header_values("content-type") {
+            types += 1;
+            // (Envoy joins a repeated `Content-Type` with `,`.)
+            parsed |= trim(v).is_empty() || v.contains(&b',') || names_parameters(v);
+        }
+        if types != 1 || parsed {
             return Err(BodyRefusal::Unsupported("content-type"));
         }
         return Ok(BodyPlan::Ignore);
