@@ -71,7 +71,7 @@ fn numeric_apps() -> String {
     r#"{"routes": [{"path": "/v1/track", "profile": "swaarm", "methods": ["GET", "POST"], "app_param": "app_id",
       "per_app_enforcement": true, "credentials": ["bearer"], "scope": "events"}],
   "tokens": [{"id": "app42-events", "secret": "tok-for-app-42-aaaaaaaaaaaa", "app": "42", "scopes": ["events"]}],
-  "apps": {"42": {"authentication": true}}}"#
+  "apps": {"42": {"authentication": true}, "1000": {"authentication": true}}}"#
         .to_string()
 }
 
@@ -544,6 +544,24 @@ fn cases() -> Vec<Case> {
         case("D: ... the prefix route itself still takes the client token", track(),
              Request::post("/track/web").header("authorization", "Bearer pubclienttok"))
             .up("x-s2s-guard-token-id", Some("web-events")),
+        // Session 10 (helper-34) F1: Daphne and the X-Script-Name middlewares
+        // strip the decoded root path from the decoded path: `/x?y` is a prefix of
+        // `/x%3Fy/postback` there (Daphne + Django, gunicorn + Flask, run).
+        case("D: a root path matching the percent-decoded path (Daphne)", c(),
+             Request::get("/x%3Fy/postback?user_id=u1&event_id=purchase").header("daphne-root-path", "/x?y"))
+            .ambiguous("path"),
+        case("D: ... an escaped space (X-Script-Name, Flask)", c(),
+             Request::get("/x%20y/postback?user_id=u1&event_id=purchase").header("x-script-name", "/x y"))
+            .ambiguous("path"),
+        case("D: ... onto an Adjust route", c(),
+             Request::get(&format!("/x%3Ay/session?s2s=1&app_token={APP}")).header("daphne-root-path", "/x:y"))
+            .ambiguous("path"),
+        case("D: ... an escaped slash ending the root path (Daphne decodes it)", c(),
+             Request::post("/x%2Fapi/v1/s2s/event").header("daphne-root-path", "/x"))
+            .ambiguous("path"),
+        case("D: ... a decoded root path naming no protected route is not ours", c(),
+             Request::get("/x%3Fy/static/a.js").header("daphne-root-path", "/x?y"))
+            .up(":path", Some("/x%3Fy/static/a.js")),
         // F3: CodeIgniter routes a query starting with `/` on its front controller.
         case("D: /?/route (CodeIgniter reads the query as the path)", c(),
              Request::get("/?/postback?user_id=u1&event_id=purchase"))
@@ -640,6 +658,20 @@ fn cases() -> Vec<Case> {
             .ambiguous("spelling"),
         case("A: ... 2^64 + 42", numeric_apps(), Request::get("/v1/track?app_id=18446744073709551658&event=purchase"))
             .ambiguous("spelling"),
+        // Session 10 (helper-34) F2: JavaScript rounds to a double before `|0`:
+        // 36028801313932265 is 2^55 + 2^32 + 1001 exactly, 1000 to `Number(v)|0`.
+        case("A: ... rounded to a double, then cut to 32 bits (JavaScript reads 1000)", numeric_apps(),
+             Request::get("/v1/track?app_id=36028801313932265&event=purchase"))
+            .ambiguous("spelling"),
+        case("A: ... any plain decimal from 2^32 on that is no configured app", numeric_apps(),
+             Request::get("/v1/track?app_id=4294967296&event=purchase"))
+            .ambiguous("spelling"),
+        case("A: ... more digits than 64 bits hold", numeric_apps(),
+             Request::get(&format!("/v1/track?app_id=1{}&event=purchase", "0".repeat(40))))
+            .ambiguous("spelling"),
+        case("A: ... below 2^32 a plain decimal is its value: another app", numeric_apps(),
+             Request::get("/v1/track?app_id=4294967295&event=purchase"))
+            .up(":path", Some("/v1/track?app_id=4294967295&event=purchase")),
         case("A: ... 7 beside a configured 007", numeric_apps_padded(), Request::get("/v1/track?app_id=7&event=purchase"))
             .ambiguous("spelling"),
         case("A: ... 007 itself is asked for its token", numeric_apps_padded(), Request::get("/v1/track?app_id=007&event=purchase"))

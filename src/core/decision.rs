@@ -166,8 +166,11 @@ pub fn resolve<'a, 'v>(
             .any(|r| n.len() == r.len() && reading::folds_onto(n, r))
     });
     for (_, prefix) in roots {
+        // Daphne and the `X-Script-Name` middlewares compare percent-decoded paths
+        // (`/x%3Fy/postback` starts with `/x?y` there), gunicorn the raw ones.
         let decoded: Vec<u8> = percent_encoding::percent_decode(prefix).collect();
-        for p in [view.url_path(), &resolved.path[..]] {
+        let path_decoded: Vec<u8> = percent_encoding::percent_decode(view.url_path()).collect();
+        for p in [view.url_path(), &resolved.path[..], &path_decoded[..]] {
             for prefix in [&prefix[..], &decoded[..]] {
                 let Some(rest) = p.strip_prefix(prefix).filter(|_| !prefix.is_empty()) else {
                     continue;
@@ -994,8 +997,13 @@ fn forged_name(
     let same = |a: &[u8], b: &[u8]| {
         a.len() == b.len() && a.iter().zip(b).all(|(&x, &y)| fold(x) == fold(y))
     };
-    let server_variable = |name: &[u8]| {
+    // `escaped`: may the name hold a `%` (a parameter's only if its raw name did)?
+    let server_variable = |name: &[u8], escaped: bool| {
         // IIS decodes `%uXXXX` in names, and names headers `HEADER_X-...` too.
+        // Most names start with neither and hold no `%`: those are done at once.
+        if name.first().is_none_or(|&b| b | 0x20 != b'h') && !escaped {
+            return None;
+        }
         let decoded;
         let name = if name.windows(2).any(|w| w[0] == b'%' && w[1] | 0x20 == b'u') {
             decoded = path::lenient_u_decoded(name);
@@ -1012,11 +1020,11 @@ fn forged_name(
             .map(|h| h.as_bytes().to_vec())
     };
     let field = (query.iter().chain(form.unwrap_or_default()))
-        .find_map(|p| server_variable(&p.name))
+        .find_map(|p| server_variable(&p.name, p.escaped_name))
         .map(|f| (Class::Spelling, f))
         .or_else(|| {
             reading::cookie_names(&view.headers, |name| {
-                server_variable(name).or_else(|| {
+                server_variable(name, name.contains(&b'%')).or_else(|| {
                     same(name, FLAG_FIELD.as_bytes()).then(|| FLAG_FIELD.as_bytes().to_vec())
                 })
             })
@@ -1060,32 +1068,39 @@ fn method_override(
     // cut at `[` or NUL), any case; the override headers' names as parameters
     // (ASP.NET MVC reads `X-HTTP-Method-Override` from the form and query too).
     // (Rack 2 and `qs` also drop brackets before the name: `[_method]`, `]_method`.)
-    let folded = |name: &[u8]| -> Vec<u8> {
+    // Compared in place: this runs for every parameter of every request.
+    let overriding = |name: &[u8]| {
         let start =
             (name.iter().position(|&b| !matches!(b, b' ' | b'[' | b']'))).unwrap_or(name.len());
-        let end = (name
-            .iter()
-            .skip(start)
-            .position(|&b| matches!(b, b'[' | b']' | 0)))
-        .map_or(name.len(), |e| start + e);
-        (name.get(start..end.max(start)).unwrap_or_default().iter())
-            .map(|&b| match b {
-                b'.' | b' ' | b'-' => b'_',
-                b => b.to_ascii_lowercase(),
-            })
-            .collect()
-    };
-    let as_param = |h: &str| -> Vec<u8> {
-        h.bytes()
-            .map(|b| if b == b'-' { b'_' } else { b })
-            .collect()
-    };
-    let overriding = |name: &[u8]| {
-        let f = folded(name);
-        f == b"_method" || HEADERS.iter().any(|h| f == as_param(h))
+        let core = name.get(start..).unwrap_or_default();
+        // Every name below starts with `_` (or what folds onto it) or `x`: most
+        // parameters are done here, before their names are scanned.
+        if !core
+            .first()
+            .is_some_and(|&b| matches!(b, b'_' | b'.' | b'-' | b'x' | b'X'))
+        {
+            return false;
+        }
+        let end = (core.iter().position(|&b| matches!(b, b'[' | b']' | 0))).unwrap_or(core.len());
+        let core = &core[..end];
+        // Only the lengths of the names below can match.
+        if !matches!(core.len(), 7 | 13 | 17 | 22) {
+            return false;
+        }
+        let is = |want: &str| {
+            core.len() == want.len()
+                && core.iter().zip(want.bytes()).all(|(&a, w)| {
+                    let a = match a {
+                        b'.' | b' ' | b'-' => b'_',
+                        a => a.to_ascii_lowercase(),
+                    };
+                    a == if w == b'-' { b'_' } else { w }
+                })
+        };
+        is("_method") || HEADERS.iter().any(|h| is(h))
     };
     (query.iter().chain(form.unwrap_or_default()))
-        .find(|p| other(&p.value) && overriding(&p.name))
+        .find(|p| overriding(&p.name) && other(&p.value))
         .map(|_| Ambiguity {
             class: Class::Spelling,
             field: b"_method".to_vec(),
@@ -2138,23 +2153,24 @@ fn numeric_alias(policy: &Policy, app: &[u8]) -> bool {
     let plain_decimal =
         !app.is_empty() && app.iter().all(u8::is_ascii_digit) && (app[0] != b'0' || app.len() == 1);
     if plain_decimal {
-        // Its value, and what code that cuts numbers to 32 or 64 bits reads
-        // (`v|0` in JavaScript, C's `atoi`, Java's `(int)`, Go's `int32()`):
-        // 4294967338 is 42 there. Above 2^53 a JavaScript number is a double:
-        // 9007199254740992 is 9007199254740993 there.
-        let (mut m32, mut m64) = (0u64, 0u128);
+        // Below 2^32 every reading of a plain decimal is its value. From 2^32 on,
+        // code cuts it to 32 or 64 bits (`v|0` in JavaScript, C's `atoi`, Java's
+        // `(int)`, Go's `int32()`: 4294967338 is 42), rounds it to a double first
+        // (JavaScript: 36028801313932265 is 1000 after `|0`) or saturates it: too
+        // many readings to follow, and no app a route counts on to be another is
+        // that large beside apps named by small numbers. Refused unless it is one
+        // of the configured apps' values.
+        let mut value = 0u64;
         for &d in app {
-            let d = u64::from(d - b'0');
-            m32 = (m32 * 10 + d) % (1 << 32);
-            m64 = (m64 * 10 + u128::from(d)) % (1 << 64);
+            let Some(v) = value
+                .checked_mul(10)
+                .and_then(|v| v.checked_add(u64::from(d - b'0')))
+            else {
+                return true;
+            };
+            value = v;
         }
-        let m64 = u64::try_from(m64).unwrap_or(0);
-        let double = |v: &u64| {
-            *v > 1 << 53 && m64 > 1 << 53 && app.len() <= 20 && (*v as f64) == (m64 as f64)
-        };
-        return values.contains(&m32)
-            || values.contains(&m64)
-            || (m64 > 1 << 53 && values.iter().any(double));
+        return values.contains(&value) || value >= 1 << 32;
     }
     // In the characters of a numeric literal, or starting as a number (`(int)`
     // and SQL casts read the leading number of any text).

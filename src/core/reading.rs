@@ -799,7 +799,7 @@ pub fn check_parsed(
                 return ambiguous(Class::BadEscape, field);
             }
             let exact = *name == *field || fields.prefixes.iter().any(|p| name.starts_with(p));
-            if !exact || name.contains(&b'[') || name.contains(&0) {
+            if !exact || name.iter().any(|&b| b == b'[' || b == 0) {
                 return ambiguous(Class::Spelling, field);
             }
             check_value(field, raw_value, elsewhere, &fields.repeatable, &mut seen)?;
