@@ -839,3 +839,90 @@ fn readers_adopt_the_published_store_and_refuse_a_forged_one() {
         }
     }
 }
+
+/// Session 10, round 2 (helper-35) F3: a source serving the version in force in
+/// other bytes (re-indented, keys in another order) confirms it; before, each fetch
+/// was a `version` failure and, with `when_stale: reject`, every protected route
+/// answered 503 while the source was up and serving the right set. A change of
+/// content under the same version is still refused, and does not confirm the set.
+#[test]
+fn the_same_set_in_other_bytes_confirms_the_set_in_force() {
+    for lookup in ["", r#", "lookup": "shared""#] {
+        let stale = format!(r#", "stale_after": "10s", "when_stale": "reject"{lookup}"#);
+        let svc = service(
+            r#"{"version": 3, "tokens": [{"id": "id-a", "secret": "tok-a", "scopes": ["events"]}]}"#,
+        );
+        let mut h = host_with(&config(&stale), 2, &svc);
+        h.advance(1000);
+        assert_eq!(status_on_all(&mut h, "tok-a"), vec![200; 2], "{lookup}");
+        // Re-indented, and the keys of the set and of its token in another order.
+        let other_bytes = "{\n  \"tokens\": [\n    {\"scopes\": [\"events\"], \"secret\": \"tok-a\", \"id\": \"id-a\"}\n  ],\n  \"version\": 3\n}\n";
+        serve(&svc, other_bytes, "Thu, 01 Jan 2026 01:00:00 GMT");
+        h.advance(30_000);
+        assert_eq!(
+            h.metric("s2s_guard.source.failure.version").unwrap_or(0),
+            0,
+            "{lookup}"
+        );
+        assert!(
+            h.metric("s2s_guard.source.unchanged").unwrap() >= 1,
+            "{lookup}"
+        );
+        assert_eq!(
+            status_on_all(&mut h, "tok-a"),
+            vec![200; 2],
+            "still fresh {lookup}"
+        );
+        // Other content under version 3: refused, and no confirmation.
+        serve(
+            &svc,
+            r#"{"version": 3, "tokens": [{"id": "id-a", "secret": "tok-b", "scopes": ["events"]}]}"#,
+            "Thu, 01 Jan 2026 02:00:00 GMT",
+        );
+        h.advance(4000);
+        assert!(
+            h.metric("s2s_guard.source.failure.version").unwrap() >= 1,
+            "{lookup}"
+        );
+        assert_eq!(status_on_all(&mut h, "tok-b"), vec![401; 2], "{lookup}");
+        // A scope changed, the version not: other content too.
+        serve(
+            &svc,
+            r#"{"version": 3, "tokens": [{"id": "id-a", "secret": "tok-a", "scopes": ["events", "gdpr"]}]}"#,
+            "Thu, 01 Jan 2026 03:00:00 GMT",
+        );
+        h.advance(20_000);
+        let o = h.send(postback("tok-a"));
+        assert_eq!(o.status, 503, "stale once nothing confirms it {lookup}");
+    }
+}
+
+/// Session 10, round 2 (helper-35) N2: a set without its `tokens` (cut short, half
+/// generated), or with `"tokens": null`, is refused and the set in force kept; an
+/// explicit `[]` still empties it.
+#[test]
+fn a_set_must_list_its_tokens() {
+    let svc = service(&versioned_set(1, &["tok-a"]));
+    let mut h = host_with(&config(""), 2, &svc);
+    h.advance(1000);
+    assert_eq!(status_on_all(&mut h, "tok-a"), vec![200; 2]);
+    for (i, bad) in [r#"{"version": 2}"#, r#"{"version": 3, "tokens": null}"#]
+        .iter()
+        .enumerate()
+    {
+        serve(&svc, bad, &format!("Thu, 01 Jan 2026 0{}:00:00 GMT", i + 1));
+        h.advance(70_000);
+        assert!(
+            h.metric("s2s_guard.source.failure.invalid").unwrap() > i as i64,
+            "{bad}"
+        );
+        assert_eq!(status_on_all(&mut h, "tok-a"), vec![200; 2], "{bad}");
+    }
+    serve(
+        &svc,
+        r#"{"version": 4, "tokens": []}"#,
+        "Thu, 01 Jan 2026 05:00:00 GMT",
+    );
+    h.advance(70_000);
+    assert_eq!(status_on_all(&mut h, "tok-a"), vec![401; 2]);
+}

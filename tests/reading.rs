@@ -75,6 +75,20 @@ fn numeric_apps() -> String {
         .to_string()
 }
 
+/// An operator's catch-all prefix route of another realm beside the presets, and a
+/// nested events-only prefix route (session 10, round 2, F1).
+fn catch_all() -> String {
+    config(
+        r#", "routes": [{"path": "/", "match": "prefix", "profile": "swaarm", "realm": "internal",
+        "credentials": ["query:key"], "name": "catchall"}]"#,
+    )
+    .replace(
+        r#"{"id": "swaarm", "realm": "swaarm""#,
+        r#"{"id": "internal-svc", "realm": "internal", "secret": "internalKey"},
+    {"id": "swaarm", "realm": "swaarm""#,
+    )
+}
+
 /// Apps named by numbers in other spellings (session 9, round 4, F9).
 fn numeric_apps_padded() -> String {
     r#"{"routes": [{"path": "/v1/track", "profile": "swaarm", "methods": ["GET", "POST"], "app_param": "app_id",
@@ -103,6 +117,11 @@ fn track() -> String {
   "tokens": [{"id": "web-events", "secret": "pubclienttok", "kind": "client", "scopes": ["events"]},
              {"id": "ops-gdpr", "secret": "opsgdprtok", "scopes": ["gdpr"]}]}"#
         .to_string()
+}
+
+/// [`track`] with the events-only prefix route at the root, around the GDPR route.
+fn nested() -> String {
+    track().replace(r#""path": "/track""#, r#""path": "/""#)
 }
 
 fn sdk() -> String {
@@ -562,6 +581,49 @@ fn cases() -> Vec<Case> {
         case("D: ... a decoded root path naming no protected route is not ours", c(),
              Request::get("/x%3Fy/static/a.js").header("daphne-root-path", "/x?y"))
             .up(":path", Some("/x%3Fy/static/a.js")),
+        // Session 10, round 2 (helper-35) F1: a format suffix under a prefix route
+        // is another protected route to Rails (`/event.json` is `/event`, run on
+        // ActionDispatch 6.1) and older Spring: the prefix route's token opened it.
+        case("D: a format suffix under a catch-all prefix route reaches /event", catch_all(),
+             Request::get(&format!("/event.json?s2s=1&app_token={APP}&event_token=x&key=internalKey")))
+            .ambiguous("path"),
+        case("D: ... the SDK route, unsigned", catch_all(),
+             Request::get(&format!("/session.json?s2s=1&app_token={APP}&key=internalKey")))
+            .ambiguous("path"),
+        case("D: ... Jitsu's server route", catch_all(), Request::post("/api/v1/s2s/event.json?key=internalKey"))
+            .ambiguous("path"),
+        case("D: ... an events-only catch-all's client token on the GDPR route", nested(),
+             Request::post("/gdpr_forget_device.json").header("authorization", "Bearer pubclienttok"))
+            .ambiguous("path"),
+        case("D: ... that token on its own route's paths with a suffix", nested(),
+             Request::post("/web/x.json").header("authorization", "Bearer pubclienttok"))
+            .up("x-s2s-guard-token-id", Some("web-events")),
+        case("D: ... the catch-all's own paths with a suffix stay its own", catch_all(),
+             Request::get("/static/app.json?key=internalKey"))
+            .up("x-s2s-guard-token-id", Some("internal-svc")),
+        case("D: ... the literal route itself is the route's", catch_all(),
+             Request::get(&format!("/event?s2s=1&app_token={APP}&event_token=x&key=internalKey")))
+            .local(202, "Missing authentication token"),
+        // F2: a front controller in a directory serves that directory's paths:
+        // `/api/index.php/v1/s2s/event` is `/api/v1/s2s/event` (PHP 8.2, run).
+        case("D: a script in a directory: the path without it (PHP front controller at /api)", c(),
+             Request::post("/api/index.php/v1/s2s/event").header("content-type", "application/json").body("{}"))
+            .ambiguous("path"),
+        case("D: ... deeper in the path", c(),
+             Request::post("/api/v1/index.php/s2s/event").header("content-type", "application/json").body("{}"))
+            .ambiguous("path"),
+        case("D: ... under a prefix route of another realm", catch_all(),
+             Request::post("/api/index.php/v1/events/bulk?key=internalKey").header("content-type", "application/json").body("[]"))
+            .ambiguous("path"),
+        case("D: ... CodeIgniter's /?/ in a directory", c(),
+             Request::post("/api/?/v1/s2s/event").header("content-type", "application/json").body("{}"))
+            .ambiguous("path"),
+        case("D: ... and after a script in a directory", c(),
+             Request::post("/api/index.php?/v1/s2s/event").header("content-type", "application/json").body("{}"))
+            .ambiguous("path"),
+        case("D: ... a script whose path without it is no route is not ours", c(),
+             Request::get("/app/index.php/static/a.js"))
+            .up(":path", Some("/app/index.php/static/a.js")),
         // F3: CodeIgniter routes a query starting with `/` on its front controller.
         case("D: /?/route (CodeIgniter reads the query as the path)", c(),
              Request::get("/?/postback?user_id=u1&event_id=purchase"))

@@ -375,6 +375,19 @@ fn cases() -> Vec<Case> {
              Request::post(&format!("/api/v1/event?token={JITSU_CLIENT}")).header("origin", "https://evilabc.com"))
             .local(403, r#"{"message":"The request origin is not allowed for this token"}"#)
             .counts(&["s2s_guard.requests.outcome.origin_denied.scope.none", "s2s_guard.rejected.outcome.origin_denied"]),
+        // Session 10, round 2 (helper-35) N1: two Origin headers are refused, and
+        // the answer names neither (the first was one the token does not allow).
+        case("jitsu: two origins: refused, no CORS for either", c(),
+             Request::post(&format!("/api/v1/event?token={JITSU_CLIENT}")).header("origin", "https://evil.com")
+                 .header("origin", "https://shop.abc.com"))
+            .local(400, r#"{"message":"Ambiguous request"}"#)
+            .resp("access-control-allow-origin", None)
+            .counts(&["s2s_guard.ambiguous.class.header", "s2s_guard.rejected.outcome.ambiguous", "s2s_guard.requests.outcome.ambiguous.scope.none"]),
+        case("jitsu: a refused request's answer names its one origin", c(),
+             Request::post("/api/v1/event").header("origin", "https://shop.abc.com"))
+            .local(401, r#"{"message":"The token is not found"}"#)
+            .resp("access-control-allow-origin", Some("https://shop.abc.com"))
+            .counts(&["s2s_guard.rejected.outcome.missing", "s2s_guard.requests.outcome.missing.scope.none"]),
         case("jitsu: origin mismatch with omit_cors passes without CORS", omit(),
              Request::post(&format!("/api/v1/event?token={JITSU_CLIENT}")).header("origin", "https://evil.com"))
             .allowed_as("jitsu")

@@ -381,6 +381,17 @@ impl Distribution {
                         ) {
                             count(Counter::SourceRollbackRefused);
                             self.confirmed(now, stored);
+                        } else if matches!(
+                            refusal,
+                            distribution::VersionRefusal::SameVersion { .. }
+                        ) && self.same_content(&policy, &body)
+                        {
+                            // The set in force in other bytes (re-indented, keys in
+                            // another order): a confirmation, not a failure.
+                            count(Counter::SourceUnchanged);
+                            self.last_modified = header("last-modified");
+                            self.etag = header("etag");
+                            self.confirmed(now, stored);
                         } else {
                             self.failed(now, Failure::Version, count);
                         }
@@ -408,6 +419,9 @@ impl Distribution {
                 }
                 let meta = config::set_meta(&body).unwrap_or_default();
                 self.publish_sealed(&self.keys.meta, &self.keys.meta_sig, &meta);
+                let content = distribution::content_digest(&policy.tokens, policy.set_epoch, &meta)
+                    .map_or_else(Vec::new, |c| c.to_vec());
+                let _ = hostcalls::set_shared_data(&self.keys.content, Some(&content), None);
                 if self.src.bundle_key.is_some() {
                     // Workers verify what they load: in Istio every plugin of the
                     // proxy shares the shared-data namespace.
@@ -456,6 +470,24 @@ impl Distribution {
             }
         }
         Ok(Some(value))
+    }
+
+    /// Does this set say what the set in force says (its [`content_digest`] is
+    /// the one published with it)?
+    ///
+    /// [`content_digest`]: distribution::content_digest
+    fn same_content(&self, policy: &Policy, body: &[u8]) -> bool {
+        let Some(meta) = config::set_meta(body) else {
+            return false;
+        };
+        let Some(new) = distribution::content_digest(&policy.tokens, policy.set_epoch, &meta)
+        else {
+            return false;
+        };
+        hostcalls::get_shared_data(&self.keys.content)
+            .ok()
+            .and_then(|(v, _)| v)
+            .is_some_and(|published| published == new)
     }
 
     fn stored(&self) -> Option<VersionRecord> {

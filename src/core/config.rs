@@ -121,6 +121,14 @@ fn parse_set_inner(
             );
         }
     }
+    // A set cut short or half generated must not empty the set in force (`null`
+    // reads as absent). Its meta, read without tokens, may lack them.
+    if s.tokens.is_none() && !skip_tokens {
+        return err(
+            "token set: tokens",
+            "is required: a set lists its tokens (`[]` for none)",
+        );
+    }
     let tokens = s.tokens.filter(|_| !skip_tokens);
     let mut policy =
         compile::compile(&config, s.apps.as_ref(), tokens).map_err(|e| ConfigError {
@@ -563,6 +571,14 @@ fn secret(
             format!("give either {clear} or {hashed}, not both"),
         ),
         (Some(""), None) => err(o.at(clear), "must not be empty"),
+        // A longer credential is refused before any lookup: it could never match.
+        (Some(s), None) if s.len() > crate::credential::MAX_CREDENTIAL_LEN => err(
+            o.at(clear),
+            format!(
+                "longer than {} bytes (credentials that long are refused)",
+                crate::credential::MAX_CREDENTIAL_LEN
+            ),
+        ),
         (Some(s), None) => Ok(Some(token::digest(s.as_bytes()))),
         (None, Some(hex_digest)) => {
             let mut d = [0u8; 32];
@@ -888,7 +904,9 @@ fn hex_digest(h: &[u8]) -> Option<Digest> {
 fn fast_secret(clear: Option<&str>, hashed: Option<&str>) -> Option<Option<Digest>> {
     match (clear, hashed) {
         (None, None) => Some(None),
-        (Some(c), None) if !c.is_empty() => Some(Some(token::digest(c.as_bytes()))),
+        (Some(c), None) if !c.is_empty() && c.len() <= crate::credential::MAX_CREDENTIAL_LEN => {
+            Some(Some(token::digest(c.as_bytes())))
+        }
         (None, Some(h)) => Some(Some(hex_digest(h.as_bytes())?)),
         _ => None,
     }
@@ -1187,15 +1205,27 @@ mod tests {
             "token set: version: expected a non-negative integer"
         );
         assert_eq!(
-            e(r#"{"epoch":4294967297}"#),
+            e(r#"{"epoch":4294967297,"tokens":[]}"#),
             "token set: epoch: expected an integer between 0 and 4294967296"
         );
         assert_eq!(
             e(r#"{"bogus":1}"#),
             "token set: bogus: unknown field (known fields: $schema, apps, epoch, tokens, version)"
         );
-        assert_eq!(e(r#"{"apps":{}}"#), "token set: apps: this configuration does not let token sets change app settings (token_source.apps_from_set)");
+        assert_eq!(
+            e(r#"{"version":2}"#),
+            "token set: tokens: is required: a set lists its tokens (`[]` for none)"
+        );
+        assert_eq!(
+            e(r#"{"version":2,"tokens":null}"#),
+            "token set: tokens: is required: a set lists its tokens (`[]` for none)"
+        );
+        assert_eq!(e(r#"{"apps":{},"tokens":[]}"#), "token set: apps: this configuration does not let token sets change app settings (token_source.apps_from_set)");
         assert_eq!(e(r#"{"tokens":[{"id":"a"}]}"#), "token set: tokens[0]: has no secret (give secret, sha256, server_secret or client_secret)");
+        assert_eq!(
+            e(&format!(r#"{{"tokens":[{{"id":"a","secret":"{}"}}]}}"#, "s".repeat(4097))),
+            "token set: tokens[0].secret: longer than 4096 bytes (credentials that long are refused)"
+        );
     }
 
     #[test]

@@ -241,8 +241,8 @@ impl<'p, 'm> Readings<'p, 'm> {
 
     /// Does some [`other_readings`] of `c` reach a protected route other than
     /// `routing`'s? Stops at the first that does.
-    fn any_other(&self, c: &[u8], suffixes: bool, routing: Routing) -> bool {
-        other_readings(c, suffixes, &mut |alt| self.reaches(alt, routing))
+    fn any_other(&self, c: &[u8], routing: Routing) -> bool {
+        other_readings(c, &mut |alt| self.reaches(alt, routing))
     }
 
     /// `Err(OtherReading)`, or `Err(TooComplex)` when the budget ran out first.
@@ -274,14 +274,27 @@ fn resolve_target<'a, 'v>(
     //   first segment after two slashes as an authority, and routes the rest;
     // - `/?/event`, `/index.php?/event`: CodeIgniter routes a query that starts
     //   with `/` (up to its next `?`) when the path is its front controller.
+    //   CodeIgniter in a directory routes it under that directory
+    //   (`/api/?/v1/s2s/event` is `/api/v1/s2s/event`): read under each.
     let beside = |routing: Routing| {
         let authority = path::without_authority(raw);
         let query_path = (target.get(raw.len() + 1..))
             .filter(|q| q.first() == Some(&b'/'))
             .map(|q| &q[..q.iter().position(|&b| b == b'?').unwrap_or(q.len())]);
-        (authority.iter().map(|a| &a[..]))
-            .chain(query_path)
-            .any(|alt| readings.reaches(alt, routing) || readings.any_other(alt, true, routing))
+        let check = |alt: &[u8]| readings.reaches(alt, routing) || readings.any_other(alt, routing);
+        if authority.iter().any(|a| check(a)) {
+            return true;
+        }
+        let Some(q) = query_path else {
+            return false;
+        };
+        // Each directory of the path, the root first (made only when read: a
+        // budget spent stops a path of many segments early).
+        let dirs = (raw.iter().enumerate())
+            .filter(|&(i, &b)| b == b'/' && i > 0)
+            .map(|(i, _)| i)
+            .chain(std::iter::once(raw.len()).filter(|&n| n > 0 && raw[n - 1] != b'/'));
+        check(q) || dirs.into_iter().any(|i| check(&[&raw[..i], q].concat()))
     };
     match path::canonical(raw, &policy.paths) {
         Ok(c) => {
@@ -292,8 +305,8 @@ fn resolve_target<'a, 'v>(
             let protected = |p: &[u8]| policy.routing_loose(method, p) != Routing::Unknown;
             // Readings other stacks give the path (a script's tail, without
             // ASP.NET's session segments, without a format suffix): none may reach
-            // a protected route this one is not.
-            let suffixes = routing == Routing::Unknown;
+            // a protected route this one is not (under a prefix route too:
+            // `/event.json` below a catch-all `/` is `/event` to Rails).
             // The same readings of the path every step reads (escapes decoded
             // where `path_normalization` switches decoding off: `/event%2ejson`).
             let every_step = (policy.paths != strict)
@@ -302,7 +315,7 @@ fn resolve_target<'a, 'v>(
                 .filter(|alt| **alt != *c);
             if std::iter::once(&c)
                 .chain(every_step.as_ref())
-                .any(|p| readings.any_other(p, suffixes, routing))
+                .any(|p| readings.any_other(p, routing))
                 || beside(routing)
             {
                 return Err(readings.refusal());
@@ -358,10 +371,7 @@ fn resolve_target<'a, 'v>(
             let Some(l) = path::lenient(raw, &path::PathOptions::default()) else {
                 return Err(e);
             };
-            if readings.reaches(&l, unknown)
-                || readings.any_other(&l, true, unknown)
-                || beside(unknown)
-            {
+            if readings.reaches(&l, unknown) || readings.any_other(&l, unknown) || beside(unknown) {
                 return Err(e);
             }
             // Trimmed first, then read leniently (Tomcat drops `;x` and decodes,
@@ -372,7 +382,7 @@ fn resolve_target<'a, 'v>(
                 .as_deref()
                 .and_then(|t| path::lenient(t, &path::PathOptions::default()));
             for t in trimmed.iter().chain(trimmed_lenient.iter()) {
-                if readings.reaches(t, unknown) || readings.any_other(t, true, unknown) {
+                if readings.reaches(t, unknown) || readings.any_other(t, unknown) {
                     return Err(e);
                 }
             }
@@ -395,8 +405,7 @@ fn resolve_target<'a, 'v>(
                     path::canonical(&r, &keep_dots)
                         .is_ok_and(|k| policy.routing_loose(method, &k) != unknown)
                 };
-                if readings.reaches(&r, unknown) || kept() || readings.any_other(&r, true, unknown)
-                {
+                if readings.reaches(&r, unknown) || kept() || readings.any_other(&r, unknown) {
                     return Err(readings.refusal());
                 }
                 if mask == 0 {
@@ -416,12 +425,14 @@ fn resolve_target<'a, 'v>(
 /// to `visit` until it returns `true` (then `true`):
 /// - ASP.NET Framework removes cookieless-session segments (`/(S(x))/event`);
 /// - PHP front controllers (Symfony's `getPathInfo`, so Laravel) and CGI route
-///   what follows a script's name (`/index.php/event` is `/event`);
-/// - with `suffixes`, Rails and older Spring drop a format suffix
+///   what follows a script's name (`/index.php/event` is `/event`), and a front
+///   controller in a directory serves that directory (`/api/index.php/v1/x` is
+///   `/api/v1/x`);
+/// - Rails and older Spring drop a format suffix
 ///   (`/event.json`, and `/index.php/event.json`);
 /// - Java's case-insensitive matching (`equalsIgnoreCase`) reads `ſ`, `ı` and the
 ///   Kelvin sign as `s`, `i`, `k` (`/po%C5%BFtback` is `/postback`).
-fn other_readings(c: &[u8], suffixes: bool, visit: &mut dyn FnMut(&[u8]) -> bool) -> bool {
+fn other_readings(c: &[u8], visit: &mut dyn FnMut(&[u8]) -> bool) -> bool {
     if !c
         .iter()
         .any(|&b| b == b'.' || b == b'(' || b == b'%' || b >= 0x80)
@@ -440,18 +451,16 @@ fn other_readings(c: &[u8], suffixes: bool, visit: &mut dyn FnMut(&[u8]) -> bool
         .collect();
     bases.extend(trimmed);
     for (k, base) in bases.iter().enumerate() {
-        let tails = script_tails(base);
-        for t in std::iter::once(&base[..]).chain(tails) {
-            if suffixes {
-                if let Some(stem) = path::without_format_suffix(t) {
-                    if visit(&stem) {
-                        return true;
-                    }
+        let mut one = |t: &[u8], other: bool| {
+            if let Some(stem) = path::without_format_suffix(t) {
+                if visit(&stem) {
+                    return true;
                 }
             }
-            if (k > 0 || t.len() != base.len()) && visit(t) {
-                return true;
-            }
+            (k > 0 || other) && visit(t)
+        };
+        if one(base, false) || script_readings(base, &mut |t| one(t, true)) {
+            return true;
         }
     }
     false
@@ -484,13 +493,16 @@ fn reaches_other(policy: &Policy, method: &[u8], alt: &[u8], routing: Routing) -
     })
 }
 
-/// The tails of a path after each segment that names a file (holds a `.`, but
-/// is not a dot segment): `/index.php/event` has `/event`, `/a.php/b.cgi/c` has
-/// `/b.cgi/c` and `/c`. None for most paths (no `.`).
-fn script_tails(path: &[u8]) -> Vec<&[u8]> {
-    let mut tails = Vec::new();
+/// The readings of a path a front controller gives it, for each segment that
+/// names a file (holds a `.`, but is not a dot segment), each handed to `visit`
+/// until it returns `true` (then `true`): the tail after it (`/index.php/event`
+/// is `/event` to CGI's `PATH_INFO`), and the path without it (a front controller
+/// in a directory: `/api/index.php/v1/s2s/event` is `/api/v1/s2s/event` to an
+/// application served at `/api`). None for most paths (no `.`). Each reading is
+/// made only when visited: `visit` stops a path of many such segments early.
+fn script_readings(path: &[u8], visit: &mut dyn FnMut(&[u8]) -> bool) -> bool {
     if !path.contains(&b'.') {
-        return tails;
+        return false;
     }
     let mut start = 0;
     while let Some(len) = path
@@ -500,11 +512,19 @@ fn script_tails(path: &[u8]) -> Vec<&[u8]> {
         let end = start + 1 + len;
         let seg = &path[start + 1..end];
         if seg.contains(&b'.') && seg != b"." && seg != b".." {
-            tails.push(&path[end..]);
+            if visit(&path[end..]) {
+                return true;
+            }
+            if start > 0 {
+                let without = [&path[..start], &path[end..]].concat();
+                if visit(&without) {
+                    return true;
+                }
+            }
         }
         start = end;
     }
-    tails
+    false
 }
 
 /// Does deciding this request need its body? Only when it has one and its route
@@ -614,10 +634,7 @@ fn late_refusal(policy: &Policy, view: &RequestView, route: &Route, d: Decision)
         // mode wherever it is found).
         return d;
     }
-    let origin = route
-        .cors
-        .then(|| view.header_values("origin").next())
-        .flatten();
+    let origin = route.cors.then(|| reflected_origin(view)).flatten();
     answered(policy, route.profile, origin, d)
 }
 
@@ -718,7 +735,7 @@ pub fn body_unchangeable(policy: &Policy, view: &RequestView, mut d: Decision) -
     let profile = route.map_or(policy.unknown_profile, |r| r.profile);
     let origin = route
         .filter(|r| r.cors)
-        .and_then(|_| view.header_values("origin").next());
+        .and_then(|_| reflected_origin(view));
     // Only a refusal carries a marker; a change to an allowed request's body
     // needs a body. Either way the request is refused, counted as refused.
     let outcome = match d.outcome {
@@ -762,7 +779,7 @@ fn refuse(
     };
     let origin = route
         .filter(|r| r.cors)
-        .and_then(|_| view.header_values("origin").next());
+        .and_then(|_| reflected_origin(view));
     // More pairs than collectors keep: wherever the marker goes, some stack may
     // drop it (Tomcat drops the body after 1000 pairs in the query). Answered as
     // enforce answers it, not forwarded unmarked.
@@ -1539,7 +1556,8 @@ fn token_decision(
         return d;
     }
     // A refused origin is not told it may read the answer.
-    let cors_origin = origin.filter(|_| route.cors && outcome != Outcome::OriginDenied);
+    let cors_origin =
+        reflected_origin(view).filter(|_| route.cors && outcome != Outcome::OriginDenied);
     apply_mode(policy, route.profile, outcome, forward, cors_origin, d)
 }
 
@@ -1979,6 +1997,13 @@ pub fn final_body(d: &Decision, body: &[u8], headers_held: bool) -> Option<Vec<u
 /// The form field that carries the flag reason when headers cannot.
 pub const FLAG_FIELD: &str = "s2s_guard_rejection";
 
+/// The origin a CORS answer may name: the request's only `Origin` (two are no
+/// browser's, and the first may be one the token does not allow).
+fn reflected_origin(view: &RequestView) -> Option<&[u8]> {
+    let mut all = view.header_values("origin");
+    all.next().filter(|_| all.next().is_none())
+}
+
 /// The profile's local answer to an outcome.
 fn respond(
     policy: &Policy,
@@ -2072,7 +2097,7 @@ fn unknown_path(policy: &Policy, view: &RequestView) -> Decision {
 }
 
 fn preflight(route: &Route, view: &RequestView) -> Decision {
-    let origin = view.header_values("origin").next().unwrap_or(b"*").to_vec();
+    let origin = reflected_origin(view).unwrap_or(b"*").to_vec();
     Decision {
         action: Action::Respond(Respond {
             status: 204,
@@ -2422,20 +2447,34 @@ mod log_tests {
     use super::*;
 
     #[test]
-    fn script_tails_follow_each_segment_naming_a_file() {
-        let tails = |p: &str| -> Vec<String> {
-            script_tails(p.as_bytes())
-                .iter()
-                .map(|t| String::from_utf8_lossy(t).into_owned())
-                .collect()
+    fn script_readings_follow_each_segment_naming_a_file() {
+        let readings = |p: &str| -> Vec<String> {
+            let mut out = Vec::new();
+            script_readings(p.as_bytes(), &mut |t| {
+                out.push(String::from_utf8_lossy(t).into_owned());
+                false
+            });
+            out
         };
-        assert_eq!(tails("/a.php/b.cgi/c"), ["/b.cgi/c", "/c"]);
-        assert_eq!(tails("/index.php//event"), ["//event"]);
-        assert_eq!(tails("/index.php/"), ["/"]);
-        assert!(tails("/event").is_empty());
-        assert!(tails("/api.dcvw").is_empty());
-        assert!(tails("/x/../y/./z").is_empty());
-        assert!(tails("").is_empty());
+        assert_eq!(readings("/a.php/b.cgi/c"), ["/b.cgi/c", "/c", "/a.php/c"]);
+        assert_eq!(readings("/index.php//event"), ["//event"]);
+        assert_eq!(readings("/index.php/"), ["/"]);
+        assert_eq!(
+            readings("/api/index.php/v1/event"),
+            ["/v1/event", "/api/v1/event"]
+        );
+        assert_eq!(readings("/api/index.php"), Vec::<String>::new());
+        assert!(readings("/event").is_empty());
+        assert!(readings("/api.dcvw").is_empty());
+        assert!(readings("/x/../y/./z").is_empty());
+        assert!(readings("").is_empty());
+        // Stopped at the first reading `visit` accepts.
+        let mut seen = 0;
+        assert!(script_readings(b"/a.php/b.php/c.php/d", &mut |_| {
+            seen += 1;
+            seen == 2
+        }));
+        assert_eq!(seen, 2);
     }
 
     #[test]

@@ -34,6 +34,9 @@ pub struct Keys {
     /// parse, one copy), and its tag with a bundle key.
     pub store: String,
     pub store_sig: String,
+    /// The [`content_digest`] of the set in force, written by the fetcher that
+    /// published it: the same set served in other bytes confirms it.
+    pub content: String,
 }
 
 pub fn keys(name: &str) -> Keys {
@@ -47,6 +50,7 @@ pub fn keys(name: &str) -> Keys {
         meta_sig: format!("s2s-guard/{name}/meta-sig"),
         store: format!("s2s-guard/{name}/store"),
         store_sig: format!("s2s-guard/{name}/store-sig"),
+        content: format!("s2s-guard/{name}/content"),
     }
 }
 
@@ -299,6 +303,26 @@ pub fn digest(body: &[u8]) -> [u8; 32] {
     Sha256::digest(body).into()
 }
 
+/// What a set says, whatever its bytes: its compiled tokens (the store, without
+/// the tag naming the bytes it came from), its `epoch`, and its `version` and
+/// `apps` (`meta`, [`crate::config::set_meta`]) as canonical JSON (keys sorted, no
+/// white space). Two serialisations of one set (indented, keys in another order)
+/// have one content digest; any change of a token, an app setting, the version or
+/// the epoch gives another. `None` if `meta` is not JSON.
+pub fn content_digest(store: &TokenStore, epoch: u64, meta: &[u8]) -> Option<[u8; 32]> {
+    let meta: serde_json::Value = serde_json::from_str(std::str::from_utf8(meta).ok()?).ok()?;
+    let (before, after) = store.untagged();
+    let mut h = Sha256::new();
+    h.update(b"s2s-guard set content 1\0");
+    h.update((before.len() as u64).to_le_bytes());
+    h.update(before);
+    h.update((after.len() as u64).to_le_bytes());
+    h.update(after);
+    h.update(epoch.to_le_bytes());
+    h.update(serde_json::to_string(&meta).ok()?.as_bytes());
+    Some(h.finalize().into())
+}
+
 /// The lease value to write if `me` should hold the lease now (it is free,
 /// expired, or already mine), or `None` if another VM holds it.
 pub fn lease_claim(current: Option<&[u8]>, me: u64, now_ns: u64, ttl_ns: u64) -> Option<Vec<u8>> {
@@ -513,6 +537,38 @@ pub fn diff(old: &TokenStore, new: &TokenStore) -> Diff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn content_digest_is_the_set_not_its_bytes() {
+        let config = br#"{"presets": ["adjust"], "token_source": {"cluster": "c", "path": "/t", "apps_from_set": true}}"#;
+        let content = |set: &str| {
+            let p = crate::config::parse_with_set(config, Some(set.as_bytes())).unwrap();
+            let meta = crate::config::set_meta(set.as_bytes()).unwrap();
+            content_digest(&p.tokens, p.set_epoch, &meta).unwrap()
+        };
+        let base = content(
+            r#"{"version": 2, "apps": {"a1": {"authentication": true}},
+               "tokens": [{"id": "t", "secret": "s1", "app": "a1", "scopes": ["events"]}]}"#,
+        );
+        let same = content(
+            "{\"tokens\":[{\"scopes\":[\"events\"],\"app\":\"a1\",\"secret\":\"s1\",\"id\":\"t\"}],\n \"apps\" : { \"a1\" : {\"authentication\":true}},\"version\":2}",
+        );
+        assert_eq!(base, same);
+        for other in [
+            r#"{"version": 2, "apps": {"a1": {"authentication": true}},
+               "tokens": [{"id": "t", "secret": "s2", "app": "a1", "scopes": ["events"]}]}"#,
+            r#"{"version": 2, "apps": {"a1": {"authentication": false}},
+               "tokens": [{"id": "t", "secret": "s1", "app": "a1", "scopes": ["events"]}]}"#,
+            r#"{"version": 2, "apps": {"a1": {"authentication": true}},
+               "tokens": [{"id": "t", "secret": "s1", "app": "a1", "scopes": ["events", "gdpr"]}]}"#,
+            r#"{"version": 3, "apps": {"a1": {"authentication": true}},
+               "tokens": [{"id": "t", "secret": "s1", "app": "a1", "scopes": ["events"]}]}"#,
+            r#"{"version": 2, "epoch": 1, "apps": {"a1": {"authentication": true}},
+               "tokens": [{"id": "t", "secret": "s1", "app": "a1", "scopes": ["events"]}]}"#,
+        ] {
+            assert_ne!(content(other), base, "{other}");
+        }
+    }
 
     #[test]
     fn lease_is_taken_when_free_or_expired() {

@@ -137,6 +137,13 @@ impl TokenStore {
         }
     }
 
+    /// The store as bytes around its tag: what it holds, whatever set bytes it
+    /// was compiled from.
+    pub fn untagged(&self) -> (&[u8], &[u8]) {
+        let cut = |r: std::ops::Range<usize>| self.blob.get(r).unwrap_or_default();
+        (cut(0..HEADER - 32), cut(HEADER..self.blob.len()))
+    }
+
     /// The store as bytes, for publishing into shared data.
     pub fn blob(&self) -> &[u8] {
         &self.blob

@@ -173,9 +173,10 @@ pub struct TokenSet<'a> {
         schemars(with = "Option<std::collections::BTreeMap<String, AppConfig<'a>>>")
     )]
     pub apps: Option<Named<'a, AppConfig<'a>>>,
-    /// The tokens, as in the plugin configuration.
+    /// The tokens, as in the plugin configuration; required (`[]` for none): a set
+    /// cut short or half generated must not empty the set in force.
     #[serde(borrow)]
-    #[cfg_attr(feature = "schema", schemars(with = "Option<Tokens>"))]
+    #[cfg_attr(feature = "schema", schemars(required, with = "Tokens"))]
     pub tokens: Option<&'a RawValue>,
 }
 
