@@ -168,3 +168,40 @@ fn a_token_without_app_needs_all_apps() {
         );
     }
 }
+
+/// Session 10, round 2 (helper-35) N4: a user route with a preset route's path
+/// replaces it whole; when that drops the preset route's realm, app parameter,
+/// scope, per-app enforcement or checks, the load says so (the route works as
+/// configured: an operator may mean it).
+#[test]
+fn replacing_a_preset_route_with_less_is_warned_about() {
+    use s2s_guard_host::{load_dist, Host, HostOptions, LogLevel};
+    let host = |config: &str| {
+        Host::new(
+            &load_dist("s2s-guard.wasm"),
+            HostOptions {
+                workers: 1,
+                plugin_config: config.as_bytes().to_vec(),
+                ..HostOptions::default()
+            },
+        )
+        .unwrap()
+    };
+    let h = host(
+        r#"{"presets": ["adjust"], "routes": [{"path": "/event", "profile": "adjust", "methods": ["POST"]}]}"#,
+    );
+    let warnings = h.logs_at(LogLevel::Warn).join("\n");
+    assert!(
+        warnings.contains(
+            "routes[0] replaces preset route adjust_event with another realm, app_param, scope, per_app_enforcement: the route is only what routes[0] says"
+        ),
+        "{warnings}"
+    );
+    // The same protections, another method list: nothing to say.
+    let h = host(
+        r#"{"presets": ["adjust"], "routes": [{"path": "/event", "profile": "adjust", "methods": ["POST"],
+            "realm": "adjust", "app_param": "app_token", "scope": "events", "per_app_enforcement": true}]}"#,
+    );
+    let warnings = h.logs_at(LogLevel::Warn).join("\n");
+    assert!(!warnings.contains("replaces preset route"), "{warnings}");
+}

@@ -121,6 +121,7 @@ pub(super) fn compile(
         }
     }
     let preset_count = routes.len();
+    let mut replaced = Vec::new();
     for (i, r) in c.routes.iter().flatten().enumerate() {
         let path = format!("routes[{i}]");
         let route = compile_route(&path, r, &profile_index, &paths)?;
@@ -134,7 +135,32 @@ pub(super) fn compile(
             .iter()
             .position(|r| r.path == route.path)
         {
-            Some(p) => routes[p] = route,
+            Some(p) => {
+                // Replacing is allowed; losing what protected the path silently is
+                // not what an operator adding a method list expects.
+                let old = &routes[p];
+                let lost: Vec<&str> = [
+                    ("realm", old.realm != route.realm),
+                    (
+                        "app_param",
+                        old.app_param.is_some() && old.app_param != route.app_param,
+                    ),
+                    ("scope", old.scope.is_some() && old.scope != route.scope),
+                    ("per_app_enforcement", old.per_app && !route.per_app),
+                    ("checks", old.checks != route.checks),
+                ]
+                .into_iter()
+                .filter_map(|(name, differs)| differs.then_some(name))
+                .collect();
+                if !lost.is_empty() {
+                    replaced.push(format!(
+                        "{path} replaces preset route {} with another {}: the route is only what routes[{i}] says",
+                        old.name,
+                        lost.join(", ")
+                    ));
+                }
+                routes[p] = route;
+            }
             None => routes.push(route),
         }
     }
@@ -251,6 +277,7 @@ pub(super) fn compile(
     };
     let mut stat_names = apps.stat_names;
     let mut warnings = signature_warnings(&apps.signatures);
+    warnings.extend(replaced);
     let unrouted_stats_base = route_series(&mut routes, &mut stat_names, &mut warnings);
     let mut app_settings = apps.settings;
     let shadow_other_stat = shadow_series(&mut app_settings, apps.max_stats_apps, &mut stat_names);
