@@ -89,6 +89,20 @@ fn catch_all() -> String {
     )
 }
 
+/// A low realm's prefix route around a high realm's exact route, a query credential
+/// (session 10, round 3, F1).
+fn nested_realms() -> String {
+    r#"{"routes": [
+    {"path": "/v1", "match": "prefix", "profile": "swaarm", "realm": "low", "credentials": ["query:key", "header:x-key"], "name": "low"},
+    {"path": "/v1/admin", "profile": "swaarm", "realm": "high", "credentials": ["query:key", "header:x-key"], "name": "high"},
+    {"path": "/pixel", "match": "prefix", "profile": "swaarm", "realm": "low", "credentials": ["query:key", "header:x-key"], "name": "pixel"},
+    {"path": "/pixel/track.gif", "profile": "swaarm", "realm": "low", "credentials": ["query:key", "header:x-key"], "name": "track"},
+    {"path": "/v1.2/event", "profile": "swaarm", "realm": "low", "credentials": ["query:key", "header:x-key"], "name": "v12"},
+    {"path": "/event", "profile": "swaarm", "realm": "high", "credentials": ["query:key", "header:x-key"], "name": "event"}],
+  "tokens": [{"id": "lowtok", "secret": "LOW", "realm": "low"}, {"id": "hightok", "secret": "HIGH", "realm": "high"}]}"#
+        .to_string()
+}
+
 /// Apps named by numbers in other spellings (session 9, round 4, F9).
 fn numeric_apps_padded() -> String {
     r#"{"routes": [{"path": "/v1/track", "profile": "swaarm", "methods": ["GET", "POST"], "app_param": "app_id",
@@ -624,6 +638,48 @@ fn cases() -> Vec<Case> {
         case("D: ... a script whose path without it is no route is not ours", c(),
              Request::get("/app/index.php/static/a.js"))
             .up(":path", Some("/app/index.php/static/a.js")),
+        // Session 10, round 3 (helper-36) F1: the target is read as it goes
+        // upstream: taking the credential (or a client copy of the marker) out of
+        // the query made `/v1/index.php?/admin&key=LOW` CodeIgniter's `/v1/admin`
+        // (run on CodeIgniter 4.1.3).
+        case("D: a query reading made by stripping the credential (CodeIgniter)", nested_realms(),
+             Request::get("/v1/index.php?/admin&key=LOW"))
+            .ambiguous("path"),
+        case("D: ... the credential first", nested_realms(), Request::get("/v1/index.php?key=LOW&/admin"))
+            .ambiguous("path"),
+        case("D: ... by taking out a client copy of the marker", nested_realms(),
+             Request::get("/v1/index.php?/admin&s2s_guard_rejection=1").header("x-key", "LOW"))
+            .ambiguous("path"),
+        case("D: ... a catch-all's key onto /event", catch_all(), Request::get("/?/event&key=internalKey"))
+            .ambiguous("path"),
+        case("D: ... a query credential taken out of an ordinary query goes on", nested_realms(),
+             Request::get("/v1/things?a=1&key=LOW"))
+            .up(":path", Some("/v1/things?a=1"))
+            .up("x-s2s-guard-token-id", Some("lowtok")),
+        // F2: a controller's default action (`/postback/index`) under MVC routers.
+        case("D: /route/index is the route to an MVC router (CodeIgniter auto-routing)", c(),
+             Request::get("/postback/index?user_id=u1&event_id=purchase"))
+            .ambiguous("path"),
+        case("D: ... with an argument, any case", c(), Request::get("/Postback/Index/x?user_id=u1&event_id=purchase"))
+            .ambiguous("path"),
+        case("D: ... under a prefix route of another realm", nested_realms(), Request::get("/v1/admin/index?key=LOW"))
+            .ambiguous("path"),
+        // N1: CodeIgniter's translate_uri_dashes.
+        case("D: dashes for underscores (CodeIgniter translate_uri_dashes)", c(),
+             Request::post(&format!("/gdpr-forget-device?s2s=1&app_token={APP}")))
+            .ambiguous("path"),
+        // F3: no false positives from dotted segments that are no scripts, or
+        // readings onto a route that asks the same of a request.
+        case("D: an exact dotted route inside a prefix route with the same token", nested_realms(),
+             Request::get("/pixel/track.gif?key=LOW"))
+            .up("x-s2s-guard-token-id", Some("lowtok")),
+        case("D: a version segment is no script", nested_realms(), Request::get("/v1.2/event?key=LOW"))
+            .up("x-s2s-guard-token-id", Some("lowtok")),
+        case("D: a domain segment is no script", catch_all(), Request::get("/tenants/acme.com/event?key=internalKey"))
+            .up("x-s2s-guard-token-id", Some("internal-svc")),
+        case("D: ... but a script is, whatever its case and extensions", catch_all(),
+             Request::get("/tenants/run.PHP.bak/event?key=internalKey"))
+            .ambiguous("path"),
         // F3: CodeIgniter routes a query starting with `/` on its front controller.
         case("D: /?/route (CodeIgniter reads the query as the path)", c(),
              Request::get("/?/postback?user_id=u1&event_id=purchase"))

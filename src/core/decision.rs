@@ -433,9 +433,12 @@ fn resolve_target<'a, 'v>(
 /// - Java's case-insensitive matching (`equalsIgnoreCase`) reads `ſ`, `ı` and the
 ///   Kelvin sign as `s`, `i`, `k` (`/po%C5%BFtback` is `/postback`).
 fn other_readings(c: &[u8], visit: &mut dyn FnMut(&[u8]) -> bool) -> bool {
-    if !c
-        .iter()
-        .any(|&b| b == b'.' || b == b'(' || b == b'%' || b >= 0x80)
+    let dashes = c.contains(&b'-');
+    if !dashes
+        && !c
+            .iter()
+            .any(|&b| b == b'.' || b == b'(' || b == b'%' || b >= 0x80)
+        && !index_cuts(c, &mut |_| true)
     {
         return false;
     }
@@ -443,6 +446,15 @@ fn other_readings(c: &[u8], visit: &mut dyn FnMut(&[u8]) -> bool) -> bool {
         .chain(path::without_cookieless(c).map(Cow::Owned))
         .chain(path::ascii_case_folded(c).map(Cow::Owned))
         .collect();
+    // CodeIgniter's `translate_uri_dashes`: `/gdpr-forget-device` is
+    // `/gdpr_forget_device` there.
+    if dashes {
+        let underscored = c
+            .iter()
+            .map(|&b| if b == b'-' { b'_' } else { b })
+            .collect();
+        bases.push(Cow::Owned(underscored));
+    }
     // Older Spring trims each segment (`/event/%20`, `/%09/event`), then reads
     // the rest as every other reading does (`/%20/event.json`).
     let trimmed: Vec<Cow<[u8]>> = bases
@@ -459,7 +471,10 @@ fn other_readings(c: &[u8], visit: &mut dyn FnMut(&[u8]) -> bool) -> bool {
             }
             (k > 0 || other) && visit(t)
         };
-        if one(base, false) || script_readings(base, &mut |t| one(t, true)) {
+        if one(base, false)
+            || script_readings(base, &mut |t| one(t, true))
+            || index_cuts(base, &mut |t| one(t, true))
+        {
             return true;
         }
     }
@@ -467,8 +482,9 @@ fn other_readings(c: &[u8], visit: &mut dyn FnMut(&[u8]) -> bool) -> bool {
 }
 
 /// Does `alt`, read with every decoding step, reach a protected route other than
-/// `routing`'s (any protected route, for an unknown path)? An `alt` no step can
-/// read is read leniently.
+/// `routing`'s (any protected route, for an unknown path) that asks more or other
+/// of a request ([`Route::decides_like`])? An `alt` no step can read is read
+/// leniently.
 fn reaches_other(policy: &Policy, method: &[u8], alt: &[u8], routing: Routing) -> bool {
     let strict = path::PathOptions::default();
     let read = match path::canonical(alt, &strict) {
@@ -488,13 +504,61 @@ fn reaches_other(policy: &Policy, method: &[u8], alt: &[u8], routing: Routing) -
         (
             Routing::Route(x) | Routing::MethodNotAllowed(x),
             Routing::Route(r) | Routing::MethodNotAllowed(r),
-        ) => !std::ptr::eq(x, r),
+        ) => !std::ptr::eq(x, r) && !x.decides_like(r),
         _ => true,
     })
 }
 
+/// A controller's default action as MVC routers spell it (CodeIgniter's
+/// auto-routing, ASP.NET MVC's `{controller}/{action=Index}`, CakePHP, Yii):
+/// `/postback/index` and `/postback/index/x` are `/postback` there. Hands `visit`
+/// the path before each `index` segment (any case) until it returns `true`.
+fn index_cuts(path: &[u8], visit: &mut dyn FnMut(&[u8]) -> bool) -> bool {
+    let mut start = 0;
+    while start < path.len() {
+        let end = (path[start + 1..].iter().position(|&b| b == b'/'))
+            .map_or(path.len(), |i| start + 1 + i);
+        if path[start] == b'/' && path[start + 1..end].eq_ignore_ascii_case(b"index") {
+            let before = if start == 0 {
+                &b"/"[..]
+            } else {
+                &path[..start]
+            };
+            if visit(before) {
+                return true;
+            }
+        }
+        start = end;
+    }
+    false
+}
+
+/// Does a path segment name a script a server may run with the rest of the path
+/// as its `PATH_INFO`? Any of its extensions (Apache's `mod_mime` runs
+/// `index.php.bak` as PHP) one of PHP's, CGI's, ASP.NET's, Java's, ColdFusion's
+/// and the like, or `.html` (hosts map it to PHP), in any case. `acme.com`,
+/// `v1.2` or `john.doe` name none.
+fn names_script(seg: &[u8]) -> bool {
+    const SCRIPTS: [&[u8]; 38] = [
+        b"php", b"phtml", b"pht", b"phar", b"phps", b"inc", b"cgi", b"fcgi", b"fcg", b"pl", b"pm",
+        b"py", b"wsgi", b"psgi", b"rb", b"lua", b"sh", b"exe", b"dll", b"asp", b"aspx", b"ashx",
+        b"asmx", b"axd", b"svc", b"jsp", b"jspx", b"jsf", b"do", b"action", b"cfm", b"cfc",
+        b"cfml", b"nsf", b"hh", b"html", b"htm", b"shtml",
+    ];
+    let mut parts = seg.split(|&b| b == b'.');
+    parts.next();
+    parts.any(|ext| {
+        // `php5`, `php74`: PHP's extensions with a version.
+        let ext = match ext.iter().rposition(|b| !b.is_ascii_digit()) {
+            Some(i) if ext[..=i].eq_ignore_ascii_case(b"php") => &ext[..=i],
+            _ => ext,
+        };
+        SCRIPTS.iter().any(|s| ext.eq_ignore_ascii_case(s))
+    })
+}
+
 /// The readings of a path a front controller gives it, for each segment that
-/// names a file (holds a `.`, but is not a dot segment), each handed to `visit`
+/// names a script ([`names_script`]), each handed to `visit`
 /// until it returns `true` (then `true`): the tail after it (`/index.php/event`
 /// is `/event` to CGI's `PATH_INFO`), and the path without it (a front controller
 /// in a directory: `/api/index.php/v1/s2s/event` is `/api/v1/s2s/event` to an
@@ -511,7 +575,7 @@ fn script_readings(path: &[u8], visit: &mut dyn FnMut(&[u8]) -> bool) -> bool {
     {
         let end = start + 1 + len;
         let seg = &path[start + 1..end];
-        if seg.contains(&b'.') && seg != b"." && seg != b".." {
+        if names_script(seg) {
             if visit(&path[end..]) {
                 return true;
             }
@@ -934,6 +998,7 @@ fn decide_inner(
         return refuse(policy, view, Some(route), Outcome::Ambiguous, Some(a), body);
     }
     // From here on, the request as the collector will route it.
+    let sent = view;
     let raw_path: &[u8] = &view.path;
     let canonical_view;
     let view = if *resolved.path == *view.url_path() {
@@ -988,7 +1053,39 @@ fn decide_inner(
         }
         finish_forward(f, raw_path, view, form_raw, Some(params));
     }
+    if !pending && !matches!(d.enforcement, Enforcement::DryRun | Enforcement::Flagged) {
+        if let Action::Forward(Forward { path: Some(p), .. }) = &d.action {
+            // The target goes upstream rewritten (a credential or a client copy of
+            // the marker taken out of the query): read as sent upstream, it must
+            // still be this route (`/v1/index.php?/admin&key=x` is CodeIgniter's
+            // `/v1/admin` once `key` is gone).
+            if !same_route_upstream(policy, &sent.method, p, route) {
+                let a = Ambiguity {
+                    class: Class::Path,
+                    field: PathError::OtherReading.name().as_bytes().to_vec(),
+                };
+                let mut r = refuse(policy, sent, Some(route), Outcome::Ambiguous, Some(a), body);
+                if matches!(r.action, Action::Forward(_)) {
+                    // Flag mode: no marker can follow a reading the filter did not
+                    // make; answered as enforce answers it.
+                    r = answered(policy, route.profile, reflected_origin(sent), r);
+                }
+                return r;
+            }
+        }
+    }
     d
+}
+
+/// Is `target`, the request target as it goes upstream, read (every reading of it)
+/// as `route` and nothing else?
+fn same_route_upstream(policy: &Policy, method: &[u8], target: &[u8], route: &Route) -> bool {
+    let readings = Readings::new(policy, method);
+    matches!(
+        resolve_target(&readings, target),
+        Ok(Resolved { routing: Routing::Route(r) | Routing::MethodNotAllowed(r), .. })
+            if std::ptr::eq(r, route)
+    )
 }
 
 /// A parameter or cookie named like an owned header as a server variable
@@ -2475,6 +2572,51 @@ mod log_tests {
             seen == 2
         }));
         assert_eq!(seen, 2);
+    }
+
+    #[test]
+    fn scripts_and_default_actions() {
+        for seg in [
+            "index.php",
+            "App.PHP",
+            "a.php5",
+            "x.php.bak",
+            "run.cgi",
+            "Svc.svc",
+            "index.cfm",
+            "a.HTML",
+        ] {
+            assert!(names_script(seg.as_bytes()), "{seg}");
+        }
+        for seg in [
+            "acme.com",
+            "v1.2",
+            "john.doe",
+            "track.gif",
+            "app.min.js",
+            "php",
+            ".",
+            "..",
+            "a.phpx",
+        ] {
+            assert!(!names_script(seg.as_bytes()), "{seg}");
+        }
+        let cuts = |p: &str| {
+            let mut out = Vec::new();
+            index_cuts(p.as_bytes(), &mut |t| {
+                out.push(String::from_utf8_lossy(t).into_owned());
+                false
+            });
+            out
+        };
+        assert_eq!(cuts("/postback/index"), ["/postback"]);
+        assert_eq!(
+            cuts("/v1/Ops/INDEX/x/index"),
+            ["/v1/Ops", "/v1/Ops/INDEX/x"]
+        );
+        assert_eq!(cuts("/index"), ["/"]);
+        assert!(cuts("/indexes/a").is_empty());
+        assert!(cuts("/event").is_empty());
     }
 
     #[test]

@@ -227,6 +227,23 @@ pub enum Checks {
 
 impl Route {
     /// Derives what the decision reads; called once the route is complete.
+    /// Does a request on `other` need what a request on this route needs: the same
+    /// realm, token kinds, scope, app binding, checks, methods and credential
+    /// places? Then a reading that lands on one instead of the other opens nothing
+    /// the token did not open (`/pixel/track.gif` read as the `/pixel` prefix
+    /// route beside it, with the same token).
+    pub fn decides_like(&self, other: &Route) -> bool {
+        self.realm == other.realm
+            && self.scope == other.scope
+            && self.accept_server == other.accept_server
+            && self.accept_client == other.accept_client
+            && self.app_param == other.app_param
+            && self.per_app == other.per_app
+            && self.checks == other.checks
+            && self.methods == other.methods
+            && self.sources == other.sources
+    }
+
     pub fn finish(mut self) -> Route {
         self.fields = crate::reading::Fields::of(&self);
         self
