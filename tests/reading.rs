@@ -790,6 +790,18 @@ fn cases() -> Vec<Case> {
         case("A: ... below 2^32 a plain decimal is its value: another app", numeric_apps(),
              Request::get("/v1/track?app_id=4294967295&event=purchase"))
             .up(":path", Some("/v1/track?app_id=4294967295&event=purchase")),
+        // Round 3 (helper-36) N2: text that is no number is 0 to `v|0`, `atoi`,
+        // PHP's `(int)`: with an app 0, any unknown app that is not a plain decimal
+        // (a request naming no app is shadow-passed, as everywhere: docs).
+        case("A: ... NaN is app 0 to v|0", numeric_apps().replace(r#""1000": {"#, r#""0": {"#),
+             Request::get("/v1/track?app_id=NaN&event=purchase"))
+            .ambiguous("spelling"),
+        case("A: ... any text likewise (PHP's (int) reads it as 0)", numeric_apps().replace(r#""1000": {"#, r#""0": {"#),
+             Request::get("/v1/track?app_id=abc&event=purchase"))
+            .ambiguous("spelling"),
+        case("A: ... without an app 0, NaN is another app", numeric_apps(),
+             Request::get("/v1/track?app_id=NaN&event=purchase"))
+            .up(":path", Some("/v1/track?app_id=NaN&event=purchase")),
         case("A: ... 7 beside a configured 007", numeric_apps_padded(), Request::get("/v1/track?app_id=7&event=purchase"))
             .ambiguous("spelling"),
         case("A: ... 007 itself is asked for its token", numeric_apps_padded(), Request::get("/v1/track?app_id=007&event=purchase"))

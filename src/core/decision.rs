@@ -2294,6 +2294,11 @@ fn numeric_alias(policy: &Policy, app: &[u8]) -> bool {
         }
         return values.contains(&value) || value >= 1 << 32;
     }
+    // Text that is no number is 0 to `v|0`, C's `atoi`, PHP's `(int)` and SQL
+    // casts (`NaN`, `Infinity`, `abc`, an empty value): with an app 0, any.
+    if values.contains(&0) {
+        return true;
+    }
     // In the characters of a numeric literal, or starting as a number (`(int)`
     // and SQL casts read the leading number of any text).
     let literal = app.iter().any(u8::is_ascii_digit)
