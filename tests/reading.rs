@@ -103,6 +103,16 @@ fn nested_realms() -> String {
         .to_string()
 }
 
+/// Two routes of one realm and token that differ in their body rule (session 10,
+/// round 4, F4).
+fn body_nested() -> String {
+    r#"{"routes": [
+    {"path": "/", "match": "prefix", "profile": "swaarm", "realm": "r", "credentials": ["header:x-key"], "body": "ignore", "name": "all"},
+    {"path": "/event", "profile": "swaarm", "realm": "r", "credentials": ["header:x-key"], "name": "ev"}],
+  "tokens": [{"id": "t", "secret": "K", "realm": "r"}]}"#
+        .to_string()
+}
+
 /// Apps named by numbers in other spellings (session 9, round 4, F9).
 fn numeric_apps_padded() -> String {
     r#"{"routes": [{"path": "/v1/track", "profile": "swaarm", "methods": ["GET", "POST"], "app_param": "app_id",
@@ -679,6 +689,32 @@ fn cases() -> Vec<Case> {
             .up("x-s2s-guard-token-id", Some("internal-svc")),
         case("D: ... but a script is, whatever its case and extensions", catch_all(),
              Request::get("/tenants/run.PHP.bak/event?key=internalKey"))
+            .ambiguous("path"),
+        // Session 10, round 4 (helper-37) F1: readings combined (a script's tail,
+        // then a default action; run on CodeIgniter 4.1.3).
+        case("D: a script's tail, then a default action (/index.php/event/index)", c(),
+             Request::get(&format!("/index.php/event/index?s2s=1&app_token={APP}&event_token=x")))
+            .ambiguous("path"),
+        case("D: ... then a format suffix too", c(),
+             Request::get(&format!("/index.php/event/index.json?s2s=1&app_token={APP}&event_token=x")))
+            .ambiguous("path"),
+        case("D: ... onto Jitsu's server route", c(),
+             Request::post("/api.php/api/v1/s2s/event/index").header("content-type", "application/json").body("{}"))
+            .ambiguous("path"),
+        // F2: a script last serves its directory (Apache's DirectoryIndex, run).
+        case("D: a script last is its directory (/event/index.php)", c(),
+             Request::get(&format!("/event/index.php?s2s=1&app_token={APP}&event_token=x")))
+            .ambiguous("path"),
+        case("D: ... IIS's default document", c(),
+             Request::get(&format!("/event/Default.aspx?s2s=1&app_token={APP}&event_token=x")))
+            .ambiguous("path"),
+        // F3: CGI scripts without an extension (Apache's ScriptAlias /cgi-bin/, run).
+        case("D: a CGI script under /cgi-bin/ without an extension", c(),
+             Request::get(&format!("/cgi-bin/collect/event?s2s=1&app_token={APP}&event_token=x")))
+            .ambiguous("path"),
+        // F4: routes that differ in their body rule do not ask the same.
+        case("D: a reading onto a route with another body rule", body_nested(),
+             Request::post("/index.php/event").header("x-key", "K").header("content-type", "application/json").body("{}"))
             .ambiguous("path"),
         // F3: CodeIgniter routes a query starting with `/` on its front controller.
         case("D: /?/route (CodeIgniter reads the query as the path)", c(),

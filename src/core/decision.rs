@@ -433,6 +433,36 @@ fn resolve_target<'a, 'v>(
 /// - Java's case-insensitive matching (`equalsIgnoreCase`) reads `ſ`, `ı` and the
 ///   Kelvin sign as `s`, `i`, `k` (`/po%C5%BFtback` is `/postback`).
 fn other_readings(c: &[u8], visit: &mut dyn FnMut(&[u8]) -> bool) -> bool {
+    readings_once(c, &mut |t| visit(t) || light_readings(t, 2, &mut *visit))
+}
+
+/// The readings that combine with every other, applied to one, `depth` deep: a
+/// format suffix dropped, a default action's `index` cut, dashes as underscores
+/// (`/index.php/event/index.json` is a script's tail, `/event/index.json`, then
+/// `/event/index`, then `/event`). A few for any path: composing them costs no
+/// more than reading the path once per combination (script tails are not
+/// composed: a path of many scripts would have too many).
+fn light_readings(t: &[u8], depth: u32, visit: &mut dyn FnMut(&[u8]) -> bool) -> bool {
+    let mut step = |u: &[u8]| visit(u) || (depth > 1 && light_readings(u, depth - 1, &mut *visit));
+    if let Some(stem) = path::without_format_suffix(t) {
+        if step(&stem) {
+            return true;
+        }
+    }
+    if t.contains(&b'-') {
+        let underscored: Vec<u8> = t
+            .iter()
+            .map(|&b| if b == b'-' { b'_' } else { b })
+            .collect();
+        if step(&underscored) {
+            return true;
+        }
+    }
+    index_cuts(t, &mut step)
+}
+
+/// One step of [`other_readings`].
+fn readings_once(c: &[u8], visit: &mut dyn FnMut(&[u8]) -> bool) -> bool {
     let dashes = c.contains(&b'-');
     if !dashes
         && !c
@@ -539,11 +569,12 @@ fn index_cuts(path: &[u8], visit: &mut dyn FnMut(&[u8]) -> bool) -> bool {
 /// and the like, or `.html` (hosts map it to PHP), in any case. `acme.com`,
 /// `v1.2` or `john.doe` name none.
 fn names_script(seg: &[u8]) -> bool {
-    const SCRIPTS: [&[u8]; 38] = [
+    const SCRIPTS: [&[u8]; 44] = [
         b"php", b"phtml", b"pht", b"phar", b"phps", b"inc", b"cgi", b"fcgi", b"fcg", b"pl", b"pm",
         b"py", b"wsgi", b"psgi", b"rb", b"lua", b"sh", b"exe", b"dll", b"asp", b"aspx", b"ashx",
-        b"asmx", b"axd", b"svc", b"jsp", b"jspx", b"jsf", b"do", b"action", b"cfm", b"cfc",
-        b"cfml", b"nsf", b"hh", b"html", b"htm", b"shtml",
+        b"asmx", b"axd", b"svc", b"cshtml", b"vbhtml", b"xamlx", b"rem", b"soap", b"jws", b"jsp",
+        b"jspx", b"jsf", b"do", b"action", b"cfm", b"cfc", b"cfml", b"nsf", b"hh", b"html", b"htm",
+        b"shtml",
     ];
     let mut parts = seg.split(|&b| b == b'.');
     parts.next();
@@ -565,27 +596,52 @@ fn names_script(seg: &[u8]) -> bool {
 /// application served at `/api`). None for most paths (no `.`). Each reading is
 /// made only when visited: `visit` stops a path of many such segments early.
 fn script_readings(path: &[u8], visit: &mut dyn FnMut(&[u8]) -> bool) -> bool {
-    if !path.contains(&b'.') {
+    let cgi = |seg: &[u8]| seg.eq_ignore_ascii_case(b"cgi-bin");
+    if !path.contains(&b'.')
+        && !path.windows(7).any(cgi)
+        && !path.windows(4).any(|w| w.eq_ignore_ascii_case(b"nph-"))
+    {
         return false;
     }
     let mut start = 0;
-    while let Some(len) = path
-        .get(start + 1..)
-        .and_then(|r| r.iter().position(|&b| b == b'/'))
-    {
-        let end = start + 1 + len;
+    let mut after_cgi_bin = false;
+    while start < path.len() {
+        let end = (path[start + 1..].iter().position(|&b| b == b'/'))
+            .map_or(path.len(), |len| start + 1 + len);
         let seg = &path[start + 1..end];
-        if names_script(seg) {
-            if visit(&path[end..]) {
-                return true;
-            }
-            if start > 0 {
-                let without = [&path[..start], &path[end..]].concat();
-                if visit(&without) {
+        // Under `/cgi-bin/` any name is a script (Apache's `ScriptAlias`), and
+        // `nph-` names are CGI's.
+        let script = names_script(seg)
+            || after_cgi_bin
+            || seg
+                .get(..4)
+                .is_some_and(|p| p.eq_ignore_ascii_case(b"nph-"));
+        if script {
+            if end == path.len() {
+                // A script last serves its directory (`DirectoryIndex`, IIS's
+                // default documents, Tomcat's welcome files): `/event/index.php`
+                // is `/event`.
+                let dir = if start == 0 {
+                    &b"/"[..]
+                } else {
+                    &path[..start]
+                };
+                if visit(dir) {
                     return true;
+                }
+            } else {
+                if visit(&path[end..]) {
+                    return true;
+                }
+                if start > 0 {
+                    let without = [&path[..start], &path[end..]].concat();
+                    if visit(&without) {
+                        return true;
+                    }
                 }
             }
         }
+        after_cgi_bin = cgi(seg);
         start = end;
     }
     false
@@ -2565,7 +2621,13 @@ mod log_tests {
             readings("/api/index.php/v1/event"),
             ["/v1/event", "/api/v1/event"]
         );
-        assert_eq!(readings("/api/index.php"), Vec::<String>::new());
+        assert_eq!(readings("/api/index.php"), ["/api"]);
+        assert_eq!(readings("/event/Default.aspx"), ["/event"]);
+        assert_eq!(
+            readings("/cgi-bin/collect/event"),
+            ["/event", "/cgi-bin/event"]
+        );
+        assert_eq!(readings("/x/nph-run/session"), ["/session", "/x/session"]);
         assert!(readings("/event").is_empty());
         assert!(readings("/api.dcvw").is_empty());
         assert!(readings("/x/../y/./z").is_empty());

@@ -228,8 +228,8 @@ pub enum Checks {
 impl Route {
     /// Derives what the decision reads; called once the route is complete.
     /// Does a request on `other` need what a request on this route needs: the same
-    /// realm, token kinds, scope, app binding, checks, methods and credential
-    /// places? Then a reading that lands on one instead of the other opens nothing
+    /// realm, token kinds, scope, app binding, checks, methods, credential places,
+    /// body rule and required and single parameters? Then a reading that lands on one instead of the other opens nothing
     /// the token did not open (`/pixel/track.gif` read as the `/pixel` prefix
     /// route beside it, with the same token).
     pub fn decides_like(&self, other: &Route) -> bool {
@@ -242,6 +242,9 @@ impl Route {
             && self.checks == other.checks
             && self.methods == other.methods
             && self.sources == other.sources
+            && self.body == other.body
+            && self.required == other.required
+            && self.single_params == other.single_params
     }
 
     pub fn finish(mut self) -> Route {
