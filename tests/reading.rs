@@ -716,6 +716,28 @@ fn cases() -> Vec<Case> {
         case("D: a reading onto a route with another body rule", body_nested(),
              Request::post("/index.php/event").header("x-key", "K").header("content-type", "application/json").body("{}"))
             .ambiguous("path"),
+        // Session 10, round 5 (helper-38) F1: a script's name glued to the route
+        // (Symfony, so Laravel, strips the script as a plain prefix: run on
+        // Symfony 5.4 with Laravel's rewrite rules).
+        case("D: /index.phpevent is /event to Symfony", c(),
+             Request::get(&format!("/index.phpevent?s2s=1&app_token={APP}&event_token=x")))
+            .ambiguous("path"),
+        case("D: ... in a directory, onto Jitsu's server route", c(),
+             Request::post("/x/index.phpapi/v1/s2s/event").header("content-type", "application/json").body("{}"))
+            .ambiguous("path"),
+        // F2: front controllers routing a query parameter (ThinkPHP, Phalcon, Drupal 7).
+        case("D: ThinkPHP's s= on the root", c(), Request::get("/?s=/postback&user_id=u1&event_id=purchase"))
+            .ambiguous("path"),
+        case("D: ... Phalcon's _url on index.php", c(), Request::get("/index.php?_url=/postback&user_id=u1&event_id=purchase"))
+            .ambiguous("path"),
+        case("D: ... Drupal's q without a slash", c(), Request::get("/index.php?q=postback&user_id=u1&event_id=purchase"))
+            .ambiguous("path"),
+        case("D: ... a search parameter on another path is not ours", c(), Request::get("/search?q=postback"))
+            .up(":path", Some("/search?q=postback")),
+        // F3: two scripts, each read.
+        case("D: two scripts: the first's tail, then the second in its directory", c(),
+             Request::post("/index.php/api/index.php/v1/s2s/event").header("content-type", "application/json").body("{}"))
+            .ambiguous("path"),
         // F3: CodeIgniter routes a query starting with `/` on its front controller.
         case("D: /?/route (CodeIgniter reads the query as the path)", c(),
              Request::get("/?/postback?user_id=u1&event_id=purchase"))

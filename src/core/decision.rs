@@ -255,6 +255,42 @@ impl<'p, 'm> Readings<'p, 'm> {
     }
 }
 
+/// Front controllers that take the route from a query parameter: ThinkPHP's `s`,
+/// Phalcon's `_url`, Drupal 7's `q`, CakePHP 1's `url` (`/?s=/event`,
+/// `/index.php?_url=/event`). Read when the path is a front controller (the root,
+/// or a script last) and the value, with a leading `/`, reaches a route.
+fn routed_by_parameter(raw: &[u8], query: Option<&[u8]>, check: &dyn Fn(&[u8]) -> bool) -> bool {
+    let Some(query) = query else {
+        return false;
+    };
+    let last = raw.rsplit(|&b| b == b'/').next().unwrap_or_default();
+    if !(raw == b"/" || raw.is_empty() || names_script(last)) {
+        return false;
+    }
+    let dir = if names_script(last) {
+        &raw[..raw.len() - last.len()]
+    } else {
+        raw
+    };
+    let dir = dir.strip_suffix(b"/").unwrap_or(dir);
+    query.split(|&b| b == b'&').any(|pair| {
+        let mut kv = pair.splitn(2, |&b| b == b'=');
+        let (name, value) = (kv.next().unwrap_or_default(), kv.next().unwrap_or_default());
+        if !matches!(name, b"s" | b"_url" | b"q" | b"url") || value.is_empty() {
+            return false;
+        }
+        let value: Vec<u8> = percent_encoding::percent_decode(value)
+            .map(|b| if b == b'+' { b' ' } else { b })
+            .collect();
+        let route = if value.first() == Some(&b'/') {
+            value
+        } else {
+            [&b"/"[..], &value].concat()
+        };
+        check(&route) || (!dir.is_empty() && check(&[dir, &route].concat()))
+    })
+}
+
 /// [`resolve`] for a request target (`:path`, or a URL a header names).
 fn resolve_target<'a, 'v>(
     readings: &Readings<'a, '_>,
@@ -283,6 +319,9 @@ fn resolve_target<'a, 'v>(
             .map(|q| &q[..q.iter().position(|&b| b == b'?').unwrap_or(q.len())]);
         let check = |alt: &[u8]| readings.reaches(alt, routing) || readings.any_other(alt, routing);
         if authority.iter().any(|a| check(a)) {
+            return true;
+        }
+        if routed_by_parameter(raw, target.get(raw.len() + 1..), &check) {
             return true;
         }
         let Some(q) = query_path else {
@@ -433,7 +472,16 @@ fn resolve_target<'a, 'v>(
 /// - Java's case-insensitive matching (`equalsIgnoreCase`) reads `ſ`, `ı` and the
 ///   Kelvin sign as `s`, `i`, `k` (`/po%C5%BFtback` is `/postback`).
 fn other_readings(c: &[u8], visit: &mut dyn FnMut(&[u8]) -> bool) -> bool {
-    readings_once(c, &mut |t| visit(t) || light_readings(t, 2, &mut *visit))
+    readings_once(c, &mut |t| {
+        visit(t)
+            || light_readings(t, 2, &mut *visit)
+            // Two scripts: the first's tail, then the second's (`/index.php/api/
+            // index.php/v1/s2s/event`); each visit charges the caller's budget.
+            || (t != c
+                && script_readings(t, &mut |u| {
+                    visit(u) || light_readings(u, 2, &mut *visit)
+                }))
+    })
 }
 
 /// The readings that combine with every other, applied to one, `depth` deep: a
@@ -563,6 +611,26 @@ fn index_cuts(path: &[u8], visit: &mut dyn FnMut(&[u8]) -> bool) -> bool {
     false
 }
 
+/// What follows a PHP script's name glued in one segment (`index.phpevent`:
+/// `event`; `App.PHP5x`: `x`); `None` for a segment that is a script's name or has
+/// none.
+fn glued_to_php(seg: &[u8]) -> Option<&[u8]> {
+    let dot = seg.iter().position(|&b| b == b'.')?;
+    let ext = &seg[dot + 1..];
+    let after = (ext
+        .get(..3)
+        .filter(|e| e.eq_ignore_ascii_case(b"php"))
+        .map(|_| 3))
+    .or_else(|| {
+        ext.get(..5)
+            .filter(|e| e.eq_ignore_ascii_case(b"phtml"))
+            .map(|_| 5)
+    })?;
+    let rest = &ext[after..];
+    let rest = &rest[rest.iter().take_while(|b| b.is_ascii_digit()).count()..];
+    (!rest.is_empty() && rest[0] != b'.').then_some(rest)
+}
+
 /// Does a path segment name a script a server may run with the rest of the path
 /// as its `PATH_INFO`? Any of its extensions (Apache's `mod_mime` runs
 /// `index.php.bak` as PHP) one of PHP's, CGI's, ASP.NET's, Java's, ColdFusion's
@@ -616,6 +684,18 @@ fn script_readings(path: &[u8], visit: &mut dyn FnMut(&[u8]) -> bool) -> bool {
             || seg
                 .get(..4)
                 .is_some_and(|p| p.eq_ignore_ascii_case(b"nph-"));
+        // A front controller's name glued to the route (`/index.phpevent`):
+        // Symfony (so Laravel) strips the script's path as a plain prefix of the
+        // request URI and routes the rest as `/event`.
+        if let Some(rest) = glued_to_php(seg) {
+            let reading = [&b"/"[..], rest, &path[end..]].concat();
+            if visit(&reading) {
+                return true;
+            }
+            if start > 0 && visit(&[&path[..start], &reading[..]].concat()) {
+                return true;
+            }
+        }
         if script {
             if end == path.len() {
                 // A script last serves its directory (`DirectoryIndex`, IIS's
@@ -2503,10 +2583,12 @@ mod reading_budget_tests {
             "/s\\x;y%u0061b%2Fc%2541d%zz..e/f.json".repeat(2_000)
         );
         assert!(target(&p, &features).is_err());
-        // Within the budget, the same shapes are unknown paths.
+        // Within the budget, the same shapes are unknown paths (two scripts'
+        // readings are combined: a few scripts, not twenty).
+        assert_eq!(target(&p, &format!("/zzz{}", "/a.php".repeat(6))), Ok(true));
         assert_eq!(
             target(&p, &format!("/zzz{}", "/a.php".repeat(20))),
-            Ok(true)
+            Err(PathError::TooComplex)
         );
         assert_eq!(
             target(&p, "/zzz/s\\x;y%u0061b%2Fc%2541d%zz..e/f.json"),
@@ -2668,6 +2750,11 @@ mod log_tests {
         ] {
             assert!(!names_script(seg.as_bytes()), "{seg}");
         }
+        assert_eq!(glued_to_php(b"index.phpevent"), Some(&b"event"[..]));
+        assert_eq!(glued_to_php(b"App.PHP5x"), Some(&b"x"[..]));
+        assert_eq!(glued_to_php(b"index.php"), None);
+        assert_eq!(glued_to_php(b"index.php.bak"), None);
+        assert_eq!(glued_to_php(b"acme.com"), None);
         let cuts = |p: &str| {
             let mut out = Vec::new();
             index_cuts(p.as_bytes(), &mut |t| {
