@@ -587,28 +587,40 @@ fn reaches_other(policy: &Policy, method: &[u8], alt: &[u8], routing: Routing) -
     })
 }
 
+/// The path before the segment starting at `start` (its `/`): the root for the
+/// first segment.
+fn directory(path: &[u8], start: usize) -> &[u8] {
+    match path.get(..start) {
+        Some(dir) if !dir.is_empty() => dir,
+        _ => b"/",
+    }
+}
+
 /// A controller's default action as MVC routers spell it (CodeIgniter's
 /// auto-routing, ASP.NET MVC's `{controller}/{action=Index}`, CakePHP, Yii):
 /// `/postback/index` and `/postback/index/x` are `/postback` there. Hands `visit`
 /// the path before each `index` segment (any case) until it returns `true`.
 fn index_cuts(path: &[u8], visit: &mut dyn FnMut(&[u8]) -> bool) -> bool {
+    segments(path)
+        .any(|(start, seg)| seg.eq_ignore_ascii_case(b"index") && visit(directory(path, start)))
+}
+
+/// A path's segments: where each starts (its `/`) and its bytes.
+fn segments(path: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
     let mut start = 0;
-    while start < path.len() {
-        let end = (path[start + 1..].iter().position(|&b| b == b'/'))
-            .map_or(path.len(), |i| start + 1 + i);
-        if path[start] == b'/' && path[start + 1..end].eq_ignore_ascii_case(b"index") {
-            let before = if start == 0 {
-                &b"/"[..]
-            } else {
-                &path[..start]
-            };
-            if visit(before) {
-                return true;
-            }
+    std::iter::from_fn(move || {
+        if start >= path.len() {
+            return None;
         }
+        let rest = path.get(start + 1..).unwrap_or_default();
+        let end = rest
+            .iter()
+            .position(|&b| b == b'/')
+            .map_or(path.len(), |i| start + 1 + i);
+        let seg = (start, path.get(start + 1..end).unwrap_or_default());
         start = end;
-    }
-    false
+        Some(seg)
+    })
 }
 
 /// What follows a PHP script's name glued in one segment (`index.phpevent`:
@@ -626,7 +638,7 @@ fn glued_to_php(seg: &[u8]) -> Option<&[u8]> {
             .filter(|e| e.eq_ignore_ascii_case(b"phtml"))
             .map(|_| 5)
     })?;
-    let rest = &ext[after..];
+    let rest = ext.get(after..)?;
     let rest = &rest[rest.iter().take_while(|b| b.is_ascii_digit()).count()..];
     (!rest.is_empty() && rest[0] != b'.').then_some(rest)
 }
@@ -671,12 +683,10 @@ fn script_readings(path: &[u8], visit: &mut dyn FnMut(&[u8]) -> bool) -> bool {
     {
         return false;
     }
-    let mut start = 0;
     let mut after_cgi_bin = false;
-    while start < path.len() {
-        let end = (path[start + 1..].iter().position(|&b| b == b'/'))
-            .map_or(path.len(), |len| start + 1 + len);
-        let seg = &path[start + 1..end];
+    for (start, seg) in segments(path) {
+        let end = start + 1 + seg.len();
+        let tail = path.get(end..).unwrap_or_default();
         // Under `/cgi-bin/` any name is a script (Apache's `ScriptAlias`), and
         // `nph-` names are CGI's.
         let script = names_script(seg)
@@ -688,11 +698,11 @@ fn script_readings(path: &[u8], visit: &mut dyn FnMut(&[u8]) -> bool) -> bool {
         // Symfony (so Laravel) strips the script's path as a plain prefix of the
         // request URI and routes the rest as `/event`.
         if let Some(rest) = glued_to_php(seg) {
-            let reading = [&b"/"[..], rest, &path[end..]].concat();
+            let reading = [&b"/"[..], rest, tail].concat();
             if visit(&reading) {
                 return true;
             }
-            if start > 0 && visit(&[&path[..start], &reading[..]].concat()) {
+            if start > 0 && visit(&[directory(path, start), &reading[..]].concat()) {
                 return true;
             }
         }
@@ -701,20 +711,15 @@ fn script_readings(path: &[u8], visit: &mut dyn FnMut(&[u8]) -> bool) -> bool {
                 // A script last serves its directory (`DirectoryIndex`, IIS's
                 // default documents, Tomcat's welcome files): `/event/index.php`
                 // is `/event`.
-                let dir = if start == 0 {
-                    &b"/"[..]
-                } else {
-                    &path[..start]
-                };
-                if visit(dir) {
+                if visit(directory(path, start)) {
                     return true;
                 }
             } else {
-                if visit(&path[end..]) {
+                if visit(tail) {
                     return true;
                 }
                 if start > 0 {
-                    let without = [&path[..start], &path[end..]].concat();
+                    let without = [directory(path, start), tail].concat();
                     if visit(&without) {
                         return true;
                     }
@@ -722,7 +727,6 @@ fn script_readings(path: &[u8], visit: &mut dyn FnMut(&[u8]) -> bool) -> bool {
             }
         }
         after_cgi_bin = cgi(seg);
-        start = end;
     }
     false
 }
