@@ -757,6 +757,47 @@ fn cases() -> Vec<Case> {
             .ambiguous("path"),
         case("D: ... a letter outside ASCII elsewhere is not ours", c(), Request::get("/caf%C3%A9/menu"))
             .up(":path", Some("/caf%C3%A9/menu")),
+        // Session 11, round 1 (helper-39) F1: `new URLSearchParams(string)` drops a
+        // leading `?` (Node's `Request.formData()`, Hono, h3/Nuxt `readBody`, Koa 3's
+        // query), PHP's built-in server every leading `?` of the query (verified).
+        case("A: ?app_token first in a form body (URLSearchParams reads app_token)", c(),
+             form_post("/event", format!("?app_token={APP}&s2s=1&event_token=xyzklm")))
+            .ambiguous("spelling"),
+        case("A: ... first in the query (/event??app_token: Koa 3, php -S)", c(),
+             Request::get(&format!("/event??app_token={APP}&s2s=1&event_token=xyzklm")))
+            .ambiguous("spelling"),
+        case("A: ... every leading ? (php -S drops them all), on the GDPR route", c(),
+             form_post("/gdpr_forget_device", format!("???app_token={APP}&s2s=1&gps_adid=11110111-2345-6789-1122-000000005678")))
+            .ambiguous("spelling"),
+        case("A: ... on a signed route: an unsigned request for an enforcing app", sdk(),
+             form_post("/session", format!("?app_token={APP}&created_at=2025-12-31T23%3A40%3A00.000Z%2B0000&gps_adid=38400000-8cf0-11bd-b23e-10b96e40000d"))
+                 .header("client-sdk", "android4.38.0"))
+            .ambiguous("spelling"),
+        case("A: ... a device id hidden so (?gps_adid)", sdk(),
+             form_post("/session", format!("?gps_adid=38400000-8cf0-11bd-b23e-10b96e40000d&app_token={APP}"))
+                 .header("client-sdk", "android4.38.0"))
+            .ambiguous("spelling"),
+        case("A: ... ?_method names another method", ignore_body(),
+             Request::post("/v1/events??_method=DELETE&app_token=appA").header("authorization", "Bearer tok-for-app-A-aaaaaaaaaaaa"))
+            .ambiguous("spelling"),
+        case("A: flag mode: a client's marker behind a ? is removed", flag(),
+             form_post("/event?s2s=1", format!("?s2s_guard_rejection=none&app_token={APP}")))
+            .up_body(&format!("s2s_guard_rejection=missing&app_token={APP}")),
+        case("A: a leading ? before a name no route reads passes", c(),
+             Request::post(&format!("/event??partner=1&s2s=1&app_token={APP}&event_token=x")).header("authorization", bearer()))
+            .up("x-s2s-guard-token-id", Some("adj-events")),
+        // F2: Go's `mime.ParseMediaType` fails on a repeated parameter, and
+        // `net/http` then reads no body (verified on Go 1.19).
+        case("B: a repeated charset (Go parses no body)", held_sdk(),
+             Request::post(&format!("/session?app_token={APP}&android_id=9774d56d682e549c"))
+                 .header("content-type", "application/x-www-form-urlencoded; charset=utf-8; charset=utf-8")
+                 .header("client-sdk", "android4.38.0")
+                 .body("created_at=2025-12-31T20%3A22%3A00.000Z%2B0000&gps_adid=38400000-8cf0-11bd-b23e-10b96e40000d"))
+            .local(415, "Unsupported request body"),
+        case("B: ... two charsets, each accepted alone", held(),
+             Request::post("/event?s2s=1").header("content-type", "application/x-www-form-urlencoded; charset=us-ascii; charset=UTF-8")
+                 .header("authorization", bearer()).body(format!("app_token={APP}&event_token=x")))
+            .local(415, "Unsupported request body"),
         // Session 9, round 3 (helper-31). F1: PHP's `$_REQUEST` (built-in
         // `variables_order`) takes cookies over the query and the body; classic
         // ASP.NET's `Request[...]` reads them when those lack the name.

@@ -1321,11 +1321,14 @@ fn method_override(
     // `_method` as PHP folds names (leading spaces dropped, `.` and spaces as `_`,
     // cut at `[` or NUL), any case; the override headers' names as parameters
     // (ASP.NET MVC reads `X-HTTP-Method-Override` from the form and query too).
-    // (Rack 2 and `qs` also drop brackets before the name: `[_method]`, `]_method`.)
+    // (Rack 2 and `qs` also drop brackets before the name: `[_method]`, `]_method`;
+    // `URLSearchParams` a leading `?`: `?_method`.)
     // Compared in place: this runs for every parameter of every request.
     let overriding = |name: &[u8]| {
-        let start =
-            (name.iter().position(|&b| !matches!(b, b' ' | b'[' | b']'))).unwrap_or(name.len());
+        let start = (name
+            .iter()
+            .position(|&b| !matches!(b, b' ' | b'[' | b']' | b'?')))
+        .unwrap_or(name.len());
         let core = name.get(start..).unwrap_or_default();
         // Every name below starts with `_` (or what folds onto it) or `x`: most
         // parameters are done here, before their names are scanned.

@@ -553,6 +553,21 @@ pub fn decode_percent_u(name: &[u8]) -> Option<Vec<u8>> {
 /// Every name a stack may read a (decoded) parameter name as.
 fn variants(name: &[u8]) -> Vec<Vec<u8>> {
     let mut out = variants_of(name);
+    // `new URLSearchParams(string)` drops one leading `?` of what it parses (Node's
+    // `Request.formData()`, Hono, h3/Nuxt `readBody`, Koa 3's query), PHP's
+    // built-in server every leading `?` of the query: `?app_token` is `app_token`
+    // there. Stripped from any pair, not only the first: one spelling more refused.
+    let unquestioned = {
+        let start = name.iter().position(|&b| b != b'?').unwrap_or(name.len());
+        &name[start..]
+    };
+    if unquestioned.len() != name.len() {
+        for v in variants_of(unquestioned) {
+            if !out.contains(&v) {
+                out.push(v);
+            }
+        }
+    }
     // IIS and classic ASP.NET decode `%uXXXX` (`app_%u0074oken`), which the form
     // decoding leaves as it is: every reading of the decoded name too
     // (`request%u002eapp_token` is `request.app_token`).
@@ -1041,8 +1056,8 @@ fn is_token(s: &[u8]) -> bool {
 }
 
 /// `application/x-www-form-urlencoded`, optionally with a UTF-8 (or US-ASCII)
-/// `charset`, and nothing else: no list (`,`, which PHP and Rack cut at), no other
-/// parameter, no other charset, no tab or other control character (PHP cuts the
+/// `charset` given once, and nothing else: no list (`,`, which PHP and Rack cut
+/// at), no other or repeated parameter, no other charset, no tab or other control character (PHP cuts the
 /// type only at `;`, `,` or space: with a tab it parses no body at all).
 pub fn is_form_media_type(ct: &[u8]) -> bool {
     // The SDKs' spelling, decided without splitting (several times per request).
@@ -1061,6 +1076,7 @@ pub fn is_form_media_type(ct: &[u8]) -> bool {
     if media != FORM {
         return false;
     }
+    let mut seen_charset = false;
     for p in parts {
         let p = trim(p);
         let Some(eq) = p.iter().position(|&b| b == b'=') else {
@@ -1077,6 +1093,12 @@ pub fn is_form_media_type(ct: &[u8]) -> bool {
         if !(value.eq_ignore_ascii_case(b"utf-8") || value.eq_ignore_ascii_case(b"us-ascii")) {
             return false;
         }
+        // One parameter at most: Go's `mime.ParseMediaType` fails on a repeated
+        // one (`charset=utf-8; charset=utf-8`) and `net/http` then parses no body.
+        if seen_charset {
+            return false;
+        }
+        seen_charset = true;
     }
     true
 }
@@ -1345,6 +1367,9 @@ mod tests {
             "application/x-www-form-urlencoded; charset",
             "application/x-www-form-urlencoded\t;charset=utf-8",
             "application/x-www-form-urlencoded;\tcharset=utf-8",
+            // Go's mime.ParseMediaType fails on a repeated parameter: no body read.
+            "application/x-www-form-urlencoded; charset=utf-8; charset=utf-8",
+            "application/x-www-form-urlencoded; charset=us-ascii; charset=UTF-8",
             "multipart/form-data; boundary=x",
             // Tomcat reads no form in another case.
             "Application/X-WWW-Form-Urlencoded; charset=UTF-8",
