@@ -76,8 +76,9 @@ pub struct Decision {
     /// Short fingerprint of a presented but unknown credential, for logs.
     pub fingerprint: Option<String>,
     pub counters: SmallVec<[Counter; 4]>,
-    /// The SDK signature result, for logs (`verified secret_id=1`, a reason...).
-    pub signature: Option<String>,
+    /// The SDK signature result, for logs and the flag reason (worded only when
+    /// one is written: [`SigNote::text`]).
+    pub signature: Option<SigNote>,
     /// Series defined with the policy to increment (indexes into `Policy::stat_names`):
     /// App Secret statistics, the decision by route, a shadow decision by app.
     pub stats: SmallVec<[usize; 4]>,
@@ -1853,7 +1854,7 @@ fn signature_decision(
         // No signature settings for this app: nothing to verify against.
         d.counters
             .push(Counter::Signature(SigCounter::UnconfiguredApp));
-        d.signature = Some("unconfigured_app".into());
+        d.signature = Some(SigNote::UnconfiguredApp);
         return d;
     };
     let params: Vec<&Param> = query.iter().chain(form.unwrap_or_default()).collect();
@@ -1884,7 +1885,7 @@ fn signature_decision(
                 return reject(d, Reason::MissingSignature, None);
             }
             d.counters.push(Counter::Signature(SigCounter::NoSignature));
-            d.signature = Some("no_signature".into());
+            d.signature = Some(SigNote::NoSignature);
             d
         }
         Some(Err(reason)) => reject(d, reason, stat(Stat::InvalidSecret)),
@@ -1907,10 +1908,8 @@ fn signature_decision(
                 LaterSdk::Pass => {
                     d.counters
                         .push(Counter::Signature(SigCounter::UnverifiablePassed));
-                    d.signature = Some(format!(
-                        "unverifiable_passed signing_id={}",
-                        log_safe(signing_id.as_bytes())
-                    ));
+                    d.signature =
+                        Some(SigNote::UnverifiablePassed(log_safe(signing_id.as_bytes())));
                     d
                 }
                 LaterSdk::Flag => signature_rejected(policy, d, Reason::Unverifiable, None, true),
@@ -1959,7 +1958,7 @@ fn signature_decision(
                 Ok(v) => {
                     let accept_stat = stat(Stat::Accepted(secret_id));
                     d.stats.extend(accept_stat);
-                    d.signature = Some(format!("verified secret_id={secret_id}"));
+                    d.signature = Some(SigNote::Verified(secret_id));
                     if !settings.replay_enabled {
                         d.counters.push(Counter::Signature(SigCounter::Verified));
                         if v.without_device_id {
@@ -2025,12 +2024,38 @@ fn escape(v: &[u8], max: usize, space_and_eq: bool) -> String {
     out
 }
 
+/// What the SDK signature check found: kept as data on every signed request and
+/// worded only for a log line or a flag reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SigNote {
+    /// Verified with this Secret ID.
+    Verified(u32),
+    /// The app has no signature settings.
+    UnconfiguredApp,
+    /// No signature, and the app does not enforce them.
+    NoSignature,
+    /// A later signature shape passed unverified (the signing id, escaped for logs).
+    UnverifiablePassed(String),
+    /// Refused (or flagged) for this reason.
+    Rejected(Reason),
+}
+
+impl SigNote {
+    /// `verified secret_id=1`, `unconfigured_app`, a reason's name...
+    pub fn text(&self) -> String {
+        match self {
+            SigNote::Verified(id) => format!("verified secret_id={id}"),
+            SigNote::UnconfiguredApp => "unconfigured_app".into(),
+            SigNote::NoSignature => "no_signature".into(),
+            SigNote::UnverifiablePassed(id) => format!("unverifiable_passed signing_id={id}"),
+            SigNote::Rejected(r) => r.name(),
+        }
+    }
+}
+
 /// The log line for a decision; `None` for a plain allowed request (not logged).
 pub fn log_line(d: &Decision) -> Option<String> {
-    let plain = d
-        .signature
-        .as_deref()
-        .is_none_or(|s| s.starts_with("verified"));
+    let plain = matches!(d.signature, None | Some(SigNote::Verified(_)));
     if d.outcome == Outcome::Allowed && d.enforcement == Enforcement::Enforced && plain {
         return None;
     }
@@ -2042,8 +2067,8 @@ pub fn log_line(d: &Decision) -> Option<String> {
         field(d.token_id.as_deref()),
         field(d.fingerprint.as_deref()),
         // Built from fixed words and escaped values; escaped again, keeping its spaces.
-        d.signature.as_deref().map_or("-".to_string(), |s| escape(
-            s.as_bytes(),
+        d.signature.as_ref().map_or("-".to_string(), |s| escape(
+            s.text().as_bytes(),
             2 * LOG_VALUE_MAX,
             true
         )),
@@ -2144,7 +2169,7 @@ fn signature_rejected(
     flag_only: bool,
 ) -> Decision {
     d.stats.extend(stat);
-    d.signature = Some(reason.name());
+    d.signature = Some(SigNote::Rejected(reason));
     d.counters
         .push(Counter::Signature(SigCounter::Reason(reason)));
     let Action::Forward(mut forward) =
@@ -2188,10 +2213,9 @@ fn signature_rejected(
 pub fn flag_reason(d: &Decision) -> Option<String> {
     match d.enforcement {
         Enforcement::Flagged => Some(
-            d.signature
-                .clone()
+            (d.signature.as_ref())
                 .filter(|_| d.outcome == Outcome::Allowed)
-                .unwrap_or_else(|| d.outcome.name().to_string()),
+                .map_or_else(|| d.outcome.name().to_string(), SigNote::text),
         ),
         _ => None,
     }
