@@ -798,6 +798,59 @@ fn cases() -> Vec<Case> {
              Request::post("/event?s2s=1").header("content-type", "application/x-www-form-urlencoded; charset=us-ascii; charset=UTF-8")
                  .header("authorization", bearer()).body(format!("app_token={APP}&event_token=x")))
             .local(415, "Unsupported request body"),
+        // Session 11, round 2 (helper-40) F1: Hono before 4.10.5 looked for
+        // `?app_token` / `&app_token` anywhere in the URL it built from the Host
+        // (verified on Hono 4.10.4).
+        case("A: ?app_token inside a value (old Hono's query(name))", c(),
+             Request::get(&format!("/event?s2s=1&event_token=xyzklm&x=?app_token={APP}")))
+            .ambiguous("spelling"),
+        case("A: ... beside another app, inside a field's own value", c(),
+             Request::get(&format!("/event?s2s=1&app_token=otherapp123&event_token=xyzklm?app_token={APP}")))
+            .ambiguous("spelling"),
+        case("A: ... a device id hidden so on a signed route", sdk(),
+             Request::get(&format!("/session?app_token={APP}&android_id=9774d56d682e549c&x?gps_adid=11110111-2345-6789-1122-000000005678"))
+                 .header("client-sdk", "android4.38.0"))
+            .ambiguous("spelling"),
+        case("A: ... in a form body too", c(),
+             form_post("/event", format!("s2s=1&event_token=x&note=a?app_token={APP}")))
+            .ambiguous("spelling"),
+        case("A: ... a ? before a name no route reads passes", c(),
+             Request::post(&format!("/event?s2s=1&app_token={APP}&event_token=x&ref=a?b=c")).header("authorization", bearer()))
+            .up("x-s2s-guard-token-id", Some("adj-events")),
+        case("A: &app_token in the Host (old Hono searched the URL from the host on)", c(),
+             Request::get("/event?s2s=1&event_token=xyzklm").authority(&format!("collector&app_token={APP}&")))
+            .ambiguous("header"),
+        case("A: ... any Host but a plain name, address and port", c(),
+             Request::get(&format!("/event?s2s=1&app_token={APP}&event_token=x")).header("authorization", bearer()).authority("collector?x"))
+            .ambiguous("header"),
+        case("A: ... a Host with a port and an IPv6 address passes", c(),
+             Request::get(&format!("/event?s2s=1&app_token={APP}&event_token=x")).header("authorization", bearer()).authority("[::1]:8080"))
+            .up("x-s2s-guard-token-id", Some("adj-events")),
+        case("A: ... an odd Host on an unprotected path is not ours", c(),
+             Request::get("/static/a.js").authority("collector&x=1"))
+            .up(":path", Some("/static/a.js")),
+        case("A: &app_token in the path under a prefix route", prefix(),
+             Request::post("/api/v2/x&token=abc").header("content-type", "application/json").body("{}"))
+            .local(400, r#"{"message":"Ambiguous request"}"#)
+            .counts(&["s2s_guard.ambiguous.class.spelling"]),
+        // F2: a pair with an empty name: ufo (h3/Nuxt `getQuery`) and Spring's query
+        // regex skip the `=` (verified on h3 1.15 / ufo 1.6.4 and Spring Web 4.3).
+        case("A: =app_token=... (h3's getQuery reads app_token)", c(),
+             Request::get(&format!("/event?s2s=1&=app_token={APP}&event_token=xyzklm")))
+            .ambiguous("spelling"),
+        case("A: ... ==app_token on a signed route, unsigned", sdk(),
+             Request::get(&format!("/attribution?==app_token={APP}&created_at=2025-12-31T23%3A40%3A00.000Z%2B0000&gps_adid=38400000-8cf0-11bd-b23e-10b96e40000d"))
+                 .header("client-sdk", "android4.38.0"))
+            .ambiguous("spelling"),
+        case("A: ... a second credential so, beside a valid one", c(),
+             Request::get(&format!("/postback?s2s_token={SWAARM}&user_id=u&event_id=e&=s2s_token=other-store-token")))
+            .ambiguous("spelling"),
+        case("A: flag mode: a client's marker behind an empty name is removed", flag(),
+             form_post("/event?s2s=1", format!("=s2s_guard_rejection=none&app_token={APP}&x=?s2s_guard_rejection=none")))
+            .up_body(&format!("s2s_guard_rejection=missing&app_token={APP}")),
+        case("A: ... an empty name with a plain value passes", c(),
+             Request::post(&format!("/event?s2s=1&app_token={APP}&event_token=x&=1")).header("authorization", bearer()))
+            .up("x-s2s-guard-token-id", Some("adj-events")),
         // Session 9, round 3 (helper-31). F1: PHP's `$_REQUEST` (built-in
         // `variables_order`) takes cookies over the query and the body; classic
         // ASP.NET's `Request[...]` reads them when those lack the name.

@@ -252,6 +252,7 @@ mod tests {
             trailers: Vec::new(),
             method: b"GET".to_vec(),
             path: path.as_bytes().to_vec(),
+            authority: Vec::new(),
             headers: headers
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_vec()))

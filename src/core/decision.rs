@@ -1048,6 +1048,13 @@ fn reading_check<'b>(
     reading::check_headers(&route.fields, &view.headers).map_err(amb)?;
     reading::check_trailers(&route.fields, &view.trailers).map_err(amb)?;
     reading::check_cookies(&route.fields, &view.headers).map_err(amb)?;
+    reading::check_authority(view).map_err(amb)?;
+    if let Some(f) = reading::field_in_path(&route.fields, view.url_path()) {
+        return Err(amb(Ambiguity {
+            class: Class::Spelling,
+            field: f.to_vec(),
+        }));
+    }
     let plan = match reading::body_plan(route, view) {
         Ok(p) => p,
         Err(BodyRefusal::Unsupported(_)) => return Err((Outcome::UnsupportedMediaType, None)),

@@ -758,6 +758,11 @@ pub fn check_parsed(
         }
         for p in params {
             let seg = p.raw(raw);
+            if p.question || seg.first() == Some(&b'=') {
+                if let Some(f) = embedded_field(fields, seg) {
+                    return ambiguous(Class::Spelling, f);
+                }
+            }
             let (raw_name, raw_value) = p.raw_parts(raw);
             if p.plain_name && !p.semicolon && !fields.cased {
                 // The common case, one lookup: a name with no other reading.
@@ -821,6 +826,67 @@ pub fn check_parsed(
         }
     }
     Ok(())
+}
+
+/// The decision field (or another route's credential) named by a pair that some
+/// parser finds inside the pair `seg`: after its leading `=`s (an empty name: ufo's
+/// `parseQuery`, which h3/Nuxt's `getQuery` uses, and Spring's query regex read
+/// `=app_token=A` as `app_token=A`) or after any `?` in it (Hono before 4.10.5
+/// looked for `?app_token` anywhere in the URL: `x=?app_token=A` is `app_token=A`).
+fn embedded_field<'f>(fields: &'f Fields, seg: &[u8]) -> Option<&'f [u8]> {
+    let unequalled = (seg.first() == Some(&b'='))
+        .then(|| seg.iter().position(|&b| b != b'=').map(|i| &seg[i..]))
+        .flatten();
+    let after_question = (seg.iter().enumerate())
+        .filter(|&(_, &b)| b == b'?')
+        .map(|(i, _)| seg.get(i + 1..).unwrap_or_default());
+    unequalled
+        .into_iter()
+        .chain(after_question)
+        .find_map(|pair| {
+            let name = pair.split(|&b| b == b'=').next().unwrap_or_default();
+            named_field(fields, name)
+        })
+}
+
+/// The decision field (or another route's credential) a raw name names under any
+/// reading.
+fn named_field<'f>(fields: &'f Fields, raw_name: &[u8]) -> Option<&'f [u8]> {
+    let decoded = decode(raw_name).unwrap_or_else(|_| crate::request::form_decode(raw_name));
+    (fields.touches(&decoded)).or_else(|| fields.touches_foreign(&decoded))
+}
+
+/// Where a URL that a collector searches as one string (Hono before 4.10.5 looked
+/// for `&app_token` from the host on) holds a pair outside its query: a `&` in the
+/// path followed by a decision field's name. The field, if any.
+pub fn field_in_path<'f>(fields: &'f Fields, path: &[u8]) -> Option<&'f [u8]> {
+    (path.iter().enumerate())
+        .filter(|&(_, &b)| b == b'&')
+        .find_map(|(i, _)| {
+            let rest = path.get(i + 1..).unwrap_or_default();
+            let name = rest
+                .split(|&b| matches!(b, b'=' | b'&' | b'/' | b';'))
+                .next();
+            named_field(fields, name.unwrap_or_default())
+        })
+}
+
+/// Is the `:authority` (and any `Host`) a plain host name, IP address and port?
+/// Envoy lets RFC 3986's sub-delimiters through (`&`, `=`, `;`...), and a
+/// collector that builds its URL from the Host and searches it as one string
+/// (Hono before 4.10.5) reads `Host: x&app_token=A&` as a parameter. Only letters,
+/// digits, `.`, `-`, `_`, `~`, `:` and IPv6 brackets pass.
+pub fn check_authority(view: &crate::request::RequestView) -> Result<(), Ambiguity> {
+    let plain = |v: &[u8]| {
+        v.iter().all(|&b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'~' | b':' | b'[' | b']')
+        })
+    };
+    if plain(&view.authority) && view.header_values("host").all(plain) {
+        Ok(())
+    } else {
+        ambiguous(Class::Header, b"host")
+    }
 }
 
 /// A decision field's pair under its own spelling: read where the route reads it,
@@ -908,6 +974,7 @@ pub fn touches(fields: &Fields, seg: &[u8]) -> bool {
             let decoded = decode(name).unwrap_or_else(|_| crate::request::form_decode(name));
             fields.touches(&decoded).is_some()
         })
+        || embedded_field(fields, seg).is_some()
 }
 
 /// A header name byte as CGI stacks fold it: case ignored, and every character

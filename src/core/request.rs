@@ -14,6 +14,8 @@ pub struct RequestView {
     pub method: Vec<u8>,
     /// Path with query, as on the request line (`:path`).
     pub path: Vec<u8>,
+    /// `:authority` (the Host), empty when the host gave none.
+    pub authority: Vec<u8>,
     pub headers: Vec<(String, Vec<u8>)>,
     /// A body follows the headers (`end_of_stream` was false on them).
     pub has_body: bool,
@@ -30,6 +32,7 @@ impl RequestView {
             match name.as_str() {
                 ":method" => view.method = std::mem::take(value),
                 ":path" => view.path = std::mem::take(value),
+                ":authority" => view.authority = std::mem::take(value),
                 _ if name.starts_with(':') => {}
                 _ => return true,
             }
@@ -117,6 +120,9 @@ pub struct Param<'a> {
     pub plain_name: bool,
     /// Length of the raw name (the pair up to its first `=`).
     pub name_len: usize,
+    /// The raw pair holds a `?` (where some parsers start a pair: see
+    /// [`crate::reading::check_parsed`]).
+    pub question: bool,
 }
 
 /// Byte classes for [`parse_params`]' one scan.
@@ -126,6 +132,7 @@ const SEMICOLON: u8 = 4;
 const J: u8 = 8;
 const NOT_PLAIN: u8 = 16;
 const AMP: u8 = 32;
+const QUESTION: u8 = 64;
 const CLASS: [u8; 256] = {
     let mut t = [NOT_PLAIN; 256];
     let mut b = 0;
@@ -143,6 +150,7 @@ const CLASS: [u8; 256] = {
     t[b'j' as usize] |= J;
     t[b'J' as usize] |= J;
     t[b'&' as usize] |= AMP;
+    t[b'?' as usize] |= QUESTION;
     t
 };
 
@@ -212,6 +220,7 @@ pub fn parse_params(raw: &[u8]) -> Vec<Param<'_>> {
             has_j,
             plain_name: in_name & NOT_PLAIN == 0,
             name_len,
+            question: (in_name | in_value) & QUESTION != 0,
         });
     }
     out

@@ -228,6 +228,12 @@ impl Request {
         self
     }
 
+    /// Sets `:authority` (the Host), `collector.example.com` by default.
+    pub fn authority(mut self, authority: &str) -> Request {
+        self.authority = authority.to_string();
+        self
+    }
+
     pub fn body(mut self, body: impl AsRef<[u8]>) -> Request {
         self.body = body.as_ref().to_vec();
         self
