@@ -479,6 +479,45 @@ fn signed_sets_are_ordered_by_their_signed_version() {
     assert_eq!(status_on_all(&mut h, "new"), vec![401; 2]);
 }
 
+/// No set ends the order (session 11, helper-41 F1: a set at epoch 2^32 and version
+/// 2^53 from an unsigned source refused every later set, so its tokens stayed in
+/// force after the source was repaired): an epoch more than 2^32 above the one in
+/// force (0 before any set) is refused, and a set at the largest version still has
+/// a successor in the next epoch.
+#[test]
+fn no_set_ends_the_order() {
+    let svc = service(&versioned_set(1, &["good"]));
+    let mut h = host_with(&config(""), 2, &svc);
+    h.advance(1000);
+    assert_eq!(status_on_all(&mut h, "good"), vec![200; 2]);
+    serve(
+        &svc,
+        r#"{"epoch": 4294967297, "version": 9007199254740992, "tokens": [{"id": "id-pin", "server_secret": "pin"}]}"#,
+        "Thu, 01 Jan 2026 01:00:00 GMT",
+    );
+    h.advance(4000);
+    assert!(h.metric("s2s_guard.source.failure.version").unwrap() >= 1);
+    assert_eq!(status_on_all(&mut h, "pin"), vec![401; 2]);
+    assert_eq!(status_on_all(&mut h, "good"), vec![200; 2]);
+    // The largest epoch a set may jump to, at the largest version: in force...
+    serve(
+        &svc,
+        r#"{"epoch": 4294967296, "version": 9007199254740992, "tokens": [{"id": "id-top", "server_secret": "top"}]}"#,
+        "Thu, 01 Jan 2026 02:00:00 GMT",
+    );
+    h.advance(15_000);
+    assert_eq!(status_on_all(&mut h, "top"), vec![200; 2]);
+    // ... and still followed by the repaired source's next epoch.
+    serve(
+        &svc,
+        r#"{"epoch": 4294967297, "version": 1, "tokens": [{"id": "id-repaired", "server_secret": "repaired"}]}"#,
+        "Thu, 01 Jan 2026 03:00:00 GMT",
+    );
+    h.advance(15_000);
+    assert_eq!(status_on_all(&mut h, "repaired"), vec![200; 2]);
+    assert_eq!(status_on_all(&mut h, "top"), vec![401; 2]);
+}
+
 /// A set may change app settings only when the configuration allows it; a set that
 /// switches an app's authentication off is logged as such and counted.
 #[test]

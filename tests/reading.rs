@@ -851,6 +851,39 @@ fn cases() -> Vec<Case> {
         case("A: ... an empty name with a plain value passes", c(),
              Request::post(&format!("/event?s2s=1&app_token={APP}&event_token=x&=1")).header("authorization", bearer()))
             .up("x-s2s-guard-token-id", Some("adj-events")),
+        // Session 11, round 3 (helper-41) F2: a value or name that decodes again
+        // (uWebSockets' repeated getQuery, an application's own urldecode).
+        case("A: a double-encoded app (%2561: a collector decoding twice reads a)", c(),
+             Request::get("/event?s2s=1&app_token=%2561bc123kuvada7&event_token=xyzklm"))
+            .ambiguous("bad_value"),
+        case("A: ... on a signed route, unsigned", sdk(),
+             Request::get("/attribution?app_token=abc123kuvada%2537&created_at=2025-12-31T23%3A40%3A00.000Z%2B0000&gps_adid=38400000-8cf0-11bd-b23e-10b96e40000d")
+                 .header("client-sdk", "android4.38.0"))
+            .ambiguous("bad_value"),
+        case("A: ... a double-encoded name", c(),
+             Request::get(&format!("/event?s2s=1&app%255Ftoken={APP}&event_token=xyzklm")))
+            .ambiguous("spelling"),
+        case("A: ... a % that starts no escape passes", c(),
+             Request::post(&format!("/event?s2s=1&app_token={APP}&event_token=x&note=50%25off")).header("authorization", bearer()))
+            .up("x-s2s-guard-token-id", Some("adj-events")),
+        // F3: Elysia picks its body parser by the 13th character of Content-Type
+        // (`x`: a form, `r`: multipart or form; verified on Elysia 1.4.30).
+        case("B: body: ignore: application/xml (a form to Elysia)", ignore_body(),
+             Request::post("/v1/events?app_token=appA").header("authorization", "Bearer tok-for-app-A-aaaaaaaaaaaa")
+                 .header("content-type", "application/xml").body("app_token=appB&event=purchase"))
+            .local(415, "Unsupported request body"),
+        case("B: ... text/plain; x=1", ignore_body(),
+             Request::post("/v1/events?app_token=appA").header("authorization", "Bearer tok-for-app-A-aaaaaaaaaaaa")
+                 .header("content-type", "text/plain; x=1").body("app_token=appB&event=purchase"))
+            .local(415, "Unsupported request body"),
+        case("B: ... application/reports+json (r: Elysia's multipart branch)", ignore_body(),
+             Request::post("/v1/events?app_token=appA").header("authorization", "Bearer tok-for-app-A-aaaaaaaaaaaa")
+                 .header("content-type", "application/reports+json").body("{}"))
+            .local(415, "Unsupported request body"),
+        case("B: ... a beacon's text/plain;charset=UTF-8 passes", ignore_body(),
+             Request::post("/v1/events?app_token=appA").header("authorization", "Bearer tok-for-app-A-aaaaaaaaaaaa")
+                 .header("content-type", "text/plain;charset=UTF-8").body("{}"))
+            .up("x-s2s-guard-token-id", Some("appA-events")),
         // Session 9, round 3 (helper-31). F1: PHP's `$_REQUEST` (built-in
         // `variables_order`) takes cookies over the query and the body; classic
         // ASP.NET's `Request[...]` reads them when those lack the name.

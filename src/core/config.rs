@@ -138,11 +138,11 @@ fn parse_set_inner(
     policy.set_version = s.version;
     policy.set_epoch = match s.epoch {
         None => 0,
-        Some(e) if e <= 1 << 32 => e,
+        Some(e) if e <= crate::distribution::MAX_SET_VERSION => e,
         Some(_) => {
             return err(
                 "token set: epoch",
-                "expected an integer between 0 and 4294967296",
+                "expected an integer between 0 and 9007199254740992",
             )
         }
     };
@@ -1205,8 +1205,8 @@ mod tests {
             "token set: version: expected a non-negative integer"
         );
         assert_eq!(
-            e(r#"{"epoch":4294967297,"tokens":[]}"#),
-            "token set: epoch: expected an integer between 0 and 4294967296"
+            e(r#"{"epoch":9007199254740993,"tokens":[]}"#),
+            "token set: epoch: expected an integer between 0 and 9007199254740992"
         );
         assert_eq!(
             e(r#"{"bogus":1}"#),

@@ -102,8 +102,12 @@ pub struct SetVersion {
     pub explicit: bool,
 }
 
-/// Largest version a set may carry (JSON's exact integers).
+/// Largest version (and epoch) a set may carry (JSON's exact integers).
 pub const MAX_SET_VERSION: u64 = 1 << 53;
+/// Largest step between the epoch in force (0 before any set) and a set's: with
+/// no limit one set at the largest epoch and version would end the order for good
+/// (every later set refused). To reach the end takes two million sets in a row.
+pub const MAX_EPOCH_JUMP: u64 = 1 << 32;
 /// Largest step between two versions of one epoch: beyond it a version could pin
 /// the order for good (recovery: a set with a higher `epoch`).
 pub const MAX_VERSION_JUMP: u64 = 1 << 32;
@@ -124,6 +128,8 @@ pub enum VersionRefusal {
     SameVersion { version: u64 },
     /// Beyond `MAX_SET_VERSION`, or more than `MAX_VERSION_JUMP` ahead.
     Absurd { version: u64, in_force: u64 },
+    /// An epoch more than `MAX_EPOCH_JUMP` above the one in force (or 0).
+    AbsurdEpoch { epoch: u64, in_force: u64 },
 }
 
 impl std::fmt::Display for VersionRefusal {
@@ -140,6 +146,10 @@ impl std::fmt::Display for VersionRefusal {
             VersionRefusal::SameVersion { version } => {
                 write!(f, "set version {version} is in force with other content")
             }
+            VersionRefusal::AbsurdEpoch { epoch, in_force } => write!(
+                f,
+                "set epoch {epoch} is an absurd jump from epoch {in_force} (at most {MAX_EPOCH_JUMP} ahead)"
+            ),
             VersionRefusal::Absurd { version, in_force } => write!(
                 f,
                 "set version {version} is an absurd jump from {in_force} (at most {MAX_VERSION_JUMP} ahead; publish a higher epoch to reset)"
@@ -177,6 +187,14 @@ pub fn order(
         });
     };
     let f = in_force.unwrap_or_default();
+    // The epoch in force is 0 before any set: a first set cannot end the order
+    // either (an older proxy's sets never went past 2^32).
+    if set_epoch > f.epoch && set_epoch - f.epoch > MAX_EPOCH_JUMP {
+        return Err(VersionRefusal::AbsurdEpoch {
+            epoch: set_epoch,
+            in_force: f.epoch,
+        });
+    }
     if v > MAX_SET_VERSION {
         return Err(VersionRefusal::Absurd {
             version: v,
@@ -656,6 +674,32 @@ mod tests {
             order(true, Some(5), 0, Some(v(1, 1, true)), None),
             Err(Older { .. })
         ));
+        // No set ends the order: an epoch at most 2^32 above the one in force (0
+        // before any), so a set at the largest version always has a successor.
+        let far = 1 << 32;
+        let top = Some(v(far, MAX_SET_VERSION, true));
+        assert_eq!(
+            order(false, Some(MAX_SET_VERSION), far + 1, None, None),
+            Err(AbsurdEpoch {
+                epoch: far + 1,
+                in_force: 0
+            })
+        );
+        assert_eq!(
+            order(false, Some(MAX_SET_VERSION), far, None, None),
+            Ok(v(far, MAX_SET_VERSION, true))
+        );
+        assert_eq!(
+            order(false, Some(1), far + 1, top, None),
+            Ok(v(far + 1, 1, true))
+        );
+        assert_eq!(
+            order(false, Some(1), 2 * far + 1, top, None),
+            Err(AbsurdEpoch {
+                epoch: 2 * far + 1,
+                in_force: far
+            })
+        );
         // Unsigned, versionless (Jitsu): Last-Modified, never backwards.
         let derived = Some(v(0, 10, false));
         assert_eq!(order(false, None, 0, derived, Some(5)), Ok(v(0, 11, false)));

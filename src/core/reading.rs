@@ -519,6 +519,44 @@ fn decode_name(raw: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, ()> {
     }
 }
 
+/// `v` percent-decoded once more (`%XX` and `%uXXXX`; malformed escapes kept);
+/// `None` when it holds no escape, so reads the same decoded again.
+pub fn decoded_again(v: &[u8]) -> Option<Vec<u8>> {
+    let hex = |b: u8| (b as char).to_digit(16);
+    let escaped = |i: usize| {
+        v.get(i + 1).copied().and_then(hex).is_some()
+            && v.get(i + 2).copied().and_then(hex).is_some()
+    };
+    let percents = || {
+        v.iter()
+            .enumerate()
+            .filter(|&(_, &b)| b == b'%')
+            .map(|(i, _)| i)
+    };
+    if !percents().any(escaped) {
+        return decode_percent_u(v);
+    }
+    let mut out = Vec::with_capacity(v.len());
+    let mut i = 0;
+    while let Some(&b) = v.get(i) {
+        match (
+            b,
+            v.get(i + 1).copied().and_then(hex),
+            v.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            _ => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    Some(out)
+}
+
 /// `%uXXXX` escapes decoded (as UTF-8); `None` when there are none.
 pub fn decode_percent_u(name: &[u8]) -> Option<Vec<u8>> {
     let hex4 = |h: &[u8]| {
@@ -553,6 +591,15 @@ pub fn decode_percent_u(name: &[u8]) -> Option<Vec<u8>> {
 /// Every name a stack may read a (decoded) parameter name as.
 fn variants(name: &[u8]) -> Vec<Vec<u8>> {
     let mut out = variants_of(name);
+    // A name that decodes again (`app%255Ftoken` is `app%5Ftoken` once,
+    // `app_token` to a collector decoding twice): every reading of that too.
+    if let Some(again) = decoded_again(name).filter(|a| *a != name) {
+        for v in variants_of(&again) {
+            if !out.contains(&v) {
+                out.push(v);
+            }
+        }
+    }
     // `new URLSearchParams(string)` drops one leading `?` of what it parses (Node's
     // `Request.formData()`, Hono, h3/Nuxt `readBody`, Koa 3's query), PHP's
     // built-in server every leading `?` of the query: `?app_token` is `app_token`
@@ -912,6 +959,10 @@ fn check_value<'f>(
         // An HTML numeric entity (`&#97;`): `qs` with `interpretNumericEntities`
         // (Express's body parser, opt-in) reads it as the character.
         Ok(v) if has_numeric_entity(&v) => ambiguous(Class::BadValue, field),
+        // A value that decodes again (`%2561bc` is `%61bc` once, `abc` twice): a
+        // collector decoding twice (uWebSockets' repeated `getQuery`, an
+        // application's own `urldecode`) reads another value.
+        Ok(v) if decoded_again(&v).is_some() => ambiguous(Class::BadValue, field),
         Ok(v) if FLAGS.iter().any(|f| f.as_bytes() == field) && *v != *b"0" && *v != *b"1" => {
             ambiguous(Class::BadValue, field)
         }
@@ -1174,13 +1225,21 @@ const FORM: &[u8] = b"application/x-www-form-urlencoded";
 
 /// Might a content type name a body some stack parses into parameters (a form or a
 /// multipart body, in any case, with anything around it: PHP and Python's `cgi`
-/// match `application/x-www-form-urlencoded x`, `...urlencodedx` too)?
+/// match `application/x-www-form-urlencoded x`, `...urlencodedx` too; Elysia
+/// picks its parser by the thirteenth character alone: `x` as in
+/// `application/x-www-form-urlencoded` is a form to it (`application/xml`,
+/// `application/x-ndjson`, `text/plain; x=1`), `r` as in `multipart/form-data`
+/// a multipart or form body)?
 fn names_parameters(ct: &[u8]) -> bool {
     let has = |needle: &[u8]| {
         ct.windows(needle.len())
             .any(|w| w.eq_ignore_ascii_case(needle))
     };
-    has(b"urlencoded") || has(b"url-encoded") || has(b"multipart") || has(b"form-data")
+    has(b"urlencoded")
+        || has(b"url-encoded")
+        || has(b"multipart")
+        || has(b"form-data")
+        || ct.get(12).is_some_and(|&b| matches!(b | 0x20, b'x' | b'r'))
 }
 
 /// Whether the request announces an empty body (`Content-Length: 0`, no

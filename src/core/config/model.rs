@@ -163,8 +163,9 @@ pub struct TokenSet<'a> {
     /// source signs its sets.
     #[cfg_attr(feature = "schema", schemars(range(max = 9007199254740992u64)))]
     pub version: Option<u64>,
-    /// A higher epoch starts the version order anew (default 0).
-    #[cfg_attr(feature = "schema", schemars(range(max = 4294967296u64)))]
+    /// A higher epoch starts the version order anew (default 0); at most 2^32
+    /// above the epoch in force (or 0), so no set can end the order.
+    #[cfg_attr(feature = "schema", schemars(range(max = 9007199254740992u64)))]
     pub epoch: Option<u64>,
     /// App settings; accepted only with `token_source.apps_from_set`.
     #[serde(borrow)]
