@@ -884,6 +884,28 @@ fn cases() -> Vec<Case> {
              Request::post("/v1/events?app_token=appA").header("authorization", "Bearer tok-for-app-A-aaaaaaaaaaaa")
                  .header("content-type", "text/plain;charset=UTF-8").body("{}"))
             .up("x-s2s-guard-token-id", Some("appA-events")),
+        // Session 11, round 4 (helper-42) F1: rewrites that put the decoded path
+        // in a query parameter (Apache's `index.php?_url=/$1 [QSA]` without `[B]`,
+        // nginx's `try_files ... /index.php?_url=$uri&$args`) end it at an escaped
+        // `&` (verified on Apache 2.4 and nginx 1.22).
+        case("D: /event%26 (a rewrite reads _url=/event)", c(),
+             Request::get(&format!("/event%26?s2s=1&app_token={APP}&event_token=xyzklm")))
+            .ambiguous("path"),
+        case("D: ... the whole request in the path", c(),
+             Request::get(&format!("/event%26s2s%3D1%26app_token%3D{APP}%26event_token%3Dx")))
+            .ambiguous("path"),
+        case("D: ... an escaped ? onto Swaarm's postback", c(),
+             Request::get("/postback%3Fuser_id=u1&event_id=purchase"))
+            .ambiguous("path"),
+        case("D: ... an escaped #, and a double-encoded &", c(),
+             Request::get("/session%23x?app_token=abc123kuvada7"))
+            .ambiguous("path"),
+        case("D: ... %2526", c(),
+             Request::get(&format!("/event%2526?s2s=1&app_token={APP}&event_token=xyzklm")))
+            .ambiguous("path"),
+        case("D: ... an escaped & on a path no route reads is not ours", c(),
+             Request::get("/static/a%26b.js"))
+            .up(":path", Some("/static/a%26b.js")),
         // Session 9, round 3 (helper-31). F1: PHP's `$_REQUEST` (built-in
         // `variables_order`) takes cookies over the query and the body; classic
         // ASP.NET's `Request[...]` reads them when those lack the name.

@@ -79,6 +79,7 @@ fn activity(path: &str) -> &'static str {
         "/event" => "event",
         "/sdk_click" => "click",
         "/attribution" => "attribution",
+        "/ad_revenue" => "ad_revenue",
         _ => panic!("no activity kind for {path}"),
     }
 }
@@ -864,6 +865,36 @@ fn cases() -> Vec<Case> {
                 &refs(&params),
                 &[
                     "source",
+                    "created_at",
+                    "gps_adid",
+                    "app_secret",
+                    "activity_kind",
+                ],
+            ),
+        )
+        .counts(&[V, A2]),
+    );
+
+    // A signed free-text payload (the legacy trackAdRevenue(source, payload)):
+    // the app's own JSON, read once; the value rules for ids and apps do not apply
+    // (session 11, helper-42 F2: `50%CashBack`, an encoded URL, a no-break space
+    // and `&#39;` in it were refused although the signature verified).
+    let mut params = p(&base(25));
+    params.push(("source".into(), "applovin_max_sdk".into()));
+    params.push((
+        "payload".into(),
+        "{\"note\":\"50%CashBack\",\"url\":\"https%3A%2F%2Fx.example\",\"name\":\"a\u{a0}b &#39;\"}".into(),
+    ));
+    out.push(
+        case(
+            "a signed payload holding free text",
+            c(),
+            app2().request(
+                "/ad_revenue",
+                &refs(&params),
+                &[
+                    "source",
+                    "payload",
                     "created_at",
                     "gps_adid",
                     "app_secret",

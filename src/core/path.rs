@@ -53,6 +53,10 @@ pub enum PathError {
     Fragment,
     /// `%` not followed by two hex digits, or `%25` (double encoding).
     BadEscape,
+    /// `%26`, `%3F` or `%23`: a rewrite that puts the decoded path in a query
+    /// (Apache's `index.php?_url=/$1` without `[B]`, nginx's `?_url=$uri&$args`)
+    /// ends the path there (`/event%26app_token=A` is `_url=/event&app_token=A`).
+    EncodedDelimiter,
     /// `;` path parameters (Java stacks strip them before routing).
     Parameters,
     /// A format suffix on a protected path (`/event.json`: Rails and older Spring
@@ -77,6 +81,7 @@ impl PathError {
             PathError::Control => "control",
             PathError::Fragment => "fragment",
             PathError::BadEscape => "bad_escape",
+            PathError::EncodedDelimiter => "encoded_delimiter",
             PathError::Parameters => "parameters",
             PathError::FormatSuffix => "format_suffix",
             PathError::OtherReading => "other_reading",
@@ -158,6 +163,7 @@ fn canonical_steps(raw: &[u8], opts: &PathOptions) -> Result<Vec<u8>, PathError>
                     b'/' | b'\\' => return Err(PathError::EncodedSeparator),
                     b'%' => return Err(PathError::BadEscape),
                     0..=0x1f | 0x7f => return Err(PathError::Control),
+                    b'&' | b'?' | b'#' => return Err(PathError::EncodedDelimiter),
                     _ if opts.decode_unreserved && unreserved(c) => decoded.push(c),
                     _ => {
                         // Kept encoded, hex upper-cased (RFC 3986 §6.2.2.1).
@@ -486,7 +492,8 @@ const PART_SEPARATOR: u8 = 2; // `%2F`, `%5C` as `/`
 const PART_BACKSLASH: u8 = 4; // `\` as `/` (IIS, and Envoy's normalize_path)
 const PART_SEMICOLON: u8 = 8; // `;` parameters dropped (Tomcat, Jetty)
 const PART_DOUBLE: u8 = 16; // `%25XX` read as the escape it encodes
-const PART_CUT: u8 = 32; // the path ends at a control character, a space or `#`
+const PART_CUT: u8 = 32; // the path ends at a control character, a space, `#`, or an
+                         // escaped `&`, `?` or `#` (a rewrite into a query parameter)
 const PART_BROKEN: u8 = 64; // a `%` that starts no escape dropped
 const PART_ALL: u8 = 127;
 
@@ -512,7 +519,7 @@ pub fn partial_features(raw: &[u8]) -> u8 {
                     (Some(h), Some(l)) => match h << 4 | l {
                         b'/' | b'\\' => present |= PART_SEPARATOR,
                         b'%' => present |= PART_DOUBLE,
-                        0..=0x1f | 0x7f => present |= PART_CUT,
+                        0..=0x1f | 0x7f | b'&' | b'?' | b'#' => present |= PART_CUT,
                         _ => {}
                     },
                     _ => present |= PART_BROKEN,
@@ -558,7 +565,7 @@ pub fn partial_reading(raw: &[u8], read: u8) -> Vec<u8> {
                     // An escaped space is a space in a segment (IIS keeps it):
                     // only a control character ends the path here.
                     Ok(b' ') => out.extend_from_slice(b"%20"),
-                    Ok(0..=0x1f | 0x7f) if on(PART_CUT) => break,
+                    Ok(0..=0x1f | 0x7f | b'&' | b'?' | b'#') if on(PART_CUT) => break,
                     Ok(b'/' | b'\\' | 0..=0x1f | 0x7f) => out.push(OPAQUE),
                     // Unreserved, and the sub-delimiters a path holds as they are
                     // (ASP.NET's session segments are `(...)`).
@@ -583,7 +590,7 @@ pub fn partial_reading(raw: &[u8], read: u8) -> Vec<u8> {
                     out.push(b'%');
                     i += 3;
                 }
-                Some(0..=0x1f | 0x7f) if on(PART_CUT) => break,
+                Some(0..=0x1f | 0x7f | b'&' | b'?' | b'#') if on(PART_CUT) => break,
                 Some(b'/' | b'\\' | b'%' | 0..=0x1f | 0x7f) => {
                     out.push(OPAQUE);
                     i += 3;
@@ -650,7 +657,7 @@ fn lenient_once_more(p: &[u8]) -> Vec<u8> {
                     continue;
                 }
                 // (An escaped space stays in its segment, as the first pass keeps it.)
-                if c < 0x20 || c == 0x7f || c == b'%' || c == b';' || c == b'#' {
+                if c < 0x20 || matches!(c, 0x7f | b'%' | b';' | b'#' | b'&' | b'?') {
                     break;
                 }
             } else {
@@ -734,6 +741,9 @@ mod tests {
     #[test]
     fn unsafe_paths_are_refused() {
         assert_eq!(c("/event%2F"), Err(PathError::EncodedSeparator));
+        assert_eq!(c("/event%26"), Err(PathError::EncodedDelimiter));
+        assert_eq!(c("/event%3fx"), Err(PathError::EncodedDelimiter));
+        assert_eq!(c("/event%23"), Err(PathError::EncodedDelimiter));
         assert_eq!(c("/event%2f"), Err(PathError::EncodedSeparator));
         assert_eq!(c("/x%5C..%5Cevent"), Err(PathError::EncodedSeparator));
         assert_eq!(c("/x\\event"), Err(PathError::Backslash));

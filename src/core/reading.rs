@@ -232,6 +232,13 @@ pub fn is_plain_flag(p: &crate::request::Param) -> bool {
     p.plain_name && !p.escaped_name && FLAGS.iter().any(|f| f.as_bytes() == &*p.name)
 }
 
+/// Signed fields holding the app's own free text (the legacy
+/// `trackAdRevenue(source, payload)` JSON): the value rules for apps, ids and
+/// credentials (no Unicode white space, no entity, no escape decoded again) would
+/// refuse an ad network's text (`50%CashBack`, an encoded URL) whose signature
+/// verifies, and what a collector reads in it decides nothing.
+const FREE_TEXT: [&str; 1] = ["payload"];
+
 /// Parameters an SDK signature decision reads, beside the device identifiers.
 const SIGNATURE_FIELDS: [&str; 8] = [
     "created_at",
@@ -522,6 +529,10 @@ fn decode_name(raw: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, ()> {
 /// `v` percent-decoded once more (`%XX` and `%uXXXX`; malformed escapes kept);
 /// `None` when it holds no escape, so reads the same decoded again.
 pub fn decoded_again(v: &[u8]) -> Option<Vec<u8>> {
+    // Most values hold no `%` at all: one word-at-a-time search.
+    if !v.contains(&b'%') {
+        return None;
+    }
     let hex = |b: u8| (b as char).to_digit(16);
     let escaped = |i: usize| {
         v.get(i + 1).copied().and_then(hex).is_some()
@@ -924,11 +935,18 @@ pub fn field_in_path<'f>(fields: &'f Fields, path: &[u8]) -> Option<&'f [u8]> {
 /// (Hono before 4.10.5) reads `Host: x&app_token=A&` as a parameter. Only letters,
 /// digits, `.`, `-`, `_`, `~`, `:` and IPv6 brackets pass.
 pub fn check_authority(view: &crate::request::RequestView) -> Result<(), Ambiguity> {
-    let plain = |v: &[u8]| {
-        v.iter().all(|&b| {
-            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'~' | b':' | b'[' | b']')
-        })
+    const HOST: [bool; 256] = {
+        let mut t = [false; 256];
+        let mut b = 0;
+        while b < 256 {
+            let c = b as u8;
+            t[b] = c.is_ascii_alphanumeric()
+                || matches!(c, b'.' | b'-' | b'_' | b'~' | b':' | b'[' | b']');
+            b += 1;
+        }
+        t
     };
+    let plain = |v: &[u8]| v.iter().all(|&b| HOST[b as usize]);
     if plain(&view.authority) && view.header_values("host").all(plain) {
         Ok(())
     } else {
@@ -953,6 +971,14 @@ fn check_value<'f>(
         return ambiguous(Class::Repeated, field);
     }
     seen.push(field);
+    if FREE_TEXT.iter().any(|f| f.as_bytes() == field) {
+        // Read once and with well-formed escapes, like every field; its text is
+        // the app's own and decides nothing but the signature over it.
+        return match decode_name(raw_value) {
+            Err(()) => ambiguous(Class::BadEscape, field),
+            Ok(_) => Ok(()),
+        };
+    }
     match decode_name(raw_value) {
         Err(()) => ambiguous(Class::BadEscape, field),
         Ok(v) if !clean_value(&v) => ambiguous(Class::BadValue, field),
