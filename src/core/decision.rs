@@ -258,26 +258,37 @@ impl<'p, 'm> Readings<'p, 'm> {
 
 /// Front controllers that take the route from a query parameter: ThinkPHP's `s`,
 /// Phalcon's `_url`, Drupal 7's `q`, CakePHP 1's `url` (`/?s=/event`,
-/// `/index.php?_url=/event`). Read when the path is a front controller (the root,
-/// or a script last) and the value, with a leading `/`, reaches a route.
+/// `/index.php?_url=/event`). Read on every path, as their rewrites send every
+/// path that names no file to the script (`index.php?_url=/$1 [QSA]`: the client's
+/// own `_url` comes after and PHP keeps the last), with the pairs a rewrite makes
+/// of the path after an `&` (`/x&_url=/event`, `/x%26_url=/event`), names as PHP
+/// folds them (`.url`, ` _url`), and the value, with a leading `/`, reaching a
+/// route (under the script's directory too).
 fn routed_by_parameter(raw: &[u8], query: Option<&[u8]>, check: &dyn Fn(&[u8]) -> bool) -> bool {
-    let Some(query) = query else {
-        return false;
-    };
-    let last = raw.rsplit(|&b| b == b'/').next().unwrap_or_default();
-    if !(raw == b"/" || raw.is_empty() || names_script(last)) {
+    // The path after its first `&` (raw or escaped), decoded as a rewrite does.
+    let cut = (raw.iter().enumerate()).find_map(|(i, &b)| match b {
+        b'&' => Some(i + 1),
+        b'%' if raw.get(i + 1..i + 3) == Some(b"26") => Some(i + 3),
+        _ => None,
+    });
+    let tail: Vec<u8> = cut.map_or_else(Vec::new, |i| {
+        percent_encoding::percent_decode(raw.get(i..).unwrap_or_default()).collect()
+    });
+    if query.is_none() && cut.is_none() {
         return false;
     }
+    let last = raw.rsplit(|&b| b == b'/').next().unwrap_or_default();
     let dir = if names_script(last) {
         &raw[..raw.len() - last.len()]
     } else {
-        raw
+        &b""[..]
     };
     let dir = dir.strip_suffix(b"/").unwrap_or(dir);
-    query.split(|&b| b == b'&').any(|pair| {
+    let pairs = (query.unwrap_or_default().split(|&b| b == b'&')).chain(tail.split(|&b| b == b'&'));
+    pairs.into_iter().any(|pair| {
         let mut kv = pair.splitn(2, |&b| b == b'=');
         let (name, value) = (kv.next().unwrap_or_default(), kv.next().unwrap_or_default());
-        if !matches!(name, b"s" | b"_url" | b"q" | b"url") || value.is_empty() {
+        if !routing_parameter(name) || value.is_empty() {
             return false;
         }
         let value: Vec<u8> = percent_encoding::percent_decode(value)
@@ -290,6 +301,29 @@ fn routed_by_parameter(raw: &[u8], query: Option<&[u8]>, check: &dyn Fn(&[u8]) -
         };
         check(&route) || (!dir.is_empty() && check(&[dir, &route].concat()))
     })
+}
+
+/// Is a raw parameter name, as PHP reads it (decoded, leading spaces dropped, `.`
+/// and spaces as `_`, any case to be safe), a front controller's route parameter?
+fn routing_parameter(raw: &[u8]) -> bool {
+    let named = |n: &[u8]| {
+        [&b"s"[..], b"_url", b"q", b"url"]
+            .iter()
+            .any(|r| n.eq_ignore_ascii_case(r))
+    };
+    // A plain name (most names) is read one way: compared at once.
+    if raw
+        .iter()
+        .all(|&b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return named(raw);
+    }
+    let name: Vec<u8> = percent_encoding::percent_decode(raw)
+        .map(|b| if b == b'+' { b' ' } else { b })
+        .skip_while(|&b| b == b' ')
+        .map(|b| if matches!(b, b'.' | b' ') { b'_' } else { b })
+        .collect();
+    named(&name)
 }
 
 /// [`resolve`] for a request target (`:path`, or a URL a header names).

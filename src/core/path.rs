@@ -53,10 +53,11 @@ pub enum PathError {
     Fragment,
     /// `%` not followed by two hex digits, or `%25` (double encoding).
     BadEscape,
-    /// `%26`, `%3F` or `%23`: a rewrite that puts the decoded path in a query
-    /// (Apache's `index.php?_url=/$1` without `[B]`, nginx's `?_url=$uri&$args`)
-    /// ends the path there (`/event%26app_token=A` is `_url=/event&app_token=A`).
-    EncodedDelimiter,
+    /// `&`, or `%26`, `%3F` or `%23`: a rewrite that puts the decoded path in a
+    /// query (Apache's `index.php?_url=/$1` without `[B]`, nginx's
+    /// `?_url=$uri&$args`) ends the path there (`/event&app_token=A` and
+    /// `/event%26app_token=A` are `_url=/event&app_token=A`).
+    QueryDelimiter,
     /// `;` path parameters (Java stacks strip them before routing).
     Parameters,
     /// A format suffix on a protected path (`/event.json`: Rails and older Spring
@@ -81,7 +82,7 @@ impl PathError {
             PathError::Control => "control",
             PathError::Fragment => "fragment",
             PathError::BadEscape => "bad_escape",
-            PathError::EncodedDelimiter => "encoded_delimiter",
+            PathError::QueryDelimiter => "query_delimiter",
             PathError::Parameters => "parameters",
             PathError::FormatSuffix => "format_suffix",
             PathError::OtherReading => "other_reading",
@@ -163,7 +164,7 @@ fn canonical_steps(raw: &[u8], opts: &PathOptions) -> Result<Vec<u8>, PathError>
                     b'/' | b'\\' => return Err(PathError::EncodedSeparator),
                     b'%' => return Err(PathError::BadEscape),
                     0..=0x1f | 0x7f => return Err(PathError::Control),
-                    b'&' | b'?' | b'#' => return Err(PathError::EncodedDelimiter),
+                    b'&' | b'?' | b'#' => return Err(PathError::QueryDelimiter),
                     _ if opts.decode_unreserved && unreserved(c) => decoded.push(c),
                     _ => {
                         // Kept encoded, hex upper-cased (RFC 3986 §6.2.2.1).
@@ -178,6 +179,7 @@ fn canonical_steps(raw: &[u8], opts: &PathOptions) -> Result<Vec<u8>, PathError>
                 continue;
             }
             b'\\' => return Err(PathError::Backslash),
+            b'&' => return Err(PathError::QueryDelimiter),
             0..=0x20 | 0x7f => return Err(PathError::Control),
             b'#' => return Err(PathError::Fragment),
             b';' => return Err(PathError::Parameters),
@@ -528,7 +530,7 @@ pub fn partial_features(raw: &[u8]) -> u8 {
             },
             b'\\' => present |= PART_BACKSLASH,
             b';' => present |= PART_SEMICOLON,
-            0..=0x20 | 0x7f | b'#' => present |= PART_CUT,
+            0..=0x20 | 0x7f | b'#' | b'&' => present |= PART_CUT,
             _ => {}
         }
         i += 1;
@@ -609,7 +611,7 @@ pub fn partial_reading(raw: &[u8], read: u8) -> Vec<u8> {
                 out.push(b'/');
                 i += 1;
             }
-            0..=0x20 | 0x7f | b'#' if on(PART_CUT) => break,
+            0..=0x20 | 0x7f | b'#' | b'&' if on(PART_CUT) => break,
             b'\\' | 0..=0x20 | 0x7f | b'#' => {
                 out.push(OPAQUE);
                 i += 1;
@@ -741,9 +743,10 @@ mod tests {
     #[test]
     fn unsafe_paths_are_refused() {
         assert_eq!(c("/event%2F"), Err(PathError::EncodedSeparator));
-        assert_eq!(c("/event%26"), Err(PathError::EncodedDelimiter));
-        assert_eq!(c("/event%3fx"), Err(PathError::EncodedDelimiter));
-        assert_eq!(c("/event%23"), Err(PathError::EncodedDelimiter));
+        assert_eq!(c("/event%26"), Err(PathError::QueryDelimiter));
+        assert_eq!(c("/event%3fx"), Err(PathError::QueryDelimiter));
+        assert_eq!(c("/event%23"), Err(PathError::QueryDelimiter));
+        assert_eq!(c("/event&x"), Err(PathError::QueryDelimiter));
         assert_eq!(c("/event%2f"), Err(PathError::EncodedSeparator));
         assert_eq!(c("/x%5C..%5Cevent"), Err(PathError::EncodedSeparator));
         assert_eq!(c("/x\\event"), Err(PathError::Backslash));
