@@ -941,6 +941,21 @@ fn cases() -> Vec<Case> {
         case("D: ... on index.php", c(),
              Request::get(&format!("/index.php?.url=/event&s2s=1&app_token={APP}")))
             .ambiguous("path"),
+        // Session 12 (found while replacing the name check): PHP cuts a name at
+        // NUL (`php_register_variable_ex` copies it with `strlen`): `s%00y` is
+        // `s` (verified with PHP 8.2's `parse_str`); and the built-in server's
+        // leading `?`s.
+        case("D: /x?s%00y=/event (PHP reads s)", c(),
+             Request::get(&format!("/x?s%00y=/event&s2s=1&app_token={APP}&event_token=xyzklm")))
+            .ambiguous("path"),
+        case("D: ... _url%00 on index.php", c(),
+             Request::get(&format!("/index.php?_url%00=/event&s2s=1&app_token={APP}")))
+            .ambiguous("path"),
+        case("D: ... ??q=postback", c(), Request::get("/x??q=postback&user_id=u1&event_id=purchase"))
+            .ambiguous("path"),
+        case("D: ... a name that only holds s passes (sx=/event)", c(),
+             Request::get("/x?sx=/event&s%00=shoes"))
+            .up(":path", Some("/x?sx=/event&s%00=shoes")),
         // Session 9, round 3 (helper-31). F1: PHP's `$_REQUEST` (built-in
         // `variables_order`) takes cookies over the query and the body; classic
         // ASP.NET's `Request[...]` reads them when those lack the name.

@@ -286,9 +286,11 @@ fn routed_by_parameter(raw: &[u8], query: Option<&[u8]>, check: &dyn Fn(&[u8]) -
     let dir = dir.strip_suffix(b"/").unwrap_or(dir);
     let pairs = (query.unwrap_or_default().split(|&b| b == b'&')).chain(tail.split(|&b| b == b'&'));
     pairs.into_iter().any(|pair| {
-        let mut kv = pair.splitn(2, |&b| b == b'=');
-        let (name, value) = (kv.next().unwrap_or_default(), kv.next().unwrap_or_default());
-        if !routing_parameter(name) || value.is_empty() {
+        let Some(eq) = pair.iter().position(|&b| b == b'=') else {
+            return false;
+        };
+        let (name, value) = (&pair[..eq], &pair[eq + 1..]);
+        if value.is_empty() || !routing_parameter(name) {
             return false;
         }
         let value: Vec<u8> = percent_encoding::percent_decode(value)
@@ -303,27 +305,29 @@ fn routed_by_parameter(raw: &[u8], query: Option<&[u8]>, check: &dyn Fn(&[u8]) -
     })
 }
 
-/// Is a raw parameter name, as PHP reads it (decoded, leading spaces dropped, `.`
-/// and spaces as `_`, any case to be safe), a front controller's route parameter?
+/// The query parameters front controllers route by (Phalcon's `_url`, ThinkPHP's
+/// `s`, Drupal's `q`, CakePHP's `url`).
+const ROUTER_PARAMETERS: [&[u8]; 4] = [b"s", b"_url", b"q", b"url"];
+
+/// Is a raw parameter name, under any reading of it (PHP's: decoded, leading
+/// spaces dropped, `.` and spaces as `_`, cut at NUL, `?`s of the built-in server
+/// dropped; and every other reading the decision fields get), a front
+/// controller's route parameter? Any case, to be safe.
 fn routing_parameter(raw: &[u8]) -> bool {
-    let named = |n: &[u8]| {
-        [&b"s"[..], b"_url", b"q", b"url"]
-            .iter()
-            .any(|r| n.eq_ignore_ascii_case(r))
-    };
     // A plain name (most names) is read one way: compared at once.
     if raw
         .iter()
         .all(|&b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
     {
-        return named(raw);
+        return ROUTER_PARAMETERS
+            .iter()
+            .any(|r| raw.eq_ignore_ascii_case(r));
     }
-    let name: Vec<u8> = percent_encoding::percent_decode(raw)
-        .map(|b| if b == b'+' { b' ' } else { b })
-        .skip_while(|&b| b == b' ')
-        .map(|b| if matches!(b, b'.' | b' ') { b'_' } else { b })
-        .collect();
-    named(&name)
+    static ROUTER: std::sync::OnceLock<reading::Fields> = std::sync::OnceLock::new();
+    let fields = ROUTER.get_or_init(|| {
+        reading::Fields::of_names(ROUTER_PARAMETERS.iter().map(|n| n.to_vec()).collect())
+    });
+    reading::names_field(fields, raw)
 }
 
 /// [`resolve`] for a request target (`:path`, or a URL a header names).

@@ -533,39 +533,12 @@ pub fn decoded_again(v: &[u8]) -> Option<Vec<u8>> {
     if !v.contains(&b'%') {
         return None;
     }
-    let hex = |b: u8| (b as char).to_digit(16);
-    let escaped = |i: usize| {
-        v.get(i + 1).copied().and_then(hex).is_some()
-            && v.get(i + 2).copied().and_then(hex).is_some()
-    };
-    let percents = || {
-        v.iter()
-            .enumerate()
-            .filter(|&(_, &b)| b == b'%')
-            .map(|(i, _)| i)
-    };
-    if !percents().any(escaped) {
-        return decode_percent_u(v);
+    // `%XX` as every URL decoder reads it (the crate keeps malformed escapes as
+    // they are); only without one, `%uXXXX` as IIS and legacy `unescape` read it.
+    match percent_encoding::percent_decode(v).into() {
+        std::borrow::Cow::Owned(out) => Some(out),
+        std::borrow::Cow::Borrowed(_) => decode_percent_u(v),
     }
-    let mut out = Vec::with_capacity(v.len());
-    let mut i = 0;
-    while let Some(&b) = v.get(i) {
-        match (
-            b,
-            v.get(i + 1).copied().and_then(hex),
-            v.get(i + 2).copied().and_then(hex),
-        ) {
-            (b'%', Some(h), Some(l)) => {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-            }
-            _ => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    Some(out)
 }
 
 /// `%uXXXX` escapes decoded (as UTF-8); `None` when there are none.
@@ -912,6 +885,11 @@ fn embedded_field<'f>(fields: &'f Fields, seg: &[u8]) -> Option<&'f [u8]> {
 fn named_field<'f>(fields: &'f Fields, raw_name: &[u8]) -> Option<&'f [u8]> {
     let decoded = decode(raw_name).unwrap_or_else(|_| crate::request::form_decode(raw_name));
     (fields.touches(&decoded)).or_else(|| fields.touches_foreign(&decoded))
+}
+
+/// Does any reading of a raw (undecoded) parameter name name one of the fields?
+pub fn names_field(fields: &Fields, raw_name: &[u8]) -> bool {
+    named_field(fields, raw_name).is_some()
 }
 
 /// Where a URL that a collector searches as one string (Hono before 4.10.5 looked
