@@ -965,3 +965,288 @@ fn a_set_must_list_its_tokens() {
     h.advance(70_000);
     assert_eq!(status_on_all(&mut h, "tok-a"), vec![401; 2]);
 }
+
+/// Every shared-data entry of a namespace but its lease: what another plugin of
+/// the proxy can read and write back later.
+fn snapshot(h: &Host, name: &str) -> Vec<(String, Vec<u8>)> {
+    let prefix = format!("s2s-guard/{name}/");
+    let mut out = Vec::new();
+    h.shared_data_visit(|k, v| {
+        if k.starts_with(&prefix) && !k.ends_with("/lease") {
+            out.push((k.to_string(), v.to_vec()));
+        }
+    });
+    out
+}
+
+fn write_back(h: &Host, entries: &[(String, Vec<u8>)]) {
+    for (k, v) in entries {
+        h.set_shared_data(k, v);
+    }
+}
+
+/// Session 12, round 6 (helper-44) F1: another plugin sharing the namespace wrote
+/// back an old, genuinely signed publication (set, store, meta, version record and
+/// their tags) while the source answered 304: every worker loaded version 1 over
+/// version 2 and a revoked token worked again. Now no worker goes back from the
+/// set in force (`rollback_refused`), the fetcher notices that shared data does not
+/// hold its set and publishes it again, and a worker that starts afterwards loads
+/// the source's set.
+#[test]
+fn an_old_signed_publication_written_back_is_refused() {
+    for lookup in ["copy", "shared"] {
+        let svc = service(&versioned_set(1, &["revoked", "kept"]));
+        svc.lock().unwrap().bundle_key = Some(hex::decode(BUNDLE_KEY).unwrap());
+        let mut h = host_with(
+            &config(&format!(
+                r#", "bundle_key": "{BUNDLE_KEY}", "lookup": "{lookup}""#
+            )),
+            3,
+            &svc,
+        );
+        h.advance(1000);
+        assert_eq!(status_on_all(&mut h, "revoked"), vec![200; 3], "{lookup}");
+        let old = snapshot(&h, "default");
+        serve(
+            &svc,
+            &versioned_set(2, &["new", "kept"]),
+            "Thu, 01 Jan 2026 00:05:00 GMT",
+        );
+        h.advance(4000);
+        assert_eq!(status_on_all(&mut h, "revoked"), vec![401; 3], "{lookup}");
+        assert_eq!(status_on_all(&mut h, "new"), vec![200; 3], "{lookup}");
+        // The attacker writes version 1's publication back; the source answers
+        // the fetcher's conditional request with 304.
+        write_back(&h, &old);
+        h.advance(1000);
+        assert_eq!(status_on_all(&mut h, "revoked"), vec![401; 3], "{lookup}");
+        assert_eq!(status_on_all(&mut h, "new"), vec![200; 3], "{lookup}");
+        assert!(h.metric("s2s_guard.source.rollback_refused").unwrap() >= 1);
+        // The fetcher publishes the source's set again within a period (until
+        // then, in `lookup: shared`, a token whose old record was written back is
+        // refused: the record is version 1's).
+        h.advance(4000);
+        assert_eq!(status_on_all(&mut h, "kept"), vec![200; 3], "{lookup}");
+        assert!(h
+            .logs_at(LogLevel::Warn)
+            .iter()
+            .any(|l| l.contains("published again")));
+        let compiled = load_dist("s2s-guard.wasm");
+        let mut late = Host::join(
+            &compiled,
+            HostOptions {
+                workers: 1,
+                plugin_config: config(&format!(
+                    r#", "bundle_key": "{BUNDLE_KEY}", "lookup": "{lookup}", "role": "reader""#
+                ))
+                .into_bytes(),
+                ..HostOptions::default()
+            },
+            &h,
+        )
+        .unwrap();
+        late.advance(1000);
+        assert_eq!(status_on_all(&mut late, "revoked"), vec![401], "{lookup}");
+        assert_eq!(status_on_all(&mut late, "new"), vec![200], "{lookup}");
+    }
+}
+
+/// F1, across namespaces: two plugins with one bundle key and other names; one
+/// namespace's publication copied into the other's is not that namespace's.
+#[test]
+fn a_publication_copied_from_another_namespace_is_refused() {
+    let svc = service(&versioned_set(1, &["tenant-x"]));
+    svc.lock().unwrap().bundle_key = Some(hex::decode(BUNDLE_KEY).unwrap());
+    let x = host_with(
+        &config(&format!(
+            r#", "bundle_key": "{BUNDLE_KEY}", "name": "tenantx""#
+        )),
+        1,
+        &svc,
+    );
+    let mut x = x;
+    x.advance(1000);
+    assert_eq!(status_on_all(&mut x, "tenant-x"), vec![200]);
+    let compiled = load_dist("s2s-guard.wasm");
+    let mut y = Host::join(
+        &compiled,
+        HostOptions {
+            workers: 2,
+            plugin_config: config(&format!(
+                r#", "bundle_key": "{BUNDLE_KEY}", "name": "tenanty", "role": "reader""#
+            ))
+            .into_bytes(),
+            ..HostOptions::default()
+        },
+        &x,
+    )
+    .unwrap();
+    for (k, v) in snapshot(&x, "tenantx") {
+        y.set_shared_data(&k.replace("/tenantx/", "/tenanty/"), &v);
+    }
+    y.advance(1000);
+    assert_eq!(status_on_all(&mut y, "tenant-x"), vec![503; 2]);
+    assert!(
+        y.metric("s2s_guard.source.failure.published_signature")
+            .unwrap()
+            >= 1
+    );
+}
+
+/// F2: in `lookup: shared`, a revoked token's record (sealed, bound to its digest)
+/// written back after its revocation opened routes under every later set. Records
+/// are now bound to the order of their set: one of an older set is no token.
+#[test]
+fn a_revoked_token_record_written_back_is_refused() {
+    for signed in [true, false] {
+        let svc = service(&versioned_set(1, &["revoked", "kept"]));
+        let key = if signed {
+            svc.lock().unwrap().bundle_key = Some(hex::decode(BUNDLE_KEY).unwrap());
+            format!(r#", "bundle_key": "{BUNDLE_KEY}""#)
+        } else {
+            String::new()
+        };
+        let mut h = host_with(&config(&format!(r#", "lookup": "shared"{key}"#)), 2, &svc);
+        h.advance(1000);
+        assert_eq!(status_on_all(&mut h, "revoked"), vec![200; 2]);
+        let record_key = {
+            use sha2::Digest;
+            format!(
+                "s2s-guard/default/t/{}",
+                hex::encode(Sha256::digest(b"revoked"))
+            )
+        };
+        let (old_record, _) = h.shared_data(&record_key).unwrap();
+        serve(
+            &svc,
+            &versioned_set(2, &["kept"]),
+            "Thu, 01 Jan 2026 00:05:00 GMT",
+        );
+        h.advance(4000);
+        assert_eq!(
+            status_on_all(&mut h, "revoked"),
+            vec![401; 2],
+            "signed {signed}"
+        );
+        h.set_shared_data(&record_key, &old_record);
+        assert_eq!(
+            status_on_all(&mut h, "revoked"),
+            vec![401; 2],
+            "signed {signed}"
+        );
+        serve(
+            &svc,
+            &versioned_set(3, &["kept", "added"]),
+            "Thu, 01 Jan 2026 00:10:00 GMT",
+        );
+        h.advance(4000);
+        h.set_shared_data(&record_key, &old_record);
+        assert_eq!(status_on_all(&mut h, "added"), vec![200; 2]);
+        assert_eq!(status_on_all(&mut h, "kept"), vec![200; 2]);
+        assert_eq!(
+            status_on_all(&mut h, "revoked"),
+            vec![401; 2],
+            "signed {signed}"
+        );
+    }
+}
+
+/// F3: a lease written to expire in 2554 stopped every fetch for good, and a
+/// version record with a later confirmation time kept a set fresh for ever. A
+/// lease expiring beyond one lease from now is taken over; with a bundle key the
+/// version record carries the fetcher's tag, so its time cannot be forged.
+#[test]
+fn a_forged_lease_or_confirmation_does_not_freeze_the_set() {
+    let svc = service(&versioned_set(1, &["v1"]));
+    svc.lock().unwrap().bundle_key = Some(hex::decode(BUNDLE_KEY).unwrap());
+    let mut h = host_with(
+        &config(&format!(
+            r#", "bundle_key": "{BUNDLE_KEY}", "stale_after": "10s", "when_stale": "reject""#
+        )),
+        2,
+        &svc,
+    );
+    h.advance(1000);
+    assert_eq!(status_on_all(&mut h, "v1"), vec![200; 2]);
+    let mut lease = 0x4141_4141_4141_4141u64.to_le_bytes().to_vec();
+    lease.extend_from_slice(&u64::MAX.to_le_bytes());
+    h.set_shared_data("s2s-guard/default/lease", &lease);
+    serve(
+        &svc,
+        &versioned_set(2, &["v2"]),
+        "Thu, 01 Jan 2026 00:05:00 GMT",
+    );
+    h.advance(4000);
+    assert_eq!(
+        status_on_all(&mut h, "v2"),
+        vec![200; 2],
+        "fetching went on"
+    );
+    // The version record's confirmation time pushed far ahead, its tag kept.
+    let (mut record, _) = h.shared_data("s2s-guard/default/version").unwrap();
+    record[8..16].copy_from_slice(&(u64::MAX >> 1).to_le_bytes());
+    set_mode(&svc, Mode::Status(503));
+    h.set_shared_data("s2s-guard/default/version", &record);
+    h.advance(15_000);
+    assert_eq!(
+        status_on_all(&mut h, "v2"),
+        vec![503; 2],
+        "stale, not frozen"
+    );
+    assert!(h.metric("s2s_guard.source.stale_rejected").unwrap() >= 1);
+    assert!(
+        h.metric("s2s_guard.source.failure.published_signature")
+            .unwrap()
+            >= 1
+    );
+}
+
+/// F5: a versionless set with an older `Last-Modified` than the set in force (a
+/// stale CDN copy) came back as "version in force + 1" with a revoked token.
+#[test]
+fn an_older_unversioned_copy_is_a_rollback() {
+    let svc = service(&jitsu_set(&["old", "keep"]));
+    serve(
+        &svc,
+        &jitsu_set(&["old", "keep"]),
+        "Mon, 01 Jan 2024 00:00:00 GMT",
+    );
+    let mut h = host_with(&config(""), 2, &svc);
+    h.advance(1000);
+    assert_eq!(status_on_all(&mut h, "old"), vec![200; 2]);
+    serve(&svc, &jitsu_set(&["keep"]), "Wed, 01 Jan 2025 00:00:00 GMT");
+    h.advance(4000);
+    assert_eq!(status_on_all(&mut h, "old"), vec![401; 2]);
+    serve(
+        &svc,
+        &jitsu_set(&["old", "keep"]),
+        "Mon, 01 Jan 2024 00:00:00 GMT",
+    );
+    h.advance(4000);
+    assert_eq!(status_on_all(&mut h, "old"), vec![401; 2]);
+    assert_eq!(status_on_all(&mut h, "keep"), vec![200; 2]);
+    assert!(h.metric("s2s_guard.source.rollback_refused").unwrap() >= 1);
+}
+
+/// F6: the fetcher published the set as fetched, secrets in clear (Jitsu's format
+/// has nothing else), in a namespace every plugin of an Istio proxy reads. It now
+/// publishes the compiled store (digests) or token records, and the meta.
+#[test]
+fn no_token_secret_in_clear_in_shared_data() {
+    for lookup in ["copy", "shared"] {
+        let svc =
+            service(r#"{"tokens": [{"id": "jitsu-server", "server_secret": "SERVERSECRET456"}]}"#);
+        let mut h = host_with(&config(&format!(r#", "lookup": "{lookup}""#)), 2, &svc);
+        h.advance(1000);
+        assert_eq!(status_on_all(&mut h, "SERVERSECRET456"), vec![200; 2]);
+        let mut keys = 0;
+        h.shared_data_visit(|k, v| {
+            keys += 1;
+            assert!(
+                !v.windows(15).any(|w| w == b"SERVERSECRET456"),
+                "{lookup}: {k} holds the secret"
+            );
+        });
+        assert!(keys >= 3, "{lookup}");
+    }
+}

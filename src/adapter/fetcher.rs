@@ -87,7 +87,7 @@ impl Distribution {
         let src_publish_key = src
             .bundle_key
             .as_deref()
-            .map(|k| Rc::new(distribution::publish_key(k)));
+            .map(|k| Rc::new(distribution::publish_key(k, &src.name)));
         let gauges = ["version", "age_seconds", "tokens"].map(|g| {
             hostcalls::define_metric(MetricType::Gauge, &format!("s2s_guard.source.{g}"))
                 .unwrap_or(0)
@@ -121,6 +121,16 @@ impl Distribution {
         self.in_force.is_some()
     }
 
+    /// The order `(epoch, version)` of the set in force here: token records of an
+    /// older set are refused.
+    pub fn in_force_order(&self) -> (u64, u64) {
+        self.in_force.map_or((0, 0), |r| r.version.order())
+    }
+
+    fn key(&self) -> Option<&[u8]> {
+        self.publish_key.as_deref().map(Vec::as_slice)
+    }
+
     /// Large-set mode: the shared-data prefix of token records.
     pub fn shared_prefix(&self) -> Option<&str> {
         self.src
@@ -128,32 +138,19 @@ impl Distribution {
             .then_some(self.keys.token_prefix.as_str())
     }
 
-    /// Large-set mode: writes a record per secret digest and empties the records of
-    /// digests no longer in the set (shared data has no delete).
-    fn publish_records(&mut self, policy: &Policy) {
-        let previous = match self.published.take() {
-            Some(p) => p,
-            // A new fetcher: learn what the previous one published from the old set.
-            None => hostcalls::get_shared_data(&self.keys.set)
-                .ok()
-                .and_then(|(v, _)| v)
-                .and_then(|old| {
-                    config::parse_with_set(
-                        b"{\"routes\":[{\"path\":\"/\",\"profile\":\"adjust\"}]}",
-                        Some(&old),
-                    )
-                    .ok()
-                })
-                .map(|p| p.tokens.entries().map(|(d, _, _)| d).collect())
-                .unwrap_or_default(),
-        };
+    /// Large-set mode: writes a record per secret digest, bound to the set's order
+    /// (`order`), and empties the records of digests this VM published before that
+    /// are no longer in the set (shared data has no delete). Records another
+    /// fetcher published for an older set stay, refused by their order.
+    fn publish_records(&mut self, policy: &Policy, order: (u64, u64)) {
+        let previous = self.published.take().unwrap_or_default();
         let mut now_published = Vec::with_capacity(policy.tokens.len());
         for (digest, token, kind) in policy.tokens.entries() {
             let key = format!("{}{}", self.keys.token_prefix, hex::encode(digest));
             let sealed = distribution::seal_record(
-                self.publish_key.as_deref().map(Vec::as_slice),
+                self.key(),
                 &key,
-                &crate::token::encode_record(&token, kind),
+                &distribution::record_at(order, &crate::token::encode_record(&token, kind)),
             );
             let _ = hostcalls::set_shared_data(&key, Some(&sealed), None);
             now_published.push(digest);
@@ -203,6 +200,7 @@ impl Distribution {
             Role::Fetcher => true,
             Role::Reader => false,
             Role::Auto => {
+                let was = self.holder;
                 let ttl = self.src.period_ms * 3 * 1_000_000;
                 let (held, taken_over) = match hostcalls::get_shared_data(&self.keys.lease) {
                     Ok((value, cas)) => {
@@ -224,6 +222,11 @@ impl Distribution {
                     count(Counter::SourceLeaseAcquired);
                     info!(
                         "s2s-guard: token source {}: this worker is now the fetcher",
+                        self.src.name
+                    );
+                } else if was && !held {
+                    info!(
+                        "s2s-guard: token source {}: this worker is no longer the fetcher",
                         self.src.name
                     );
                 }
@@ -334,6 +337,9 @@ impl Distribution {
             }
             Response::Body(body) => {
                 let digest = distribution::digest(&body);
+                // The set in force here, while shared data holds another publication
+                // (written back by another plugin): published again, as it is.
+                let republish = self.in_force.filter(|r| r.digest == digest);
                 if stored.is_some_and(|r| r.digest == digest) {
                     count(Counter::SourceUnchanged);
                     self.confirmed(now, stored);
@@ -361,13 +367,30 @@ impl Distribution {
                     .and_then(|v| String::from_utf8(v).ok())
                     .and_then(|v| httpdate_secs(&v));
                 // The order comes from the signed body when the source signs.
-                let version = match distribution::order(
-                    self.src.bundle_key.is_some(),
-                    policy.set_version,
-                    policy.set_epoch,
-                    stored.map(|r| r.version),
-                    last_modified,
-                ) {
+                // Ordered after the published set and after the one in force here
+                // (what shared data says may have been written back by another plugin).
+                let after = [stored, self.in_force]
+                    .into_iter()
+                    .flatten()
+                    .map(|r| r.version)
+                    .max_by_key(distribution::SetVersion::order);
+                let ordered = match republish {
+                    Some(r) => {
+                        warn!(
+                            "s2s-guard: token source {}: shared data held another publication than the set in force (version {}): published again",
+                            self.src.name, r.version.version
+                        );
+                        Ok(r.version)
+                    }
+                    None => distribution::order(
+                        self.src.bundle_key.is_some(),
+                        policy.set_version,
+                        policy.set_epoch,
+                        after,
+                        last_modified,
+                    ),
+                };
+                let version = match ordered {
                     Ok(v) => v,
                     Err(refusal) => {
                         warn!(
@@ -407,7 +430,7 @@ impl Distribution {
                 };
                 if self.src.shared_lookup {
                     // Records first: a reader that sees the new version finds them.
-                    self.publish_records(&policy);
+                    self.publish_records(&policy, version.order());
                 } else {
                     // Copy mode: workers adopt the compiled store as it is.
                     policy.tokens.set_tag(digest);
@@ -428,10 +451,14 @@ impl Distribution {
                     let sig = header("x-s2s-guard-bundle-signature").unwrap_or_default();
                     let _ = hostcalls::set_shared_data(&self.keys.sig, Some(&sig), None);
                 }
-                let published = hostcalls::set_shared_data(&self.keys.set, Some(&body), None)
-                    .is_ok()
-                    && hostcalls::set_shared_data(&self.keys.version, Some(&record.encode()), None)
-                        .is_ok();
+                // The set itself is not published: its secrets would be in clear in a
+                // namespace every plugin of an Istio proxy reads.
+                let published = hostcalls::set_shared_data(
+                    &self.keys.version,
+                    Some(&record.seal(self.key())),
+                    None,
+                )
+                .is_ok();
                 if !published {
                     warn!(
                         "s2s-guard: token source {}: cannot publish into shared data",
@@ -490,19 +517,39 @@ impl Distribution {
             .is_some_and(|published| published == new)
     }
 
+    /// The published version record, if it verifies (with a bundle key, its tag).
     fn stored(&self) -> Option<VersionRecord> {
+        self.stored_raw()
+            .and_then(|v| VersionRecord::open(self.key(), &v))
+    }
+
+    fn stored_raw(&self) -> Option<Vec<u8>> {
         hostcalls::get_shared_data(&self.keys.version)
             .ok()
             .and_then(|(v, _)| v)
-            .and_then(|v| VersionRecord::decode(&v))
     }
 
     /// The source confirmed the set in force: refresh its age for every worker.
     fn confirmed(&mut self, now: u64, stored: Option<VersionRecord>) {
         self.failures = 0;
+        // Shared data holds another publication than the set this fetcher has in
+        // force (written back by another plugin): not confirmed; the next fetch,
+        // unconditional and now, publishes the source's set again.
+        if let Some(f) = self.in_force.filter(|_| self.holder) {
+            if stored.is_none_or(|s| s.digest != f.digest) {
+                warn!(
+                    "s2s-guard: token source {}: shared data does not hold the set in force (version {}): fetching it again to publish it",
+                    self.src.name, f.version.version
+                );
+                self.etag = None;
+                self.last_modified = None;
+                self.next_fetch_ns = now;
+                return;
+            }
+        }
         if let Some(mut r) = stored {
             r.confirmed_ns = now;
-            let _ = hostcalls::set_shared_data(&self.keys.version, Some(&r.encode()), None);
+            let _ = hostcalls::set_shared_data(&self.keys.version, Some(&r.seal(self.key())), None);
             self.seen = Some(r);
         }
     }
@@ -514,13 +561,45 @@ impl Distribution {
         current: Option<&Policy>,
         count: &dyn Fn(Counter),
     ) -> Option<Policy> {
-        let record = self.stored()?;
-        self.seen = Some(record);
+        let raw = self.stored_raw()?;
+        let Some(record) = VersionRecord::open(self.key(), &raw) else {
+            // Not the fetcher's (with a bundle key, its tag does not verify): never
+            // loaded, never a confirmation of the set in force.
+            let d = distribution::digest(&raw);
+            if self.refused != Some(d) {
+                warn!(
+                    "s2s-guard: token source {}: published version record refused: its signature does not verify",
+                    self.src.name
+                );
+                count(Counter::SourceFailed(Failure::PublishedSignature));
+                self.refused = Some(d);
+            }
+            return None;
+        };
         if self.in_force.is_some_and(|r| r.digest == record.digest)
             || self.refused == Some(record.digest)
         {
+            self.seen = Some(record);
             return None;
         }
+        // Never backwards here, whatever shared data says (an old publication,
+        // genuinely signed, written back by another plugin of the proxy).
+        if let Some(f) = self.in_force {
+            if record.version.order() <= f.version.order() {
+                warn!(
+                    "s2s-guard: token source {}: published set refused: version {} (epoch {}) is not after version {} (epoch {}) in force here",
+                    self.src.name,
+                    record.version.version,
+                    record.version.epoch,
+                    f.version.version,
+                    f.version.epoch
+                );
+                count(Counter::SourceRollbackRefused);
+                self.refused = Some(record.digest);
+                return None;
+            }
+        }
+        self.seen = Some(record);
         if self.src.shared_lookup {
             // Large-set mode: never copy the whole set into a reader.
             let meta = match self.read_sealed(&self.keys.meta, &self.keys.meta_sig) {
@@ -613,6 +692,15 @@ impl Distribution {
         count: &dyn Fn(Counter),
     ) -> Option<Policy> {
         match parsed {
+            // Signed: the version record must name the set's own signed order (a
+            // record paired with another set's meta is not this set).
+            Ok(policy)
+                if self.publish_key.is_some()
+                    && (policy.set_version != Some(record.version.version)
+                        || policy.set_epoch != record.version.epoch) =>
+            {
+                self.refuse_published(record, "version record does not match the set", count)
+            }
             Ok(policy) => Some(self.swap_in(record, policy, current, count)),
             Err(e) => {
                 warn!(

@@ -224,7 +224,10 @@ impl RootContext for Root {
             .distribution
             .as_ref()
             .filter(|d| d.set_in_force())
-            .and_then(|d| d.shared_prefix().map(|p| (p.to_string(), d.publish_key())));
+            .and_then(|d| {
+                d.shared_prefix()
+                    .map(|p| (p.to_string(), d.publish_key(), d.in_force_order()))
+            });
         Some(Box::new(Stream {
             loaded: self.loaded.clone(),
             inline: self.inline.clone(),
@@ -251,7 +254,8 @@ struct Stream {
     gate: Gate,
     /// Large-set mode: look tokens up in shared data under this prefix (records
     /// sealed with this key when the source signs).
-    shared_lookup: Option<(String, Option<Rc<Vec<u8>>>)>,
+    /// Only records of the set in force or a newer one count.
+    shared_lookup: Option<SharedTokens>,
     metrics: Rc<Metrics>,
     /// Kept when the decision waits for the body.
     view: Option<RequestView>,
@@ -272,11 +276,18 @@ struct Stream {
     response_headers: Vec<(String, Vec<u8>)>,
 }
 
+/// Large-set mode: the records' prefix, the key that seals them (with a bundle
+/// key) and the order of the set in force.
+type SharedTokens = (String, Option<Rc<Vec<u8>>>, (u64, u64));
+
 /// Tokens looked up in shared data by digest (large-set mode).
 struct SharedLookup<'a> {
     prefix: &'a str,
     /// With a bundle key: records must carry the fetcher's tag.
     key: Option<&'a [u8]>,
+    /// The order of the set in force: a record published for an older set (a
+    /// revoked token's, written back) is not a token.
+    in_force: (u64, u64),
 }
 
 impl Lookup for SharedLookup<'_> {
@@ -286,6 +297,7 @@ impl Lookup for SharedLookup<'_> {
         let value = value?;
         // A record another plugin wrote into the shared namespace is not ours.
         let record = crate::distribution::open_record(self.key, &key, &value)?;
+        let record = crate::distribution::record_since(self.in_force, record)?;
         // The key is the digest of the presented secret: finding a record is the
         // match (the lookup's timing depends only on that digest).
         let (t, kind) = token::decode_record(record)?;
@@ -303,9 +315,10 @@ impl Stream {
     /// policy's own store otherwise.
     fn with_tokens<R>(&self, policy: &Policy, f: impl FnOnce(&dyn Lookup) -> R) -> R {
         match &self.shared_lookup {
-            Some((prefix, key)) => f(&SharedLookup {
+            Some((prefix, key, in_force)) => f(&SharedLookup {
                 prefix,
                 key: key.as_deref().map(Vec::as_slice),
+                in_force: *in_force,
             }),
             None => f(&policy.tokens),
         }

@@ -396,7 +396,7 @@ fn noun(field: &str) -> &'static str {
     }
 }
 
-/// A set without its tokens (`version` and `apps` only): what readers need in
+/// A set without its tokens (`version`, `epoch` and `apps` only): what readers need in
 /// large-set mode, where tokens are looked up in shared data. `None` if the set is
 /// not a JSON object.
 pub fn set_meta(set: &[u8]) -> Option<Vec<u8>> {
@@ -406,7 +406,7 @@ pub fn set_meta(set: &[u8]) -> Option<Vec<u8>> {
     let top: Vec<(String, &RawValue)> = serde_json::from_str::<RawObject>(text).ok()?.0;
     let parts: Vec<String> = top
         .into_iter()
-        .filter(|(k, _)| k == "version" || k == "apps")
+        .filter(|(k, _)| matches!(k.as_str(), "version" | "epoch" | "apps"))
         .map(|(k, v)| {
             format!(
                 "{}:{}",

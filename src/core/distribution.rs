@@ -4,10 +4,15 @@
 //! Shared data layout (namespace `s2s-guard/<name>/`, no secret in clear: token
 //! secrets travel only as digests or inside the set, which Istio's shared namespace
 //! sees anyway; source credentials never enter shared data):
-//! - `version`: a 48-byte record: set version, time the source last confirmed the
-//!   set (200 or 304), and the set's SHA-256. Workers read this small key on every
-//!   tick to notice a new set cheaply.
-//! - `set`: the set's bytes, as fetched.
+//! - `version`: a 57-byte record: set version, time the source last confirmed the
+//!   set (200 or 304), the set's SHA-256, its epoch; with a bundle key followed by
+//!   its tag under the publish key. Workers read this small key on every tick to
+//!   notice a new set cheaply.
+//! - `store` (copy mode) or `t/<digest>` records (shared mode), and `meta`: what
+//!   workers load, tagged with a bundle key; token records carry the order of the
+//!   set they were published for, so a revoked token's old record is refused.
+//! - `set`: the set's bytes, written only by operator tools (a fetcher publishes
+//!   the compiled store and the meta, never the secrets of a set in clear).
 //! - `lease`: which VM fetches (holder id and expiry), taken by compare-and-swap.
 
 use hmac::{Hmac, Mac};
@@ -64,6 +69,31 @@ pub struct VersionRecord {
 }
 
 impl VersionRecord {
+    /// The record as published: with a publish key, followed by its tag (so the
+    /// confirmation time and the version cannot be forged by another plugin).
+    pub fn seal(&self, key: Option<&[u8]>) -> Vec<u8> {
+        let mut v = self.encode();
+        if let Some(k) = key {
+            let t = tag(k, &[&b"s2s-guard/version\0"[..], &v].concat());
+            v.extend_from_slice(&t);
+        }
+        v
+    }
+
+    /// A published record: with a publish key, only one whose tag verifies
+    /// (constant time); `None` for anything else.
+    pub fn open(key: Option<&[u8]>, v: &[u8]) -> Option<VersionRecord> {
+        let Some(k) = key else {
+            return VersionRecord::decode(v);
+        };
+        let (record, t) = (v.get(..RECORD_LEN)?, v.get(RECORD_LEN..)?);
+        let want = tag(k, &[&b"s2s-guard/version\0"[..], record].concat());
+        if t.len() != want.len() || !bool::from(subtle::ConstantTimeEq::ct_eq(t, &want[..])) {
+            return None;
+        }
+        VersionRecord::decode(record)
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(RECORD_LEN);
         v.extend_from_slice(&self.version.version.to_le_bytes());
@@ -100,6 +130,13 @@ pub struct SetVersion {
     pub epoch: u64,
     pub version: u64,
     pub explicit: bool,
+}
+
+impl SetVersion {
+    /// `(epoch, version)`: the order of sets (later is greater).
+    pub fn order(&self) -> (u64, u64) {
+        (self.epoch, self.version)
+    }
 }
 
 /// Largest version (and epoch) a set may carry (JSON's exact integers).
@@ -178,6 +215,16 @@ pub fn order(
             return Err(VersionRefusal::UnversionedAfterVersioned {
                 in_force: f.version,
             });
+        }
+        // An older date than the set in force's: an old copy (a stale CDN copy, a
+        // restored object version) that would bring back a revoked token.
+        if let (Some(lm), Some(_)) = (last_modified_s, in_force) {
+            if lm < f.version {
+                return Err(VersionRefusal::Older {
+                    version: lm,
+                    in_force: f.version,
+                });
+            }
         }
         let next = f.version.saturating_add(1);
         return Ok(SetVersion {
@@ -266,16 +313,41 @@ pub fn switched_off(old: &crate::policy::Policy, new: &crate::policy::Policy) ->
     out
 }
 
-/// The key that signs what a fetcher publishes in shared data (set, meta and token
-/// records), derived from the bundle key so that a plugin sharing the namespace
-/// (Istio) cannot forge what workers load.
-pub fn publish_key(bundle_key: &[u8]) -> Vec<u8> {
+/// The key that signs what a fetcher publishes in shared data (version record,
+/// store, meta and token records) under the namespace `name`: HMAC-SHA256 of
+/// `s2s-guard/publish/<name>` under the bundle key. Derived from the bundle key so
+/// that a plugin sharing the namespace (Istio) cannot forge what workers load, and
+/// from the name so that one namespace's publication is no other's (two plugins
+/// with one bundle key).
+pub fn publish_key(bundle_key: &[u8], name: &str) -> Vec<u8> {
     // HMAC accepts keys of any length: the error case cannot happen.
     let Ok(mut mac) = <Hmac<Sha256> as Mac>::new_from_slice(bundle_key) else {
         return Vec::new();
     };
-    mac.update(b"s2s-guard/publish");
+    mac.update(b"s2s-guard/publish/");
+    mac.update(name.as_bytes());
     mac.finalize().into_bytes().to_vec()
+}
+
+/// A token record bound to the order of the set it is published for: readers
+/// refuse records of a set older than the one in force (a revoked token's old
+/// record written back into shared data).
+pub fn record_at(order: (u64, u64), record: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(16 + record.len());
+    v.extend_from_slice(&order.0.to_le_bytes());
+    v.extend_from_slice(&order.1.to_le_bytes());
+    v.extend_from_slice(record);
+    v
+}
+
+/// The record inside [`record_at`]'s value if it was published for a set at least
+/// as new as `in_force`.
+pub fn record_since(in_force: (u64, u64), v: &[u8]) -> Option<&[u8]> {
+    let epoch = u64::from_le_bytes(v.get(0..8)?.try_into().ok()?);
+    let version = u64::from_le_bytes(v.get(8..16)?.try_into().ok()?);
+    ((epoch, version) >= in_force)
+        .then(|| v.get(16..))
+        .flatten()
 }
 
 /// A token record as published in shared data: with a publish key, prefixed by
@@ -350,7 +422,13 @@ pub fn lease_claim(current: Option<&[u8]>, me: u64, now_ns: u64, ttl_ns: u64) ->
         Some((holder, expires))
     });
     match held {
-        Some((holder, expires)) if holder != me && expires > now_ns => None,
+        // An expiry further than one lease ahead is no fetcher's (a forged lease
+        // would stop fetching for good): taken over.
+        Some((holder, expires))
+            if holder != me && expires > now_ns && expires <= now_ns.saturating_add(ttl_ns) =>
+        {
+            None
+        }
         _ => {
             let mut v = me.to_le_bytes().to_vec();
             v.extend_from_slice(&(now_ns + ttl_ns).to_le_bytes());
@@ -595,6 +673,20 @@ mod tests {
         assert!(lease_claim(Some(&v), 1, 120, 50).is_some(), "renewal");
         assert!(lease_claim(Some(&v), 2, 150, 50).is_some(), "expired");
         assert!(lease_claim(Some(b"junk"), 2, 0, 50).is_some());
+        // A lease expiring beyond one lease from now was forged: taken.
+        let mut forged = 9u64.to_le_bytes().to_vec();
+        forged.extend_from_slice(&u64::MAX.to_le_bytes());
+        assert!(lease_claim(Some(&forged), 2, 120, 50).is_some());
+    }
+
+    #[test]
+    fn records_are_bound_to_their_set() {
+        let v = record_at((1, 7), b"rec");
+        assert_eq!(record_since((1, 7), &v), Some(&b"rec"[..]));
+        assert_eq!(record_since((1, 6), &v), Some(&b"rec"[..]), "a newer set's");
+        assert_eq!(record_since((1, 8), &v), None, "an older set's");
+        assert_eq!(record_since((2, 0), &v), None, "an older epoch's");
+        assert_eq!(record_since((0, 0), b"short"), None);
     }
 
     #[test]
@@ -610,11 +702,26 @@ mod tests {
         };
         assert_eq!(VersionRecord::decode(&r.encode()), Some(r));
         assert_eq!(VersionRecord::decode(b"short"), None);
+        // Sealed: only with its tag under the same key.
+        let k = publish_key(b"0123456789abcdef", "x");
+        let sealed = r.seal(Some(&k));
+        assert_eq!(VersionRecord::open(Some(&k), &sealed), Some(r));
+        assert_eq!(VersionRecord::open(None, &r.encode()), Some(r));
+        assert_eq!(VersionRecord::open(Some(&k), &r.encode()), None, "untagged");
+        let mut forged = sealed.clone();
+        forged[8] ^= 1;
+        assert_eq!(
+            VersionRecord::open(Some(&k), &forged),
+            None,
+            "confirmation time changed"
+        );
+        let other = publish_key(b"0123456789abcdef", "y");
+        assert_eq!(VersionRecord::open(Some(&other), &sealed), None);
     }
 
     #[test]
     fn published_records_carry_a_tag_that_binds_their_key() {
-        let k = publish_key(b"0123456789abcdef");
+        let k = publish_key(b"0123456789abcdef", "x");
         let sealed = seal_record(Some(&k), "s2s-guard/x/t/aa", b"{\"id\":\"a\"}");
         assert_eq!(
             open_record(Some(&k), "s2s-guard/x/t/aa", &sealed),
@@ -626,7 +733,16 @@ mod tests {
             open_record(Some(&k), "s2s-guard/x/t/aa", b"{\"id\":\"a\"}"),
             None
         );
-        let other = publish_key(b"another key 0123");
+        let other = publish_key(b"another key 0123", "x");
+        assert_eq!(
+            open_record(
+                Some(&publish_key(b"0123456789abcdef", "y")),
+                "s2s-guard/x/t/aa",
+                &sealed
+            ),
+            None,
+            "another namespace's key"
+        );
         assert_eq!(open_record(Some(&other), "s2s-guard/x/t/aa", &sealed), None);
         assert_eq!(open_record(None, "n", b"raw"), Some(&b"raw"[..]));
     }
@@ -702,7 +818,21 @@ mod tests {
         );
         // Unsigned, versionless (Jitsu): Last-Modified, never backwards.
         let derived = Some(v(0, 10, false));
-        assert_eq!(order(false, None, 0, derived, Some(5)), Ok(v(0, 11, false)));
+        // An older date is an old copy (session 12, helper-44 F5: a stale CDN copy
+        // brought a revoked token back as "in force + 1").
+        assert_eq!(
+            order(false, None, 0, derived, Some(5)),
+            Err(Older {
+                version: 5,
+                in_force: 10
+            })
+        );
+        // The same date (a second set within one second), or none: by arrival.
+        assert_eq!(
+            order(false, None, 0, derived, Some(10)),
+            Ok(v(0, 11, false))
+        );
+        assert_eq!(order(false, None, 0, derived, None), Ok(v(0, 11, false)));
         assert_eq!(
             order(false, None, 0, derived, Some(50)),
             Ok(v(0, 50, false))
