@@ -1250,3 +1250,65 @@ fn no_token_secret_in_clear_in_shared_data() {
         assert!(keys >= 3, "{lookup}");
     }
 }
+
+/// Session 12, round 6 (helper-44) F4: a bundle key proves who made a set, not that
+/// it is the source's latest: whoever answers for the source can answer 304 to
+/// every fetch and hold a revocation back for ever. A set's signed `expires` bounds
+/// that: past it every worker refuses requests on the set's routes (503), whatever
+/// the source answers, until a newer set arrives.
+#[test]
+fn a_set_past_its_expiry_is_refused_whatever_the_source_answers() {
+    let rfc3339 = |ns: u64| {
+        humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ns),
+        )
+        .to_string()
+    };
+    for lookup in ["copy", "shared"] {
+        let svc = service("{}");
+        svc.lock().unwrap().bundle_key = Some(hex::decode(BUNDLE_KEY).unwrap());
+        let mut h = host_with(
+            &config(&format!(
+                r#", "bundle_key": "{BUNDLE_KEY}", "lookup": "{lookup}""#
+            )),
+            2,
+            &svc,
+        );
+        let expires = rfc3339(h.now_ns() + 20_000_000_000);
+        serve(
+            &svc,
+            &format!(
+                r#"{{"version": 1, "expires": "{expires}", "tokens": [{{"id": "t", "server_secret": "tok-1"}}]}}"#
+            ),
+            "Thu, 01 Jan 2026 00:00:00 GMT",
+        );
+        h.advance(1000);
+        assert_eq!(status_on_all(&mut h, "tok-1"), vec![200; 2], "{lookup}");
+        // The source (or whoever answers for it) says 304 from now on.
+        h.advance(12_000);
+        assert_eq!(status_on_all(&mut h, "tok-1"), vec![200; 2], "{lookup}");
+        assert!(svc.lock().unwrap().conditional >= 2);
+        h.advance(10_000);
+        let o = h.send(postback("tok-1"));
+        assert_eq!(o.status, 503, "{lookup}");
+        assert!(o.upstream.is_none());
+        assert_eq!(status_on_all(&mut h, "tok-1"), vec![503; 2], "{lookup}");
+        assert!(h.metric("s2s_guard.source.stale_rejected").unwrap() >= 1);
+        assert!(h
+            .logs_at(LogLevel::Warn)
+            .iter()
+            .any(|l| l.contains("token set has expired")));
+        // A newer set with a later end puts the routes back.
+        let later = rfc3339(h.now_ns() + 3_600_000_000_000);
+        serve(
+            &svc,
+            &format!(
+                r#"{{"version": 2, "expires": "{later}", "tokens": [{{"id": "t", "server_secret": "tok-2"}}]}}"#
+            ),
+            "Thu, 01 Jan 2026 00:05:00 GMT",
+        );
+        h.advance(4000);
+        assert_eq!(status_on_all(&mut h, "tok-2"), vec![200; 2], "{lookup}");
+        assert_eq!(status_on_all(&mut h, "tok-1"), vec![401; 2], "{lookup}");
+    }
+}

@@ -26,6 +26,10 @@ pub enum Gate {
     Stale {
         retry_after_s: u64,
     },
+    /// The set is past its own `expires`: 503 (counted as stale).
+    Expired {
+        retry_after_s: u64,
+    },
 }
 
 /// A token source and this VM's view of it.
@@ -45,6 +49,9 @@ pub struct Distribution {
     last_modified: Option<Vec<u8>>,
     etag: Option<Vec<u8>>,
     gauges: [u32; 3],
+    /// The set in force's `expires` (Unix seconds): past it, requests on its routes
+    /// are refused whatever the source answers.
+    expires_s: Option<u64>,
     /// Large-set mode, fetcher only: digests this VM published as token records
     /// (32 bytes a token, no map: the fetcher's peak stays within twice the set).
     published: Option<Vec<[u8; 32]>>,
@@ -105,6 +112,7 @@ impl Distribution {
             last_modified: None,
             etag: None,
             gauges,
+            expires_s: None,
             published: None,
             token_count: 0,
             publish_key: src_publish_key,
@@ -177,6 +185,14 @@ impl Distribution {
         let retry_after_s = self.src.retry_after_s;
         if self.in_force.is_none() && !self.src.before_first_inline {
             return Gate::NotReady { retry_after_s };
+        }
+        // The set's own end (signed with a bundle key): no answer of the source, a
+        // 304 included, keeps it in force past it.
+        if self
+            .expires_s
+            .is_some_and(|e| now_ns() / 1_000_000_000 >= e)
+        {
+            return Gate::Expired { retry_after_s };
         }
         if let (Some(budget), true) = (self.src.stale_after_ms, self.src.stale_rejects) {
             let confirmed = self.seen.map_or(0, |r| r.confirmed_ns);
@@ -751,6 +767,7 @@ impl Distribution {
         );
         self.in_force = Some(record);
         self.seen = Some(record);
+        self.expires_s = policy.set_expires;
         policy
     }
 

@@ -455,6 +455,9 @@ impl Stream {
             Gate::Stale { retry_after_s } => {
                 (retry_after_s, Counter::SourceStale, "token set is stale")
             }
+            Gate::Expired { retry_after_s } => {
+                (retry_after_s, Counter::SourceStale, "token set has expired")
+            }
             Gate::Open => return None,
         };
         self.metrics.increment(counter);

@@ -136,6 +136,18 @@ fn parse_set_inner(
             message: e.message,
         })?;
     policy.set_version = s.version;
+    policy.set_expires = match s.expires.as_deref() {
+        None => None,
+        Some(t) => match crate::times::rfc3339_secs(t) {
+            Some(secs) => Some(secs),
+            None => {
+                return err(
+                    "token set: expires",
+                    format!("not an RFC 3339 time (e.g. 2026-01-31T00:00:00Z): \"{t}\""),
+                )
+            }
+        },
+    };
     policy.set_epoch = match s.epoch {
         None => 0,
         Some(e) if e <= crate::distribution::MAX_SET_VERSION => e,
@@ -396,7 +408,7 @@ fn noun(field: &str) -> &'static str {
     }
 }
 
-/// A set without its tokens (`version`, `epoch` and `apps` only): what readers need in
+/// A set without its tokens (`version`, `epoch`, `expires` and `apps` only): what readers need in
 /// large-set mode, where tokens are looked up in shared data. `None` if the set is
 /// not a JSON object.
 pub fn set_meta(set: &[u8]) -> Option<Vec<u8>> {
@@ -406,7 +418,7 @@ pub fn set_meta(set: &[u8]) -> Option<Vec<u8>> {
     let top: Vec<(String, &RawValue)> = serde_json::from_str::<RawObject>(text).ok()?.0;
     let parts: Vec<String> = top
         .into_iter()
-        .filter(|(k, _)| matches!(k.as_str(), "version" | "epoch" | "apps"))
+        .filter(|(k, _)| matches!(k.as_str(), "version" | "epoch" | "expires" | "apps"))
         .map(|(k, v)| {
             format!(
                 "{}:{}",
@@ -1210,7 +1222,11 @@ mod tests {
         );
         assert_eq!(
             e(r#"{"bogus":1}"#),
-            "token set: bogus: unknown field (known fields: $schema, apps, epoch, tokens, version)"
+            "token set: bogus: unknown field (known fields: $schema, apps, epoch, expires, tokens, version)"
+        );
+        assert_eq!(
+            e(r#"{"version":2,"expires":"next week","tokens":[]}"#),
+            "token set: expires: not an RFC 3339 time (e.g. 2026-01-31T00:00:00Z): \"next week\""
         );
         assert_eq!(
             e(r#"{"version":2}"#),

@@ -496,6 +496,8 @@ pub struct Policy {
     pub set_version: Option<u64>,
     /// The set's `epoch` (0 if none): a higher epoch resets the version order.
     pub set_epoch: u64,
+    /// The set's `expires` (Unix seconds), if it says.
+    pub set_expires: Option<u64>,
     /// Valid but weakening settings, logged when the configuration loads.
     pub warnings: Vec<String>,
     /// Every configured app name (`apps`, signature settings), ASCII lower-cased: a

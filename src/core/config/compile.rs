@@ -327,6 +327,7 @@ pub(super) fn compile(
         source,
         set_version: None,
         set_epoch: 0,
+        set_expires: None,
     })
 }
 

@@ -167,6 +167,12 @@ pub struct TokenSet<'a> {
     /// above the epoch in force (or 0), so no set can end the order.
     #[cfg_attr(feature = "schema", schemars(range(max = 9007199254740992u64)))]
     pub epoch: Option<u64>,
+    /// When the set stops being valid (RFC 3339): from then on every worker
+    /// refuses requests on its routes (503) until a newer set arrives, whatever
+    /// the source answers. With a bundle key it is signed: whoever answers for the
+    /// source cannot keep an old set in force past it.
+    #[serde(borrow)]
+    pub expires: Option<Str<'a>>,
     /// App settings; accepted only with `token_source.apps_from_set`.
     #[serde(borrow)]
     #[cfg_attr(
