@@ -1746,3 +1746,63 @@ fn every_sdk_endpoint_is_protected() {
         assert_eq!(o.status, 401, "{path}: {}", o.body_text());
     }
 }
+
+/// Session 12, round 6 (helper-44) F7: two workers handling one signature at the
+/// same instant, on a replay key nobody had written yet, both accepted it: Envoy
+/// takes any write on a missing key whatever its CAS, so both writes landed. The
+/// first write of a key now creates it only if it is still missing: the worker
+/// that comes second reads the other's entry and refuses the replay.
+#[test]
+fn a_replay_racing_the_first_write_of_its_key_is_refused() {
+    let params = [
+        ("app_token", "abc123"),
+        ("created_at", &*at(500)),
+        ("gps_adid", GPS),
+    ];
+    let r = app2().request("/session", &params, &ORDER);
+    // What the other worker writes: the entry this signature makes in a fresh memory.
+    let entry = {
+        let mut other = host(&config(""), 1);
+        let mut before = Vec::new();
+        other.shared_data_visit(|k, _| before.push(k.to_string()));
+        assert_eq!(other.send(r.clone()).status, 200);
+        let mut written = Vec::new();
+        other.shared_data_visit(|k, v| {
+            if !before.iter().any(|b| b == k) {
+                written.push((k.to_string(), v.to_vec()));
+            }
+        });
+        assert_eq!(written.len(), 1, "one replay key written");
+        written.remove(0)
+    };
+    let mut h = host(&config(""), 2);
+    h.write_after_next_read(&entry.0, &entry.1);
+    let o = h.send_on(0, r.clone());
+    assert_eq!(o.status, 401, "accepted twice");
+    assert_eq!(h.metric("s2s_guard.signature.outcome.replayed"), Some(1));
+    // Hosts with strict compare-and-swap (Kong's ngx_wasm_module) keep the memory.
+    let mut strict = Host::new(
+        &load_dist("s2s-guard.wasm"),
+        HostOptions {
+            workers: 2,
+            plugin_config: config("").into_bytes(),
+            strict_cas: true,
+            ..HostOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(strict.send_on(0, r.clone()).status, 200);
+    assert_eq!(strict.send_on(1, r.clone()).status, 401);
+    let mut strict_race = Host::new(
+        &load_dist("s2s-guard.wasm"),
+        HostOptions {
+            workers: 2,
+            plugin_config: config("").into_bytes(),
+            strict_cas: true,
+            ..HostOptions::default()
+        },
+    )
+    .unwrap();
+    strict_race.write_after_next_read(&entry.0, &entry.1);
+    assert_eq!(strict_race.send_on(0, r).status, 401);
+}

@@ -308,6 +308,14 @@ impl Lookup for SharedLookup<'_> {
 /// Compare-and-swap attempts on a replay key before giving up (counted as full).
 const REPLAY_ATTEMPTS: usize = 8;
 
+/// The CAS a replay key is first written with. Envoy ignores a CAS on a key that
+/// does not exist and writes any value over one that does when the CAS is 0: two
+/// workers that both read a key as missing would both write it, each accepting
+/// the same signature. With a CAS no existing key has (Envoy hands CAS values out
+/// from one counter), the write creates a missing key and fails on one another
+/// worker created meanwhile (then read again, and the signature found).
+const CREATE_ONLY_CAS: u32 = u32::MAX;
+
 impl Context for Stream {}
 
 impl Stream {
@@ -366,10 +374,15 @@ impl Stream {
     }
 
     /// Checks a verified signature against the replay memory shared by all workers
-    /// (get, then set with the CAS read; retried when another worker wrote first).
+    /// (get, then set with the CAS read, or [`CREATE_ONLY_CAS`] on a key nobody
+    /// wrote yet; retried when another worker wrote first).
     fn settle(&self, policy: &Policy, d: Decision) -> Decision {
         let Some(pending) = &d.replay else { return d };
         let mut result = ReplayResult::Full;
+        // A host with strict CAS (Kong's ngx_wasm_module: a missing key's CAS is
+        // 0, and a write with 0 only creates) refuses the create-only CAS on a key
+        // that is still missing: then 0 is its create-only write.
+        let mut strict_host = false;
         for _ in 0..REPLAY_ATTEMPTS {
             let (value, cas) = match hostcalls::get_shared_data(&pending.check.key) {
                 Ok(v) => v,
@@ -386,6 +399,12 @@ impl Stream {
                     break;
                 }
                 replay::Insert::Write(v) => {
+                    let missing = cas.is_none();
+                    let cas = match cas {
+                        Some(c) => Some(c),
+                        None if strict_host => None,
+                        None => Some(CREATE_ONLY_CAS),
+                    };
                     match hostcalls::set_shared_data(&pending.check.key, Some(&v), cas) {
                         Ok(()) => {
                             let per_key = pending.check.per_key;
@@ -393,7 +412,18 @@ impl Stream {
                             result = ReplayResult::Recorded;
                             break;
                         }
-                        Err(_) => continue,
+                        Err(_) => {
+                            // Still missing on the next read: a strict-CAS host.
+                            if missing
+                                && matches!(
+                                    hostcalls::get_shared_data(&pending.check.key),
+                                    Ok((None, _))
+                                )
+                            {
+                                strict_host = true;
+                            }
+                            continue;
+                        }
                     }
                 }
             }

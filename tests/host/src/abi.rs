@@ -496,7 +496,16 @@ pub(crate) fn add_to_linker(l: &mut Linker<WorkerState>) -> wasmtime::Result<()>
         "proxy_get_shared_data",
         |mut c: C, kptr: i32, klen: i32, ret_ptr: i32, ret_size: i32, ret_cas: i32| -> R {
             let key = try_mem!(read_str(&mut c, kptr, klen));
-            let found = c.data().shared().shared_data.get(&key).cloned();
+            let found = {
+                let mut sh = c.data().shared();
+                let found = sh.shared_data.get(&key).cloned();
+                if let Some(v) = sh.after_read.remove(&key) {
+                    sh.next_cas = sh.next_cas.wrapping_add(1).max(1);
+                    let next = sh.next_cas;
+                    sh.shared_data.insert(key.clone(), (v, next));
+                }
+                found
+            };
             let Some((value, cas)) = found else {
                 return Ok(NOT_FOUND);
             };
@@ -516,10 +525,15 @@ pub(crate) fn add_to_linker(l: &mut Linker<WorkerState>) -> wasmtime::Result<()>
             let mut sh = s.shared();
             let cas = cas as u32;
             // As Envoy: a CAS only guards an existing key; every write gets a new CAS.
-            if let Some((_, current)) = sh.shared_data.get(&key) {
-                if cas != 0 && cas != *current {
-                    return Ok(CAS_MISMATCH);
-                }
+            // Strict (ngx_wasm_module): a missing key's CAS is 0, and 0 guards too.
+            let current = sh.shared_data.get(&key).map(|(_, c)| *c);
+            let mismatch = if sh.strict_cas {
+                cas != current.unwrap_or(0)
+            } else {
+                current.is_some_and(|c| cas != 0 && cas != c)
+            };
+            if mismatch {
+                return Ok(CAS_MISMATCH);
             }
             sh.next_cas = sh.next_cas.wrapping_add(1).max(1);
             let next = sh.next_cas;

@@ -119,6 +119,11 @@ pub struct HostOptions {
     /// Clusters that exist from the start (as in an Envoy bootstrap), so calls made
     /// during start-up reach them; serve them with [`Host::set_cluster`].
     pub clusters: Vec<String>,
+    /// Shared data with strict compare-and-swap, as Kong's ngx_wasm_module has it
+    /// (a missing key's CAS is 0: a write with another CAS is not made, and a write
+    /// with 0 only creates), instead of Envoy's (a CAS only guards an existing key;
+    /// 0 writes whatever is there).
+    pub strict_cas: bool,
 }
 
 impl Default for HostOptions {
@@ -139,6 +144,7 @@ impl Default for HostOptions {
             fail_open: false,
             allow_on_headers_stop_iteration: false,
             clusters: Vec::new(),
+            strict_cas: false,
         }
     }
 }
@@ -551,6 +557,11 @@ pub(crate) struct Shared {
     clusters: std::collections::HashSet<String>,
     /// The last CAS handed out (Envoy: a process-wide counter).
     next_cas: u32,
+    /// ngx_wasm_module's strict compare-and-swap ([`HostOptions::strict_cas`]).
+    pub(crate) strict_cas: bool,
+    /// Writes made by "another worker" right after the next read of a key
+    /// ([`Host::write_after_next_read`]).
+    pub(crate) after_read: HashMap<String, Vec<u8>>,
 }
 
 /// Which part of a stream the guest is in; decides which maps and buffers exist.
@@ -771,6 +782,7 @@ impl Host {
             clock_ns: opts.start_time_ns,
             random_state: 0x5eed_5eed_5eed_5eed,
             clusters: opts.clusters.iter().cloned().collect(),
+            strict_cas: opts.strict_cas,
             ..Shared::default()
         }));
         Host::with_shared(compiled, opts, shared)
@@ -1592,6 +1604,15 @@ impl Host {
         for (k, (v, _)) in self.shared().shared_data.iter() {
             f(k, v);
         }
+    }
+
+    /// Another worker writes `value` to `key` right after a guest next reads that
+    /// key (the read returns what was there before): the interleaving of two
+    /// workers handling requests at the same instant, made exact.
+    pub fn write_after_next_read(&self, key: &str, value: &[u8]) {
+        self.shared()
+            .after_read
+            .insert(key.to_string(), value.to_vec());
     }
 
     /// Writes shared data as another filter or tool would (bumps the CAS).
