@@ -953,6 +953,44 @@ fn cases() -> Vec<Case> {
             .ambiguous("path"),
         case("D: ... ??q=postback", c(), Request::get("/x??q=postback&user_id=u1&event_id=purchase"))
             .ambiguous("path"),
+        // Session 12, round 7 (helper-45) F1: the value read as a URL (Phalcon
+        // 4/5 route `parse_url($_GET['_url'], PHP_URL_PATH)`, CakePHP 1 cuts `url`
+        // at `?`; PHP 8.2 behind the rewrites, the routing step from their source).
+        case("D: /x?_url=/event%3Fx (parse_url: /event)", c(),
+             Request::get(&format!("/x?_url=/event%3Fx&s2s=1&app_token={APP}&event_token=xyzklm")))
+            .ambiguous("path"),
+        case("D: ... /?_url=/event?", c(),
+             Request::get(&format!("/?_url=/event?&s2s=1&app_token={APP}&event_token=xyzklm")))
+            .ambiguous("path"),
+        case("D: ... //host/event", c(),
+             Request::get(&format!("/x?_url=//x/event&s2s=1&app_token={APP}&event_token=xyzklm")))
+            .ambiguous("path"),
+        case("D: ... http://host/event", c(),
+             Request::get(&format!("/x?_url=http://x/event&s2s=1&app_token={APP}&event_token=xyzklm")))
+            .ambiguous("path"),
+        case("D: ... x:/gdpr_forget_device", c(),
+             Request::get(&format!("/x?_url=x:/gdpr_forget_device&s2s=1&app_token={APP}")))
+            .ambiguous("path"),
+        case("D: ... CakePHP 1: url=event?", c(),
+             Request::get(&format!("/x?url=event?&s2s=1&app_token={APP}&event_token=xyzklm")))
+            .ambiguous("path"),
+        case("D: ... url=/postback%3F", c(), Request::get("/x?url=/postback%3F&user_id=u1&event_id=purchase"))
+            .ambiguous("path"),
+        // N1: other front controllers' route parameters.
+        case("D: ... Craft's p, Yii's r, OpenCart's route/_route_, ProcessWire's it, Elgg's __elgg_uri", c(),
+             Request::get("/index.php?p=postback&user_id=u1&event_id=purchase"))
+            .ambiguous("path"),
+        case("D: ... r=event", c(), Request::get(&format!("/x?r=event&s2s=1&app_token={APP}&event_token=x")))
+            .ambiguous("path"),
+        case("D: ... _route_=gdpr_forget_device", c(), Request::get(&format!("/x?_route_=gdpr_forget_device&app_token={APP}")))
+            .ambiguous("path"),
+        case("D: ... __elgg_uri=/postback", c(), Request::get("/x?__elgg_uri=/postback&user_id=u1&event_id=purchase"))
+            .ambiguous("path"),
+        case("D: ... a page number passes (p=2)", c(), Request::get("/blog?p=2&r=1"))
+            .up(":path", Some("/blog?p=2&r=1")),
+        case("D: ... a URL to another page passes (q=https://example.com/shoes)", c(),
+             Request::get("/search?q=https://example.com/shoes"))
+            .up(":path", Some("/search?q=https://example.com/shoes")),
         case("D: ... a name that only holds s passes (sx=/event)", c(),
              Request::get("/x?sx=/event&s%00=shoes"))
             .up(":path", Some("/x?sx=/event&s%00=shoes")),

@@ -296,18 +296,45 @@ fn routed_by_parameter(raw: &[u8], query: Option<&[u8]>, check: &dyn Fn(&[u8]) -
         let value: Vec<u8> = percent_encoding::percent_decode(value)
             .map(|b| if b == b'+' { b' ' } else { b })
             .collect();
-        let route = if value.first() == Some(&b'/') {
-            value
-        } else {
-            [&b"/"[..], &value].concat()
+        let routes = |v: &[u8]| {
+            let route = if v.first() == Some(&b'/') {
+                v.to_vec()
+            } else {
+                [&b"/"[..], v].concat()
+            };
+            check(&route) || (!dir.is_empty() && check(&[dir, &route].concat()))
         };
-        check(&route) || (!dir.is_empty() && check(&[dir, &route].concat()))
+        // The value as a URL too: CakePHP 1 cuts it at `?`, Phalcon 4/5 front
+        // controllers route `parse_url($_GET['_url'], PHP_URL_PATH)` (`/event?x`,
+        // `//host/event`, `http://host/event`, `x:/event` are `/event`): cut at `?`
+        // or `#`, and from each `/` on (every path a scheme or authority can leave).
+        let cut = &value[..value
+            .iter()
+            .position(|&b| b == b'?' || b == b'#')
+            .unwrap_or(value.len())];
+        routes(&value)
+            || (cut.len() != value.len() && routes(cut))
+            || (cut.iter().enumerate())
+                .filter(|&(i, &b)| b == b'/' && i > 0)
+                .any(|(i, _)| routes(&cut[i..]))
     })
 }
 
 /// The query parameters front controllers route by (Phalcon's `_url`, ThinkPHP's
-/// `s`, Drupal's `q`, CakePHP's `url`).
-const ROUTER_PARAMETERS: [&[u8]; 4] = [b"s", b"_url", b"q", b"url"];
+/// `s`, Drupal's `q`, CakePHP's `url`, Craft's `p`, Yii's `r`, OpenCart's `route`
+/// and `_route_`, ProcessWire's `it`, Elgg's `__elgg_uri`).
+const ROUTER_PARAMETERS: [&[u8]; 10] = [
+    b"s",
+    b"_url",
+    b"q",
+    b"url",
+    b"p",
+    b"r",
+    b"route",
+    b"_route_",
+    b"it",
+    b"__elgg_uri",
+];
 
 /// Is a raw parameter name, under any reading of it (PHP's: decoded, leading
 /// spaces dropped, `.` and spaces as `_`, cut at NUL, `?`s of the built-in server
