@@ -1182,6 +1182,24 @@ fn a_forged_lease_or_confirmation_does_not_freeze_the_set() {
         vec![200; 2],
         "fetching went on"
     );
+    // Round 7 (helper-45) F3: a lease renewed within its bounds on every tick by
+    // something else is not a VM's either (with a bundle key, a lease is tagged).
+    serve(
+        &svc,
+        &versioned_set(3, &["v3"]),
+        "Thu, 01 Jan 2026 00:10:00 GMT",
+    );
+    for _ in 0..20 {
+        let mut lease = 0x4141_4141_4141_4141u64.to_le_bytes().to_vec();
+        lease.extend_from_slice(&(h.now_ns() + 1_000_000_000).to_le_bytes());
+        h.set_shared_data("s2s-guard/default/lease", &lease);
+        h.advance(250);
+    }
+    assert_eq!(
+        status_on_all(&mut h, "v3"),
+        vec![200; 2],
+        "fetching went on"
+    );
     // The version record's confirmation time pushed far ahead, its tag kept.
     let (mut record, _) = h.shared_data("s2s-guard/default/version").unwrap();
     record[8..16].copy_from_slice(&(u64::MAX >> 1).to_le_bytes());

@@ -224,7 +224,13 @@ impl Distribution {
                         // nor a new root context of this VM after a configuration update).
                         let mine = value.as_deref().and_then(|v| v.get(0..8))
                             == Some(&self.me.to_le_bytes()[..]);
-                        match distribution::lease_claim(value.as_deref(), self.me, now, ttl) {
+                        match distribution::lease_claim(
+                            self.key(),
+                            value.as_deref(),
+                            self.me,
+                            now,
+                            ttl,
+                        ) {
                             Some(v) => (
                                 hostcalls::set_shared_data(&self.keys.lease, Some(&v), cas).is_ok(),
                                 !mine,

@@ -414,11 +414,27 @@ pub fn content_digest(store: &TokenStore, epoch: u64, meta: &[u8]) -> Option<[u8
 }
 
 /// The lease value to write if `me` should hold the lease now (it is free,
-/// expired, or already mine), or `None` if another VM holds it.
-pub fn lease_claim(current: Option<&[u8]>, me: u64, now_ns: u64, ttl_ns: u64) -> Option<Vec<u8>> {
+/// expired, or already mine), or `None` if another VM holds it. With a publish key
+/// (`key`) a lease carries its tag, and one whose tag does not verify is no VM's
+/// (another plugin of the proxy writing leases could stop fetching).
+pub fn lease_claim(
+    key: Option<&[u8]>,
+    current: Option<&[u8]>,
+    me: u64,
+    now_ns: u64,
+    ttl_ns: u64,
+) -> Option<Vec<u8>> {
+    let lease_tag = |k: &[u8], v: &[u8]| tag(k, &[&b"s2s-guard/lease\0"[..], v].concat());
     let held = current.and_then(|v| {
         let holder = u64::from_le_bytes(v.get(0..8)?.try_into().ok()?);
         let expires = u64::from_le_bytes(v.get(8..16)?.try_into().ok()?);
+        if let Some(k) = key {
+            let want = lease_tag(k, &v[..16]);
+            let t = v.get(16..)?;
+            if t.len() != want.len() || !bool::from(subtle::ConstantTimeEq::ct_eq(t, &want[..])) {
+                return None;
+            }
+        }
         Some((holder, expires))
     });
     match held {
@@ -432,6 +448,10 @@ pub fn lease_claim(current: Option<&[u8]>, me: u64, now_ns: u64, ttl_ns: u64) ->
         _ => {
             let mut v = me.to_le_bytes().to_vec();
             v.extend_from_slice(&(now_ns + ttl_ns).to_le_bytes());
+            if let Some(k) = key {
+                let t = lease_tag(k, &v);
+                v.extend_from_slice(&t);
+            }
             Some(v)
         }
     }
@@ -668,15 +688,22 @@ mod tests {
 
     #[test]
     fn lease_is_taken_when_free_or_expired() {
-        let v = lease_claim(None, 1, 100, 50).unwrap();
-        assert_eq!(lease_claim(Some(&v), 2, 120, 50), None);
-        assert!(lease_claim(Some(&v), 1, 120, 50).is_some(), "renewal");
-        assert!(lease_claim(Some(&v), 2, 150, 50).is_some(), "expired");
-        assert!(lease_claim(Some(b"junk"), 2, 0, 50).is_some());
+        let v = lease_claim(None, None, 1, 100, 50).unwrap();
+        assert_eq!(lease_claim(None, Some(&v), 2, 120, 50), None);
+        assert!(lease_claim(None, Some(&v), 1, 120, 50).is_some(), "renewal");
+        assert!(lease_claim(None, Some(&v), 2, 150, 50).is_some(), "expired");
+        assert!(lease_claim(None, Some(b"junk"), 2, 0, 50).is_some());
         // A lease expiring beyond one lease from now was forged: taken.
         let mut forged = 9u64.to_le_bytes().to_vec();
         forged.extend_from_slice(&u64::MAX.to_le_bytes());
-        assert!(lease_claim(Some(&forged), 2, 120, 50).is_some());
+        assert!(lease_claim(None, Some(&forged), 2, 120, 50).is_some());
+        // With a publish key, only a lease with its tag is a VM's.
+        let k = publish_key(b"0123456789abcdef", "x");
+        let signed = lease_claim(Some(&k), None, 1, 100, 50).unwrap();
+        assert_eq!(lease_claim(Some(&k), Some(&signed), 2, 120, 50), None);
+        let mut untagged = 9u64.to_le_bytes().to_vec();
+        untagged.extend_from_slice(&140u64.to_le_bytes());
+        assert!(lease_claim(Some(&k), Some(&untagged), 2, 120, 50).is_some());
     }
 
     #[test]
