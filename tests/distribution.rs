@@ -1244,6 +1244,14 @@ fn an_older_unversioned_copy_is_a_rollback() {
     assert_eq!(status_on_all(&mut h, "old"), vec![401; 2]);
     assert_eq!(status_on_all(&mut h, "keep"), vec![200; 2]);
     assert!(h.metric("s2s_guard.source.rollback_refused").unwrap() >= 1);
+    // Round 7 (helper-45) F4: dated in the two older forms HTTP recipients must
+    // accept (RFC 850, asctime), the old copy was ordered by arrival.
+    for date in ["Monday, 01-Jan-24 00:00:00 GMT", "Mon Jan  1 00:00:00 2024"] {
+        serve(&svc, &jitsu_set(&["old", "keep", "x"]), date);
+        h.advance(4000);
+        assert_eq!(status_on_all(&mut h, "old"), vec![401; 2], "{date}");
+    }
+    assert!(h.metric("s2s_guard.source.rollback_refused").unwrap() >= 3);
 }
 
 /// F6: the fetcher published the set as fetched, secrets in clear (Jitsu's format

@@ -387,7 +387,7 @@ impl Distribution {
                 };
                 let last_modified = header("last-modified")
                     .and_then(|v| String::from_utf8(v).ok())
-                    .and_then(|v| httpdate_secs(&v));
+                    .and_then(|v| crate::times::http_date_secs(&v));
                 // The order comes from the signed body when the source signs.
                 // Ordered after the published set and after the one in force here
                 // (what shared data says may have been written back by another plugin).
@@ -791,21 +791,4 @@ impl Distribution {
             }
         }
     }
-}
-
-/// Parses an HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`) to Unix seconds.
-fn httpdate_secs(v: &str) -> Option<u64> {
-    crate::times::rfc3339_weak_secs(&{
-        let parts: Vec<&str> = v.split_whitespace().collect();
-        let [_, day, mon, year, time, "GMT"] = parts.as_slice() else {
-            return None;
-        };
-        let m = [
-            "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-        ]
-        .iter()
-        .position(|x| x == mon)?
-            + 1;
-        format!("{year}-{m:02}-{day:0>2} {time}")
-    })
 }

@@ -806,6 +806,20 @@ impl<'de> serde::de::Visitor<'de> for TokenSeq<'_> {
                 Err(_) => false,
             };
             if !done {
+                // A key given twice: JSON parsers disagree on which copy wins
+                // (serde_json's map keeps the last).
+                if let Ok(RawObject(pairs)) = serde_json::from_str::<RawObject>(raw.get()) {
+                    if let Some((k, _)) = (pairs.iter().enumerate())
+                        .find(|(j, (k, _))| pairs[..*j].iter().any(|(p, _)| p == k))
+                        .map(|(_, kv)| kv)
+                    {
+                        *self.failure = Some(ConfigError {
+                            path: format!("tokens[{i}].{k}"),
+                            message: "is given twice".into(),
+                        });
+                        return Err(serde::de::Error::custom("invalid token"));
+                    }
+                }
                 let compiled = serde_json::from_str::<Value>(raw.get())
                     .map_err(|e| ConfigError {
                         path: format!("tokens[{i}]"),
@@ -1190,6 +1204,15 @@ mod tests {
             (r#"{"routes":[{"path":"/a","profile":"adjust"},{"path":"/b","profile":"adjust","methods":["GET",{}]}]}"#, "routes[1].methods[1]: expected a string"),
             (r#"{"presets":["adjust"],"apps":{"x":{},"y":{},"x":{}}}"#, "apps.x: is given twice"),
             (r#"{"presets":["adjust"],"presets":["swaarm"]}"#, "presets: is given twice"),
+            // Session 12, round 7 (helper-45) F5: inside a token too.
+            (
+                r#"{"presets":["swaarm"],"tokens":[{"id":"a","secret":"s1","secret":"s2"}]}"#,
+                "tokens[0].secret: is given twice",
+            ),
+            (
+                r#"{"presets":["swaarm"],"tokens":[{"id":"a","secret":"s1"},{"id":"b","active":false,"secret":"s3","active":true}]}"#,
+                "tokens[1].active: is given twice",
+            ),
             (r#"{"presets":["adjust"],"max_body_bytes":-1}"#, "max_body_bytes: expected a non-negative integer"),
             (r#"{"presets":["adjust_sdk"],"apps":{"a":{"signature":{"max_age":"7x"}}}}"#, "apps.a.signature.max_age: not a duration (e.g. 30d, 12h, 300s): \"7x\""),
             (r#"{"presets":["adjust_sdk"],"apps":{"a":{"signature":{"secrets":[{"id":1,"info":[1,2,"3",4]}]}}}}"#, "apps.a.signature.secrets[0].info[2]: expected a non-negative integer"),

@@ -183,6 +183,36 @@ fn add(sec: u64, nsec: u64, out: &mut Total) -> Option<()> {
     Some(())
 }
 
+/// An HTTP date in any of the three forms a recipient must accept (RFC 9110
+/// 5.6.7): IMF-fixdate `Sun, 06 Nov 1994 08:49:37 GMT`, RFC 850 `Sunday,
+/// 06-Nov-94 08:49:37 GMT` (a two-digit year below 70 is 20xx) and asctime `Sun Nov
+///  6 08:49:37 1994`; in Unix seconds.
+pub fn http_date_secs(v: &str) -> Option<u64> {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let month = |m: &str| MONTHS.iter().position(|x| *x == m).map(|i| i + 1);
+    let parts: Vec<&str> = v.split_whitespace().collect();
+    let (year, m, day, time) = match parts.as_slice() {
+        [_, day, mon, year, time, "GMT"] => (year.to_string(), month(mon)?, *day, *time),
+        [_, date, time, "GMT"] => {
+            let d: Vec<&str> = date.split('-').collect();
+            let [day, mon, yy] = d.as_slice() else {
+                return None;
+            };
+            let yy: u32 = yy.parse().ok().filter(|_| yy.len() == 2)?;
+            let year = if yy < 70 { 2000 + yy } else { 1900 + yy };
+            (year.to_string(), month(mon)?, *day, *time)
+        }
+        [_, mon, day, time, year] => (year.to_string(), month(mon)?, *day, *time),
+        _ => return None,
+    };
+    if day.is_empty() || day.len() > 2 || year.len() != 4 {
+        return None;
+    }
+    rfc3339_weak_secs(&format!("{year}-{m:02}-{day:0>2} {time}"))
+}
+
 /// An RFC 3339 time in UTC (`2026-01-31T00:00:00Z`, `…+00:00`, fractions of a
 /// second allowed), in Unix seconds.
 pub fn rfc3339_secs(s: &str) -> Option<u64> {
@@ -362,6 +392,28 @@ mod tests {
                 .map(|_| alphabet[rng.next(alphabet.len())])
                 .collect();
             assert_eq!(duration_secs(&s), reference_duration(&s), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn http_dates_in_all_three_forms() {
+        let t = Some(784_111_777);
+        assert_eq!(http_date_secs("Sun, 06 Nov 1994 08:49:37 GMT"), t);
+        assert_eq!(http_date_secs("Sunday, 06-Nov-94 08:49:37 GMT"), t);
+        assert_eq!(http_date_secs("Sun Nov  6 08:49:37 1994"), t);
+        assert_eq!(
+            http_date_secs("Monday, 01-Jan-24 00:00:00 GMT"),
+            Some(1_704_067_200)
+        );
+        for bad in [
+            "",
+            "Sun, 06 Nov 1994 08:49:37 UTC",
+            "Sun, 06 Xyz 1994 08:49:37 GMT",
+            "Sunday, 06-Nov-1994 08:49:37 GMT",
+            "Sun Nov 6 08:49 1994",
+            "yesterday",
+        ] {
+            assert_eq!(http_date_secs(bad), None, "{bad}");
         }
     }
 
