@@ -385,9 +385,8 @@ impl Distribution {
                         return None;
                     }
                 };
-                let last_modified = header("last-modified")
-                    .and_then(|v| String::from_utf8(v).ok())
-                    .and_then(|v| crate::times::http_date_secs(&v));
+                let last_modified =
+                    header("last-modified").and_then(|v| distribution::last_modified_secs(&v));
                 // The order comes from the signed body when the source signs.
                 // Ordered after the published set and after the one in force here
                 // (what shared data says may have been written back by another plugin).

@@ -195,6 +195,11 @@ impl std::fmt::Display for VersionRefusal {
     }
 }
 
+/// A `Last-Modified` value in Unix seconds (any of HTTP's three date forms).
+pub fn last_modified_secs(v: &[u8]) -> Option<u64> {
+    crate::times::http_date_secs(std::str::from_utf8(v).ok()?)
+}
+
 /// Orders a fetched set against the one in force. `set_version`/`set_epoch` come
 /// from the set's body; `last_modified_s` from the response header.
 pub fn order(
