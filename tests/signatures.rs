@@ -1747,6 +1747,20 @@ fn every_sdk_endpoint_is_protected() {
     }
 }
 
+/// Two workers on a host with strict compare-and-swap (Kong's ngx_wasm_module).
+fn strict_cas_host() -> Host {
+    Host::new(
+        &load_dist("s2s-guard.wasm"),
+        HostOptions {
+            workers: 2,
+            plugin_config: config("").into_bytes(),
+            strict_cas: true,
+            ..HostOptions::default()
+        },
+    )
+    .unwrap()
+}
+
 /// Session 12, round 6 (helper-44) F7: two workers handling one signature at the
 /// same instant, on a replay key nobody had written yet, both accepted it: Envoy
 /// takes any write on a missing key whatever its CAS, so both writes landed. The
@@ -1781,28 +1795,10 @@ fn a_replay_racing_the_first_write_of_its_key_is_refused() {
     assert_eq!(o.status, 401, "accepted twice");
     assert_eq!(h.metric("s2s_guard.signature.outcome.replayed"), Some(1));
     // Hosts with strict compare-and-swap (Kong's ngx_wasm_module) keep the memory.
-    let mut strict = Host::new(
-        &load_dist("s2s-guard.wasm"),
-        HostOptions {
-            workers: 2,
-            plugin_config: config("").into_bytes(),
-            strict_cas: true,
-            ..HostOptions::default()
-        },
-    )
-    .unwrap();
+    let mut strict = strict_cas_host();
     assert_eq!(strict.send_on(0, r.clone()).status, 200);
     assert_eq!(strict.send_on(1, r.clone()).status, 401);
-    let mut strict_race = Host::new(
-        &load_dist("s2s-guard.wasm"),
-        HostOptions {
-            workers: 2,
-            plugin_config: config("").into_bytes(),
-            strict_cas: true,
-            ..HostOptions::default()
-        },
-    )
-    .unwrap();
+    let mut strict_race = strict_cas_host();
     strict_race.write_after_next_read(&entry.0, &entry.1);
     assert_eq!(strict_race.send_on(0, r).status, 401);
 }
