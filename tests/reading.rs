@@ -988,6 +988,51 @@ fn cases() -> Vec<Case> {
             .ambiguous("path"),
         case("D: ... a page number passes (p=2)", c(), Request::get("/blog?p=2&r=1"))
             .up(":path", Some("/blog?p=2&r=1")),
+        // Session 12, round 8 (helper-46). F1: ThinkPHP routes `|` as `/` and
+        // drops trailing ones (verified on ThinkPHP 5.0.20 behind Apache).
+        case("D: /event%7C (ThinkPHP: /event)", c(),
+             Request::get(&format!("/event%7C?s2s=1&app_token={APP}&event_token=xyzklm")))
+            .ambiguous("path"),
+        case("D: ... /event|", c(), Request::get(&format!("/event|?s2s=1&app_token={APP}&event_token=xyzklm")))
+            .ambiguous("path"),
+        case("D: ... Jitsu's server route spelt with |", c(),
+             Request::post("/api%7Cv1%7Cs2s%7Cevent").header("content-type", "application/json").body("{}"))
+            .ambiguous("path"),
+        case("D: ... s=/event%7C", c(),
+             Request::get(&format!("/x?s=/event%7C&s2s=1&app_token={APP}&event_token=xyzklm")))
+            .ambiguous("path"),
+        // F2, F4: control characters as `_` (PHP's `parse_url`, Phalcon's route)
+        // or removed (CodeIgniter 3's `remove_invisible_characters`).
+        case("D: /gdpr%01forget_device (parse_url: /gdpr_forget_device)", c(),
+             Request::get(&format!("/gdpr%01forget_device?s2s=1&app_token={APP}")))
+            .ambiguous("path"),
+        case("D: ... _url=/ad%1Frevenue", c(),
+             Request::get(&format!("/x?_url=/ad%1Frevenue&s2s=1&app_token={APP}")))
+            .ambiguous("path"),
+        case("D: ... /index.php/ev%01ent (CodeIgniter: /event)", c(),
+             Request::get(&format!("/index.php/ev%01ent?s2s=1&app_token={APP}&event_token=x")))
+            .ambiguous("path"),
+        // F3: OpenCart deletes every character of `route` outside [A-Za-z0-9_/].
+        case("D: route=/eve.nt (OpenCart: /event)", c(),
+             Request::get(&format!("/index.php?route=/eve.nt&s2s=1&app_token={APP}&event_token=x")))
+            .ambiguous("path"),
+        case("D: ... route=/post~back", c(), Request::get("/index.php?route=/post~back&user_id=u1&event_id=e"))
+            .ambiguous("path"),
+        // F5: a path under a protected route is that route to routers matching
+        // routes as prefixes (ThinkPHP's default, verified; Drupal 7's menu router).
+        case("D: /event/x (ThinkPHP: /event)", c(),
+             Request::get(&format!("/event/x?s2s=1&app_token={APP}&event_token=xyzklm")))
+            .ambiguous("path"),
+        case("D: ... /index.php/postback/x", c(), Request::get("/index.php/postback/x?user_id=u1&event_id=e"))
+            .ambiguous("path"),
+        case("D: ... s=/gdpr_forget_device/1", c(),
+             Request::get(&format!("/?s=/gdpr_forget_device/1&app_token={APP}")))
+            .ambiguous("path"),
+        case("D: ... a route under another route is that route (Jitsu's dry-run)", c(),
+             Request::post("/api/v1/events/dry-run").header("content-type", "application/json").body("{}"))
+            .local(401, r#"{"message":"The token is not found"}"#),
+        case("D: ... paths elsewhere pass (/static/event/x)", c(), Request::get("/static/event/x"))
+            .up(":path", Some("/static/event/x")),
         case("D: ... a URL to another page passes (q=https://example.com/shoes)", c(),
              Request::get("/search?q=https://example.com/shoes"))
             .up(":path", Some("/search?q=https://example.com/shoes")),

@@ -41,8 +41,21 @@ pub struct ConfigError {
 }
 
 impl fmt::Display for ConfigError {
+    /// One line whatever the document held: control characters (and Unicode's
+    /// line and paragraph separators) that a key or value quoted in the message
+    /// carries are escaped, so a token set cannot write lines of its own into the
+    /// proxy's log.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path, self.message)
+        for part in [self.path.as_str(), ": ", self.message.as_str()] {
+            for c in part.chars() {
+                if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') {
+                    write!(f, "\\u{{{:x}}}", u32::from(c))?;
+                } else {
+                    fmt::Write::write_char(f, c)?;
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -1246,6 +1259,11 @@ mod tests {
         assert_eq!(
             e(r#"{"bogus":1}"#),
             "token set: bogus: unknown field (known fields: $schema, apps, epoch, expires, tokens, version)"
+        );
+        // Session 12, round 8 (helper-46) N1: one log line whatever the set holds.
+        assert_eq!(
+            e("{\"version\":2,\"expires\":\"x\\n[warn] forged\\u001b[0m\",\"tokens\":[]}"),
+            "token set: expires: not an RFC 3339 time (e.g. 2026-01-31T00:00:00Z): \"x\\u{a}[warn] forged\\u{1b}[0m\""
         );
         assert_eq!(
             e(r#"{"version":2,"expires":"next week","tokens":[]}"#),

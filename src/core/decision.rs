@@ -246,6 +246,11 @@ impl<'p, 'm> Readings<'p, 'm> {
         other_readings(c, &mut |alt| self.reaches(alt, routing))
     }
 
+    /// [`under_route`], charged.
+    fn under(&self, alt: &[u8], routing: Routing) -> bool {
+        !self.charge(alt.len()) || under_route(self.policy, self.method, alt, routing)
+    }
+
     /// `Err(OtherReading)`, or `Err(TooComplex)` when the budget ran out first.
     fn refusal(&self) -> PathError {
         if self.exhausted() {
@@ -312,11 +317,19 @@ fn routed_by_parameter(raw: &[u8], query: Option<&[u8]>, check: &dyn Fn(&[u8]) -
             .iter()
             .position(|&b| b == b'?' || b == b'#')
             .unwrap_or(value.len())];
-        routes(&value)
-            || (cut.len() != value.len() && routes(cut))
+        // Each with its characters as other routers read them: ThinkPHP's `|` as
+        // `/`, control characters as `_` (`parse_url`) or removed (CodeIgniter),
+        // OpenCart's `route` with every character but `[A-Za-z0-9_/]` deleted.
+        let read = |v: &[u8]| {
+            routes(v)
+                || path::character_readings(v).iter().any(|r| routes(r))
+                || path::route_characters_only(v).is_some_and(|r| routes(&r))
+        };
+        read(&value)
+            || (cut.len() != value.len() && read(cut))
             || (cut.iter().enumerate())
                 .filter(|&(i, &b)| b == b'/' && i > 0)
-                .any(|(i, _)| routes(&cut[i..]))
+                .any(|(i, _)| read(&cut[i..]))
     })
 }
 
@@ -383,9 +396,27 @@ fn resolve_target<'a, 'v>(
         let query_path = (target.get(raw.len() + 1..))
             .filter(|q| q.first() == Some(&b'/'))
             .map(|q| &q[..q.iter().position(|&b| b == b'?').unwrap_or(q.len())]);
-        let check = |alt: &[u8]| readings.reaches(alt, routing) || readings.any_other(alt, routing);
+        // Paths a router takes from elsewhere than the path: under a protected route
+        // too (a router reading them matches routes as prefixes: ThinkPHP's `s`).
+        let check = |alt: &[u8]| {
+            readings.reaches(alt, routing)
+                || readings.any_other(alt, routing)
+                || readings.under(alt, routing)
+        };
         if authority.iter().any(|a| check(a)) {
             return true;
+        }
+        // The path's characters as other routers read them (ThinkPHP's `|` as `/`:
+        // `/event%7C` is `/event`; control characters as `_` or removed:
+        // `/gdpr%01forget_device` is `/gdpr_forget_device` to `parse_url`).
+        if raw
+            .iter()
+            .any(|&b| b == b'|' || b == b'%' || b < 0x20 || b == 0x7f)
+        {
+            let decoded: Vec<u8> = percent_encoding::percent_decode(raw).collect();
+            if path::character_readings(&decoded).iter().any(|r| check(r)) {
+                return true;
+            }
         }
         if routed_by_parameter(raw, target.get(raw.len() + 1..), &check) {
             return true;
@@ -427,6 +458,13 @@ fn resolve_target<'a, 'v>(
             }
             match routing {
                 Routing::Unknown => {
+                    // Under a protected route (`/event/x`, `/index.php/event/x`): that
+                    // route to routers matching routes as prefixes.
+                    if readings.under(&c, routing)
+                        || other_readings(&c, &mut |alt| readings.under(alt, routing))
+                    {
+                        return Err(readings.refusal());
+                    }
                     // Passed unchanged: no other reading of the raw path may reach a
                     // protected route (`/api/v1/..` under a prefix route, to a stack
                     // that keeps dot segments).
@@ -643,14 +681,37 @@ fn reaches_other(policy: &Policy, method: &[u8], alt: &[u8], routing: Routing) -
         policy.routing_loose(method, &read),
     ]
     .into_iter()
-    .any(|r| match (r, routing) {
+    .any(|r| other_route(r, routing))
+}
+
+/// Is `r` a protected route other than `routing`'s that decides otherwise?
+fn other_route(r: Routing, routing: Routing) -> bool {
+    match (r, routing) {
         (Routing::Unknown, _) => false,
         (
             Routing::Route(x) | Routing::MethodNotAllowed(x),
             Routing::Route(r) | Routing::MethodNotAllowed(r),
         ) => !std::ptr::eq(x, r) && !x.decides_like(r),
         _ => true,
-    })
+    }
+}
+
+/// Is `alt`, a path no route takes, under a protected route (other than
+/// `routing`'s)? Routers that match a route as a prefix of the path (ThinkPHP's
+/// default, Drupal 7's menu router) take `/event/x` for `/event`.
+fn under_route(policy: &Policy, method: &[u8], alt: &[u8], routing: Routing) -> bool {
+    let strict = path::PathOptions::default();
+    let read = match path::canonical(alt, &strict) {
+        Ok(p) => p.into_owned(),
+        Err(_) => match path::lenient(alt, &strict) {
+            Some(p) => p,
+            None => return false,
+        },
+    };
+    matches!(policy.routing_loose(method, &read), Routing::Unknown)
+        && segments(&read)
+            .filter(|&(start, _)| start > 0)
+            .any(|(start, _)| other_route(policy.routing_loose(method, &read[..start]), routing))
 }
 
 /// The path before the segment starting at `start` (its `/`): the root for the

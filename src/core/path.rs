@@ -364,6 +364,44 @@ pub fn lenient_u_decoded(raw: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Readings of a decoded path (or a router parameter's value) by stacks that take
+/// characters of a segment for others: ThinkPHP routes `|` as `/` (and drops
+/// trailing ones), PHP's `parse_url` (Phalcon 4/5's route) turns control
+/// characters into `_`, CodeIgniter 3 removes them. Only readings that differ from
+/// `p`; none for most paths.
+pub fn character_readings(p: &[u8]) -> Vec<Vec<u8>> {
+    let ctrl = |b: u8| b < 0x20 || b == 0x7f;
+    let pipes = p.contains(&b'|');
+    let ctrls = p.iter().any(|&b| ctrl(b));
+    let mut out = Vec::new();
+    for pipe in [false, true].into_iter().filter(|&x| !x || pipes) {
+        // 0: control characters kept, 1: as `_`, 2: removed.
+        for c in [0u8, 1, 2].into_iter().filter(|&c| c == 0 || ctrls) {
+            if !pipe && c == 0 {
+                continue;
+            }
+            out.push(
+                p.iter()
+                    .filter_map(|&b| match b {
+                        b'|' if pipe => Some(b'/'),
+                        b if ctrl(b) && c == 1 => Some(b'_'),
+                        b if ctrl(b) && c == 2 => None,
+                        b => Some(b),
+                    })
+                    .collect(),
+            );
+        }
+    }
+    out
+}
+
+/// A route as OpenCart reads its `route` parameter: every character but letters,
+/// digits, `_` and `/` deleted; `None` when that changes nothing.
+pub fn route_characters_only(p: &[u8]) -> Option<Vec<u8>> {
+    let keep = |b: &u8| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'/';
+    (!p.iter().all(keep)).then(|| p.iter().copied().filter(keep).collect())
+}
+
 /// The path as a URL parser reads a request target that starts with two slashes
 /// (`//host/event`, `/\\host/event`, `///x/event`): a network-path reference whose
 /// first segment is an authority (Node's WHATWG `URL`, Java's `URI`), the rest its
@@ -712,6 +750,19 @@ mod tests {
         assert_eq!(r("/a%252e%252e/x", PART_DOUBLE), "/a../x");
         assert_eq!(r("/a/%09/event", PART_CUT), "/a/");
         assert_eq!(r("/a/%zzb", PART_BROKEN), "/a/zzb");
+        let s = |v: Vec<Vec<u8>>| -> Vec<String> {
+            v.into_iter()
+                .map(|x| String::from_utf8(x).unwrap())
+                .collect()
+        };
+        assert!(character_readings(b"/event").is_empty());
+        assert_eq!(s(character_readings(b"/event|")), ["/event/"]);
+        assert_eq!(
+            s(character_readings(b"/gdpr\x01forget_device")),
+            ["/gdpr_forget_device", "/gdprforget_device"]
+        );
+        assert_eq!(route_characters_only(b"/eve.nt"), Some(b"/event".to_vec()));
+        assert_eq!(route_characters_only(b"api/v1/s2s/event"), None);
     }
 
     #[test]
