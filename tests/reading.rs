@@ -1028,6 +1028,25 @@ fn cases() -> Vec<Case> {
         case("D: ... s=/gdpr_forget_device/1", c(),
              Request::get(&format!("/?s=/gdpr_forget_device/1&app_token={APP}")))
             .ambiguous("path"),
+        // Round 9 (helper-47): the same through readings the path's other
+        // characters get (verified on ThinkPHP 5.0.20 behind Apache and nginx).
+        case("D: ... /event/x;y", c(), Request::post(&format!("/event/x;y?s2s=1&app_token={APP}&event_token=xyzklm")))
+            .ambiguous("path"),
+        case("D: ... /event/x\\y", c(), Request::get(&format!("/event/x\\y?s2s=1&app_token={APP}&event_token=xyzklm")))
+            .ambiguous("path"),
+        case("D: ... /event/x%3Fy", c(), Request::get(&format!("/event/x%3Fy?s2s=1&app_token={APP}&event_token=xyzklm")))
+            .ambiguous("path"),
+        case("D: ... /session/x%2Fy", c(), Request::get(&format!("/session/x%2Fy?app_token={APP}")))
+            .ambiguous("path"),
+        case("D: ... /event%2Fx (nginx decodes it)", c(), Request::get(&format!("/event%2Fx?s2s=1&app_token={APP}&event_token=xyzklm")))
+            .ambiguous("path"),
+        case("D: ... /event%257C (Apache's rewrite decodes twice)", c(),
+             Request::get(&format!("/event%257C?s2s=1&app_token={APP}&event_token=xyzklm")))
+            .ambiguous("path"),
+        case("D: ... /postback%252Fx", c(), Request::get("/postback%252Fx?user_id=u1&event_id=e"))
+            .ambiguous("path"),
+        case("D: /sess%C4%B0on (Java's toLowerCase: İ is i)", c(), Request::get(&format!("/sess%C4%B0on?app_token={APP}")))
+            .ambiguous("path"),
         case("D: ... a route under another route is that route (Jitsu's dry-run)", c(),
              Request::post("/api/v1/events/dry-run").header("content-type", "application/json").body("{}"))
             .local(401, r#"{"message":"The token is not found"}"#),

@@ -426,9 +426,11 @@ pub fn ascii_case_folded(p: &[u8]) -> Option<Vec<u8>> {
     if !p.iter().any(|&b| b == b'%' || b >= 0x80) {
         return None;
     }
-    const LETTERS: [(&[u8], u8); 3] = [
+    const LETTERS: [(&[u8], u8); 4] = [
         (b"\xC5\xBF", b's'),
         (b"\xC4\xB1", b'i'),
+        // `İ` (U+0130): Java's `toLowerCase` makes it `i`.
+        (b"\xC4\xB0", b'i'),
         (b"\xE2\x84\xAA", b'k'),
     ];
     let mut out = Vec::with_capacity(p.len());
