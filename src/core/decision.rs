@@ -235,20 +235,38 @@ impl<'p, 'm> Readings<'p, 'm> {
         self.left.get() == 0
     }
 
-    /// [`reaches_other`], charged; a reading past the budget counts as reaching.
-    fn reaches(&self, alt: &[u8], routing: Routing) -> bool {
-        !self.charge(alt.len()) || reaches_other(self.policy, self.method, alt, routing)
-    }
-
     /// Does some [`other_readings`] of `c` reach a protected route other than
-    /// `routing`'s? Stops at the first that does.
+    /// `routing`'s, or lie under one ([`under_route`])? Stops at the first that
+    /// does. Every reading gets both checks: a reading that can reach a route can
+    /// reach under it (`/index.php/event/x;y` is `/event/x;y`, then `/event`).
     fn any_other(&self, c: &[u8], routing: Routing) -> bool {
-        other_readings(c, &mut |alt| self.reaches(alt, routing))
+        other_readings(c, &mut |alt| self.taken(alt, routing))
     }
 
-    /// [`under_route`], charged.
-    fn under(&self, alt: &[u8], routing: Routing) -> bool {
-        !self.charge(alt.len()) || under_route(self.policy, self.method, alt, routing)
+    /// Does some [`other_readings`] of `c`, a path a route takes, reach another
+    /// protected route? Not whether one lies under a route: `c` itself may (a
+    /// route under another, Jitsu's dry-run, stays its own), and so its readings.
+    fn any_other_route(&self, c: &[u8], routing: Routing) -> bool {
+        other_readings(c, &mut |alt| {
+            !self.charge(alt.len()) || reaches_other(self.policy, self.method, alt, routing)
+        })
+    }
+
+    /// [`reaches_other`] or [`under_route`], charged once; a reading past the
+    /// budget counts as reaching.
+    fn taken(&self, alt: &[u8], routing: Routing) -> bool {
+        !self.charge(alt.len())
+            || reaches_other(self.policy, self.method, alt, routing)
+            || under_route(self.policy, self.method, alt, routing)
+    }
+
+    /// Every reading of `alt` a router may give it: itself, its [`other_readings`]
+    /// and those of its characters' readings ([`path::character_readings`]:
+    /// ThinkPHP's `|` as `/`, control characters as `_` or removed), each checked
+    /// with [`Readings::taken`].
+    fn touches(&self, alt: &[u8], routing: Routing) -> bool {
+        let each = |a: &[u8]| self.taken(a, routing) || self.any_other(a, routing);
+        each(alt) || path::character_readings(alt).iter().any(|r| each(r))
     }
 
     /// `Err(OtherReading)`, or `Err(TooComplex)` when the budget ran out first.
@@ -312,7 +330,8 @@ fn routed_by_parameter(raw: &[u8], query: Option<&[u8]>, check: &dyn Fn(&[u8]) -
         // The value as a URL too: CakePHP 1 cuts it at `?`, Phalcon 4/5 front
         // controllers route `parse_url($_GET['_url'], PHP_URL_PATH)` (`/event?x`,
         // `//host/event`, `http://host/event`, `x:/event` are `/event`): cut at `?`
-        // or `#`, and from each `/` on (every path a scheme or authority can leave).
+        // or `#`, and, in a value holding `:`, `//` or `\`, from each `/` on (every
+        // path a scheme or authority can leave).
         let cut = &value[..value
             .iter()
             .position(|&b| b == b'?' || b == b'#')
@@ -325,11 +344,16 @@ fn routed_by_parameter(raw: &[u8], query: Option<&[u8]>, check: &dyn Fn(&[u8]) -
                 || path::character_readings(v).iter().any(|r| routes(r))
                 || path::route_characters_only(v).is_some_and(|r| routes(&r))
         };
+        // Only a value a URL parser can find a scheme or an authority in has its
+        // path further in (`a/postback` is `/a/postback` to every router).
+        let url_like =
+            value.contains(&b':') || value.contains(&b'\\') || value.windows(2).any(|w| w == b"//");
         read(&value)
             || (cut.len() != value.len() && read(cut))
-            || (cut.iter().enumerate())
-                .filter(|&(i, &b)| b == b'/' && i > 0)
-                .any(|(i, _)| read(&cut[i..]))
+            || (url_like
+                && (cut.iter().enumerate())
+                    .filter(|&(i, &b)| b == b'/' && i > 0)
+                    .any(|(i, _)| read(&cut[i..])))
     })
 }
 
@@ -398,11 +422,7 @@ fn resolve_target<'a, 'v>(
             .map(|q| &q[..q.iter().position(|&b| b == b'?').unwrap_or(q.len())]);
         // Paths a router takes from elsewhere than the path: under a protected route
         // too (a router reading them matches routes as prefixes: ThinkPHP's `s`).
-        let check = |alt: &[u8]| {
-            readings.reaches(alt, routing)
-                || readings.any_other(alt, routing)
-                || readings.under(alt, routing)
-        };
+        let check = |alt: &[u8]| readings.touches(alt, routing);
         if authority.iter().any(|a| check(a)) {
             return true;
         }
@@ -421,14 +441,10 @@ fn resolve_target<'a, 'v>(
                 .contains(&b'%')
                 .then(|| percent_encoding::percent_decode(&once).collect())
                 .filter(|t: &Vec<u8>| *t != once);
-            for d in std::iter::once(&once).chain(twice.as_ref()) {
-                if (d.as_slice() != raw && readings.under(d, routing))
-                    || path::character_readings(d).iter().any(|r| check(r))
-                {
-                    return true;
-                }
-            }
-            if twice.as_ref().is_some_and(|t| check(t)) {
+            if std::iter::once(&once)
+                .chain(twice.as_ref())
+                .any(|d| check(d))
+            {
                 return true;
             }
         }
@@ -463,22 +479,21 @@ fn resolve_target<'a, 'v>(
                 .then(|| path::canonical(raw, &strict).ok())
                 .flatten()
                 .filter(|alt| **alt != *c);
+            // Under a protected route too (`/event/x`, `/index.php/event/x`): that
+            // route to routers matching routes as prefixes.
+            let other = |p: &[u8]| match routing {
+                Routing::Unknown => readings.touches(p, routing),
+                _ => readings.any_other_route(p, routing),
+            };
             if std::iter::once(&c)
                 .chain(every_step.as_ref())
-                .any(|p| readings.any_other(p, routing))
+                .any(|p| other(p))
                 || beside(routing)
             {
                 return Err(readings.refusal());
             }
             match routing {
                 Routing::Unknown => {
-                    // Under a protected route (`/event/x`, `/index.php/event/x`): that
-                    // route to routers matching routes as prefixes.
-                    if readings.under(&c, routing)
-                        || other_readings(&c, &mut |alt| readings.under(alt, routing))
-                    {
-                        return Err(readings.refusal());
-                    }
                     // Passed unchanged: no other reading of the raw path may reach a
                     // protected route (`/api/v1/..` under a prefix route, to a stack
                     // that keeps dot segments).
@@ -528,7 +543,7 @@ fn resolve_target<'a, 'v>(
             let Some(l) = path::lenient(raw, &path::PathOptions::default()) else {
                 return Err(e);
             };
-            if readings.reaches(&l, unknown) || readings.any_other(&l, unknown) || beside(unknown) {
+            if readings.touches(&l, unknown) || beside(unknown) {
                 return Err(e);
             }
             // Trimmed first, then read leniently (Tomcat drops `;x` and decodes,
@@ -538,18 +553,11 @@ fn resolve_target<'a, 'v>(
             let trimmed_lenient = trimmed
                 .as_deref()
                 .and_then(|t| path::lenient(t, &path::PathOptions::default()));
+            // Under a protected route too (`/event/x;y`, `/event/x%3Fy`).
             for t in trimmed.iter().chain(trimmed_lenient.iter()) {
-                if readings.reaches(t, unknown) || readings.any_other(t, unknown) {
+                if readings.touches(t, unknown) {
                     return Err(e);
                 }
-            }
-            // Under a protected route in either (`/event/x;y`, `/event/x%3Fy`).
-            if std::iter::once(&l)
-                .chain(trimmed.iter())
-                .chain(trimmed_lenient.iter())
-                .any(|t| readings.under(t, unknown))
-            {
-                return Err(readings.refusal());
             }
             // Between the literal reading and the most permissive one: what one
             // stack decodes another takes as a character of its segment, and the
@@ -570,11 +578,7 @@ fn resolve_target<'a, 'v>(
                     path::canonical(&r, &keep_dots)
                         .is_ok_and(|k| policy.routing_loose(method, &k) != unknown)
                 };
-                if readings.reaches(&r, unknown)
-                    || kept()
-                    || readings.any_other(&r, unknown)
-                    || readings.under(&r, unknown)
-                {
+                if kept() || readings.touches(&r, unknown) {
                     return Err(readings.refusal());
                 }
                 if mask == 0 {
