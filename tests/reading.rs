@@ -46,6 +46,15 @@ fn flag_held() -> String {
     config(r#", "mode": "flag", "hold_headers_for_body": true"#)
 }
 
+/// Flag mode with held headers on a route that reads its credential from a header
+/// only, with no App Secrets: nothing in a body can be a credential.
+fn header_only_flag_held() -> String {
+    r#"{"mode": "flag", "hold_headers_for_body": true,
+  "routes": [{"path": "/ingest", "profile": "jitsu", "credentials": ["header:x-api-key"], "body": "form"}],
+  "tokens": [{"id": "ingest", "secret": "ingest-key-0001"}]}"#
+        .to_string()
+}
+
 fn prefix() -> String {
     config(
         r#", "routes": [{"path": "/api/v2", "match": "prefix", "realm": "jitsu", "profile": "jitsu",
@@ -1585,6 +1594,21 @@ fn cases() -> Vec<Case> {
         case("F: flag mode: an unread body is refused, not forwarded unmarked", flag(),
              form_post("/event?s2s=1", format!("app_token={APP}&pad={}", "p".repeat(70_000))).header("authorization", "Bearer other"))
             .local(413, "Request body too large"),
+        // Cold attack, session 13, round 10b (helper-49, F2): with the headers held a
+        // body too large was forwarded marked, credentials and all (a Bearer token,
+        // a query `s2s_token`, a Jitsu `X-Auth-Token`). Refused wherever the unread
+        // body can hold a credential (some route reads one from a parameter)...
+        case("F: flag mode, headers held: a body too large is refused where a body can hold a credential", flag_held(),
+             form_post("/event?s2s=1", format!("app_token={APP}&pad={}", "p".repeat(70_000))).header("authorization", bearer()))
+            .local(413, "Request body too large"),
+        case("F: ... a query token too", flag_held(),
+             form_post(&format!("/postback?s2s_token={SWAARM}"), format!("user_id=u&event_id=e&pad={}", "p".repeat(70_000))))
+            .local(413, "Request body too large"),
+        // ... and forwarded marked only where none can, its credential headers emptied.
+        case("F: ... header credentials only: forwarded marked, the credential emptied", header_only_flag_held(),
+             form_post("/ingest?x=1", format!("pad={}", "p".repeat(70_000))).header("x-api-key", "ingest-key-0001"))
+            .up("x-api-key", None)
+            .up("x-s2s-guard-rejection", Some("body_too_large")),
         // Cold attack, session 8 (F1): without held headers, a query goes upstream
         // before the body decides, and Go's FormValue (query kept when the body read
         // fails), Tomcat or a query-only handler act on it.

@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::{run_native_with, Observed, ReplayMemory, WasmRunner, START};
-use s2s_guard_host::{header_value, load_dist, Host, HostOptions, Request};
+use s2s_guard_host::{header_value, load_dist, Host, HostOptions, LogLevel, Request};
 use sha2::{Digest, Sha256};
 
 const TEMPLATE_HASH: &str = "AA:AA:AA:AA:AA:AA:AA:AA:AA:AA:AA:AA:AA:AA:AA:AA:AA:AA:AA:AA";
@@ -961,6 +961,129 @@ fn cases() -> Vec<Case> {
         .counts(&["s2s_guard.requests.outcome.allowed.scope.events"]),
     );
 
+    // Cold attack, session 13, round 10b (helper-49, F1): `s2s=1` in the query
+    // beside an SDK form body took the token path, shadow-passed for an app whose
+    // S2S authentication is off (Adjust's common set-up), while a collector reading
+    // only the body ($_POST, Go's PostFormValue, req.body, request.form, Django's
+    // POST, Rack's POST: run on each) reads an SDK request with no flag, unsigned.
+    let sig_only = |extra: &str| {
+        config(extra).replacen(
+            r#""apps": {"#,
+            r#""apps": {"sigonly": {"authentication": false, "signature": {"enforce_signature": true,
+      "secrets": [{"id": 2, "info": [1234, 5678, 9012, 3456]}]}},"#,
+            1,
+        )
+    };
+    let sdk_body = format!(
+        "app_token=sigonly&created_at={}&gps_adid={GPS}",
+        form_encode(&base(27))
+    );
+    let flag_place = [
+        "s2s_guard.requests.outcome.ambiguous.scope.sessions",
+        "s2s_guard.rejected.outcome.ambiguous",
+        "s2s_guard.ambiguous.class.flag_place",
+    ];
+    for (name, cfg) in [
+        (
+            "s2s=1 in the query, an SDK form body: read two ways",
+            sig_only(""),
+        ),
+        (
+            "... headers held",
+            sig_only(r#","hold_headers_for_body": true"#),
+        ),
+    ] {
+        out.push(
+            case(
+                name,
+                cfg,
+                Request::post("/session?s2s=1")
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .header("client-sdk", "android4.38.0")
+                    .body(&sdk_body),
+            )
+            .ambiguous()
+            .counts(&flag_place),
+        );
+    }
+    out.push(
+        case(
+            "... the flag in the body, the request in the query (headers held)",
+            sig_only(r#","hold_headers_for_body": true"#),
+            Request::post(&format!(
+                "/event?app_token=sigonly&event_token=x&gps_adid={GPS}"
+            ))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("s2s=1"),
+        )
+        .ambiguous()
+        .counts(&[
+            "s2s_guard.requests.outcome.ambiguous.scope.events",
+            "s2s_guard.rejected.outcome.ambiguous",
+            "s2s_guard.ambiguous.class.flag_place",
+        ]),
+    );
+    out.push(
+        case(
+            "... the flag with the request, in the body: the token path (shadow-passed)",
+            sig_only(""),
+            Request::post("/event")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(format!(
+                    "s2s=1&app_token=sigonly&event_token=x&gps_adid={GPS}"
+                )),
+        )
+        .counts(&[
+            "s2s_guard.requests.outcome.missing.scope.events",
+            "s2s_guard.shadow.outcome.missing",
+        ]),
+    );
+    // F3: a signature decision is counted as the request's outcome (allowed,
+    // missing, wrong), as every decision on a route is.
+    let params = p(&base(28));
+    out.push(
+        case(
+            "a verified signature counts as allowed",
+            c(),
+            app2().request("/session", &refs(&params), &ORDER),
+        )
+        .counts(&[V, A2, "s2s_guard.requests.outcome.allowed.scope.sessions"]),
+    );
+    let params = p(&base(29));
+    out.push(
+        case(
+            "an invalid signature counts as wrong",
+            c(),
+            Signer::android(2, [0, 0, 0, 0]).request("/session", &refs(&params), &ORDER),
+        )
+        .rejected()
+        .counts(&[
+            "s2s_guard.signature.outcome.invalid_signature",
+            REJ,
+            R2,
+            "s2s_guard.requests.outcome.wrong.scope.sessions",
+        ]),
+    );
+    out.push(
+        case(
+            "no signature counts as missing",
+            c(),
+            Request::post("/session")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(format!(
+                    "app_token=abc123&created_at={}&gps_adid={GPS}",
+                    form_encode(&base(30))
+                )),
+        )
+        .rejected()
+        .counts(&[
+            "s2s_guard.signature.outcome.missing_signature",
+            REJ,
+            "s2s_guard.sdk.app.abc123.no_secret",
+            "s2s_guard.requests.outcome.missing.scope.sessions",
+        ]),
+    );
+
     // Global flag mode: invalid signatures forwarded with the reason in the body.
     let params = p(&base(26));
     out.push(
@@ -1232,11 +1355,13 @@ fn check(c: &Case, o: &Observed, runner: &str) {
     let mut want: Vec<String> = c.counters.iter().map(|s| s.to_string()).collect();
     want.sort();
     let counters = common::without_breakdowns(&o.counters).unwrap_or_else(|e| panic!("{ctx}: {e}"));
+    // The decision's own series (`requests.outcome.*`) are compared where a case
+    // names one of them; the signature's series always.
+    let requests = |k: &str| k.starts_with("s2s_guard.requests.outcome.");
+    let named = c.counters.iter().any(|k| requests(k));
     let got: Vec<String> = counters
         .keys()
-        .filter(|k| {
-            !k.starts_with("s2s_guard.requests.outcome.allowed") || c.counters.contains(&k.as_str())
-        })
+        .filter(|k| !requests(k) || named)
         .cloned()
         .collect();
     assert_eq!(got, want, "{ctx}: counters");
@@ -1565,6 +1690,52 @@ fn token_and_signature_compose() {
         h.metric("s2s_guard.signature.outcome.missing_signature"),
         Some(1)
     );
+}
+
+/// Cold attack, session 13, round 10b (helper-49, F3): a refused signature was
+/// logged `allowed` and missing from the route's series. Through the `.wasm`: the
+/// log line and `requests_by_route` say what happened.
+#[test]
+fn refused_signatures_are_logged_and_counted_as_refused() {
+    let mut h = Host::new(
+        &load_dist("s2s-guard.wasm"),
+        HostOptions {
+            plugin_config: config("").into_bytes(),
+            log_level: LogLevel::Info,
+            ..HostOptions::default()
+        },
+    )
+    .unwrap();
+    let params = [
+        ("app_token", "abc123"),
+        ("created_at", &*at(900)),
+        ("gps_adid", GPS),
+    ];
+    let o = h.send(Signer::android(2, [0, 0, 0, 0]).request("/session", &params, &ORDER));
+    assert_eq!(o.status, 401);
+    let params = [
+        ("app_token", "abc123"),
+        ("created_at", &*at(901)),
+        ("gps_adid", GPS),
+    ];
+    let o = h.send(app2().request("/session", &params, &ORDER));
+    assert_eq!(o.status, 200);
+    let logs = h.logs_at(LogLevel::Info).join("\n");
+    assert!(
+        logs.contains("s2s-guard: wrong route=adjust_session ")
+            && logs.contains("signature=invalid_signature"),
+        "{logs}"
+    );
+    assert!(!logs.contains("allowed route=adjust_session"), "{logs}");
+    for (outcome, n) in [("wrong", 1), ("allowed", 1)] {
+        assert_eq!(
+            h.metric(&format!(
+                "s2s_guard.requests_by_route.route.adjust_session.outcome.{outcome}"
+            )),
+            Some(n),
+            "{outcome}"
+        );
+    }
 }
 
 /// With Envoy's allow_on_headers_stop_iteration (`hold_headers_for_body`), a signed

@@ -1045,10 +1045,37 @@ pub fn body_too_large(policy: &Policy, view: &RequestView, headers_held: bool) -
         remove_headers: owned_headers_in(policy, view),
         ..Forward::default()
     };
-    if policy.mode == Mode::Flag && !headers_held {
+    // Forwarded marked only if the marker can still go (the headers held), the
+    // unread body can hold no credential (no route reads one from a parameter, no
+    // App Secret may be sent as one: a flagged request carries none), and no
+    // cookie spells a decision field (refused wherever the request is read).
+    let cookie = route.is_some_and(|r| reading::check_cookies(&r.fields, &view.headers).is_err());
+    if policy.mode == Mode::Flag && (!headers_held || body_may_hold_secret(policy) || cookie) {
         return respond(policy, profile, Outcome::BodyTooLarge, None, d);
     }
-    apply_mode(policy, profile, Outcome::BodyTooLarge, forward, None, d)
+    let mut d = apply_mode(policy, profile, Outcome::BodyTooLarge, forward, None, d);
+    if let (Action::Forward(f), Mode::Flag) = (&mut d.action, policy.mode) {
+        if policy.strip_credential {
+            strip_every_credential(f, policy, view, None);
+        }
+        // No client copy of the marker in the query either.
+        let raw = view.path.clone();
+        finish_forward(f, &raw, view, None, None);
+    }
+    d
+}
+
+/// Can a body hold a secret the filter must not forward unread: a credential
+/// some route reads from a parameter (a merging collector reads query names in
+/// the body too), or an App Secret sent as one?
+fn body_may_hold_secret(policy: &Policy) -> bool {
+    !policy.signatures.is_empty()
+        || (policy.routes.iter().flat_map(|r| r.sources.iter())).any(|s| {
+            matches!(
+                s,
+                Source::Query(_) | Source::QueryPrefix(_) | Source::Form(_)
+            )
+        })
 }
 
 /// Counts a decision with `outcome`: by the route's scope (`Counter::Requests`) and
@@ -1785,6 +1812,19 @@ fn decide_route(
             .chain(form.unwrap_or_default())
             .any(|p| *p.name == *b"s2s" && *p.value == *b"1")
     };
+    // The flag where only one of the places a collector reads parameters from has
+    // it, the request's parameters in the other: read two ways.
+    if let (Checks::S2sTokenElseSignature, false, Some(form)) = (route.checks, pending, form) {
+        let flag = |ps: &[Param]| ps.iter().any(|p| *p.name == *b"s2s" && *p.value == *b"1");
+        let other = |ps: &[Param]| ps.iter().any(|p| !reading::is_plain_flag(p));
+        if (flag(query) && other(form)) || (flag(form) && other(query)) {
+            let a = Ambiguity {
+                class: Class::FlagPlace,
+                field: b"s2s".to_vec(),
+            };
+            return refuse(policy, view, Some(route), Outcome::Ambiguous, Some(a), body);
+        }
+    }
     let (want_token, want_signature) = match route.checks {
         Checks::Token => (true, false),
         Checks::Signature => (false, true),
@@ -1798,7 +1838,13 @@ fn decide_route(
             policy, tokens, route, view, body, pending, clock, query, form,
         )
     } else {
-        passed(policy, route, view)
+        let mut d = passed(policy, route, view);
+        if !pending {
+            // Counted like a token decision: allowed, until the signature says
+            // otherwise ([`signature_rejected`]).
+            count_decision(policy, &mut d, Some(route), Outcome::Allowed);
+        }
+        d
     };
     if !want_signature || pending || d.outcome != Outcome::Allowed {
         return d;
@@ -2223,9 +2269,14 @@ pub fn log_line(d: &Decision) -> Option<String> {
         return None;
     }
     let field = |v: Option<&str>| v.map_or("-".to_string(), |s| log_safe(s.as_bytes()));
+    // A refused signature logs the outcome it is counted as, not the token's.
+    let outcome = match (d.outcome, &d.signature) {
+        (Outcome::Allowed, Some(SigNote::Rejected(r))) => signature_outcome(*r),
+        (o, _) => o,
+    };
     let mut line = format!(
         "s2s-guard: {} route={} token_id={} credential_fp={} signature={} enforcement={:?}",
-        d.outcome.name(),
+        outcome.name(),
         field(d.route.as_deref()),
         field(d.token_id.as_deref()),
         field(d.fingerprint.as_deref()),
@@ -2333,6 +2384,7 @@ fn signature_rejected(
 ) -> Decision {
     d.stats.extend(stat);
     d.signature = Some(SigNote::Rejected(reason));
+    recount(policy, &mut d, signature_outcome(reason));
     d.counters
         .push(Counter::Signature(SigCounter::Reason(reason)));
     let Action::Forward(mut forward) =
@@ -2370,6 +2422,34 @@ fn signature_rejected(
         }
     }
     d
+}
+
+/// The outcome a refused signature counts as in `requests` and
+/// `requests_by_route`, and logs as: `missing` without one, `wrong` for any other
+/// reason (the reason itself is in `signature.outcome.*` and the log line).
+pub fn signature_outcome(reason: Reason) -> Outcome {
+    match reason {
+        Reason::MissingSignature => Outcome::Missing,
+        _ => Outcome::Wrong,
+    }
+}
+
+/// Moves a decision counted `allowed` (its credential passed) to `to`, in both
+/// the scope and the route series.
+fn recount(policy: &Policy, d: &mut Decision, to: Outcome) {
+    for c in d.counters.iter_mut() {
+        if let Counter::Requests(o @ Outcome::Allowed, _) = c {
+            *o = to;
+        }
+    }
+    let route = (d.route.as_ref()).and_then(|n| policy.routes.iter().find(|r| r.name == *n));
+    let (from, to) = (
+        policy.route_stat(route, Outcome::Allowed),
+        policy.route_stat(route, to),
+    );
+    if let Some(s) = d.stats.iter_mut().find(|s| **s == from) {
+        *s = to;
+    }
 }
 
 /// The reason a forwarded request was flagged with, if it was.

@@ -57,10 +57,16 @@ pub enum Class {
     /// official Docker images run it) takes cookies over the query and the form
     /// body, classic ASP.NET's `Request[...]` reads them when those lack the name.
     Cookie,
+    /// The flag that picks a route's checks (`s2s=1`: a token, not a signature) in
+    /// the query or the form body while the other holds the request's parameters: a
+    /// collector reading only the body (`$_POST`, Go's `PostFormValue`, Express's
+    /// `req.body`, `request.form`, Django's `POST`, Rack's `POST`) or only the
+    /// query reads the request without the flag the filter decided on.
+    FlagPlace,
 }
 
 impl Class {
-    pub const ALL: [Class; 14] = [
+    pub const ALL: [Class; 15] = [
         Class::Repeated,
         Class::Spelling,
         Class::Separator,
@@ -75,6 +81,7 @@ impl Class {
         Class::OtherCredential,
         Class::QueryWithBody,
         Class::Cookie,
+        Class::FlagPlace,
     ];
 
     pub fn name(self) -> &'static str {
@@ -93,6 +100,7 @@ impl Class {
             Class::OtherCredential => "other_credential",
             Class::QueryWithBody => "query_with_body",
             Class::Cookie => "cookie",
+            Class::FlagPlace => "flag_place",
         }
     }
 
