@@ -356,6 +356,14 @@ fn cases() -> Vec<Case> {
         case("B: a gzip form body (Express inflates it)", c(),
              form_post("/event?s2s=1", b"\x1f\x8b\x08\0").header("content-encoding", "gzip"))
             .local(415, "Unsupported request body"),
+        // Round 10b (helper-49, N1): a transfer coding but chunked, which Envoy's
+        // HTTP/1 codec refuses first; refused here whatever the proxy.
+        case("B: a transfer coding but chunked (gzip, chunked)", c(),
+             form_post("/event?s2s=1", format!("app_token={APP}")).header("transfer-encoding", "gzip, chunked"))
+            .local(415, "Unsupported request body"),
+        case("B: ... chunked alone is read", c(),
+             form_post("/event?s2s=1", format!("app_token={APP}")).header("transfer-encoding", "Chunked"))
+            .local(202, "Missing authentication token"),
         case("B: a GET with a form body (Express and Rack read it)", c(),
              Request::get("/event?s2s=1").header("content-type", FORM).body(format!("app_token={APP}")))
             .ambiguous("body_on_method"),

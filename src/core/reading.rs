@@ -1162,6 +1162,14 @@ pub fn body_plan(route: &Route, view: &RequestView) -> Result<BodyPlan, BodyRefu
             return Err(BodyRefusal::Unsupported("content-encoding"));
         }
     }
+    // A transfer coding but `chunked` (`gzip, chunked`) is a body the filter reads
+    // as bytes a collector decodes first. Envoy's HTTP/1 codec refuses such
+    // requests before any filter; refused here whatever the proxy does.
+    for v in view.header_values("transfer-encoding") {
+        if (v.split(|&b| b == b',')).any(|c| !trim(c).eq_ignore_ascii_case(b"chunked")) {
+            return Err(BodyRefusal::Unsupported("transfer-encoding"));
+        }
+    }
     let ct = match view.header_once("content-type") {
         Err(_) => {
             return Err(BodyRefusal::Ambiguous(Ambiguity {
