@@ -1094,6 +1094,30 @@ fn cases() -> Vec<Case> {
         case("D: ... /?/event|x (CodeIgniter's query route)", c(),
              Request::get(&format!("/?/event|x&s2s=1&app_token={APP}&event_token=xyzklm")))
             .ambiguous("path"),
+        // Round 11 (helper-50). F1 (verified on CodeIgniter 3 behind Apache and
+        // php -S): with `uri_protocol = QUERY_STRING` a query of no pairs is the path.
+        case("D: /?event (CodeIgniter's QUERY_STRING protocol)", c(),
+             form_post("/?event", format!("s2s=1&app_token={APP}&event_token=x")))
+            .ambiguous("path"),
+        case("D: ... /index.php?gdpr_forget_device", c(), Request::get("/index.php?gdpr_forget_device"))
+            .ambiguous("path"),
+        case("D: ... /?api/v1/s2s/event", c(), Request::post("/?api/v1/s2s/event"))
+            .ambiguous("path"),
+        case("D: ... a query of pairs is not a path (/?event=1)", c(), Request::get("/x?event=1"))
+            .up(":path", Some("/x?event=1")),
+        // F2 (verified on ThinkPHP 5.0.20 behind Apache with MultiViews): `/index`
+        // is `index.php`, the rest its PATH_INFO.
+        case("D: /index/event (Apache's MultiViews)", c(),
+             Request::post(&format!("/index/event?s2s=1&app_token={APP}&event_token=x")))
+            .ambiguous("path"),
+        case("D: ... /index/postback/x;y", c(), Request::post("/index/postback/x;y?user_id=u&event_id=e"))
+            .ambiguous("path"),
+        // F3 (verified on CodeIgniter 3): dot segments deleted, not resolved.
+        case("D: /event/.. (CodeIgniter: /event)", c(),
+             Request::post(&format!("/event/..?s2s=1&app_token={APP}&event_token=x")))
+            .ambiguous("path"),
+        case("D: ... /index.php/session/%2e%2e", c(), Request::post("/index.php/session/%2e%2e"))
+            .ambiguous("path"),
         // L1: a router parameter's value is read from each `/` on only where a URL
         // parser can find a scheme or an authority in it.
         case("D: ... q=a/postback passes (a path no route takes)", c(), Request::get("/x?q=a/postback"))
@@ -1612,11 +1636,12 @@ fn cases() -> Vec<Case> {
         case("F: ... a query token too", flag_held(),
              form_post(&format!("/postback?s2s_token={SWAARM}"), format!("user_id=u&event_id=e&pad={}", "p".repeat(70_000))))
             .local(413, "Request body too large"),
-        // ... and forwarded marked only where none can, its credential headers emptied.
-        case("F: ... header credentials only: forwarded marked, the credential emptied", header_only_flag_held(),
-             form_post("/ingest?x=1", format!("pad={}", "p".repeat(70_000))).header("x-api-key", "ingest-key-0001"))
-            .up("x-api-key", None)
-            .up("x-s2s-guard-rejection", Some("body_too_large")),
+        // Round 11 (helper-51, F1): ... and where none can, as the unread body may
+        // hold a client's copy of the marker (`s2s_guard_rejection=`), which PHP's
+        // `$_POST` and Flask's `form` read.
+        case("F: ... header credentials only: refused too (a marker copy in the body)", header_only_flag_held(),
+             form_post("/ingest?x=1", format!("s2s_guard_rejection=&pad={}", "p".repeat(70_000))).header("x-api-key", "ingest-key-0001"))
+            .local(413, r#"{"message":"Request body too large"}"#),
         // Cold attack, session 8 (F1): without held headers, a query goes upstream
         // before the body decides, and Go's FormValue (query kept when the body read
         // fails), Tomcat or a query-only handler act on it.

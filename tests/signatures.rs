@@ -1062,6 +1062,7 @@ fn cases() -> Vec<Case> {
             REJ,
             R2,
             "s2s_guard.requests.outcome.wrong.scope.sessions",
+            "s2s_guard.rejected.outcome.wrong",
         ]),
     );
     out.push(
@@ -1081,6 +1082,7 @@ fn cases() -> Vec<Case> {
             REJ,
             "s2s_guard.sdk.app.abc123.no_secret",
             "s2s_guard.requests.outcome.missing.scope.sessions",
+            "s2s_guard.rejected.outcome.missing",
         ]),
     );
 
@@ -1097,6 +1099,7 @@ fn cases() -> Vec<Case> {
             "s2s_guard.signature.outcome.invalid_signature",
             "s2s_guard.signature.flagged",
             R2,
+            "s2s_guard.flagged.outcome.wrong",
         ]),
     );
     // iOS 4.29+ without tracking consent: no idfa, no random_token, nothing signed
@@ -1355,13 +1358,20 @@ fn check(c: &Case, o: &Observed, runner: &str) {
     let mut want: Vec<String> = c.counters.iter().map(|s| s.to_string()).collect();
     want.sort();
     let counters = common::without_breakdowns(&o.counters).unwrap_or_else(|e| panic!("{ctx}: {e}"));
-    // The decision's own series (`requests.outcome.*`) are compared where a case
-    // names one of them; the signature's series always.
-    let requests = |k: &str| k.starts_with("s2s_guard.requests.outcome.");
-    let named = c.counters.iter().any(|k| requests(k));
+    // The decision's own series (`requests`, `rejected`, `flagged`) are compared
+    // where a case names one of that family; the signature's series always.
+    let families = [
+        "s2s_guard.requests.outcome.",
+        "s2s_guard.rejected.outcome.",
+        "s2s_guard.flagged.outcome.",
+    ];
+    let family = |k: &str| families.iter().find(|f| k.starts_with(*f));
     let got: Vec<String> = counters
         .keys()
-        .filter(|k| !requests(k) || named)
+        .filter(|k| match family(k) {
+            Some(f) => c.counters.iter().any(|w| w.starts_with(f)),
+            None => true,
+        })
         .cloned()
         .collect();
     assert_eq!(got, want, "{ctx}: counters");

@@ -700,7 +700,7 @@ impl HttpContext for Stream {
         let policy = &loaded.policy;
         self.body_size = size;
         if size > policy.max_body_bytes {
-            let d = decision::body_too_large(policy, view, policy.hold_headers_for_body);
+            let d = decision::body_too_large(policy, view);
             self.view = None;
             self.count(&d);
             self.log(&d);

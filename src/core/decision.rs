@@ -417,9 +417,18 @@ fn resolve_target<'a, 'v>(
     //   (`/api/?/v1/s2s/event` is `/api/v1/s2s/event`): read under each.
     let beside = |routing: Routing| {
         let authority = path::without_authority(raw);
-        let query_path = (target.get(raw.len() + 1..))
-            .filter(|q| q.first() == Some(&b'/'))
-            .map(|q| &q[..q.iter().position(|&b| b == b'?').unwrap_or(q.len())]);
+        // CodeIgniter with `uri_protocol = QUERY_STRING` routes a query that is no
+        // pairs (`/?event`, `/index.php?event`) as its path: a query without `=`
+        // (a pair's `=` is a character its default `permitted_uri_chars` refuses).
+        let query_path: Option<Cow<[u8]>> = (target.get(raw.len() + 1..)).and_then(|q| {
+            if q.first() == Some(&b'/') {
+                Some(Cow::Borrowed(
+                    &q[..q.iter().position(|&b| b == b'?').unwrap_or(q.len())],
+                ))
+            } else {
+                (!q.is_empty() && !q.contains(&b'=')).then(|| Cow::Owned([&b"/"[..], q].concat()))
+            }
+        });
         // Paths a router takes from elsewhere than the path: under a protected route
         // too (a router reading them matches routes as prefixes: ThinkPHP's `s`).
         let check = |alt: &[u8]| readings.touches(alt, routing);
@@ -448,6 +457,10 @@ fn resolve_target<'a, 'v>(
                 return true;
             }
         }
+        // Dot segments deleted, not resolved (CodeIgniter: `/event/..` is `/event`).
+        if path::without_dot_segments(raw).is_some_and(|d| check(&d)) {
+            return true;
+        }
         if routed_by_parameter(raw, target.get(raw.len() + 1..), &check) {
             return true;
         }
@@ -460,7 +473,10 @@ fn resolve_target<'a, 'v>(
             .filter(|&(i, &b)| b == b'/' && i > 0)
             .map(|(i, _)| i)
             .chain(std::iter::once(raw.len()).filter(|&n| n > 0 && raw[n - 1] != b'/'));
-        check(q) || dirs.into_iter().any(|i| check(&[&raw[..i], q].concat()))
+        check(&q)
+            || dirs
+                .into_iter()
+                .any(|i| check(&[&raw[..i], &q[..]].concat()))
     };
     match path::canonical(raw, &policy.paths) {
         Ok(c) => {
@@ -834,9 +850,14 @@ fn names_script(seg: &[u8]) -> bool {
 /// made only when visited: `visit` stops a path of many such segments early.
 fn script_readings(path: &[u8], visit: &mut dyn FnMut(&[u8]) -> bool) -> bool {
     let cgi = |seg: &[u8]| seg.eq_ignore_ascii_case(b"cgi-bin");
+    // Apache's `MultiViews` serves `/index/event` from `index.php` with
+    // `PATH_INFO` `/event`: `index`, the usual front controller's name, is a
+    // script too.
+    let multiviews = |seg: &[u8]| seg.eq_ignore_ascii_case(b"index");
     if !path.contains(&b'.')
         && !path.windows(7).any(cgi)
         && !path.windows(4).any(|w| w.eq_ignore_ascii_case(b"nph-"))
+        && !segments(path).any(|(_, seg)| multiviews(seg))
     {
         return false;
     }
@@ -847,6 +868,7 @@ fn script_readings(path: &[u8], visit: &mut dyn FnMut(&[u8]) -> bool) -> bool {
         // Under `/cgi-bin/` any name is a script (Apache's `ScriptAlias`), and
         // `nph-` names are CGI's.
         let script = names_script(seg)
+            || multiviews(seg)
             || after_cgi_bin
             || seg
                 .get(..4)
@@ -1024,9 +1046,8 @@ pub fn trailers_refusal(policy: &Policy, view: &RequestView) -> Option<Decision>
 }
 
 /// The body is larger than `max_body_bytes`. A body the filter cannot read is
-/// never forwarded as if read: refused, except in `dry_run`, and in `flag` mode
-/// only when the headers can still carry the marker (`headers_held`).
-pub fn body_too_large(policy: &Policy, view: &RequestView, headers_held: bool) -> Decision {
+/// never forwarded as if read: refused, except in `dry_run`.
+pub fn body_too_large(policy: &Policy, view: &RequestView) -> Decision {
     let route = match resolve(policy, view) {
         Ok(Resolved {
             routing: Routing::Route(r),
@@ -1045,37 +1066,13 @@ pub fn body_too_large(policy: &Policy, view: &RequestView, headers_held: bool) -
         remove_headers: owned_headers_in(policy, view),
         ..Forward::default()
     };
-    // Forwarded marked only if the marker can still go (the headers held), the
-    // unread body can hold no credential (no route reads one from a parameter, no
-    // App Secret may be sent as one: a flagged request carries none), and no
-    // cookie spells a decision field (refused wherever the request is read).
-    let cookie = route.is_some_and(|r| reading::check_cookies(&r.fields, &view.headers).is_err());
-    if policy.mode == Mode::Flag && (!headers_held || body_may_hold_secret(policy) || cookie) {
+    // Flag mode too: the unread body may hold a credential or a client's copy of
+    // the marker (`s2s_guard_rejection=`), which a collector reading the body
+    // would take for the filter's; only `dry_run` forwards it, untouched.
+    if policy.mode == Mode::Flag {
         return respond(policy, profile, Outcome::BodyTooLarge, None, d);
     }
-    let mut d = apply_mode(policy, profile, Outcome::BodyTooLarge, forward, None, d);
-    if let (Action::Forward(f), Mode::Flag) = (&mut d.action, policy.mode) {
-        if policy.strip_credential {
-            strip_every_credential(f, policy, view, None);
-        }
-        // No client copy of the marker in the query either.
-        let raw = view.path.clone();
-        finish_forward(f, &raw, view, None, None);
-    }
-    d
-}
-
-/// Can a body hold a secret the filter must not forward unread: a credential
-/// some route reads from a parameter (a merging collector reads query names in
-/// the body too), or an App Secret sent as one?
-fn body_may_hold_secret(policy: &Policy) -> bool {
-    !policy.signatures.is_empty()
-        || (policy.routes.iter().flat_map(|r| r.sources.iter())).any(|s| {
-            matches!(
-                s,
-                Source::Query(_) | Source::QueryPrefix(_) | Source::Form(_)
-            )
-        })
+    apply_mode(policy, profile, Outcome::BodyTooLarge, forward, None, d)
 }
 
 /// Counts a decision with `outcome`: by the route's scope (`Counter::Requests`) and
@@ -2399,6 +2396,8 @@ fn signature_rejected(
         (Mode::Enforce, false) => {
             let r = &policy.signature_reply;
             d.counters.push(Counter::SignatureRejected);
+            d.counters
+                .push(Counter::Rejected(signature_outcome(reason)));
             d.enforcement = Enforcement::Enforced;
             d.action = Action::Respond(Respond {
                 status: r.status,
@@ -2409,11 +2408,13 @@ fn signature_rejected(
         }
         (Mode::DryRun, _) => {
             d.counters.push(Counter::SignatureFlagged);
+            d.counters.push(Counter::Flagged(signature_outcome(reason)));
             d.enforcement = Enforcement::DryRun;
             d.action = Action::Forward(forward);
         }
         _ => {
             d.counters.push(Counter::SignatureFlagged);
+            d.counters.push(Counter::Flagged(signature_outcome(reason)));
             d.enforcement = Enforcement::Flagged;
             forward
                 .set_headers

@@ -395,6 +395,36 @@ pub fn character_readings(p: &[u8]) -> Vec<Vec<u8>> {
     out
 }
 
+/// The path with its dot segments (`.`, `..`, escaped or not) deleted, not
+/// resolved: CodeIgniter 3's `_remove_relative_directory` drops `..` without
+/// going up (`/event/..` is `/event` there, `/` everywhere else). `None` when the
+/// path has none.
+pub fn without_dot_segments(raw: &[u8]) -> Option<Vec<u8>> {
+    if !raw.contains(&b'.') && !raw.windows(3).any(|w| w.eq_ignore_ascii_case(b"%2e")) {
+        return None;
+    }
+    let dot = |seg: &[u8]| {
+        let d: Vec<u8> = percent_encoding::percent_decode(seg).collect();
+        d == b"." || d == b".."
+    };
+    let mut out = Vec::with_capacity(raw.len());
+    let mut removed = false;
+    for (k, seg) in raw.split(|&b| b == b'/').enumerate() {
+        if k > 0 && dot(seg) {
+            removed = true;
+            continue;
+        }
+        if k > 0 {
+            out.push(b'/');
+        }
+        out.extend_from_slice(seg);
+    }
+    if out.is_empty() {
+        out.push(b'/');
+    }
+    removed.then_some(out)
+}
+
 /// A route as OpenCart reads its `route` parameter: every character but letters,
 /// digits, `_` and `/` deleted; `None` when that changes nothing.
 pub fn route_characters_only(p: &[u8]) -> Option<Vec<u8>> {

@@ -122,7 +122,7 @@ pub fn run_native_with(
         d
     } else if body_phase {
         if req.body.len() > policy.max_body_bytes {
-            decision::body_too_large(&policy, &view, hold)
+            decision::body_too_large(&policy, &view)
         } else {
             // Decided at the true end of the request: the trailers are known.
             view.trailers = trailers;
