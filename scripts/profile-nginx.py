@@ -122,6 +122,7 @@ def main():
     count = int(sys.argv[5]) if len(sys.argv) > 5 else 1000
     req = json.load(open(request))
     work = tempfile.mkdtemp(prefix="s2s-profile-nginx-")
+    proc = None
     try:
         for d in ("body", "proxy"):
             os.makedirs(os.path.join(work, d))
@@ -172,6 +173,10 @@ def main():
             print("nginx logged: %s" % "".join(errors[:5]))
             sys.exit(1)
     finally:
+        # Never leave nginx running under valgrind (a timeout or an error above).
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
         shutil.rmtree(work, ignore_errors=True)
 
 
