@@ -55,6 +55,13 @@ fn header_only_flag_held() -> String {
         .to_string()
 }
 
+/// Jitsu's routes only: `/event` is no route.
+fn jitsu_only() -> String {
+    format!(
+        r#"{{"presets": ["jitsu"], "tokens": [{{"id": "jitsu", "realm": "jitsu", "server_secret": "{JITSU_SERVER}"}}]}}"#
+    )
+}
+
 fn prefix() -> String {
     config(
         r#", "routes": [{"path": "/api/v2", "match": "prefix", "realm": "jitsu", "profile": "jitsu",
@@ -1117,6 +1124,30 @@ fn cases() -> Vec<Case> {
              Request::post(&format!("/event/..?s2s=1&app_token={APP}&event_token=x")))
             .ambiguous("path"),
         case("D: ... /index.php/session/%2e%2e", c(), Request::post("/index.php/session/%2e%2e"))
+            .ambiguous("path"),
+        // Round 12 (helper-52, verified on CodeIgniter 3 behind Apache and php -S).
+        // F1: the query CodeIgniter routes, with its dot segments deleted (stock
+        // `uri_protocol = REQUEST_URI`; Envoy's normalize_path leaves the query be).
+        case("D: /?/event/.. (CodeIgniter deletes ..)", c(),
+             form_post("/?/event/..", format!("s2s=1&app_token={APP}&event_token=x")))
+            .ambiguous("path"),
+        case("D: ... /index.php?/postback/%2e%2e", c(), Request::post("/index.php?/postback/%2e%2e"))
+            .ambiguous("path"),
+        case("D: ... /?event/.. (QUERY_STRING protocol)", c(), Request::post("/?event/.."))
+            .ambiguous("path"),
+        case("D: ... /?event/..%00 (routed as event, method ..%00)", c(), Request::post("/?event/..%00"))
+            .ambiguous("path"),
+        // F2: CodeIgniter's `enable_query_strings`: `c` names the controller (every
+        // `/` and `.` removed), under the directory `d`.
+        case("D: ?c=event (CodeIgniter's controller trigger)", c(),
+             form_post("/x?c=event", format!("s2s=1&app_token={APP}&event_token=x")))
+            .ambiguous("path"),
+        case("D: ... c=e/v/e/n.t", c(), Request::post("/?c=e/v/e/n.t"))
+            .ambiguous("path"),
+        case("D: ... d=api/v1/s2s&c=event", jitsu_only(), Request::post("/?d=api/v1/s2s&c=event"))
+            .local(400, r#"{"message":"Ambiguous request"}"#),
+        case("D: ... on a protected route, another route's controller (realm crossing)", c(),
+             Request::get("/postback?c=gdpr_forget_device&user_id=u&event_id=e").header("authorization", SWAARM))
             .ambiguous("path"),
         // L1: a router parameter's value is read from each `/` on only where a URL
         // parser can find a scheme or an authority in it.

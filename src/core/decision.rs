@@ -266,7 +266,11 @@ impl<'p, 'm> Readings<'p, 'm> {
     /// with [`Readings::taken`].
     fn touches(&self, alt: &[u8], routing: Routing) -> bool {
         let each = |a: &[u8]| self.taken(a, routing) || self.any_other(a, routing);
-        each(alt) || path::character_readings(alt).iter().any(|r| each(r))
+        each(alt)
+            // Dot segments deleted, not resolved (CodeIgniter, in the path and in
+            // the query it routes: `/?/event/..` is `/event` there).
+            || path::without_dot_segments(alt).is_some_and(|d| each(&d))
+            || path::character_readings(alt).iter().any(|r| each(r))
     }
 
     /// `Err(OtherReading)`, or `Err(TooComplex)` when the budget ran out first.
@@ -307,8 +311,17 @@ fn routed_by_parameter(raw: &[u8], query: Option<&[u8]>, check: &dyn Fn(&[u8]) -
         &b""[..]
     };
     let dir = dir.strip_suffix(b"/").unwrap_or(dir);
-    let pairs = (query.unwrap_or_default().split(|&b| b == b'&')).chain(tail.split(|&b| b == b'&'));
-    pairs.into_iter().any(|pair| {
+    let pairs =
+        || (query.unwrap_or_default().split(|&b| b == b'&')).chain(tail.split(|&b| b == b'&'));
+    // CodeIgniter's directory parameter (`enable_query_strings`), decoded.
+    let directory_value: Option<Vec<u8>> = pairs().find_map(|pair| {
+        let (name, value) = pair.split_at(pair.iter().position(|&b| b == b'=')?);
+        let value = value.get(1..).filter(|v| !v.is_empty())?;
+        name.eq_ignore_ascii_case(b"d")
+            .then(|| percent_encoding::percent_decode(value).collect())
+    });
+    let directory_param = directory_value.as_deref();
+    pairs().any(|pair| {
         let Some(eq) = pair.iter().position(|&b| b == b'=') else {
             return false;
         };
@@ -339,8 +352,22 @@ fn routed_by_parameter(raw: &[u8], query: Option<&[u8]>, check: &dyn Fn(&[u8]) -
         // Each with its characters as other routers read them: ThinkPHP's `|` as
         // `/`, control characters as `_` (`parse_url`) or removed (CodeIgniter),
         // OpenCart's `route` with every character but `[A-Za-z0-9_/]` deleted.
+        // CodeIgniter's `c` with every `/` and `.` removed (`c=ev.ent`), under its
+        // directory parameter `d` too (`d=api/v1/s2s&c=event`).
         let read = |v: &[u8]| {
+            let plain = (v.iter().any(|&b| b == b'/' || b == b'.')).then(|| {
+                v.iter()
+                    .copied()
+                    .filter(|&b| b != b'/' && b != b'.')
+                    .collect::<Vec<u8>>()
+            });
+            let under_d = |r: &[u8]| {
+                directory_param
+                    .is_some_and(|d| routes(&[d, b"/", r.strip_prefix(b"/").unwrap_or(r)].concat()))
+            };
             routes(v)
+                || under_d(v)
+                || plain.as_deref().is_some_and(|r| routes(r) || under_d(r))
                 || path::character_readings(v).iter().any(|r| routes(r))
                 || path::route_characters_only(v).is_some_and(|r| routes(&r))
         };
@@ -359,9 +386,11 @@ fn routed_by_parameter(raw: &[u8], query: Option<&[u8]>, check: &dyn Fn(&[u8]) -
 
 /// The query parameters front controllers route by (Phalcon's `_url`, ThinkPHP's
 /// `s`, Drupal's `q`, CakePHP's `url`, Craft's `p`, Yii's `r`, OpenCart's `route`
-/// and `_route_`, ProcessWire's `it`, Elgg's `__elgg_uri`).
-const ROUTER_PARAMETERS: [&[u8]; 10] = [
+/// and `_route_`, ProcessWire's `it`, Elgg's `__elgg_uri`, CodeIgniter's `c` with
+/// `enable_query_strings`).
+const ROUTER_PARAMETERS: [&[u8]; 11] = [
     b"s",
+    b"c",
     b"_url",
     b"q",
     b"url",
@@ -754,10 +783,30 @@ fn under_route(policy: &Policy, method: &[u8], alt: &[u8], routing: Routing) -> 
             None => return false,
         },
     };
-    matches!(policy.routing_loose(method, &read), Routing::Unknown)
-        && segments(&read)
+    let under = |p: &[u8]| {
+        segments(p)
             .filter(|&(start, _)| start > 0)
-            .any(|(start, _)| other_route(policy.routing_loose(method, &read[..start]), routing))
+            .any(|(start, _)| other_route(policy.routing_loose(method, &p[..start]), routing))
+    };
+    // Its prefixes as sent too, before dot segments go (`/event/..%00` is `/` once
+    // read, but CodeIgniter routes `event/..%00` to `event`); each read as a path.
+    let as_sent = || {
+        segments(alt)
+            .filter(|&(start, _)| start > 0)
+            .any(|(start, _)| {
+                let prefix = &alt[..start];
+                let read = match path::canonical(prefix, &strict) {
+                    Ok(p) => p.into_owned(),
+                    Err(_) => match path::lenient(prefix, &strict) {
+                        Some(p) => p,
+                        None => return false,
+                    },
+                };
+                other_route(policy.routing_loose(method, &read), routing)
+            })
+    };
+    matches!(policy.routing_loose(method, &read), Routing::Unknown)
+        && (under(&read) || (read != alt && as_sent()))
 }
 
 /// The path before the segment starting at `start` (its `/`): the root for the
