@@ -538,7 +538,7 @@ fn compile_route(
         let p = format!("{at}.required_params[{i}]");
         required.push(match r {
             RequiredParamConfig::Name(s) if !s.is_empty() => RequiredParam {
-                name: s.as_bytes().to_vec(),
+                name: param_name(&p, s)?,
                 allow_empty: false,
             },
             RequiredParamConfig::Name(_) => {
@@ -551,12 +551,15 @@ fn compile_route(
                 return err(format!("{p}.name"), "must not be empty")
             }
             RequiredParamConfig::Object(r) => RequiredParam {
-                name: r.name.as_bytes().to_vec(),
+                name: param_name(&format!("{p}.name"), &r.name)?,
                 allow_empty: r.allow_empty.unwrap_or(false),
             },
         });
     }
-    let app_param = o.app_param.as_deref().map(|s| s.as_bytes().to_vec());
+    let app_param = match o.app_param.as_deref() {
+        Some(s) => Some(param_name(&f("app_param"), s)?),
+        None => None,
+    };
     let sources = match &o.credentials {
         None => vec![Source::Bearer],
         Some(list) if list.is_empty() => {
@@ -602,10 +605,7 @@ fn compile_route(
     }
     let mut single_params = Vec::new();
     for (i, n) in o.single_params.iter().flatten().enumerate() {
-        if n.is_empty() {
-            return err(format!("{at}.single_params[{i}]"), "must not be empty");
-        }
-        single_params.push(n.as_bytes().to_vec());
+        single_params.push(param_name(&format!("{at}.single_params[{i}]"), n)?);
     }
     let realm = match o.realm.as_deref() {
         None => "default".to_string(),
@@ -646,6 +646,31 @@ fn valid_realm(r: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// A parameter name the configuration names (`app_param`, `required_params`,
+/// `single_params`, `query:`/`form:`/`query_prefix:` credentials): only letters,
+/// digits, `_` and `-`, which every stack reads as written. PHP reads `.`, a space
+/// and `[` in a name as `_` (`app.id` is `app_id`, which the filter would not be
+/// reading), and `&`, `=`, `;`, `+`, `%` or `#` split or decode it.
+fn param_name(path: &str, name: &str) -> Result<Vec<u8>, ConfigError> {
+    if name.is_empty() {
+        return err(path, "must not be empty");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return err(
+            path,
+            format!(
+                "\"{}\": a parameter name must be letters, digits, \"_\" and \"-\" only \
+                 (PHP reads \".\", \" \" and \"[\" in a name as \"_\": app.id is app_id)",
+                name.escape_debug()
+            ),
+        );
+    }
+    Ok(name.as_bytes().to_vec())
+}
+
 fn parse_source(path: &str, s: &str) -> Result<Source, ConfigError> {
     let (kind, arg) = match s.split_once(':') {
         Some((k, a)) => (k, Some(a)),
@@ -675,9 +700,9 @@ fn parse_source(path: &str, s: &str) -> Result<Source, ConfigError> {
             }
             Source::Header(h.into())
         }
-        ("query", a) => Source::Query(arg_ok(a)?.into_bytes()),
-        ("query_prefix", a) => Source::QueryPrefix(arg_ok(a)?.into_bytes()),
-        ("form", a) => Source::Form(arg_ok(a)?.into_bytes()),
+        ("query", a) => Source::Query(param_name(path, &arg_ok(a)?)?),
+        ("query_prefix", a) => Source::QueryPrefix(param_name(path, &arg_ok(a)?)?),
+        ("form", a) => Source::Form(param_name(path, &arg_ok(a)?)?),
         _ => {
             return err(
                 path,
