@@ -1149,6 +1149,15 @@ fn cases() -> Vec<Case> {
         case("D: ... on a protected route, another route's controller (realm crossing)", c(),
              Request::get("/postback?c=gdpr_forget_device&user_id=u&event_id=e").header("authorization", SWAARM))
             .ambiguous("path"),
+        // Round 13 (helper-54, verified on CodeIgniter 3 with `url_suffix`): empty
+        // segments go before the suffix (`/?/event.html/` is `event`).
+        case("D: /?/event.html/ (CodeIgniter: empty segments, then url_suffix)", c(),
+             form_post("/?/event.html/", format!("s2s=1&app_token={APP}&event_token=x")))
+            .ambiguous("path"),
+        case("D: ... /?/event.html/../", c(), Request::post("/?/event.html/../"))
+            .ambiguous("path"),
+        case("D: ... /x?gdpr_forget_device.html/ (QUERY_STRING)", c(), Request::post("/x?gdpr_forget_device.html/"))
+            .ambiguous("path"),
         // L1: a router parameter's value is read from each `/` on only where a URL
         // parser can find a scheme or an authority in it.
         case("D: ... q=a/postback passes (a path no route takes)", c(), Request::get("/x?q=a/postback"))

@@ -269,6 +269,7 @@ impl<'p, 'm> Readings<'p, 'm> {
         each(alt)
             // Dot segments deleted, not resolved (CodeIgniter, in the path and in
             // the query it routes: `/?/event/..` is `/event` there).
+            // (and empty ones: `/?/event.html/` is `/event.html`, then `/event`).
             || path::without_dot_segments(alt).is_some_and(|d| each(&d))
             || path::character_readings(alt).iter().any(|r| each(r))
     }

@@ -395,34 +395,43 @@ pub fn character_readings(p: &[u8]) -> Vec<Vec<u8>> {
     out
 }
 
-/// The path with its dot segments (`.`, `..`, escaped or not) deleted, not
-/// resolved: CodeIgniter 3's `_remove_relative_directory` drops `..` without
-/// going up (`/event/..` is `/event` there, `/` everywhere else). `None` when the
-/// path has none.
+/// The path as CodeIgniter 3's `_remove_relative_directory` leaves it: its dot
+/// segments (`.`, `..`, escaped or not) and empty segments deleted, not resolved
+/// (`/event/..` is `/event` there, `/` everywhere else; `/event.html/` is
+/// `/event.html`, then its `url_suffix` goes). `None` when the path has none.
 pub fn without_dot_segments(raw: &[u8]) -> Option<Vec<u8>> {
-    if !raw.contains(&b'.') && !raw.windows(3).any(|w| w.eq_ignore_ascii_case(b"%2e")) {
+    let may = raw.contains(&b'.')
+        || raw.windows(3).any(|w| w.eq_ignore_ascii_case(b"%2e"))
+        || raw.windows(2).any(|w| w == b"//")
+        || (raw.len() > 1 && raw.ends_with(b"/"));
+    if !may {
         return None;
     }
+    // Decoded only where it may spell a dot (`.`, `%2e`).
     let dot = |seg: &[u8]| {
-        let d: Vec<u8> = percent_encoding::percent_decode(seg).collect();
-        d == b"." || d == b".."
+        (seg.contains(&b'.') || seg.windows(3).any(|w| w.eq_ignore_ascii_case(b"%2e"))) && {
+            let d: Vec<u8> = percent_encoding::percent_decode(seg).collect();
+            d == b"." || d == b".."
+        }
     };
     let mut out = Vec::with_capacity(raw.len());
     let mut removed = false;
     for (k, seg) in raw.split(|&b| b == b'/').enumerate() {
-        if k > 0 && dot(seg) {
+        if k == 0 {
+            out.extend_from_slice(seg);
+            continue;
+        }
+        if seg.is_empty() || dot(seg) {
             removed = true;
             continue;
         }
-        if k > 0 {
-            out.push(b'/');
-        }
+        out.push(b'/');
         out.extend_from_slice(seg);
     }
     if out.is_empty() {
         out.push(b'/');
     }
-    removed.then_some(out)
+    (removed && out != raw).then_some(out)
 }
 
 /// A route as OpenCart reads its `route` parameter: every character but letters,
