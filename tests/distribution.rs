@@ -174,6 +174,10 @@ fn first_load_then_one_fetch_per_period() {
     );
     assert_eq!(h.metric("s2s_guard.source.loaded"), Some(1));
     assert_eq!(h.metric("s2s_guard.source.lease_acquired"), Some(1));
+    // The first set has nothing to be compared with: no "+0 added" diff.
+    let logs = h.logs_at(LogLevel::Info).join("\n");
+    assert!(logs.contains(" loaded: 1 tokens (first set)"), "{logs}");
+    assert!(!logs.contains("added"), "{logs}");
     // Thirty seconds: about ten fetches for the proxy, not forty.
     h.advance(30_000);
     let calls = svc.lock().unwrap().calls;

@@ -63,6 +63,45 @@ fn configuration_errors_through_the_wasm() {
     }
 }
 
+/// Valid configurations that count or authenticate less than they seem to are
+/// said at load, word for word: apps whose metric labels collide (with each other
+/// or with `other`), and a route without `app_param` in a realm whose tokens are
+/// bound to apps. A configuration without them says nothing.
+#[test]
+fn weakening_configurations_are_warned_about_through_the_wasm() {
+    let config = r#"{"presets": ["adjust"],
+      "routes": [{"path": "/custom", "profile": "adjust", "realm": "adjust", "name": "custom"},
+                 {"path": "/custom2", "profile": "adjust", "realm": "adjust", "name": "custom2", "app_param": "app_token"}],
+      "tokens": [{"id": "a", "secret": "tok-a", "app": "abc", "realm": "adjust"}],
+      "apps": {"a.b": {}, "a_b": {}, "other": {}, "abc": {}}}"#;
+    let h = host(config, 1).unwrap();
+    let warnings = h.logs_at(LogLevel::Warn);
+    assert_eq!(
+        warnings,
+        vec![
+            "s2s-guard: app \"a_b\" is counted with app \"a.b\" in s2s_guard.per_app and s2s_guard.sdk (label \"a_b\"): give it a distinct name",
+            "s2s-guard: app \"other\" is counted with the apps that have no series of their own in s2s_guard.per_app (label \"other\"): give it a distinct name",
+            "s2s-guard: route \"custom\" has no app_param: realm \"adjust\" has tokens bound to an app, and each opens this route for every app",
+        ]
+    );
+    // The same natively.
+    let p = s2s_guard::config::parse(config.as_bytes()).unwrap();
+    assert_eq!(p.warnings.len(), 3, "{:?}", p.warnings);
+    // What the warning says holds: abc's token opens /custom for another app.
+    let mut h = h;
+    let o = h.send(Request::get("/custom?app_token=zzz").header("authorization", "Bearer tok-a"));
+    assert_eq!(o.verdict, Verdict::Forwarded, "{o:?}");
+    let o = h.send(Request::get("/custom2?app_token=zzz").header("authorization", "Bearer tok-a"));
+    assert_ne!(o.verdict, Verdict::Forwarded, "{o:?}");
+    // Without tokens bound to apps, and with distinct labels: no warning.
+    let quiet = r#"{"presets": ["adjust"],
+      "routes": [{"path": "/custom", "profile": "adjust", "realm": "adjust", "name": "custom"}],
+      "tokens": [{"id": "a", "secret": "tok-a", "realm": "adjust"}],
+      "apps": {"a.b": {}, "a-b": {}}}"#;
+    let h = host(quiet, 1).unwrap();
+    assert_eq!(h.logs_at(LogLevel::Warn), Vec::<String>::new());
+}
+
 /// Deactivating a token takes effect with the next configuration, on every worker;
 /// reactivating restores it; a rejected update leaves the running one in force.
 #[test]

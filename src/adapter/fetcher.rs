@@ -760,16 +760,24 @@ impl Distribution {
         if !(self.src.shared_lookup && policy.tokens.is_empty()) {
             self.token_count = policy.tokens.len() as u64;
         }
-        info!(
-            "s2s-guard: token set {} version {} loaded: {} tokens (+{} added, -{} removed, {} deactivated) ids [{}]",
-            self.src.name,
-            record.version.version,
-            self.token_count,
-            d.added,
-            d.removed,
-            d.deactivated,
-            d.ids.join(", ")
-        );
+        if current.is_some() {
+            info!(
+                "s2s-guard: token set {} version {} loaded: {} tokens (+{} added, -{} removed, {} deactivated) ids [{}]",
+                self.src.name,
+                record.version.version,
+                self.token_count,
+                d.added,
+                d.removed,
+                d.deactivated,
+                d.ids.join(", ")
+            );
+        } else {
+            // Nothing to compare with: a diff would say "+0 added".
+            info!(
+                "s2s-guard: token set {} version {} loaded: {} tokens (first set)",
+                self.src.name, record.version.version, self.token_count
+            );
+        }
         self.in_force = Some(record);
         self.seen = Some(record);
         self.expires_s = policy.set_expires;

@@ -108,7 +108,10 @@ fn parse_set_inner(
 ) -> Result<Policy, ConfigError> {
     let config: model::Config = document(bytes, "configuration")?;
     let Some(set) = set else {
-        return compile::compile(&config, None, config.tokens);
+        let mut policy = compile::compile(&config, None, config.tokens)?;
+        let more = compile::app_binding_warnings(&policy);
+        policy.warnings.extend(more);
+        return Ok(policy);
     };
     let in_set = |e: ConfigError| ConfigError {
         path: if e.path == "token set" {

@@ -281,6 +281,9 @@ pub(super) fn compile(
     let unrouted_stats_base = route_series(&mut routes, &mut stat_names, &mut warnings);
     let mut app_settings = apps.settings;
     let shadow_other_stat = shadow_series(&mut app_settings, apps.max_stats_apps, &mut stat_names);
+    warnings.extend(app_label_warnings(
+        app_settings.keys().chain(apps.signatures.keys()),
+    ));
     let app_names_folded = app_settings
         .keys()
         .chain(apps.signatures.keys())
@@ -1092,6 +1095,59 @@ fn shadow_series(
     other
 }
 
+/// Apps whose names give one metric label (`a.b` and `a_b`, or an app named
+/// `other`, the label of the apps without series of their own) are counted together
+/// in `s2s_guard.per_app` and `s2s_guard.sdk`: said at load, as for routes. Sorted.
+fn app_label_warnings<'a>(apps: impl Iterator<Item = &'a String>) -> Vec<String> {
+    let mut names: Vec<&String> = apps.collect();
+    crate::order::by_name(&mut names, |a| a.as_bytes());
+    names.dedup();
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut out = Vec::new();
+    for (i, app) in names.iter().enumerate() {
+        let label = metric_safe(app);
+        if label == "other" {
+            out.push(format!(
+                "app \"{app}\" is counted with the apps that have no series of their own in s2s_guard.per_app (label \"other\"): give it a distinct name"
+            ));
+        } else if let Some(&first) = seen.get(&label) {
+            out.push(format!(
+                "app \"{app}\" is counted with app \"{}\" in s2s_guard.per_app and s2s_guard.sdk (label \"{label}\"): give it a distinct name",
+                names[first]
+            ));
+        } else {
+            seen.insert(label, i);
+        }
+    }
+    out
+}
+
+/// Routes without `app_param` whose realm has tokens bound to an app: such a route
+/// cannot tell which app a request is for, so every app's token opens it for
+/// every app (preset routes name theirs). Said at load for the plugin
+/// configuration's own tokens (a token set's are not known until it loads).
+pub(super) fn app_binding_warnings(p: &Policy) -> Vec<String> {
+    let mut bound: Vec<&str> = Vec::new();
+    for t in p.tokens.tokens().filter(|t| t.app.is_some()) {
+        if !bound.contains(&t.realm) {
+            bound.push(t.realm);
+        }
+    }
+    let mut out: Vec<String> = Vec::new();
+    for r in p.routes.iter().filter(|r| r.app_param.is_none()) {
+        if bound.contains(&r.realm.as_str()) {
+            let msg = format!(
+                "route \"{}\" has no app_param: realm \"{}\" has tokens bound to an app, and each opens this route for every app",
+                r.name, r.realm
+            );
+            if !out.contains(&msg) {
+                out.push(msg);
+            }
+        }
+    }
+    out
+}
+
 type RawSig<'c> = (
     String,
     String,
@@ -1329,6 +1385,14 @@ fn compile_source(o: &TokenSourceConfig) -> Result<TokenSource, ConfigError> {
                 "not a valid HTTP header name",
             );
         }
+        // A value is sent as written: CR or LF would split it into headers of its
+        // own (or be refused by the host at every fetch), NUL ends it early.
+        if v.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0)) {
+            return err(
+                format!("token_source.headers.{k}"),
+                "the value must not hold CR, LF or NUL",
+            );
+        }
         headers.push((k.to_ascii_lowercase(), v.to_string()));
     }
     let period_ms = o.period.map_or(DEFAULT_PERIOD_MS, |m| m.0);
@@ -1338,6 +1402,20 @@ fn compile_source(o: &TokenSourceConfig) -> Result<TokenSource, ConfigError> {
     let timeout_ms = o.timeout.map_or(DEFAULT_TIMEOUT_MS, |m| m.0);
     if timeout_ms == 0 {
         return err(f("timeout"), "must be more than 0");
+    }
+    // A set is confirmed once a period, the answer coming up to `timeout` later: a
+    // shorter budget makes every set stale between two fetches (503s, with
+    // `when_stale: reject`, for a source that answers every time).
+    if let Some(stale) = o.stale_after {
+        if stale.0 <= period_ms.saturating_add(timeout_ms) {
+            return err(
+                f("stale_after"),
+                format!(
+                    "must be longer than period plus timeout ({}ms): a set is confirmed once a period",
+                    period_ms.saturating_add(timeout_ms)
+                ),
+            );
+        }
     }
     let max_bytes = match o.max_bytes {
         None => DEFAULT_MAX_BYTES,
