@@ -62,6 +62,15 @@ fn jitsu_only() -> String {
     )
 }
 
+/// Jitsu with browser (client) secrets and a server secret.
+fn jitsu_client() -> String {
+    format!(
+        r#"{{"presets": ["jitsu"], "tokens": [{{"id": "jitsu", "realm": "jitsu", "server_secret": "{JITSU_SERVER}"}},
+          {{"id": "browser", "realm": "jitsu", "client_secret": "js.client-1"}},
+          {{"id": "browser-2", "realm": "jitsu", "client_secret": "js.client-2"}}]}}"#
+    )
+}
+
 fn prefix() -> String {
     config(
         r#", "routes": [{"path": "/api/v2", "match": "prefix", "realm": "jitsu", "profile": "jitsu",
@@ -1146,6 +1155,12 @@ fn cases() -> Vec<Case> {
             .ambiguous("path"),
         case("D: ... d=api/v1/s2s&c=event", jitsu_only(), Request::post("/?d=api/v1/s2s&c=event"))
             .local(400, r#"{"message":"Ambiguous request"}"#),
+        // The directory parameter under PHP's readings of its name (escaped, a
+        // leading space dropped).
+        case("D: ... %64=api/v1/s2s&c=event", jitsu_only(), Request::post("/?%64=api/v1/s2s&c=event"))
+            .local(400, r#"{"message":"Ambiguous request"}"#),
+        case("D: ... %20d=api/v1/s2s&c=event", jitsu_only(), Request::post("/?%20d=api/v1/s2s&c=event"))
+            .local(400, r#"{"message":"Ambiguous request"}"#),
         case("D: ... on a protected route, another route's controller (realm crossing)", c(),
              Request::get("/postback?c=gdpr_forget_device&user_id=u&event_id=e").header("authorization", SWAARM))
             .ambiguous("path"),
@@ -1158,6 +1173,41 @@ fn cases() -> Vec<Case> {
             .ambiguous("path"),
         case("D: ... /x?gdpr_forget_device.html/ (QUERY_STRING)", c(), Request::post("/x?gdpr_forget_device.html/"))
             .ambiguous("path"),
+        // Round 14 (helper-55, verified on CodeIgniter 4): its router decodes the path
+        // a second time with PHP's `urldecode` (`+`, `%2B` are spaces) and trims
+        // spaces and `/` at its ends: `/postback+` is `postback`.
+        case("D: /postback+ (CodeIgniter 4: urldecode, then trim)", c(),
+             Request::get("/postback+?user_id=u&event_id=e"))
+            .ambiguous("path"),
+        case("D: ... /+/postback", c(), Request::get("/+/postback?user_id=u&event_id=e"))
+            .ambiguous("path"),
+        case("D: ... /postback%2B (decoded twice)", c(), Request::get("/postback%2B?user_id=u&event_id=e"))
+            .ambiguous("path"),
+        case("D: ... /%2b%2Bgdpr_forget_device", c(),
+             form_post("/%2b%2Bgdpr_forget_device", format!("s2s=1&app_token={APP}&gps_adid=x")))
+            .ambiguous("path"),
+        case("D: ... /index.php/event+ (behind the front controller)", c(),
+             Request::get(&format!("/index.php/event+?s2s=1&app_token={APP}&event_token=x")))
+            .ambiguous("path"),
+        case("D: ... /?/postback+ (query-string form)", c(), Request::get("/?/postback+"))
+            .ambiguous("path"),
+        case("D: ... /api/v1/s2s/event+ (Jitsu)", c(),
+             Request::post("/api/v1/s2s/event+").header("content-type", "application/json").body("{}"))
+            .ambiguous("path"),
+        // N1: Unicode white space around a segment (Java's isWhitespace, Python's strip).
+        case("D: ... /postback%E2%80%80 (U+2000)", c(), Request::get("/postback%E2%80%80"))
+            .ambiguous("path"),
+        case("D: ... /%E3%80%80/postback (U+3000)", c(), Request::get("/%E3%80%80/postback"))
+            .ambiguous("path"),
+        case("D: ... /postback%C2%A0", c(), Request::get("/postback%C2%A0"))
+            .ambiguous("path"),
+        // Controls: `+` inside a segment, a character that is not white space.
+        case("D: ... /post+back passes", c(), Request::get("/post+back"))
+            .up(":path", Some("/post+back")),
+        case("D: ... /postback%E2%80%8B passes (not white space)", c(), Request::get("/postback%E2%80%8B"))
+            .up(":path", Some("/postback%E2%80%8B")),
+        case("D: ... /search/shoes+red passes", c(), Request::get("/search/shoes+red+"))
+            .up(":path", Some("/search/shoes+red+")),
         // L1: a router parameter's value is read from each `/` on only where a URL
         // parser can find a scheme or an authority in it.
         case("D: ... q=a/postback passes (a path no route takes)", c(), Request::get("/x?q=a/postback"))
@@ -1198,13 +1248,47 @@ fn cases() -> Vec<Case> {
              Request::post(&format!("/event?s2s=1&app_token={APP}&event_token=x")).header("authorization", bearer())
                  .header("cookie", "s2s_guard_rejection="))
             .ambiguous("cookie"),
-        // Round 5 (helper-33): a credential's own name as a cookie is no second
-        // reading (the credential is stripped; browsers send a site's `token`
-        // cookie to a same-site collector): only the other decision fields are.
-        case("A: a cookie named like the route's credential goes on (Jitsu, a site's token cookie)", c(),
-             Request::post("/api/v1/s2s/event").header("x-auth-token", JITSU_SERVER).header("cookie", "token=session-abc; p_x=1")
+        // Round 14 (helper-56, verified on PHP 8 without a php.ini): a cookie named
+        // like the credential is what `$_REQUEST` reads once the verified copy is
+        // stripped (cookies come last in `EGPCS` and win): a second credential.
+        // Server-to-server routes refuse any; browser routes (round 5: a site's
+        // own `token` cookie reaches a same-site collector) refuse one holding a
+        // credential the filter knows, other than the one verified.
+        case("A: a cookie named like the credential on a server route (Swaarm, another store's token)", c(),
+             Request::get(&format!("/postback?s2s_token={SWAARM}&user_id=u&event_id=e")).header("cookie", "s2s_token=tokenForStoreB"))
+            .ambiguous("cookie"),
+        case("A: ... folded by PHP (s2s.token), the credential in Authorization", c(),
+             Request::get("/postback?user_id=u&event_id=e").header("authorization", SWAARM).header("cookie", "sid=1; s2s.token=B"))
+            .ambiguous("cookie"),
+        case("A: ... Jitsu's server route, a site's token cookie", c(),
+             Request::post("/api/v1/s2s/event").header("x-auth-token", JITSU_SERVER).header("cookie", "token=session-abc")
                  .header("content-type", "application/json").body("{}"))
-            .up("x-s2s-guard-token-id", Some("jitsu")),
+            .local(400, r#"{"message":"Ambiguous request"}"#)
+            .counts(&["s2s_guard.ambiguous.class.cookie"]),
+        case("A: ... a browser route, a site's token cookie goes on", jitsu_client(),
+             Request::post("/api/v1/event?token=js.client-1").header("cookie", "token=session-abc; p_x=1")
+                 .header("content-type", "application/json").body("{}"))
+            .up("cookie", Some("token=session-abc; p_x=1"))
+            .up("x-s2s-guard-token-id", Some("browser")),
+        case("A: ... a browser route, the same credential as a cookie goes on", jitsu_client(),
+             Request::post("/api/v1/event?token=js.client-1").header("cookie", "token=js.client-1")
+                 .header("content-type", "application/json").body("{}"))
+            .up("x-s2s-guard-token-id", Some("browser")),
+        case("A: ... a browser route, a server secret as the cookie", jitsu_client(),
+             Request::post("/api/v1/event?token=js.client-1").header("cookie", format!("token={JITSU_SERVER}"))
+                 .header("content-type", "application/json").body("{}"))
+            .local(400, r#"{"message":"Ambiguous request"}"#)
+            .counts(&["s2s_guard.ambiguous.class.cookie"]),
+        case("A: ... quoted, as Go unquotes it", jitsu_client(),
+             Request::post("/api/v1/event").header("x-auth-token", "js.client-1").header("cookie", format!("a=1, TOKEN=\"{JITSU_SERVER}\""))
+                 .header("content-type", "application/json").body("{}"))
+            .local(400, r#"{"message":"Ambiguous request"}"#)
+            .counts(&["s2s_guard.ambiguous.class.cookie"]),
+        case("A: ... escaped, as PHP decodes it", jitsu_client(),
+             Request::post("/api/v1/event?token=js.client-1").header("cookie", "p.x=js%2Eclient%2D2")
+                 .header("content-type", "application/json").body("{}"))
+            .local(400, r#"{"message":"Ambiguous request"}"#)
+            .counts(&["s2s_guard.ambiguous.class.cookie"]),
         case("A: other cookies go on", c(),
              Request::post(&format!("/event?s2s=1&app_token={APP}&event_token=x")).header("authorization", bearer())
                  .header("cookie", "sid=1; theme=dark"))

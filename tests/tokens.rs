@@ -375,6 +375,21 @@ fn cases() -> Vec<Case> {
              Request::post(&format!("/api/v1/event?token={JITSU_CLIENT}")).header("origin", "https://evilabc.com"))
             .local(403, r#"{"message":"The request origin is not allowed for this token"}"#)
             .counts(&["s2s_guard.requests.outcome.origin_denied.scope.none", "s2s_guard.rejected.outcome.origin_denied"]),
+        // Round 14 (helper-56, F4): an Origin that is not `scheme://host[:port]` is no
+        // host a rule can match (a URL parser reads `evil.com` from these).
+        case("jitsu: *.abc.com does not match https://evil.com#.abc.com", c(),
+             Request::post(&format!("/api/v1/event?token={JITSU_CLIENT}")).header("origin", "https://evil.com#.shop.abc.com"))
+            .local(403, r#"{"message":"The request origin is not allowed for this token"}"#)
+            .resp("access-control-allow-origin", None)
+            .counts(&["s2s_guard.rejected.outcome.origin_denied", "s2s_guard.requests.outcome.origin_denied.scope.none"]),
+        case("jitsu: ... nor https://evil.com:.abc.com", c(),
+             Request::post(&format!("/api/v1/event?token={JITSU_CLIENT}")).header("origin", "https://evil.com:.shop.abc.com"))
+            .local(403, r#"{"message":"The request origin is not allowed for this token"}"#)
+            .counts(&["s2s_guard.rejected.outcome.origin_denied", "s2s_guard.requests.outcome.origin_denied.scope.none"]),
+        case("jitsu: ... nor https://evil.com\\.abc.com", c(),
+             Request::post(&format!("/api/v1/event?token={JITSU_CLIENT}")).header("origin", "https://evil.com\\.shop.abc.com"))
+            .local(403, r#"{"message":"The request origin is not allowed for this token"}"#)
+            .counts(&["s2s_guard.rejected.outcome.origin_denied", "s2s_guard.requests.outcome.origin_denied.scope.none"]),
         // Session 10, round 2 (helper-35) N1: two Origin headers are refused, and
         // the answer names neither (the first was one the token does not allow).
         case("jitsu: two origins: refused, no CORS for either", c(),

@@ -622,11 +622,28 @@ fn secret(
     }
 }
 
+/// The last second a token time may name (9999-12-31T23:59:59Z, as far as RFC 3339
+/// goes).
+const MAX_UNIX_SECS: u64 = 253_402_300_799;
+
 fn parse_time(o: &mut Obj, key: &'static str) -> Result<Option<u64>, ConfigError> {
     match o.get(key) {
         None => Ok(None),
         Some(Value::Number(n)) => match n.as_u64() {
-            Some(v) => Ok(Some(v)),
+            Some(v) if v <= MAX_UNIX_SECS => Ok(Some(v)),
+            // Milliseconds (`Date.now()`, `currentTimeMillis()`) would be a time
+            // thousands of years away: an expiry that never comes.
+            Some(v) => err(
+                o.at(key),
+                format!(
+                    "{v} is after 9999-12-31T23:59:59Z: expected Unix seconds{}",
+                    if v / 1000 <= MAX_UNIX_SECS {
+                        " (this looks like milliseconds)"
+                    } else {
+                        ""
+                    }
+                ),
+            ),
             None => err(o.at(key), "expected Unix seconds or an RFC 3339 time"),
         },
         Some(Value::String(s)) => match crate::times::rfc3339_secs(s) {
@@ -995,6 +1012,12 @@ fn fast_token<'a>(
         if b <= a {
             return None;
         }
+    }
+    if f.not_before
+        .max(f.expires_at)
+        .is_some_and(|t| t > MAX_UNIX_SECS)
+    {
+        return None;
     }
     // Origins need owned rules; the general path builds them.
     if f.origins.as_ref().is_some_and(|o| !o.is_empty()) {

@@ -318,8 +318,7 @@ fn routed_by_parameter(raw: &[u8], query: Option<&[u8]>, check: &dyn Fn(&[u8]) -
     let directory_value: Option<Vec<u8>> = pairs().find_map(|pair| {
         let (name, value) = pair.split_at(pair.iter().position(|&b| b == b'=')?);
         let value = value.get(1..).filter(|v| !v.is_empty())?;
-        name.eq_ignore_ascii_case(b"d")
-            .then(|| percent_encoding::percent_decode(value).collect())
+        directory_parameter(name).then(|| percent_encoding::percent_decode(value).collect())
     });
     let directory_param = directory_value.as_deref();
     pairs().any(|pair| {
@@ -408,19 +407,33 @@ const ROUTER_PARAMETERS: [&[u8]; 11] = [
 /// dropped; and every other reading the decision fields get), a front
 /// controller's route parameter? Any case, to be safe.
 fn routing_parameter(raw: &[u8]) -> bool {
+    static ROUTER: std::sync::OnceLock<reading::Fields> = std::sync::OnceLock::new();
+    names_one_of(raw, &ROUTER_PARAMETERS, &ROUTER)
+}
+
+/// Is a raw parameter name, under any reading of it (as [`routing_parameter`]),
+/// CodeIgniter's directory parameter `d` (`%64`, ` d`, `D` too)?
+fn directory_parameter(raw: &[u8]) -> bool {
+    static DIRECTORY: std::sync::OnceLock<reading::Fields> = std::sync::OnceLock::new();
+    names_one_of(raw, &[b"d"], &DIRECTORY)
+}
+
+/// Does a raw parameter name, under any reading of it, name one of `names`? (Any
+/// case; `fields` caches `names` as decision fields.)
+fn names_one_of(
+    raw: &[u8],
+    names: &[&[u8]],
+    fields: &std::sync::OnceLock<reading::Fields>,
+) -> bool {
     // A plain name (most names) is read one way: compared at once.
     if raw
         .iter()
         .all(|&b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
     {
-        return ROUTER_PARAMETERS
-            .iter()
-            .any(|r| raw.eq_ignore_ascii_case(r));
+        return names.iter().any(|r| raw.eq_ignore_ascii_case(r));
     }
-    static ROUTER: std::sync::OnceLock<reading::Fields> = std::sync::OnceLock::new();
-    let fields = ROUTER.get_or_init(|| {
-        reading::Fields::of_names(ROUTER_PARAMETERS.iter().map(|n| n.to_vec()).collect())
-    });
+    let fields = fields
+        .get_or_init(|| reading::Fields::of_names(names.iter().map(|n| n.to_vec()).collect()));
     reading::names_field(fields, raw)
 }
 
@@ -695,7 +708,7 @@ fn readings_once(c: &[u8], visit: &mut dyn FnMut(&[u8]) -> bool) -> bool {
     if !dashes
         && !c
             .iter()
-            .any(|&b| b == b'.' || b == b'(' || b == b'%' || b >= 0x80)
+            .any(|&b| b == b'.' || b == b'(' || b == b'%' || b == b'+' || b >= 0x80)
         && !index_cuts(c, &mut |_| true)
     {
         return false;
@@ -744,12 +757,7 @@ fn readings_once(c: &[u8], visit: &mut dyn FnMut(&[u8]) -> bool) -> bool {
 /// of a request ([`Route::decides_like`])? An `alt` no step can read is read
 /// leniently.
 fn reaches_other(policy: &Policy, method: &[u8], alt: &[u8], routing: Routing) -> bool {
-    let strict = path::PathOptions::default();
-    let read = match path::canonical(alt, &strict) {
-        Ok(p) => Some(p.into_owned()),
-        Err(_) => path::lenient(alt, &strict),
-    };
-    let Some(read) = read else {
+    let Some(read) = read_any(alt) else {
         return false;
     };
     [
@@ -775,14 +783,19 @@ fn other_route(r: Routing, routing: Routing) -> bool {
 /// Is `alt`, a path no route takes, under a protected route (other than
 /// `routing`'s)? Routers that match a route as a prefix of the path (ThinkPHP's
 /// default, Drupal 7's menu router) take `/event/x` for `/event`.
-fn under_route(policy: &Policy, method: &[u8], alt: &[u8], routing: Routing) -> bool {
+/// A path read with every decoding step, or leniently where no step can read it;
+/// `None` when neither can.
+fn read_any(alt: &[u8]) -> Option<Vec<u8>> {
     let strict = path::PathOptions::default();
-    let read = match path::canonical(alt, &strict) {
-        Ok(p) => p.into_owned(),
-        Err(_) => match path::lenient(alt, &strict) {
-            Some(p) => p,
-            None => return false,
-        },
+    match path::canonical(alt, &strict) {
+        Ok(p) => Some(p.into_owned()),
+        Err(_) => path::lenient(alt, &strict),
+    }
+}
+
+fn under_route(policy: &Policy, method: &[u8], alt: &[u8], routing: Routing) -> bool {
+    let Some(read) = read_any(alt) else {
+        return false;
     };
     let under = |p: &[u8]| {
         segments(p)
@@ -795,15 +808,8 @@ fn under_route(policy: &Policy, method: &[u8], alt: &[u8], routing: Routing) -> 
         segments(alt)
             .filter(|&(start, _)| start > 0)
             .any(|(start, _)| {
-                let prefix = &alt[..start];
-                let read = match path::canonical(prefix, &strict) {
-                    Ok(p) => p.into_owned(),
-                    Err(_) => match path::lenient(prefix, &strict) {
-                        Some(p) => p,
-                        None => return false,
-                    },
-                };
-                other_route(policy.routing_loose(method, &read), routing)
+                read_any(&alt[..start])
+                    .is_some_and(|read| other_route(policy.routing_loose(method, &read), routing))
             })
     };
     matches!(policy.routing_loose(method, &read), Routing::Unknown)
@@ -1277,7 +1283,7 @@ fn reading_check<'b>(
     let amb = |a: Ambiguity| (Outcome::Ambiguous, Some(a));
     reading::check_headers(&route.fields, &view.headers).map_err(amb)?;
     reading::check_trailers(&route.fields, &view.trailers).map_err(amb)?;
-    reading::check_cookies(&route.fields, &view.headers).map_err(amb)?;
+    reading::check_cookies(&route.fields, &view.headers, route.accept_client).map_err(amb)?;
     reading::check_authority(view).map_err(amb)?;
     if let Some(f) = reading::field_in_path(&route.fields, view.url_path()) {
         return Err(amb(Ambiguity {
@@ -1853,32 +1859,36 @@ fn decide_route(
             return refuse(policy, view, Some(route), Outcome::Ambiguous, Some(a), body);
         }
     }
-    let s2s = || {
-        query
-            .iter()
-            .chain(form.unwrap_or_default())
-            .any(|p| *p.name == *b"s2s" && *p.value == *b"1")
+    // One pass over each place: (has `s2s=1`, has anything but a plain flag).
+    let scan = |ps: &[Param]| {
+        ps.iter().fold((false, false), |(flag, other), p| {
+            (
+                flag || (*p.name == *b"s2s" && *p.value == *b"1"),
+                other || !reading::is_plain_flag(p),
+            )
+        })
     };
-    // The flag where only one of the places a collector reads parameters from has
-    // it, the request's parameters in the other: read two ways.
-    if let (Checks::S2sTokenElseSignature, false, Some(form)) = (route.checks, pending, form) {
-        let flag = |ps: &[Param]| ps.iter().any(|p| *p.name == *b"s2s" && *p.value == *b"1");
-        let other = |ps: &[Param]| ps.iter().any(|p| !reading::is_plain_flag(p));
-        if (flag(query) && other(form)) || (flag(form) && other(query)) {
-            let a = Ambiguity {
-                class: Class::FlagPlace,
-                field: b"s2s".to_vec(),
-            };
-            return refuse(policy, view, Some(route), Outcome::Ambiguous, Some(a), body);
-        }
-    }
     let (want_token, want_signature) = match route.checks {
         Checks::Token => (true, false),
         Checks::Signature => (false, true),
         Checks::TokenAndSignature => (true, true),
         // Before the body, `s2s=1` may still come: look for a token meanwhile.
         Checks::S2sTokenElseSignature if pending => (true, false),
-        Checks::S2sTokenElseSignature => (s2s(), !s2s()),
+        Checks::S2sTokenElseSignature => {
+            let (q_flag, q_other) = scan(query);
+            let (f_flag, f_other) = form.map_or((false, false), scan);
+            // The flag where only one of the places a collector reads parameters
+            // from has it, the request's parameters in the other: read two ways.
+            if form.is_some() && ((q_flag && f_other) || (f_flag && q_other)) {
+                let a = Ambiguity {
+                    class: Class::FlagPlace,
+                    field: b"s2s".to_vec(),
+                };
+                return refuse(policy, view, Some(route), Outcome::Ambiguous, Some(a), body);
+            }
+            let s2s = q_flag || f_flag;
+            (s2s, !s2s)
+        }
     };
     let d = if want_token {
         token_decision(
@@ -1925,6 +1935,23 @@ fn token_decision(
     form: Option<&[Param]>,
 ) -> Decision {
     let extracted = credential::extract(route, view, query, form);
+    // A browser route: a cookie named like the credential may be the site's own,
+    // but not another credential than the one verified ([`reading::cookie_credential`]).
+    if route.accept_client && !route.fields.credentials.is_empty() {
+        let presented = match &extracted {
+            Extracted::One { value, .. } => Some(&**value),
+            _ => None,
+        };
+        if let Some(field) = reading::cookie_credential(&route.fields, &view.headers, |v| {
+            presented != Some(v) && tokens.verify(v).is_some()
+        }) {
+            let a = Ambiguity {
+                class: Class::Cookie,
+                field,
+            };
+            return refuse(policy, view, Some(route), Outcome::Ambiguous, Some(a), body);
+        }
+    }
     // The decision's action is set below, from `forward` or a reply.
     let mut d = passed(policy, route, view);
     let mut forward = match &mut d.action {

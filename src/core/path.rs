@@ -247,28 +247,22 @@ pub fn without_format_suffix(canonical: &[u8]) -> Option<Vec<u8>> {
     (dot > start && dot < canonical.len()).then(|| canonical[..dot].to_vec())
 }
 
-/// The path as older Spring MVC matches it (`AntPathMatcher` with `trimTokens`,
-/// the default before 4.3, after decoding): each segment without leading and
-/// trailing escaped white space or control characters (`%20`, `%09`, `%00`..),
-/// and empty segments dropped (`/event/%20`, `/%09/event` → `/event`); `None` when
-/// that changes nothing.
+/// The path as stacks that trim white space around it read it: older Spring MVC
+/// (`AntPathMatcher` with `trimTokens`, the default before 4.3, after decoding)
+/// trims each segment with Java's `Character.isWhitespace` (Unicode spaces too);
+/// CodeIgniter 4 decodes the path twice, the second time with PHP's `urldecode`
+/// (`+` and `%2B` are spaces there), then trims spaces and `/` at its ends. So:
+/// each segment without leading and trailing white space, control characters,
+/// `+` and `%2B`, raw or escaped (`%20`, `%09`, `%00`.., `%u0020`, `%E3%80%80`),
+/// and empty segments dropped (`/event/%20`, `/%09/event`, `/postback+`,
+/// `/+/postback`, `/event%E2%80%80` → `/event`); `None` when that changes nothing.
 pub fn trimmed_segments(p: &[u8]) -> Option<Vec<u8>> {
-    if !p.iter().any(|&b| b == b'%' || b <= 0x20) {
+    if !p
+        .iter()
+        .any(|&b| b == b'%' || b == b'+' || b <= 0x20 || b >= 0x80)
+    {
         return None;
     }
-    // The length of the escape `e` starts with if it is white space or a control
-    // character: `%09`, or `%u0020` (IIS), else 0.
-    let small = |h: &[u8]| match h {
-        [h, l] => matches!((hex(*h), hex(*l)), (Some(h), Some(l)) if h << 4 | l <= 0x20),
-        _ => false,
-    };
-    let blank = |e: &[u8]| match e {
-        [b'%', b'u' | b'U', b'0', b'0', h, l, ..] if small(&[*h, *l]) => 6,
-        [b'%', h, l, ..] if small(&[*h, *l]) => 3,
-        // Raw, where a host lets one through (Envoy's codecs refuse them).
-        [b, ..] if *b <= 0x20 => 1,
-        _ => 0,
-    };
     let mut out = Vec::with_capacity(p.len());
     let mut changed = false;
     for seg in p.split(|&b| b == b'/').skip(1) {
@@ -280,9 +274,10 @@ pub fn trimmed_segments(p: &[u8]) -> Option<Vec<u8>> {
             }
         }
         loop {
-            let n = [6, 3, 1]
-                .into_iter()
-                .find(|&n| t.len() >= n && blank(&t[t.len() - n..]) == n)
+            // The longest blank is three escaped bytes (`%E3%80%80`).
+            let n = (1..=9.min(t.len()))
+                .rev()
+                .find(|&n| blank(&t[t.len() - n..]) == n)
                 .unwrap_or(0);
             if n == 0 {
                 break;
@@ -299,6 +294,59 @@ pub fn trimmed_segments(p: &[u8]) -> Option<Vec<u8>> {
         out.push(b'/');
     }
     changed.then_some(out)
+}
+
+/// The length of the white space (or control character, or `+`) `e` starts with,
+/// raw or escaped, for [`trimmed_segments`]; 0 if none.
+fn blank(e: &[u8]) -> usize {
+    // One byte, escaped (`%09`, `%u0009`) or raw: returns (byte, length).
+    let byte = |e: &[u8]| -> Option<(u8, usize)> {
+        match e {
+            [b'%', b'u' | b'U', b'0', b'0', h, l, ..] => Some((hex(*h)? << 4 | hex(*l)?, 6)),
+            [b'%', h, l, ..] => Some((hex(*h)? << 4 | hex(*l)?, 3)),
+            [b, ..] => Some((*b, 1)),
+            [] => None,
+        }
+    };
+    let Some((b0, n0)) = byte(e) else {
+        return 0;
+    };
+    // ASCII: controls and space (Java, PHP's trim after urldecode), `+`.
+    if b0 <= 0x20 || b0 == 0x7f || b0 == b'+' {
+        return n0;
+    }
+    if !(0xc2..=0xef).contains(&b0) {
+        return 0;
+    }
+    // A UTF-8 sequence written the same way throughout (all escaped or all raw).
+    let Some((b1, n1)) = byte(e.get(n0..).unwrap_or_default())
+        .filter(|&(b, n)| n == n0 && n0 != 6 && b & 0xc0 == 0x80)
+    else {
+        return 0;
+    };
+    let c = if b0 < 0xe0 {
+        u32::from(b0 & 0x1f) << 6 | u32::from(b1 & 0x3f)
+    } else {
+        let Some((b2, _)) = byte(e.get(n0 + n1..).unwrap_or_default())
+            .filter(|&(b, n)| n == n0 && b & 0xc0 == 0x80)
+        else {
+            return 0;
+        };
+        u32::from(b0 & 0x0f) << 12 | u32::from(b1 & 0x3f) << 6 | u32::from(b2 & 0x3f)
+    };
+    let len = if b0 < 0xe0 { 2 * n0 } else { 3 * n0 };
+    // Unicode white space as Java's `isWhitespace`, Python's `strip` and
+    // JavaScript's `trim` see it (the union), and the byte order mark.
+    let white = matches!(
+        c,
+        0x85 | 0xa0 | 0x1680 | 0x2000
+            ..=0x200a | 0x2028 | 0x2029 | 0x202f | 0x205f | 0x3000 | 0xfeff
+    );
+    if white {
+        len
+    } else {
+        0
+    }
 }
 
 /// The path without ASP.NET's cookieless-session segments (`/(S(x))/event`,
@@ -400,20 +448,24 @@ pub fn character_readings(p: &[u8]) -> Vec<Vec<u8>> {
 /// (`/event/..` is `/event` there, `/` everywhere else; `/event.html/` is
 /// `/event.html`, then its `url_suffix` goes). `None` when the path has none.
 pub fn without_dot_segments(raw: &[u8]) -> Option<Vec<u8>> {
-    let may = raw.contains(&b'.')
-        || raw.windows(3).any(|w| w.eq_ignore_ascii_case(b"%2e"))
-        || raw.windows(2).any(|w| w == b"//")
-        || (raw.len() > 1 && raw.ends_with(b"/"));
-    if !may {
+    // `.` or `..`, each dot plain or escaped (`%2e`, `%2E`): without decoding.
+    let dot = |seg: &[u8]| {
+        let (mut dots, mut rest) = (0, seg);
+        while !rest.is_empty() {
+            rest = match rest {
+                [b'.', tail @ ..] => tail,
+                [b'%', b'2', e, tail @ ..] if *e | 0x20 == b'e' => tail,
+                _ => return false,
+            };
+            dots += 1;
+        }
+        (1..=2).contains(&dots)
+    };
+    // One pass, no allocation, for the paths with nothing to delete (most).
+    let mut segments = raw.split(|&b| b == b'/').skip(1);
+    if !segments.any(|seg| seg.is_empty() || dot(seg)) {
         return None;
     }
-    // Decoded only where it may spell a dot (`.`, `%2e`).
-    let dot = |seg: &[u8]| {
-        (seg.contains(&b'.') || seg.windows(3).any(|w| w.eq_ignore_ascii_case(b"%2e"))) && {
-            let d: Vec<u8> = percent_encoding::percent_decode(seg).collect();
-            d == b"." || d == b".."
-        }
-    };
     let mut out = Vec::with_capacity(raw.len());
     let mut removed = false;
     for (k, seg) in raw.split(|&b| b == b'/').enumerate() {
@@ -950,6 +1002,33 @@ mod tests {
     }
 
     #[test]
+    fn dot_and_empty_segments_deleted_as_codeigniter_3_does() {
+        let d = |p: &str| without_dot_segments(p.as_bytes()).map(|v| String::from_utf8(v).unwrap());
+        for (p, want) in [
+            ("/event/..", "/event"),
+            ("/event/%2e%2E/", "/event"),
+            ("/./event/.%2e", "/event"),
+            ("//event.html/", "/event.html"),
+            ("/a//b/", "/a/b"),
+            ("/..", "/"),
+        ] {
+            assert_eq!(d(p).as_deref(), Some(want), "{p}");
+        }
+        // Nothing to delete: a dot inside a segment, three dots, a double escape.
+        for p in [
+            "/event",
+            "/event.json",
+            "/a/.../b",
+            "/a/%252e/b",
+            "/a/%2/b",
+            "/",
+            "/a.b/c",
+        ] {
+            assert_eq!(d(p), None, "{p}");
+        }
+    }
+
+    #[test]
     fn trimmed_segments_read_as_older_spring_does() {
         let t = |p: &str| trimmed_segments(p.as_bytes()).map(|v| String::from_utf8(v).unwrap());
         assert_eq!(t("/event/%20").as_deref(), Some("/event"));
@@ -966,6 +1045,41 @@ mod tests {
             Some("/index.php/event")
         );
         assert_eq!(t("/event%U0009").as_deref(), Some("/event"));
+        // CodeIgniter 4: `+` and `%2B` are spaces after its second decoding.
+        for p in [
+            "/postback+",
+            "/+postback",
+            "/+/postback",
+            "/postback%2B",
+            "/%2b%2Bpostback/+",
+        ] {
+            assert_eq!(t(p).as_deref(), Some("/postback"), "{p}");
+        }
+        // Unicode white space, escaped or raw (Java's isWhitespace, Python's strip).
+        for p in [
+            "/event%E2%80%80",
+            "/event%e3%80%80",
+            "/%C2%A0event",
+            "/event%C2%85",
+            "/event%E2%80%A8%20",
+            "/event%EF%BB%BF",
+            "/event\u{3000}",
+            "/\u{2009}event",
+        ] {
+            assert_eq!(t(p).as_deref(), Some("/event"), "{p}");
+        }
+        // Not white space, mixed escaping, broken sequences: unchanged.
+        for p in [
+            "/event%E2%80%8B",
+            "/event%E2%80",
+            "/event%E2%80\u{80}",
+            "/event%E3%80%C0",
+            "/event%C3%A9",
+            "/event\u{e9}",
+            "/a+b",
+        ] {
+            assert_eq!(t(p), None, "{p}");
+        }
         // Inside a segment, or not white space: unchanged.
         assert_eq!(t("/a%20b/event"), None);
         assert_eq!(t("/%21event"), None);

@@ -994,15 +994,24 @@ pub fn cookie_names<'h, T>(
     headers: &'h [(String, Vec<u8>)],
     mut visit: impl FnMut(&'h [u8]) -> Option<T>,
 ) -> Option<T> {
+    cookies(headers, |name, _| visit(name))
+}
+
+/// The cookies of a request as `(name, value)`, both trimmed, the value as sent
+/// (quotes and escapes kept), each handed to `visit` until it returns something.
+pub fn cookies<'h, T>(
+    headers: &'h [(String, Vec<u8>)],
+    mut visit: impl FnMut(&'h [u8], &'h [u8]) -> Option<T>,
+) -> Option<T> {
     for (name, value) in headers {
         if !name.eq_ignore_ascii_case("cookie") {
             continue;
         }
         for pair in value.split(|&b| b == b';' || b == b',') {
-            let name = pair.split(|&b| b == b'=').next().unwrap_or_default();
-            let name = trim(name);
+            let mut kv = pair.splitn(2, |&b| b == b'=');
+            let name = trim(kv.next().unwrap_or_default());
             if !name.is_empty() {
-                if let Some(t) = visit(name) {
+                if let Some(t) = visit(name, trim(kv.next().unwrap_or_default())) {
                     return Some(t);
                 }
             }
@@ -1013,11 +1022,19 @@ pub fn cookie_names<'h, T>(
 
 /// Checks cookies: none may be named like a decision field of the route, under
 /// any spelling a stack folds onto it (PHP turns `.` and spaces into `_`,
-/// ASP.NET ignores case): see [`Class::Cookie`].
-pub fn check_cookies(fields: &Fields, headers: &[(String, Vec<u8>)]) -> Result<(), Ambiguity> {
+/// ASP.NET ignores case): see [`Class::Cookie`]. On a route that takes client
+/// secrets (browsers, which send the site's own cookies: a session cookie named
+/// `token`), a cookie named like the credential is left to
+/// [`cookie_credential`]; on server-to-server routes it is refused too.
+pub fn check_cookies(
+    fields: &Fields,
+    headers: &[(String, Vec<u8>)],
+    browsers: bool,
+) -> Result<(), Ambiguity> {
     let credential = |f: &[u8]| {
-        fields.credentials.iter().any(|c| c.as_slice() == f)
-            || fields.prefixes.iter().any(|p| p.as_slice() == f)
+        browsers
+            && (fields.credentials.iter().any(|c| c.as_slice() == f)
+                || fields.prefixes.iter().any(|p| p.as_slice() == f))
     };
     match cookie_names(headers, |name| {
         fields.touches(name).filter(|f| !credential(f))
@@ -1025,6 +1042,34 @@ pub fn check_cookies(fields: &Fields, headers: &[(String, Vec<u8>)]) -> Result<(
         Some(f) => ambiguous(Class::Cookie, f),
         None => Ok(()),
     }
+}
+
+/// On a route browsers use: a cookie named like the route's credential (under any
+/// folding) whose value, as any stack reads it (as sent, unquoted as Go does,
+/// form-decoded as PHP does), is a credential `is_credential` knows and not the
+/// one verified: PHP's `$_REQUEST` takes cookies over the query and the body, so
+/// a collector there would act on that second credential. Returns the field.
+pub fn cookie_credential(
+    fields: &Fields,
+    headers: &[(String, Vec<u8>)],
+    mut is_credential: impl FnMut(&[u8]) -> bool,
+) -> Option<Vec<u8>> {
+    let credential = |f: &[u8]| {
+        fields.credentials.iter().any(|c| c.as_slice() == f)
+            || fields.prefixes.iter().any(|p| p.as_slice() == f)
+    };
+    cookies(headers, |name, value| {
+        let f = fields.touches(name).filter(|f| credential(f))?;
+        let unquoted = value
+            .strip_prefix(b"\"")
+            .and_then(|v| v.strip_suffix(b"\""))
+            .unwrap_or(value);
+        let decoded = crate::request::form_decode(unquoted);
+        let known = [value, unquoted, &decoded]
+            .into_iter()
+            .any(|v| !v.is_empty() && is_credential(v));
+        known.then(|| f.to_vec())
+    })
 }
 
 /// Does any reading of one raw `name=value` pair (or of its `;` parts) name one
@@ -1090,7 +1135,7 @@ pub fn check_headers(fields: &Fields, headers: &[(String, Vec<u8>)]) -> Result<(
 
 /// Headers the decision reads beside [`HEADERS`] (cookies, method overrides, the
 /// URL and root-path headers), refused as trailers too.
-const TRAILER_ONLY: [&str; 10] = [
+pub const TRAILER_ONLY: [&str; 10] = [
     "cookie",
     "x-http-method-override",
     "x-http-method",

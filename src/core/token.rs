@@ -175,16 +175,47 @@ impl OriginRule {
 }
 
 /// Reduces an `Origin` header to its host, as Jitsu compares it: no scheme, no
-/// port, lower-case. `None` for an origin that is not valid text.
+/// port, lower-case. `None` for an origin that is not `scheme://host[:port]` (the
+/// scheme optional, as Jitsu reads it) with a host of name characters or a
+/// bracketed IPv6 address: a rule is matched against a host, never against text
+/// a URL parser reads another host from (`https://evil.com#.a.com` is `evil.com`).
 pub fn origin_host(origin: &[u8]) -> Option<String> {
     let s = std::str::from_utf8(origin).ok()?.trim();
-    let s = s.split_once("://").map_or(s, |(_, rest)| rest);
-    let s = s.split('/').next().unwrap_or_default();
+    let s = match s.split_once("://") {
+        Some((scheme, rest))
+            if !scheme.is_empty()
+                && scheme
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.')) =>
+        {
+            rest
+        }
+        Some(_) => return None,
+        None => s,
+    };
     let host = match s.rsplit_once(':') {
-        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        Some((h, port))
+            if !port.is_empty() && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            h
+        }
         _ => s,
     };
-    (!host.is_empty()).then(|| host.to_ascii_lowercase())
+    let name = |h: &str| {
+        h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+            && !h.starts_with('.')
+    };
+    let ipv6 = |h: &str| {
+        h.strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .is_some_and(|a| {
+                !a.is_empty()
+                    && a.bytes()
+                        .all(|b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.'))
+            })
+    };
+    (!host.is_empty() && (name(host) || ipv6(host))).then(|| host.to_ascii_lowercase())
 }
 
 /// A token: a non-secret id and everything the decision needs; never the secret.
@@ -521,6 +552,25 @@ mod tests {
         );
         assert_eq!(origin_host(b"null").as_deref(), Some("null"));
         assert_eq!(origin_host(b"\xff"), None);
+        assert_eq!(origin_host(b"http://[::1]:8080").as_deref(), Some("[::1]"));
+        assert_eq!(origin_host(b"shop.a.com").as_deref(), Some("shop.a.com"));
+        // Not a host: what a URL parser reads another host from (round 14).
+        for o in [
+            "https://evil.com#.a.com",
+            "https://evil.com?x=.a.com",
+            "https://evil.com:.a.com",
+            "https://evil.com\\.a.com",
+            "https://evil.com%2e.a.com",
+            "https://evil.com .a.com",
+            "https://[::1].a.com",
+            "https://x@evil.com",
+            "https://shop.a.com/path",
+            "ht tps://shop.a.com",
+            "https://.a.com",
+            "https://a.com:123456",
+        ] {
+            assert_eq!(origin_host(o.as_bytes()), None, "{o}");
+        }
     }
 
     #[test]

@@ -365,10 +365,31 @@ fn header_name(
 /// Headers a request needs (beside the ones every decision reads,
 /// [`crate::reading::HEADERS`]): never owned by the filter, which removes every
 /// client copy of the headers it owns (under any folded spelling).
-const NOT_OWNABLE: [&str; 11] = [
+/// Nor headers collectors act on (round 14, helper-56): the method overrides and
+/// root-path headers the decision reads ([`crate::reading::TRAILER_ONLY`]), and
+/// those that name the client, the host, the scheme or the original request.
+const NOT_OWNABLE: [&str; 29] = [
     // Old Symfony, ZF1 and IIS route on these.
     "x-original-url",
     "x-rewrite-url",
+    "x-original-uri",
+    "x-original-method",
+    "x-forwarded-method",
+    "x-envoy-original-path",
+    "forwarded",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-forwarded-scheme",
+    "x-forwarded-ssl",
+    "x-forwarded-server",
+    "x-original-host",
+    "x-url-scheme",
+    "front-end-https",
+    "x-real-ip",
+    "x-client-ip",
+    "true-client-ip",
+    "cf-connecting-ip",
     "host",
     "connection",
     "te",
@@ -403,14 +424,15 @@ fn owned_header_names(
         let path = format!("upstream_headers.{key}");
         if name.starts_with(':')
             || (NOT_OWNABLE.iter().chain(crate::reading::HEADERS.iter()))
+                .chain(crate::reading::TRAILER_ONLY.iter())
                 .any(|n| crate::reading::folds_onto(name, n))
             || configured[k] && credential(name)
         {
             return err(
                 path,
                 format!(
-                    "\"{name}\" is a header requests need or the filter reads (the filter \
-                     removes every client copy of the headers it owns)"
+                    "\"{name}\" is a header requests need, the filter reads or collectors \
+                     act on (the filter removes every client copy of the headers it owns)"
                 ),
             );
         }
