@@ -1244,6 +1244,15 @@ fn cases() -> Vec<Case> {
         case("A: ... spelt as PHP folds it (app.token)", c(),
              Request::get(&format!("/event?s2s=1&app_token={APP}")).header("cookie", "app.token=otherapp0000001"))
             .ambiguous("cookie"),
+        // Round 12 (helper-53, I2): the method override as a cookie.
+        case("A: ... _method as a cookie", c(),
+             Request::post(&format!("/event?s2s=1&app_token={APP}&event_token=x")).header("authorization", bearer())
+                 .header("cookie", "sid=1; _method=DELETE"))
+            .ambiguous("cookie"),
+        case("A: ... _method as a cookie naming the request's own method goes on", c(),
+             Request::post(&format!("/event?s2s=1&app_token={APP}&event_token=x")).header("authorization", bearer())
+                 .header("cookie", "_method=POST"))
+            .up("x-s2s-guard-token-id", Some("adj-events")),
         case("A: ... the flag marker as a cookie", c(),
              Request::post(&format!("/event?s2s=1&app_token={APP}&event_token=x")).header("authorization", bearer())
                  .header("cookie", "s2s_guard_rejection="))

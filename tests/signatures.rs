@@ -1983,3 +1983,50 @@ fn a_replay_racing_the_first_write_of_its_key_is_refused() {
     strict_race.write_after_next_read(&entry.0, &entry.1);
     assert_eq!(strict_race.send_on(0, r).status, 401);
 }
+
+/// Flag mode with the headers not held (round 12, helper-53): the credential
+/// headers go before the body decides, but an SDK's `Authorization: Signature`
+/// is no token to any source: it reaches the collector (which may verify it
+/// again), verified or flagged; a Bearer token beside a form body still goes.
+#[test]
+fn flag_mode_keeps_the_sdk_signature_header() {
+    let mut h = host(&config(r#","mode": "flag""#), 1);
+    let created = at(900);
+    let params = [
+        ("app_token", "abc123"),
+        ("created_at", created.as_str()),
+        ("gps_adid", GPS),
+    ];
+    let o = h.send(app2().request("/session", &params, &ORDER));
+    assert_eq!(o.status, 200, "{}", o.body_text());
+    let up = o.upstream.as_ref().expect("forwarded");
+    assert!(
+        up.header("authorization")
+            .is_some_and(|a| a.starts_with(b"Signature ")),
+        "{:?}",
+        up.headers
+    );
+    assert!(up.header("x-s2s-guard-rejection").is_none());
+    // A signature that does not verify: flagged, the header still there.
+    let created = at(901);
+    let params = [
+        ("app_token", "abc123"),
+        ("created_at", created.as_str()),
+        ("gps_adid", GPS),
+    ];
+    let o = h.send(Signer::android(2, [0, 0, 0, 0]).request("/session", &params, &ORDER));
+    let up = o.upstream.as_ref().expect("forwarded flagged");
+    assert!(String::from_utf8_lossy(&up.body).contains("s2s_guard_rejection=invalid_signature"));
+    assert!(up
+        .header("authorization")
+        .is_some_and(|a| a.starts_with(b"Signature ")));
+    // A Bearer token on the same route before its body: stripped as before.
+    let o = h.send(
+        Request::post("/session")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("authorization", "Bearer not-a-token")
+            .body("app_token=abc123&s2s=1"),
+    );
+    let up = o.upstream.as_ref().expect("forwarded flagged");
+    assert_eq!(up.header("authorization"), None, "{:?}", up.headers);
+}

@@ -64,6 +64,12 @@ enum AuthValue<'a> {
     Raw(&'a [u8]),
 }
 
+/// Is an `Authorization` value an SDK signature (`Signature ...`)? Never a token
+/// to any source: not a credential to strip.
+pub fn is_signature(value: &[u8]) -> bool {
+    matches!(parse_authorization(value), AuthValue::Signature)
+}
+
 fn parse_authorization(value: &[u8]) -> AuthValue<'_> {
     let v = trim(value);
     let split = v.iter().position(|&b| b == b' ' || b == b'\t');

@@ -1600,12 +1600,22 @@ fn method_override(
         };
         is("_method") || HEADERS.iter().any(|h| is(h))
     };
-    (query.iter().chain(form.unwrap_or_default()))
-        .find(|p| overriding(&p.name) && other(&p.value))
-        .map(|_| Ambiguity {
+    if (query.iter().chain(form.unwrap_or_default()))
+        .any(|p| overriding(&p.name) && other(&p.value))
+    {
+        return Some(Ambiguity {
             class: Class::Spelling,
             field: b"_method".to_vec(),
+        });
+    }
+    // As a cookie too: PHP's `$_REQUEST` (no php.ini) takes cookies over the query
+    // and the body, for code that reads the override there.
+    reading::cookies(&view.headers, |name, value| {
+        (overriding(name) && other(value)).then(|| Ambiguity {
+            class: Class::Cookie,
+            field: b"_method".to_vec(),
         })
+    })
 }
 
 /// Every forwarded request: the canonical path, and no client-sent copy of the
@@ -1757,10 +1767,15 @@ pub fn credential_header(policy: &Policy, name: &str) -> bool {
         })
 }
 
-/// Removes every header of the request that some route reads a credential from.
+/// Removes every header of the request that some route reads a credential from
+/// (an SDK's `Authorization: Signature ...` stays: no source reads a token there,
+/// and the collector may verify it again).
 fn strip_credential_headers(f: &mut Forward, policy: &Policy, view: &RequestView) {
-    for (name, _) in &view.headers {
-        if credential_header(policy, name) && !f.remove_headers.iter().any(|h| **h == **name) {
+    for (name, value) in &view.headers {
+        if credential_header(policy, name)
+            && !(name.eq_ignore_ascii_case("authorization") && credential::is_signature(value))
+            && !f.remove_headers.iter().any(|h| **h == **name)
+        {
             f.remove_headers.push(name.as_str().into());
         }
     }
