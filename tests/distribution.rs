@@ -563,6 +563,32 @@ fn sets_change_app_settings_only_when_allowed() {
     );
 }
 
+/// Round 15 (helper-58, F4): a set that keeps an app's signatures enforced but
+/// loosens how (replay memory off, ten-year freshness, later shapes passed) is
+/// logged, naming the app and what loosened.
+#[test]
+fn sets_loosening_signature_checks_are_logged() {
+    let cfg = r#"{"presets": ["adjust_sdk"], "apps": {"app1": {"signature": {"enforce_signature": true,
+      "later_sdk": "reject", "secrets": [{"id": 1, "info": [1, 2, 3, 4]}]}}},
+      "token_source": {"cluster": "token_service", "path": "/tokens.json", "period": "3s",
+                       "headers": {"authorization": "Bearer source-credential"},
+                       "apps_from_set": true, "before_first": "inline"}}"#;
+    let set = r#"{"version": 5, "tokens": [], "apps": {"app1": {"signature": {"enforce_signature": true,
+      "later_sdk": "pass", "max_age": "3650d", "replay": {"enabled": false},
+      "secrets": [{"id": 1, "info": [1, 2, 3, 4]}]}}}}"#;
+    let svc = service(set);
+    let mut h = host_with(cfg, 1, &svc);
+    h.advance(1000);
+    let logs = h.logs_at(LogLevel::Warn).join("\n");
+    assert!(
+        logs.contains(
+            "version 5 loosens signature checks for apps [app1 (replay off, longer max_age, later_sdk looser)]"
+        ),
+        "{logs}"
+    );
+    assert!(!logs.contains("switches authentication OFF"), "{logs}");
+}
+
 /// With a bundle key, workers verify what they load from shared data: a set written
 /// there by another plugin of the proxy (Istio shares one namespace) is refused.
 #[test]

@@ -1274,6 +1274,30 @@ fn cases() -> Vec<Case> {
                  .header("content-type", "application/json").body("{}"))
             .local(400, r#"{"message":"Ambiguous request"}"#)
             .counts(&["s2s_guard.ambiguous.class.cookie"]),
+        // Round 15 (helper-58): PHP before 7.4.11 and HHVM read `+` in a cookie's
+        // name as a space (then a leading space goes, the others are `_`).
+        case("A: ... +s2s_token (older PHP's cookie names)", c(),
+             Request::get(&format!("/postback?s2s_token={SWAARM}&user_id=u&event_id=e")).header("cookie", "+s2s_token=B"))
+            .ambiguous("cookie"),
+        case("A: ... s2s+token", c(),
+             Request::get(&format!("/postback?s2s_token={SWAARM}&user_id=u&event_id=e")).header("cookie", "a=1; s2s+token=B"))
+            .ambiguous("cookie"),
+        case("A: ... +app_token (another app)", c(),
+             Request::post(&format!("/event?s2s=1&app_token={APP}&event_token=x")).header("authorization", bearer())
+                 .header("cookie", "+app_token=otherapp0000001"))
+            .ambiguous("cookie"),
+        case("A: ... +_method", c(),
+             Request::post(&format!("/event?s2s=1&app_token={APP}&event_token=x")).header("authorization", bearer())
+                 .header("cookie", "+_method=DELETE"))
+            .ambiguous("cookie"),
+        case("A: ... a browser route, +token holding a server secret", jitsu_client(),
+             Request::post("/api/v1/event?token=js.client-1").header("cookie", format!("+token={JITSU_SERVER}"))
+                 .header("content-type", "application/json").body("{}"))
+            .local(400, r#"{"message":"Ambiguous request"}"#)
+            .counts(&["s2s_guard.ambiguous.class.cookie"]),
+        case("A: ... a cookie with + elsewhere goes on", c(),
+             Request::get(&format!("/postback?s2s_token={SWAARM}&user_id=u&event_id=e")).header("cookie", "ab+c=1"))
+            .up("cookie", Some("ab+c=1")),
         case("A: ... a browser route, a site's token cookie goes on", jitsu_client(),
              Request::post("/api/v1/event?token=js.client-1").header("cookie", "token=session-abc; p_x=1")
                  .header("content-type", "application/json").body("{}"))

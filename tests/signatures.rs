@@ -2030,3 +2030,47 @@ fn flag_mode_keeps_the_sdk_signature_header() {
     let up = o.upstream.as_ref().expect("forwarded flagged");
     assert_eq!(up.header("authorization"), None, "{:?}", up.headers);
 }
+
+/// Round 15 (helper-58, F3): the legacy signature does not sign the app, so an
+/// App Secret value is one key whatever app or ID carries it. A value an app
+/// deactivated under its own ID stays refused when its template holds it under
+/// another; an app with its replay memory off beside apps sharing its secret with
+/// the memory on is said at load.
+#[test]
+fn template_secrets_do_not_undo_an_app_s_own_settings() {
+    let cfg = r#"{"presets": ["adjust_sdk"], "apps": {
+        "t7": {"signature": {"secrets": [{"id": 7, "info": [1234, 5678, 9012, 3456]}]}},
+        "abc123": {"template": "t7", "signature": {"enforce_signature": true,
+            "secrets": [{"id": 2, "info": [1234, 5678, 9012, 3456], "active": false}]}},
+        "loose": {"template": "t7", "signature": {"replay": {"enabled": false}}}}}"#;
+    let mut h = host(cfg, 1);
+    let warnings = h.logs_at(s2s_guard_host::LogLevel::Warn).join("\n");
+    assert!(
+        warnings.contains(
+            "apps.loose.signature: replay is off, but an App Secret of it is also one of [t7], whose signatures (the app is not signed) can then be replayed as loose without limit"
+        ),
+        "{warnings}"
+    );
+    for (n, id) in [(0, 7), (1, 2)] {
+        let created = at(980 + n);
+        let params = [
+            ("app_token", "abc123"),
+            ("created_at", created.as_str()),
+            ("gps_adid", GPS),
+        ];
+        let o = h.send(
+            Signer::android(id, [1234, 5678, 9012, 3456]).request("/session", &params, &ORDER),
+        );
+        assert_eq!(o.status, 401, "secret id {id}: {}", o.body_text());
+    }
+    // The template's other apps keep it.
+    let created = at(990);
+    let params = [
+        ("app_token", "loose"),
+        ("created_at", created.as_str()),
+        ("gps_adid", GPS),
+    ];
+    let o =
+        h.send(Signer::android(7, [1234, 5678, 9012, 3456]).request("/session", &params, &ORDER));
+    assert_eq!(o.status, 200, "{}", o.body_text());
+}

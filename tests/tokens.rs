@@ -390,6 +390,20 @@ fn cases() -> Vec<Case> {
              Request::post(&format!("/api/v1/event?token={JITSU_CLIENT}")).header("origin", "https://evil.com\\.shop.abc.com"))
             .local(403, r#"{"message":"The request origin is not allowed for this token"}"#)
             .counts(&["s2s_guard.rejected.outcome.origin_denied", "s2s_guard.requests.outcome.origin_denied.scope.none"]),
+        // Round 15 (helper-58, F2): what no browser sends: no scheme, a port past
+        // 65535, an empty label.
+        case("jitsu: ... nor shop.abc.com without a scheme", c(),
+             Request::post(&format!("/api/v1/event?token={JITSU_CLIENT}")).header("origin", "shop.abc.com"))
+            .local(403, r#"{"message":"The request origin is not allowed for this token"}"#)
+            .counts(&["s2s_guard.rejected.outcome.origin_denied", "s2s_guard.requests.outcome.origin_denied.scope.none"]),
+        case("jitsu: ... nor https://shop.abc.com:99999", c(),
+             Request::post(&format!("/api/v1/event?token={JITSU_CLIENT}")).header("origin", "https://shop.abc.com:99999"))
+            .local(403, r#"{"message":"The request origin is not allowed for this token"}"#)
+            .counts(&["s2s_guard.rejected.outcome.origin_denied", "s2s_guard.requests.outcome.origin_denied.scope.none"]),
+        case("jitsu: ... nor https://shop..abc.com", c(),
+             Request::post(&format!("/api/v1/event?token={JITSU_CLIENT}")).header("origin", "https://shop..abc.com"))
+            .local(403, r#"{"message":"The request origin is not allowed for this token"}"#)
+            .counts(&["s2s_guard.rejected.outcome.origin_denied", "s2s_guard.requests.outcome.origin_denied.scope.none"]),
         // Session 10, round 2 (helper-35) N1: two Origin headers are refused, and
         // the answer names neither (the first was one the token does not allow).
         case("jitsu: two origins: refused, no CORS for either", c(),

@@ -756,6 +756,17 @@ impl Distribution {
             );
             count(Counter::SourceAppsSwitchedOff);
         }
+        let loosened = current
+            .map(|c| distribution::loosened(c, &policy))
+            .unwrap_or_default();
+        if !loosened.is_empty() {
+            warn!(
+                "s2s-guard: token set {} version {} loosens signature checks for apps [{}]",
+                self.src.name,
+                record.version.version,
+                loosened.join(", ")
+            );
+        }
         // Readers in large-set mode hold no tokens: the fetcher's count stands.
         if !(self.src.shared_lookup && policy.tokens.is_empty()) {
             self.token_count = policy.tokens.len() as u64;

@@ -318,6 +318,51 @@ pub fn switched_off(old: &crate::policy::Policy, new: &crate::policy::Policy) ->
     out
 }
 
+/// Apps whose signature checks a new policy loosens without switching them off
+/// (`apps_from_set`): each with what loosened (replay memory off, a longer
+/// `max_age` or `max_future`, unverifiable shapes passed, device ids no longer
+/// required, minimum SDK versions dropped), sorted by app.
+pub fn loosened(old: &crate::policy::Policy, new: &crate::policy::Policy) -> Vec<String> {
+    use crate::policy::LaterSdk;
+    let strictness = |l: LaterSdk| match l {
+        LaterSdk::Pass => 0,
+        LaterSdk::Flag => 1,
+        LaterSdk::Reject => 2,
+    };
+    let mut out: Vec<String> = Vec::new();
+    for (app, o) in &old.signatures {
+        let Some(n) = new.signatures.get(app) else {
+            continue;
+        };
+        let what: Vec<&str> = [
+            (o.replay_enabled && !n.replay_enabled, "replay off"),
+            (n.max_age > o.max_age, "longer max_age"),
+            (n.max_future > o.max_future, "longer max_future"),
+            (
+                strictness(n.later_sdk) < strictness(o.later_sdk),
+                "later_sdk looser",
+            ),
+            (
+                o.require_device_id && !n.require_device_id,
+                "device id not required",
+            ),
+            (
+                o.min_sdk_android.is_some() && n.min_sdk_android.is_none()
+                    || o.min_sdk_ios.is_some() && n.min_sdk_ios.is_none(),
+                "min_sdk dropped",
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(hit, w)| hit.then_some(w))
+        .collect();
+        if !what.is_empty() {
+            out.push(format!("{app} ({})", what.join(", ")));
+        }
+    }
+    crate::order::strings(&mut out);
+    out
+}
+
 /// The key that signs what a fetcher publishes in shared data (version record,
 /// store, meta and token records) under the namespace `name`: HMAC-SHA256 of
 /// `s2s-guard/publish/<name>` under the bundle key. Derived from the bundle key so

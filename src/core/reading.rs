@@ -989,19 +989,22 @@ fn has_numeric_entity(v: &[u8]) -> bool {
 }
 
 /// The cookies of a request (`name=value` pairs of every `Cookie` header), each
-/// handed to `visit` by name until it returns something.
-pub fn cookie_names<'h, T>(
-    headers: &'h [(String, Vec<u8>)],
-    mut visit: impl FnMut(&'h [u8]) -> Option<T>,
+/// handed to `visit` by name until it returns something ([`cookies`]).
+pub fn cookie_names<T>(
+    headers: &[(String, Vec<u8>)],
+    mut visit: impl FnMut(&[u8]) -> Option<T>,
 ) -> Option<T> {
     cookies(headers, |name, _| visit(name))
 }
 
 /// The cookies of a request as `(name, value)`, both trimmed, the value as sent
 /// (quotes and escapes kept), each handed to `visit` until it returns something.
+/// A name holding `+` is handed over twice: as sent, and with each `+` a space, as
+/// PHP before 7.4.11 (CVE-2020-7070) and HHVM decode cookie names (then drop a
+/// leading space and read the others as `_`: `+s2s+token` is `s2s_token` there).
 pub fn cookies<'h, T>(
     headers: &'h [(String, Vec<u8>)],
-    mut visit: impl FnMut(&'h [u8], &'h [u8]) -> Option<T>,
+    mut visit: impl FnMut(&[u8], &'h [u8]) -> Option<T>,
 ) -> Option<T> {
     for (name, value) in headers {
         if !name.eq_ignore_ascii_case("cookie") {
@@ -1010,8 +1013,19 @@ pub fn cookies<'h, T>(
         for pair in value.split(|&b| b == b';' || b == b',') {
             let mut kv = pair.splitn(2, |&b| b == b'=');
             let name = trim(kv.next().unwrap_or_default());
-            if !name.is_empty() {
-                if let Some(t) = visit(name, trim(kv.next().unwrap_or_default())) {
+            if name.is_empty() {
+                continue;
+            }
+            let value = trim(kv.next().unwrap_or_default());
+            if let Some(t) = visit(name, value) {
+                return Some(t);
+            }
+            if name.contains(&b'+') {
+                let spaced: Vec<u8> = name
+                    .iter()
+                    .map(|&b| if b == b'+' { b' ' } else { b })
+                    .collect();
+                if let Some(t) = visit(&spaced, value) {
                     return Some(t);
                 }
             }

@@ -175,47 +175,60 @@ impl OriginRule {
 }
 
 /// Reduces an `Origin` header to its host, as Jitsu compares it: no scheme, no
-/// port, lower-case. `None` for an origin that is not `scheme://host[:port]` (the
-/// scheme optional, as Jitsu reads it) with a host of name characters or a
-/// bracketed IPv6 address: a rule is matched against a host, never against text
-/// a URL parser reads another host from (`https://evil.com#.a.com` is `evil.com`).
+/// port, lower-case. `None` for an origin that is not what browsers send,
+/// `scheme://host[:port]` (`null` aside): a scheme of a letter then letters,
+/// digits, `+`, `-`, `.` (`https`, `capacitor`, `chrome-extension`); a host of
+/// non-empty dot-separated labels of letters, digits, `-` (not at a label's ends)
+/// and `_`, or a bracketed IPv6 address; a port up to 65535. A rule is matched
+/// against a host, never against text a URL parser reads another host from
+/// (`https://evil.com#.a.com` is `evil.com`).
 pub fn origin_host(origin: &[u8]) -> Option<String> {
     let s = std::str::from_utf8(origin).ok()?.trim();
-    let s = match s.split_once("://") {
-        Some((scheme, rest))
-            if !scheme.is_empty()
-                && scheme
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.')) =>
-        {
-            rest
-        }
-        Some(_) => return None,
-        None => s,
-    };
-    let host = match s.rsplit_once(':') {
-        Some((h, port))
-            if !port.is_empty() && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit()) =>
-        {
+    if s == "null" {
+        return Some("null".into());
+    }
+    let (scheme, rest) = s.split_once("://")?;
+    let scheme_ok = scheme
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic())
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
+    if !scheme_ok {
+        return None;
+    }
+    let host = match rest.rsplit_once(':') {
+        Some((h, port)) if !h.ends_with(':') && !port.contains(']') => {
+            let valid = !port.is_empty()
+                && port.len() <= 5
+                && port.bytes().all(|b| b.is_ascii_digit())
+                && port.parse::<u32>().is_ok_and(|p| (1..=65535).contains(&p));
+            if !valid {
+                return None;
+            }
             h
         }
-        _ => s,
+        _ => rest,
     };
-    let name = |h: &str| {
-        h.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
-            && !h.starts_with('.')
+    let label = |l: &str| {
+        !l.is_empty()
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
     };
+    let name = |h: &str| h.split('.').all(label);
     let ipv6 = |h: &str| {
         h.strip_prefix('[')
             .and_then(|h| h.strip_suffix(']'))
             .is_some_and(|a| {
-                !a.is_empty()
+                a.contains(':')
                     && a.bytes()
                         .all(|b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.'))
             })
     };
-    (!host.is_empty() && (name(host) || ipv6(host))).then(|| host.to_ascii_lowercase())
+    (name(host) || ipv6(host)).then(|| host.to_ascii_lowercase())
 }
 
 /// A token: a non-secret id and everything the decision needs; never the secret.
@@ -553,7 +566,15 @@ mod tests {
         assert_eq!(origin_host(b"null").as_deref(), Some("null"));
         assert_eq!(origin_host(b"\xff"), None);
         assert_eq!(origin_host(b"http://[::1]:8080").as_deref(), Some("[::1]"));
-        assert_eq!(origin_host(b"shop.a.com").as_deref(), Some("shop.a.com"));
+        assert_eq!(origin_host(b"http://[::1]").as_deref(), Some("[::1]"));
+        assert_eq!(
+            origin_host(b"capacitor://localhost").as_deref(),
+            Some("localhost")
+        );
+        assert_eq!(
+            origin_host(b"https://a_b.x.com:65535").as_deref(),
+            Some("a_b.x.com")
+        );
         // Not a host: what a URL parser reads another host from (round 14).
         for o in [
             "https://evil.com#.a.com",
@@ -568,6 +589,18 @@ mod tests {
             "ht tps://shop.a.com",
             "https://.a.com",
             "https://a.com:123456",
+            // Round 15 (helper-58): what no browser sends.
+            "shop.a.com",
+            "efg.com:1",
+            "https://a.com:99999",
+            "https://a.com:0",
+            "https://shop..a.com",
+            "https://-.a.com",
+            "https://shop-.a.com",
+            "https://a.com.",
+            "1https://a.com",
+            "https://[a.com]",
+            "https://a.com:",
         ] {
             assert_eq!(origin_host(o.as_bytes()), None, "{o}");
         }

@@ -766,6 +766,32 @@ fn signature_warnings(sigs: &HashMap<String, SignatureSettings>) -> Vec<String> 
             )
         })
         .collect();
+    // The legacy signature does not sign the app: an app with its replay memory
+    // off that shares an App Secret value (a template's, or the same value) with
+    // apps whose memory is on takes their devices' signatures again and again.
+    for (app, s) in sigs.iter().filter(|(_, s)| !s.replay_enabled) {
+        let mut others: Vec<String> = sigs
+            .iter()
+            .filter(|(other, o)| {
+                *other != app
+                    && o.replay_enabled
+                    && o.secrets.iter().any(|x| {
+                        x.active
+                            && s.secrets
+                                .iter()
+                                .any(|y| y.active && y.replay_tag == x.replay_tag)
+                    })
+            })
+            .map(|(other, _)| other.clone())
+            .collect();
+        if !others.is_empty() {
+            crate::order::strings(&mut others);
+            out.push(format!(
+                "apps.{app}.signature: replay is off, but an App Secret of it is also one of [{}], whose signatures (the app is not signed) can then be replayed as {app} without limit",
+                others.join(", ")
+            ));
+        }
+    }
     crate::order::strings(&mut out);
     out
 }
@@ -1227,8 +1253,13 @@ fn compile_signatures(
             }
         }
         if let Some(b) = base {
+            // Not under another ID a value the app deactivated: the Secret ID is
+            // not signed, so the value would verify there all the same.
             for s in b.secrets.iter().filter(|s| s.active) {
-                if !secrets.iter().any(|x| x.id == s.id) {
+                if !secrets
+                    .iter()
+                    .any(|x| x.id == s.id || (!x.active && x.replay_tag == s.replay_tag))
+                {
                     secrets.push(s.clone());
                 }
             }
@@ -1446,7 +1477,14 @@ fn compile_source(o: &TokenSourceConfig) -> Result<TokenSource, ConfigError> {
     let bundle_key = match o.bundle_key.as_deref() {
         None => None,
         Some(k) => match hex::decode(k) {
-            Ok(k) if k.len() >= 16 => Some(k),
+            // One byte repeated (all zeros: a placeholder left in) is no key.
+            Ok(k) if k.len() >= 16 && k.iter().any(|&b| b != k[0]) => Some(k),
+            Ok(k) if k.len() >= 16 => {
+                return err(
+                    f("bundle_key"),
+                    "one byte repeated is no key (a placeholder?)",
+                )
+            }
             _ => return err(f("bundle_key"), "expected at least 16 bytes as hexadecimal"),
         },
     };
