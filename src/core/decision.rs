@@ -248,7 +248,9 @@ impl<'p, 'm> Readings<'p, 'm> {
     /// route under another, Jitsu's dry-run, stays its own), and so its readings.
     fn any_other_route(&self, c: &[u8], routing: Routing) -> bool {
         other_readings(c, &mut |alt| {
-            !self.charge(alt.len()) || reaches_other(self.policy, self.method, alt, routing)
+            !self.charge(alt.len())
+                || reaches_other(self.policy, self.method, alt, routing)
+                || skeleton_reaches(self.policy, alt, routing, false)
         })
     }
 
@@ -258,6 +260,7 @@ impl<'p, 'm> Readings<'p, 'm> {
         !self.charge(alt.len())
             || reaches_other(self.policy, self.method, alt, routing)
             || under_route(self.policy, self.method, alt, routing)
+            || skeleton_reaches(self.policy, alt, routing, true)
     }
 
     /// Every reading of `alt` a router may give it: itself, its [`other_readings`]
@@ -338,7 +341,10 @@ fn routed_by_parameter(raw: &[u8], query: Option<&[u8]>, check: &dyn Fn(&[u8]) -
             } else {
                 [&b"/"[..], v].concat()
             };
-            check(&route) || (!dir.is_empty() && check(&[dir, &route].concat()))
+            check(&route)
+                || (!dir.is_empty() && check(&[dir, &route].concat()))
+                // WordPress's REST routes, published under `/wp-json`.
+                || check(&[&b"/wp-json"[..], &route].concat())
         };
         // The value as a URL too: CakePHP 1 cuts it at `?`, Phalcon 4/5 front
         // controllers route `parse_url($_GET['_url'], PHP_URL_PATH)` (`/event?x`,
@@ -387,8 +393,11 @@ fn routed_by_parameter(raw: &[u8], query: Option<&[u8]>, check: &dyn Fn(&[u8]) -
 /// The query parameters front controllers route by (Phalcon's `_url`, ThinkPHP's
 /// `s`, Drupal's `q`, CakePHP's `url`, Craft's `p`, Yii's `r`, OpenCart's `route`
 /// and `_route_`, ProcessWire's `it`, Elgg's `__elgg_uri`, CodeIgniter's `c` with
-/// `enable_query_strings`).
-const ROUTER_PARAMETERS: [&[u8]; 11] = [
+/// `enable_query_strings`, WordPress's `rest_route` (its REST API, also under
+/// `/wp-json`) and `pagename`).
+const ROUTER_PARAMETERS: [&[u8]; 13] = [
+    b"rest_route",
+    b"pagename",
     b"s",
     b"c",
     b"_url",
@@ -766,6 +775,67 @@ fn reaches_other(policy: &Policy, method: &[u8], alt: &[u8], routing: Routing) -
     ]
     .into_iter()
     .any(|r| other_route(r, routing))
+}
+
+/// On a protected route, WordPress's own route parameters (`rest_route`,
+/// `pagename`, under any reading of their names) with any value: WordPress takes
+/// them over the path (from the body first), and what a value names there is up
+/// to the site's rewrite rules (`/gdpr_forget_device` published as
+/// `rest_route=/collector/v1/gdpr_forget_device`), which the filter cannot see.
+fn wordpress_route(query: &[Param], form: Option<&[Param]>) -> Option<Ambiguity> {
+    static WORDPRESS: std::sync::OnceLock<reading::Fields> = std::sync::OnceLock::new();
+    (query.iter().chain(form.unwrap_or_default()))
+        .find(|p| {
+            !p.value.is_empty() && names_one_of(&p.name, &[b"rest_route", b"pagename"], &WORDPRESS)
+        })
+        .map(|p| Ambiguity {
+            class: Class::Path,
+            field: p.name.to_vec(),
+        })
+}
+
+/// A form field named like a front controller's route parameter whose value, as
+/// a path (under `/wp-json` too), reaches or lies under another protected route
+/// than `route`: WordPress takes `rest_route` (and its other public query
+/// variables) from `$_POST` before the query and the path.
+fn body_route_parameter(
+    policy: &Policy,
+    method: &[u8],
+    route: &Route,
+    form: &[Param],
+) -> Option<Ambiguity> {
+    let here = Routing::Route(route);
+    form.iter()
+        .filter(|p| !p.value.is_empty() && routing_parameter(&p.name))
+        .find(|p| {
+            let v: &[u8] = &p.value;
+            let rooted = if v.first() == Some(&b'/') {
+                v.to_vec()
+            } else {
+                [&b"/"[..], v].concat()
+            };
+            let wp = [&b"/wp-json"[..], &rooted].concat();
+            [rooted, wp].iter().any(|r| {
+                read_any(r).is_some_and(|c| other_route(policy.routing_loose(method, &c), here))
+                    || skeleton_reaches(policy, r, here, true)
+            })
+        })
+        .map(|p| Ambiguity {
+            class: Class::Path,
+            field: p.name.to_vec(),
+        })
+}
+
+/// Does `alt`, reduced as MVC routers reduce controller names
+/// ([`path::skeleton`]: CodeIgniter 3's dots, Zend Framework 1's punctuation,
+/// CakePHP 2's underscores and camel case deleted), name a protected route other
+/// than `routing`'s, or (`under`) lie under one?
+fn skeleton_reaches(policy: &Policy, alt: &[u8], routing: Routing, under: bool) -> bool {
+    let skeleton = path::skeleton(alt);
+    policy
+        .routes
+        .iter()
+        .any(|r| r.skeleton_matches(&skeleton, under) && other_route(Routing::Route(r), routing))
 }
 
 /// Is `r` a protected route other than `routing`'s that decides otherwise?
@@ -1368,6 +1438,11 @@ fn decide_inner(
     }
     if let Some(a) = forged_name(policy, view, &query, form.as_deref())
         .or_else(|| method_override(view, &query, form.as_deref()))
+        .or_else(|| {
+            form.as_deref()
+                .and_then(|f| body_route_parameter(policy, &view.method, route, f))
+        })
+        .or_else(|| wordpress_route(&query, form.as_deref()))
     {
         return refuse(policy, view, Some(route), Outcome::Ambiguous, Some(a), body);
     }

@@ -486,6 +486,46 @@ pub fn without_dot_segments(raw: &[u8]) -> Option<Vec<u8>> {
     (removed && out != raw).then_some(out)
 }
 
+/// A path as MVC routers reduce a controller's (and action's) name to a class:
+/// escapes decoded until none is left (CodeIgniter 4 decodes twice, `+` a space
+/// the second time), then each segment lower-cased with every character but a
+/// letter or digit deleted, and the segments left empty dropped. CodeIgniter 3
+/// deletes `.` from the controller, Zend Framework 1 every character but
+/// `[a-z0-9]` (`-` and `.` as word breaks), CakePHP 2 `_` and spaces
+/// (`camelize`): `/po!stback`, `/post.back`, `/_postback`, `/gdprForgetDevice`
+/// are `postback` and `gdprforgetdevice` there, as `/postback` and
+/// `/gdpr_forget_device` are. Segments joined by `/`, without a leading one.
+pub fn skeleton(p: &[u8]) -> Vec<u8> {
+    let mut decoded: Cow<[u8]> = Cow::Borrowed(p);
+    for _ in 0..3 {
+        if !decoded.contains(&b'%') {
+            break;
+        }
+        let next: Vec<u8> = percent_encoding::percent_decode(&decoded).collect();
+        if next == *decoded {
+            break;
+        }
+        decoded = Cow::Owned(next);
+    }
+    let mut out = Vec::with_capacity(decoded.len());
+    for seg in decoded.split(|&b| b == b'/' || b == b'\\') {
+        let start = out.len();
+        if start > 0 {
+            out.push(b'/');
+        }
+        let kept = out.len();
+        out.extend(
+            seg.iter()
+                .filter(|b| b.is_ascii_alphanumeric())
+                .map(u8::to_ascii_lowercase),
+        );
+        if out.len() == kept {
+            out.truncate(start);
+        }
+    }
+    out
+}
+
 /// A route as OpenCart reads its `route` parameter: every character but letters,
 /// digits, `_` and `/` deleted; `None` when that changes nothing.
 pub fn route_characters_only(p: &[u8]) -> Option<Vec<u8>> {

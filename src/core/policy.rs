@@ -201,6 +201,9 @@ pub struct Route {
     /// Where this route's decision series (one per [`Outcome`]) start in
     /// [`Policy::stat_names`]; set when the policy is compiled.
     pub stats_base: usize,
+    /// The route's path as MVC routers reduce a controller name
+    /// ([`crate::path::skeleton`]), derived by [`Route::finish`].
+    pub skeleton: Vec<u8>,
 }
 
 /// What a route's request body is to the collector behind it.
@@ -249,7 +252,32 @@ impl Route {
 
     pub fn finish(mut self) -> Route {
         self.fields = crate::reading::Fields::of(&self);
+        let path = match &self.path {
+            PathMatch::Exact(p) | PathMatch::Prefix(p) => p,
+        };
+        self.skeleton = crate::path::skeleton(path);
         self
+    }
+
+    /// Does a path's [`crate::path::skeleton`] name this route: the same segments,
+    /// or (`under`, or a prefix route) these segments and more?
+    pub fn skeleton_matches(&self, skeleton: &[u8], under: bool) -> bool {
+        let own = &self.skeleton;
+        let cut_mid_name = match &self.path {
+            // A prefix that ends inside a segment's name (Jitsu's `/api.`): its
+            // skeleton (`api`) would claim every `/api/...`.
+            PathMatch::Prefix(p) => p
+                .last()
+                .is_some_and(|&b| b != b'/' && !b.is_ascii_alphanumeric()),
+            PathMatch::Exact(_) => false,
+        };
+        if own.is_empty() || cut_mid_name {
+            // A route at the root reduces to nothing: every path would match.
+            return false;
+        }
+        let prefix = under || matches!(self.path, PathMatch::Prefix(_));
+        skeleton == own.as_slice()
+            || (prefix && skeleton.starts_with(own) && skeleton.get(own.len()) == Some(&b'/'))
     }
 }
 

@@ -649,6 +649,7 @@ fn compile_route(
         realm,
         fields: Default::default(),
         stats_base: 0,
+        skeleton: Vec::new(),
         name: name.into(),
         path,
         methods,

@@ -160,6 +160,7 @@ fn route(name: &str, path: &str) -> Route {
         realm: "default".into(),
         fields: Default::default(),
         stats_base: 0,
+        skeleton: Vec::new(),
     }
 }
 
