@@ -1266,6 +1266,15 @@ fn cases() -> Vec<Case> {
             .ambiguous("path"),
         case("D: ... /gdpr__forget__device", c(), Request::post("/gdpr__forget__device"))
             .ambiguous("path"),
+        // Round 16 (helper-59, verified on Zend Framework 1): every application has
+        // the module `default`: `/default/postback` is `PostbackController`.
+        case("D: ... /default/postback (Zend Framework 1's default module)", c(), Request::get("/default/postback"))
+            .ambiguous("path"),
+        case("D: ... /index.php/default/gdpr_forget_device", c(),
+             form_post("/index.php/default/gdpr_forget_device", format!("s2s=1&app_token={APP}&gps_adid=x")))
+            .ambiguous("path"),
+        case("D: ... /Default/postback/index", c(), Request::get("/Default/postback/index"))
+            .ambiguous("path"),
         // Controls: other names and other segments pass.
         case("D: ... /post/back passes", c(), Request::get("/post/back"))
             .up(":path", Some("/post/back")),
@@ -1286,6 +1295,13 @@ fn cases() -> Vec<Case> {
             .ambiguous("path"),
         case("D: ... on a protected route, whatever it names (a site's rewrite may map it)", c(),
              Request::get("/postback?user_id=u&event_id=e&rest_route=/collector/v1/gdpr_forget_device").header("authorization", SWAARM))
+            .ambiguous("path"),
+        // Round 16 (helper-59, F2): a page or post by number, on a protected route.
+        case("D: ... page_id on a protected route (WordPress's page 6)", c(),
+             Request::get("/postback?user_id=u&event_id=e&page_id=6").header("authorization", SWAARM))
+            .ambiguous("path"),
+        case("D: ... p=6", c(),
+             Request::get("/postback?user_id=u&event_id=e&p=6").header("authorization", SWAARM))
             .ambiguous("path"),
         case("D: ... in a protected route's form body", c(),
              form_post("/event", format!("s2s=1&app_token={APP}&event_token=x&pagename=gdpr_forget_device")).header("authorization", bearer()))

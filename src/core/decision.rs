@@ -439,7 +439,9 @@ fn names_one_of(
         .iter()
         .all(|&b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
     {
-        return names.iter().any(|r| raw.eq_ignore_ascii_case(r));
+        return names
+            .iter()
+            .any(|r| r.len() == raw.len() && raw.eq_ignore_ascii_case(r));
     }
     let fields = fields
         .get_or_init(|| reading::Fields::of_names(names.iter().map(|n| n.to_vec()).collect()));
@@ -777,17 +779,30 @@ fn reaches_other(policy: &Policy, method: &[u8], alt: &[u8], routing: Routing) -
     .any(|r| other_route(r, routing))
 }
 
-/// On a protected route, WordPress's own route parameters (`rest_route`,
-/// `pagename`, under any reading of their names) with any value: WordPress takes
-/// them over the path (from the body first), and what a value names there is up
-/// to the site's rewrite rules (`/gdpr_forget_device` published as
-/// `rest_route=/collector/v1/gdpr_forget_device`), which the filter cannot see.
+/// WordPress's query variables that pick the one handler a request runs: its REST
+/// route, a page or post by name or by number, an attachment.
+const WORDPRESS_ROUTES: [&[u8]; 9] = [
+    b"rest_route",
+    b"pagename",
+    b"page_id",
+    b"p",
+    b"name",
+    b"attachment",
+    b"attachment_id",
+    b"subpost",
+    b"subpost_id",
+];
+
+/// On a protected route, WordPress's own route parameters ([`WORDPRESS_ROUTES`],
+/// under any reading of their names) with any value: WordPress takes them over
+/// the path (from the body first), and what a value names there is up to the
+/// site (`/gdpr_forget_device` published as
+/// `rest_route=/collector/v1/gdpr_forget_device`, a handler on page 6), which the
+/// filter cannot see.
 fn wordpress_route(query: &[Param], form: Option<&[Param]>) -> Option<Ambiguity> {
     static WORDPRESS: std::sync::OnceLock<reading::Fields> = std::sync::OnceLock::new();
     (query.iter().chain(form.unwrap_or_default()))
-        .find(|p| {
-            !p.value.is_empty() && names_one_of(&p.name, &[b"rest_route", b"pagename"], &WORDPRESS)
-        })
+        .find(|p| !p.value.is_empty() && names_one_of(&p.name, &WORDPRESS_ROUTES, &WORDPRESS))
         .map(|p| Ambiguity {
             class: Class::Path,
             field: p.name.to_vec(),
@@ -832,10 +847,15 @@ fn body_route_parameter(
 /// than `routing`'s, or (`under`) lie under one?
 fn skeleton_reaches(policy: &Policy, alt: &[u8], routing: Routing, under: bool) -> bool {
     let skeleton = path::skeleton(alt);
-    policy
-        .routes
-        .iter()
-        .any(|r| r.skeleton_matches(&skeleton, under) && other_route(Routing::Route(r), routing))
+    // Zend Framework 1 routes `/default/postback` to the module-less controller:
+    // every application has the module `default`.
+    let module_less = skeleton.strip_prefix(b"default/");
+    std::iter::once(&skeleton[..]).chain(module_less).any(|k| {
+        policy
+            .routes
+            .iter()
+            .any(|r| r.skeleton_matches(k, under) && other_route(Routing::Route(r), routing))
+    })
 }
 
 /// Is `r` a protected route other than `routing`'s that decides otherwise?

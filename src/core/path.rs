@@ -1042,6 +1042,33 @@ mod tests {
     }
 
     #[test]
+    fn skeletons_reduce_names_as_mvc_routers_do() {
+        let k = |p: &str| String::from_utf8(skeleton(p.as_bytes())).unwrap();
+        for p in [
+            "/postback",
+            "/post.back",
+            "/po!stback",
+            "/_postback_",
+            "/(postback)",
+            "/POSTBACK/",
+            "//postback",
+            "/post%2562ack",
+            "/post%%36%32ack",
+            "/postback%2520",
+            "/postback%E2%80%8B",
+            "/-/postback",
+        ] {
+            assert_eq!(k(p), "postback", "{p}");
+        }
+        assert_eq!(k("/gdpr_forget_device"), "gdprforgetdevice");
+        assert_eq!(k("/gdprForgetDevice"), "gdprforgetdevice");
+        assert_eq!(k("/api/v1/s2s/ev.ent"), "api/v1/s2s/event");
+        assert_eq!(k("/post/back"), "post/back");
+        assert_eq!(k("/"), "");
+        assert_eq!(k("/%2F"), "");
+    }
+
+    #[test]
     fn dot_and_empty_segments_deleted_as_codeigniter_3_does() {
         let d = |p: &str| without_dot_segments(p.as_bytes()).map(|v| String::from_utf8(v).unwrap());
         for (p, want) in [
