@@ -1399,6 +1399,46 @@ fn cases() -> Vec<Case> {
         case("A: ... a cookie with + elsewhere goes on", c(),
              Request::get(&format!("/postback?s2s_token={SWAARM}&user_id=u&event_id=e")).header("cookie", "ab+c=1"))
             .up("cookie", Some("ab+c=1")),
+        // Round 16 (helper-60, verified on PHP 8.2 without a php.ini): another
+        // route's credential name of the realm, as a cookie (refused in the query
+        // as `other_credential`); a known credential padded with white space PHP's
+        // `trim` removes; credential headers as ASP.NET server variables.
+        case("A: ... another route's credential name as a cookie (Swaarm /click, token)", c(),
+             Request::get(&format!("/postback?s2s_token={SWAARM}&user_id=u&event_id=e")).header("cookie", "token=tokenForStoreB"))
+            .ambiguous("cookie"),
+        case("A: ... a browser route, a server secret padded with white space", jitsu_client(),
+             Request::post("/api/v1/event?token=js.client-1").header("cookie", format!("token=%20{JITSU_SERVER}%0B"))
+                 .header("content-type", "application/json").body("{}"))
+            .local(400, r#"{"message":"Ambiguous request"}"#)
+            .counts(&["s2s_guard.ambiguous.class.cookie"]),
+        case("A: ... a browser route, quoted with a tab inside", jitsu_client(),
+             Request::post("/api/v1/event?token=js.client-1").header("cookie", format!("token=\"\t{JITSU_SERVER}\""))
+                 .header("content-type", "application/json").body("{}"))
+            .local(400, r#"{"message":"Ambiguous request"}"#)
+            .counts(&["s2s_guard.ambiguous.class.cookie"]),
+        case("A: ... HTTP_AUTHORIZATION as a query parameter beside a Bearer", c(),
+             Request::get(&format!("/event?s2s=1&app_token={APP}&event_token=x&HTTP_AUTHORIZATION=Bearer%20other")).header("authorization", bearer()))
+            .ambiguous("spelling"),
+        case("A: ... HTTP_X_AUTH_TOKEN as a cookie (Jitsu)", c(),
+             Request::post("/api/v1/s2s/event").header("x-auth-token", JITSU_SERVER).header("cookie", "HTTP_X_AUTH_TOKEN=other")
+                 .header("content-type", "application/json").body("{}"))
+            .local(400, r#"{"message":"Ambiguous request"}"#)
+            .counts(&["s2s_guard.ambiguous.class.cookie"]),
+        // Flag mode (F2, F2b): a flagged request goes on without the client's
+        // marker cookie (PHP's `$_REQUEST` would read it over the filter's
+        // reason) and without credential cookies; the others stay.
+        case("F: flag mode: the marker cookie is removed, other cookies stay", flag(),
+             Request::get(&format!("/event?s2s=1&app_token={APP}&event_token=x")).header("cookie", "a=b; s2s_guard_rejection="))
+            .up("x-s2s-guard-rejection", Some("ambiguous"))
+            .up("cookie", Some("a=b")),
+        case("F: ... +s2s_guard_rejection too, the request refused for its token", flag(),
+             Request::get(&format!("/event?s2s=1&app_token={APP}&event_token=x")).header("cookie", "+s2s_guard_rejection=; c=d"))
+            .up("x-s2s-guard-rejection", Some("missing"))
+            .up("cookie", Some("c=d")),
+        case("F: ... a credential cookie is removed", flag(),
+             Request::get("/postback?s2s_token=nope&user_id=u&event_id=e").header("cookie", "s2s_token=tokenForStoreB"))
+            .up("x-s2s-guard-rejection", Some("ambiguous"))
+            .up("cookie", None),
         case("A: ... a browser route, a site's token cookie goes on", jitsu_client(),
              Request::post("/api/v1/event?token=js.client-1").header("cookie", "token=session-abc; p_x=1")
                  .header("content-type", "application/json").body("{}"))

@@ -427,6 +427,47 @@ fn directory_parameter(raw: &[u8]) -> bool {
     names_one_of(raw, &[b"d"], &DIRECTORY)
 }
 
+/// [`names_one_of`] for a split parameter: a name the parser found plain (lower
+/// case, digits, `_`, `-`: no other reading) is compared as it is, at once (this
+/// runs for every parameter of every form body).
+fn param_names_one_of(
+    p: &Param,
+    names: &[&[u8]],
+    bloom: u64,
+    fields: &std::sync::OnceLock<reading::Fields>,
+) -> bool {
+    if p.plain_name && !p.escaped_name {
+        // Most names are none of `names` by their length and ends alone.
+        let n: &[u8] = &p.name;
+        return bloom & (1 << name_bit(n)) != 0 && names.contains(&n);
+    }
+    names_one_of(&p.name, names, fields)
+}
+
+/// A name's bit in a [`names_bloom`]: from its length and its first and last bytes.
+const fn name_bit(n: &[u8]) -> u32 {
+    match n {
+        [] => 0,
+        [first, .., last] => (n.len() as u32 * 31 + *first as u32 + *last as u32 * 7) % 64,
+        [only] => (31 + *only as u32 * 8) % 64,
+    }
+}
+
+/// The bits of `names` ([`name_bit`]): a plain name whose bit is clear is none of
+/// them.
+const fn names_bloom(names: &[&[u8]]) -> u64 {
+    let mut m = 0u64;
+    let mut i = 0;
+    while i < names.len() {
+        m |= 1 << name_bit(names[i]);
+        i += 1;
+    }
+    m
+}
+
+const WORDPRESS_BLOOM: u64 = names_bloom(&WORDPRESS_ROUTES);
+const ROUTER_BLOOM: u64 = names_bloom(&ROUTER_PARAMETERS);
+
 /// Does a raw parameter name, under any reading of it, name one of `names`? (Any
 /// case; `fields` caches `names` as decision fields.)
 fn names_one_of(
@@ -802,7 +843,10 @@ const WORDPRESS_ROUTES: [&[u8]; 9] = [
 fn wordpress_route(query: &[Param], form: Option<&[Param]>) -> Option<Ambiguity> {
     static WORDPRESS: std::sync::OnceLock<reading::Fields> = std::sync::OnceLock::new();
     (query.iter().chain(form.unwrap_or_default()))
-        .find(|p| !p.value.is_empty() && names_one_of(&p.name, &WORDPRESS_ROUTES, &WORDPRESS))
+        .find(|p| {
+            !p.value.is_empty()
+                && param_names_one_of(p, &WORDPRESS_ROUTES, WORDPRESS_BLOOM, &WORDPRESS)
+        })
         .map(|p| Ambiguity {
             class: Class::Path,
             field: p.name.to_vec(),
@@ -821,7 +865,10 @@ fn body_route_parameter(
 ) -> Option<Ambiguity> {
     let here = Routing::Route(route);
     form.iter()
-        .filter(|p| !p.value.is_empty() && routing_parameter(&p.name))
+        .filter(|p| {
+            static ROUTER: std::sync::OnceLock<reading::Fields> = std::sync::OnceLock::new();
+            !p.value.is_empty() && param_names_one_of(p, &ROUTER_PARAMETERS, ROUTER_BLOOM, &ROUTER)
+        })
         .find(|p| {
             let v: &[u8] = &p.value;
             let rooted = if v.first() == Some(&b'/') {
@@ -1354,7 +1401,8 @@ fn refuse(
             });
             strip_every_credential(f, policy, view, form);
         }
-        // No client copy of the marker in the query either.
+        // No client copy of the marker in the query, nor in a cookie.
+        strip_credential_cookies(f, policy, view, false);
         let raw = view.path.clone();
         finish_forward(f, &raw, view, None, None);
     }
@@ -1530,6 +1578,9 @@ fn decide_inner(
                 strip_credential_headers(f, policy, view);
             }
         }
+        if policy.mode == Mode::Flag {
+            strip_credential_cookies(f, policy, view, false);
+        }
         finish_forward(f, raw_path, view, form_raw, Some(params));
     }
     if !pending && !matches!(d.enforcement, Enforcement::DryRun | Enforcement::Flagged) {
@@ -1611,6 +1662,14 @@ fn forged_name(
             .into_iter()
             .find(|h| same(rest, h.as_bytes()))
             .map(|h| h.as_bytes().to_vec())
+            // A credential header too (`HTTP_AUTHORIZATION`, `HTTP_X_AUTH_TOKEN`):
+            // a second credential beside the verified one to `Request[...]`.
+            .or_else(|| {
+                std::str::from_utf8(rest)
+                    .ok()
+                    .filter(|r| credential_header(policy, r))
+                    .map(|r| r.as_bytes().to_vec())
+            })
     };
     let field = (query.iter().chain(form.unwrap_or_default()))
         .find_map(|p| server_variable(&p.name, p.escaped_name))
@@ -1866,12 +1925,90 @@ pub fn credential_header(policy: &Policy, name: &str) -> bool {
 /// (an SDK's `Authorization: Signature ...` stays: no source reads a token there,
 /// and the collector may verify it again).
 fn strip_credential_headers(f: &mut Forward, policy: &Policy, view: &RequestView) {
+    strip_credential_cookies(f, policy, view, true);
     for (name, value) in &view.headers {
         if credential_header(policy, name)
             && !(name.eq_ignore_ascii_case("authorization") && credential::is_signature(value))
             && !f.remove_headers.iter().any(|h| **h == **name)
         {
             f.remove_headers.push(name.as_str().into());
+        }
+    }
+}
+
+/// Removes from a flagged request's `Cookie` header every cookie named, under any
+/// reading of its name (`+` as a space too), like the flag marker (PHP's
+/// `$_REQUEST` takes cookies over the query and the body: a client's empty
+/// `s2s_guard_rejection` would hide the filter's reason) and, with `credentials`,
+/// like a parameter some route reads a credential from or an App Secret. The other
+/// cookies go on, in one header. Done once per forward (the first call decides).
+fn strip_credential_cookies(
+    f: &mut Forward,
+    policy: &Policy,
+    view: &RequestView,
+    credentials: bool,
+) {
+    let cookie = |h: &str| h.eq_ignore_ascii_case("cookie");
+    if !view.headers.iter().any(|(n, _)| cookie(n))
+        || f.remove_headers.iter().any(|h| cookie(h))
+        || f.set_headers.iter().any(|(h, _)| cookie(h))
+    {
+        return;
+    }
+    let sources = || {
+        policy
+            .routes
+            .iter()
+            .flat_map(|r| r.sources.iter())
+            .filter(|_| credentials)
+    };
+    let mut names: Vec<Vec<u8>> = sources()
+        .filter_map(|s| match s {
+            Source::Query(n) | Source::Form(n) => Some(n.clone()),
+            _ => None,
+        })
+        .collect();
+    names.push(FLAG_FIELD.as_bytes().to_vec());
+    if credentials && !policy.signatures.is_empty() {
+        names.push(b"app_secret".to_vec());
+    }
+    let mut fields = reading::Fields::of_names(names);
+    fields.prefixes = sources()
+        .filter_map(|s| match s {
+            Source::QueryPrefix(p) => Some(p.clone()),
+            _ => None,
+        })
+        .collect();
+    let fields = fields.indexed();
+    let mut kept: Vec<&[u8]> = Vec::new();
+    let mut removed = false;
+    for (name, value) in &view.headers {
+        if !name.eq_ignore_ascii_case("cookie") {
+            continue;
+        }
+        for pair in value.split(|&b| b == b';' || b == b',') {
+            let pair = request::trim(pair);
+            if pair.is_empty() {
+                continue;
+            }
+            let n = request::trim(pair.split(|&b| b == b'=').next().unwrap_or_default());
+            let spaced: Vec<u8> = n
+                .iter()
+                .map(|&b| if b == b'+' { b' ' } else { b })
+                .collect();
+            if reading::touches(&fields, n) || reading::touches(&fields, &spaced) {
+                removed = true;
+            } else {
+                kept.push(pair);
+            }
+        }
+    }
+    if removed {
+        if !f.remove_headers.iter().any(|h| &**h == "cookie") {
+            f.remove_headers.push("cookie".into());
+        }
+        if !kept.is_empty() {
+            f.set_headers.push(("cookie".into(), kept.join(&b"; "[..])));
         }
     }
 }

@@ -421,7 +421,7 @@ impl Fields {
         }
     }
 
-    fn touches_foreign(&self, name: &[u8]) -> Option<&[u8]> {
+    pub(crate) fn touches_foreign(&self, name: &[u8]) -> Option<&[u8]> {
         if self.plain(name) {
             return self.find_plain(name, true);
         }
@@ -1050,10 +1050,14 @@ pub fn check_cookies(
             && (fields.credentials.iter().any(|c| c.as_slice() == f)
                 || fields.prefixes.iter().any(|p| p.as_slice() == f))
     };
+    // Another route's credential name (of the realm) too, as in the query
+    // (`other_credential`): on a browser route, only holding a known credential.
     match cookie_names(headers, |name| {
-        fields.touches(name).filter(|f| !credential(f))
+        (fields.touches(name).filter(|f| !credential(f)))
+            .or_else(|| (!browsers).then(|| fields.touches_foreign(name)).flatten())
+            .map(<[u8]>::to_vec)
     }) {
-        Some(f) => ambiguous(Class::Cookie, f),
+        Some(f) => ambiguous(Class::Cookie, &f),
         None => Ok(()),
     }
 }
@@ -1073,13 +1077,29 @@ pub fn cookie_credential(
             || fields.prefixes.iter().any(|p| p.as_slice() == f)
     };
     cookies(headers, |name, value| {
-        let f = fields.touches(name).filter(|f| credential(f))?;
+        let f = (fields.touches(name).filter(|f| credential(f)))
+            .or_else(|| fields.touches_foreign(name))?;
         let unquoted = value
             .strip_prefix(b"\"")
             .and_then(|v| v.strip_suffix(b"\""))
             .unwrap_or(value);
         let decoded = crate::request::form_decode(unquoted);
-        let known = [value, unquoted, &decoded]
+        // And as PHP's `trim` leaves it (space, tab, CR, LF, NUL, vertical tab;
+        // form feed as other languages' `trim` do).
+        let php_trim = |v: &[u8]| -> Vec<u8> {
+            let blank = |b: &u8| matches!(b, b' ' | b'\t' | b'\r' | b'\n' | 0 | 0x0b | 0x0c);
+            let start = v.iter().position(|b| !blank(b)).unwrap_or(v.len());
+            let end = v.iter().rposition(|b| !blank(b)).map_or(start, |e| e + 1);
+            v.get(start..end).unwrap_or_default().to_vec()
+        };
+        let (t_unquoted, t_decoded) = (php_trim(unquoted), php_trim(&decoded));
+        let t_inner = php_trim(
+            t_decoded
+                .strip_prefix(b"\"")
+                .and_then(|v| v.strip_suffix(b"\""))
+                .unwrap_or(&t_decoded),
+        );
+        let known = [value, unquoted, &decoded, &t_unquoted, &t_decoded, &t_inner]
             .into_iter()
             .any(|v| !v.is_empty() && is_credential(v));
         known.then(|| f.to_vec())

@@ -368,7 +368,18 @@ fn header_name(
 /// Nor headers collectors act on (round 14, helper-56): the method overrides and
 /// root-path headers the decision reads ([`crate::reading::TRAILER_ONLY`]), and
 /// those that name the client, the host, the scheme or the original request.
-const NOT_OWNABLE: [&str; 29] = [
+const NOT_OWNABLE: [&str; 39] = [
+    // Round 16 (helper-60): more that name the client, the host or the user.
+    "client-ip",
+    "x-cluster-client-ip",
+    "x-forwarded",
+    "forwarded-for",
+    "x-forwarded-uri",
+    "x-host",
+    "x-envoy-internal",
+    "remote-user",
+    "x-remote-user",
+    "x-forwarded-user",
     // Old Symfony, ZF1 and IIS route on these.
     "x-original-url",
     "x-rewrite-url",
