@@ -1275,6 +1275,17 @@ fn cases() -> Vec<Case> {
             .ambiguous("path"),
         case("D: ... /Default/postback/index", c(), Request::get("/Default/postback/index"))
             .ambiguous("path"),
+        // Round 17 (helper-61, verified on Zend Framework 1): its module route reads
+        // the rest of the path as key/value pairs once a segment is `0`.
+        case("D: ... /0/x/controller/postback (ZF1's path parameters)", c(), Request::get("/0/x/controller/postback?user_id=u&event_id=e"))
+            .ambiguous("path"),
+        case("D: ... /0/a/module/default/controller/gdpr_forget_device/action/index", c(),
+             form_post("/0/a/module/default/controller/gdpr_forget_device/action/index", format!("s2s=1&app_token={APP}&gps_adid=x")))
+            .ambiguous("path"),
+        case("D: ... /index.php/0/0/controller/event", c(), Request::get("/index.php/0/0/controller/event"))
+            .ambiguous("path"),
+        case("D: ... /shop/controller/x passes", c(), Request::get("/shop/controller/x"))
+            .up(":path", Some("/shop/controller/x")),
         // Controls: other names and other segments pass.
         case("D: ... /post/back passes", c(), Request::get("/post/back"))
             .up(":path", Some("/post/back")),

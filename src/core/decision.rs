@@ -897,12 +897,23 @@ fn skeleton_reaches(policy: &Policy, alt: &[u8], routing: Routing, under: bool) 
     // Zend Framework 1 routes `/default/postback` to the module-less controller:
     // every application has the module `default`.
     let module_less = skeleton.strip_prefix(b"default/");
-    std::iter::once(&skeleton[..]).chain(module_less).any(|k| {
-        policy
-            .routes
-            .iter()
-            .any(|r| r.skeleton_matches(k, under) && other_route(Routing::Route(r), routing))
-    })
+    // Its module route also reads the rest of a path as `key/value` pairs once a
+    // segment is `0` (PHP's `empty("0")`): `/0/x/controller/postback` is the
+    // postback controller. Whatever follows a `controller` segment, anywhere.
+    let named = skeleton
+        .windows(b"controller/".len())
+        .enumerate()
+        .filter(|&(i, w)| w == b"controller/" && (i == 0 || skeleton[i - 1] == b'/'))
+        .map(|(i, w)| &skeleton[i + w.len()..]);
+    std::iter::once(&skeleton[..])
+        .chain(module_less)
+        .chain(named)
+        .any(|k| {
+            policy
+                .routes
+                .iter()
+                .any(|r| r.skeleton_matches(k, under) && other_route(Routing::Route(r), routing))
+        })
 }
 
 /// Is `r` a protected route other than `routing`'s that decides otherwise?
