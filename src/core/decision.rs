@@ -1877,29 +1877,8 @@ fn strip_every_credential(
     view: &RequestView,
     body: Option<&[u8]>,
 ) {
-    let sources = || policy.routes.iter().flat_map(|r| r.sources.iter());
     strip_credential_headers(f, policy, view);
-    // An App Secret sent as a parameter (`app_secret_in_request`): the secret of
-    // every install of the app, never forwarded.
-    let app_secret = (!policy.signatures.is_empty()).then(|| b"app_secret".to_vec());
-    let mut fields = reading::Fields::of_names(
-        sources()
-            .filter_map(|s| match s {
-                Source::Query(n) | Source::Form(n) => Some(n.clone()),
-                _ => None,
-            })
-            .chain(app_secret)
-            .collect(),
-    );
-    fields.prefixes = sources()
-        .filter_map(|s| match s {
-            Source::QueryPrefix(p) => Some(p.clone()),
-            _ => None,
-        })
-        .collect();
-    // Names in any case too (`S2S_TOKEN`, [`reading::touches`]): stacks that read
-    // names case-insensitively (ASP.NET) would find the secret there.
-    let fields = fields.indexed();
+    let fields = credential_places(policy, true, None);
     let credential = |seg: &[u8]| reading::touches(&fields, seg);
     let query = view.raw_query();
     let spans = spans_where(query, credential);
@@ -1947,6 +1926,37 @@ fn strip_credential_headers(f: &mut Forward, policy: &Policy, view: &RequestView
     }
 }
 
+/// The parameter names and prefixes some route reads a credential from, with an
+/// App Secret (`app_secret_in_request`: the secret of every install of the app,
+/// never forwarded) where apps have signatures (none of them without
+/// `credentials`), and `extra`; indexed, so that names in any case count too
+/// (`S2S_TOKEN`, [`reading::touches`]: ASP.NET reads names case-insensitively).
+fn credential_places(policy: &Policy, credentials: bool, extra: Option<&[u8]>) -> reading::Fields {
+    let sources = || {
+        (policy.routes.iter())
+            .flat_map(|r| r.sources.iter())
+            .filter(|_| credentials)
+    };
+    let app_secret = (credentials && !policy.signatures.is_empty()).then(|| b"app_secret".to_vec());
+    let mut fields = reading::Fields::of_names(
+        sources()
+            .filter_map(|s| match s {
+                Source::Query(n) | Source::Form(n) => Some(n.clone()),
+                _ => None,
+            })
+            .chain(app_secret)
+            .chain(extra.map(<[u8]>::to_vec))
+            .collect(),
+    );
+    fields.prefixes = sources()
+        .filter_map(|s| match s {
+            Source::QueryPrefix(p) => Some(p.clone()),
+            _ => None,
+        })
+        .collect();
+    fields.indexed()
+}
+
 /// Removes from a flagged request's `Cookie` header every cookie named, under any
 /// reading of its name (`+` as a space too), like the flag marker (PHP's
 /// `$_REQUEST` takes cookies over the query and the body: a client's empty
@@ -1966,31 +1976,7 @@ fn strip_credential_cookies(
     {
         return;
     }
-    let sources = || {
-        policy
-            .routes
-            .iter()
-            .flat_map(|r| r.sources.iter())
-            .filter(|_| credentials)
-    };
-    let mut names: Vec<Vec<u8>> = sources()
-        .filter_map(|s| match s {
-            Source::Query(n) | Source::Form(n) => Some(n.clone()),
-            _ => None,
-        })
-        .collect();
-    names.push(FLAG_FIELD.as_bytes().to_vec());
-    if credentials && !policy.signatures.is_empty() {
-        names.push(b"app_secret".to_vec());
-    }
-    let mut fields = reading::Fields::of_names(names);
-    fields.prefixes = sources()
-        .filter_map(|s| match s {
-            Source::QueryPrefix(p) => Some(p.clone()),
-            _ => None,
-        })
-        .collect();
-    let fields = fields.indexed();
+    let fields = credential_places(policy, credentials, Some(FLAG_FIELD.as_bytes()));
     let mut kept: Vec<&[u8]> = Vec::new();
     let mut removed = false;
     for (name, value) in &view.headers {
